@@ -1,0 +1,209 @@
+//! The `local` connection: commands run as processes on the controller itself, each in
+//! its own process group so a timeout ends the whole tree. This is the embedded default
+//! (the implicit `localhost`) and the reference the SSH transport must behave like.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use super::{
+    CommandOutput, CommandSpec, Connection, ConnectionError, FileStat, OutputChunk, Stream,
+};
+
+/// Runs everything on the controller.
+#[derive(Debug, Clone)]
+pub struct LocalConnection {
+    host: String,
+}
+
+impl LocalConnection {
+    /// A local connection for the inventory host `host`.
+    pub fn new(host: impl Into<String>) -> Self {
+        LocalConnection { host: host.into() }
+    }
+
+    fn err(&self, message: impl Into<String>) -> ConnectionError {
+        ConnectionError {
+            host: format!("{} (local)", self.host),
+            message: message.into(),
+        }
+    }
+}
+
+async fn pump(
+    mut reader: impl AsyncRead + Unpin,
+    stream: Stream,
+    sink: Option<mpsc::UnboundedSender<OutputChunk>>,
+) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if let Some(s) = &sink {
+                    let _ = s.send((stream, buf[..n].to_vec()));
+                }
+                all.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+    all
+}
+
+#[async_trait]
+impl Connection for LocalConnection {
+    fn describe(&self) -> String {
+        format!("{} (local)", self.host)
+    }
+
+    async fn run(
+        &self,
+        spec: &CommandSpec,
+        sink: Option<mpsc::UnboundedSender<OutputChunk>>,
+    ) -> Result<CommandOutput, ConnectionError> {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(spec.to_shell_line());
+        let stdin = spec.stdin_bytes();
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| self.err(format!("cannot start /bin/sh: {e}")))?;
+        let pid = child.id();
+        if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
+            tokio::spawn(async move {
+                let _ = w.write_all(&data).await;
+                let _ = w.shutdown().await;
+            });
+        }
+        let out = child.stdout.take().map(|r| tokio::spawn(pump(r, Stream::Stdout, sink.clone())));
+        let err = child.stderr.take().map(|r| tokio::spawn(pump(r, Stream::Stderr, sink)));
+        let waited = match spec.timeout {
+            Some(t) => tokio::time::timeout(t, child.wait()).await.ok(),
+            None => Some(child.wait().await),
+        };
+        let (status, timed_out) = match waited {
+            Some(Ok(status)) => (status.code(), false),
+            Some(Err(e)) => return Err(self.err(format!("waiting for the command failed: {e}"))),
+            None => {
+                kill_group(pid);
+                let _ = child.wait().await;
+                (None, true)
+            }
+        };
+        let stdout = match out {
+            Some(h) => h.await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let stderr = match err {
+            Some(h) => h.await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Ok(CommandOutput {
+            rc: status,
+            stdout,
+            stderr,
+            timed_out,
+        })
+    }
+
+    async fn put_bytes(&self, data: &[u8], remote_path: &str) -> Result<(), ConnectionError> {
+        tokio::fs::write(remote_path, data)
+            .await
+            .map_err(|e| self.err(format!("cannot write {remote_path}: {e}")))
+    }
+
+    async fn put_file(&self, local: &Path, remote_path: &str) -> Result<(), ConnectionError> {
+        tokio::fs::copy(local, remote_path)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err(format!("cannot copy {} to {remote_path}: {e}", local.display())))
+    }
+
+    async fn get_file(&self, remote_path: &str, local: &Path) -> Result<(), ConnectionError> {
+        tokio::fs::copy(remote_path, local)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err(format!("cannot copy {remote_path} to {}: {e}", local.display())))
+    }
+
+    async fn read_file(&self, remote_path: &str, max: u64) -> Result<Option<Vec<u8>>, ConnectionError> {
+        match tokio::fs::metadata(remote_path).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.err(format!("cannot read {remote_path}: {e}"))),
+            Ok(m) if m.len() > max => {
+                return Err(self.err(format!(
+                    "{remote_path} is {} bytes, more than the {max} this operation reads",
+                    m.len()
+                )));
+            }
+            Ok(_) => {}
+        }
+        tokio::fs::read(remote_path)
+            .await
+            .map(Some)
+            .map_err(|e| self.err(format!("cannot read {remote_path}: {e}")))
+    }
+
+    async fn stat(&self, remote_path: &str) -> Result<Option<FileStat>, ConnectionError> {
+        stat_via_command(self, remote_path).await
+    }
+}
+
+/// `stat` through a command, so every transport reports owners and modes alike.
+pub async fn stat_via_command(
+    conn: &(impl Connection + ?Sized),
+    path: &str,
+) -> Result<Option<FileStat>, ConnectionError> {
+    let line = format!(
+        "if [ -e {p} ] || [ -L {p} ]; then stat -c '%F|%a|%U|%G|%s' -- {p}; readlink -- {p} || true; else echo absent; fi",
+        p = super::quote(path)
+    );
+    let out = conn.run(&CommandSpec::shell(line), None).await?;
+    let text = out.stdout_text();
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("");
+    if first == "absent" || !out.success() {
+        return Ok(None);
+    }
+    let parts: Vec<&str> = first.split('|').collect();
+    if parts.len() != 5 {
+        return Err(ConnectionError {
+            host: conn.describe(),
+            message: format!("unexpected stat output for {path}: {first}"),
+        });
+    }
+    let kind = match parts[0] {
+        "directory" => "directory",
+        "symbolic link" => "link",
+        k if k.contains("regular") => "file",
+        _ => "other",
+    };
+    Ok(Some(FileStat {
+        kind: kind.to_string(),
+        mode: u32::from_str_radix(parts[1], 8).unwrap_or(0),
+        owner: parts[2].to_string(),
+        group: parts[3].to_string(),
+        size: parts[4].parse().unwrap_or(0),
+        link_target: lines.next().filter(|_| kind == "link").map(str::to_string),
+    }))
+}
+
+/// Ends a timed-out command and everything it started in its process group.
+fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}

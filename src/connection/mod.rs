@@ -1,0 +1,275 @@
+//! How lifeboat reaches a host. [`Connection`] is the one interface every module uses:
+//! run a command (argv or shell, with stdin, environment, timeout, become) streaming its
+//! output, put a file, get a file. `local` runs on the controller itself; SSH plugs in
+//! behind the same trait, so nothing above this module knows which transport it uses.
+
+pub mod local;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+pub use local::LocalConnection;
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Program {
+    /// An argument vector, run without a shell.
+    Argv(Vec<String>),
+    /// A script for `/bin/sh -c` (with `set -o pipefail` where the shell has it).
+    Shell(String),
+}
+
+/// Privilege escalation for one command.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Become {
+    /// The user to become (default root).
+    pub user: Option<String>,
+    /// `sudo` (default) or `su`.
+    pub method: Option<String>,
+    /// Password fed on stdin to sudo, never in argv.
+    pub password: Option<String>,
+}
+
+/// A command to run on a host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandSpec {
+    /// The program.
+    pub program: Program,
+    /// Bytes written to the command's standard input, then closed.
+    pub stdin: Option<Vec<u8>>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub cwd: Option<String>,
+    /// Kill the command after this long.
+    pub timeout: Option<Duration>,
+    /// Run as another user.
+    pub become_: Option<Become>,
+}
+
+impl CommandSpec {
+    /// A shell script.
+    pub fn shell(script: impl Into<String>) -> Self {
+        CommandSpec::new(Program::Shell(script.into()))
+    }
+
+    /// An argument vector.
+    pub fn argv<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        CommandSpec::new(Program::Argv(args.into_iter().map(Into::into).collect()))
+    }
+
+    fn new(program: Program) -> Self {
+        CommandSpec {
+            program,
+            stdin: None,
+            env: Vec::new(),
+            cwd: None,
+            timeout: None,
+            become_: None,
+        }
+    }
+
+    /// With standard input.
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    /// With a timeout.
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// With privilege escalation.
+    pub fn become_(mut self, b: Option<Become>) -> Self {
+        self.become_ = b;
+        self
+    }
+
+    /// The command as one shell line (for `-v` output and messages).
+    pub fn display(&self) -> String {
+        match &self.program {
+            Program::Shell(s) => s.clone(),
+            Program::Argv(a) => shlex::try_join(a.iter().map(String::as_str))
+                .unwrap_or_else(|_| a.join(" ")),
+        }
+    }
+
+    /// The shell line that runs this command, become included: what the local
+    /// connection gives `/bin/sh -c` and remote transports execute. Shell scripts run
+    /// under bash with `pipefail` when the host has bash, else under `/bin/sh`.
+    pub fn to_shell_line(&self) -> String {
+        let mut line = String::new();
+        if let Some(cwd) = &self.cwd {
+            line.push_str(&format!("cd {} && ", quote(cwd)));
+        }
+        for (k, v) in &self.env {
+            line.push_str(&format!("{k}={} ", quote(v)));
+        }
+        match &self.program {
+            Program::Shell(s) => {
+                let q = quote(s);
+                line.push_str(&format!(
+                    "if command -v bash >/dev/null 2>&1; then exec bash -o pipefail -c {q}; else exec /bin/sh -c {q}; fi"
+                ));
+            }
+            Program::Argv(a) => {
+                line.push_str("exec ");
+                line.push_str(&a.iter().map(|s| quote(s)).collect::<Vec<_>>().join(" "));
+            }
+        }
+        match &self.become_ {
+            None => line,
+            Some(b) => {
+                let user = quote(b.user.as_deref().unwrap_or("root"));
+                let script = quote(&line);
+                match (b.method.as_deref(), b.password.is_some()) {
+                    (Some("su"), _) => format!("su {user} -s /bin/sh -c {script}"),
+                    (_, true) => format!("sudo -S -p '' -H -u {user} /bin/sh -c {script}"),
+                    (_, false) => format!("sudo -n -H -u {user} /bin/sh -c {script}"),
+                }
+            }
+        }
+    }
+
+    /// Standard input as sent: the become password line first, when there is one.
+    pub fn stdin_bytes(&self) -> Option<Vec<u8>> {
+        let password = self.become_.as_ref().and_then(|b| b.password.as_ref());
+        match (password, &self.stdin) {
+            (None, None) => None,
+            (None, Some(s)) => Some(s.clone()),
+            (Some(p), rest) => {
+                let mut v = format!("{p}\n").into_bytes();
+                v.extend(rest.iter().flatten());
+                Some(v)
+            }
+        }
+    }
+}
+
+/// Shell-quotes one word.
+pub fn quote(s: &str) -> String {
+    shlex::try_quote(s).map_or_else(|_| format!("'{}'", s.replace('\'', "'\\''").replace('\0', "")), |q| q.into_owned())
+}
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// A piece of a running command's output, for `-v` streaming.
+pub type OutputChunk = (Stream, Vec<u8>);
+
+/// What a finished command produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommandOutput {
+    /// Exit status; `None` when the command ended without one (killed, lost).
+    pub rc: Option<i32>,
+    /// Everything written to standard output.
+    pub stdout: Vec<u8>,
+    /// Everything written to standard error.
+    pub stderr: Vec<u8>,
+    /// The timeout ended it.
+    pub timed_out: bool,
+}
+
+impl CommandOutput {
+    /// Exit status 0.
+    pub fn success(&self) -> bool {
+        self.rc == Some(0)
+    }
+
+    /// Standard output as text.
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Standard error as text.
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// A transport failed: the host could not be reached or the channel broke. A command
+/// that ran and failed is not this; it is a [`CommandOutput`] with a non-zero `rc`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{host}: {message}")]
+pub struct ConnectionError {
+    /// The host (and address) concerned.
+    pub host: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// File metadata as modules need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStat {
+    /// `file`, `directory`, `link` or `other`.
+    pub kind: String,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner name.
+    pub owner: String,
+    /// Group name.
+    pub group: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The target, for a symbolic link.
+    pub link_target: Option<String>,
+}
+
+/// One way of reaching a host.
+#[async_trait]
+pub trait Connection: Send + Sync {
+    /// The host name as the inventory names it, and how it is reached.
+    fn describe(&self) -> String;
+
+    /// Runs a command to its end (or its timeout), sending output chunks to `sink`
+    /// while it runs when one is given.
+    async fn run(
+        &self,
+        spec: &CommandSpec,
+        sink: Option<mpsc::UnboundedSender<OutputChunk>>,
+    ) -> Result<CommandOutput, ConnectionError>;
+
+    /// Writes `data` to `remote_path` on the host (not atomically; callers write a
+    /// temporary name and rename).
+    async fn put_bytes(&self, data: &[u8], remote_path: &str) -> Result<(), ConnectionError>;
+
+    /// Copies a controller file to `remote_path` on the host, in constant memory.
+    async fn put_file(&self, local: &Path, remote_path: &str) -> Result<(), ConnectionError>;
+
+    /// Copies a host file to `local` on the controller.
+    async fn get_file(&self, remote_path: &str, local: &Path) -> Result<(), ConnectionError>;
+
+    /// Reads a host file into memory; `None` when it does not exist.
+    async fn read_file(&self, remote_path: &str, max: u64) -> Result<Option<Vec<u8>>, ConnectionError>;
+
+    /// Metadata of a host path (not following a final symlink); `None` when absent.
+    async fn stat(&self, remote_path: &str) -> Result<Option<FileStat>, ConnectionError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_line_quotes_every_word() {
+        let spec = CommandSpec::argv(["echo", "a b", "$(id)"]);
+        let line = spec.to_shell_line();
+        assert!(line.contains("'a b'"), "{line}");
+        assert!(line.contains("'$(id)'"), "{line}");
+    }
+}

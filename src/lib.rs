@@ -1,0 +1,13 @@
+//! lifeboat: declarative backup and recovery runbooks over SSH.
+//!
+//! A playbook ([`playbook`]) is read against an inventory ([`inventory`]) into a
+//! dependency graph of (step, host) nodes ([`graph`]); the [`executor`] schedules the
+//! graph over [`connection`]s, running [`modules`], and [`rollback`] undoes a failed
+//! run in reverse dependency order. [`output`] shows and records what happened.
+
+pub mod error;
+pub mod yaml;
+pub mod connection;
+pub mod template;
+pub mod modules;
+pub mod output;

@@ -1,0 +1,152 @@
+//! `command`: runs a program without a shell. The command line is split into words
+//! after rendering, so interpolated values stay single words (they are shell-quoted);
+//! `creates` / `removes` make it idempotent. Also home of the argument handling that
+//! `shell` shares.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+use super::{ArgKind, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, parse_args};
+use crate::connection::{CommandSpec, Program};
+use crate::error::{SourceError, SourceFile};
+use crate::yaml::Node;
+
+/// The `command` module.
+pub struct Command;
+
+static DOC: ModuleDoc = ModuleDoc {
+    name: "command",
+    summary: "Run a program on the host without a shell",
+    description: "The command is a string (split into words like a shell would, after templates are \
+rendered; interpolated values are quoted so each stays one word) or a list of words. No pipes, \
+redirections or variables: use `shell` for those. Fails when the exit status is not 0. Changed \
+unless `creates` exists or `removes` does not. In a dry run it does not run (unless the step is \
+`read_only: true`) and reports `would change`, or `ok` when creates/removes say it would be skipped.",
+    free_form: Some("cmd"),
+    args: &[
+        arg("cmd", ArgKind::StrOrList, false, "the command: a string or a list of words (or give `argv`)"),
+        arg("argv", ArgKind::List, false, "the command as a list of words"),
+        arg("creates", ArgKind::Str, false, "a host path; when it exists the command is not run"),
+        arg("removes", ArgKind::Str, false, "a host path; when it does not exist the command is not run"),
+        arg("chdir", ArgKind::Str, false, "directory to run in"),
+        arg("stdin", ArgKind::Str, false, "text written to the command's standard input"),
+        arg("env", ArgKind::Map, false, "environment variables for the command"),
+    ],
+    open_args: false,
+    example: "- id: list-backups\n  command: ls -l {{ backup_dir }}\n  register: listing\n  read_only: true\n",
+    returns: &[],
+    rollback: "none of its own: give the step a `rollback:` command",
+};
+
+/// Arguments shared by `command` and `shell`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandArgs {
+    /// The command.
+    pub cmd: Option<Json>,
+    /// As a list.
+    pub argv: Option<Vec<String>>,
+    /// Skip when this exists.
+    pub creates: Option<String>,
+    /// Skip unless this exists.
+    pub removes: Option<String>,
+    /// Working directory.
+    pub chdir: Option<String>,
+    /// Standard input.
+    pub stdin: Option<String>,
+    /// Environment.
+    #[serde(default)]
+    pub env: indexmap::IndexMap<String, Json>,
+}
+
+/// Validation shared by `command` and `shell`: a command must be given once.
+pub fn validate_command(args: &Node, file: &SourceFile, allow_argv: bool) -> Vec<SourceError> {
+    let has_cmd = args.get("cmd").is_some();
+    let has_argv = allow_argv && args.get("argv").is_some();
+    match (has_cmd, has_argv) {
+        (false, false) => vec![args.error(file, "no command given").with_help("write the command after the module name, or give `cmd:`")],
+        (true, true) => vec![args.error(file, "both `cmd` and `argv` given").with_help("give the command once")],
+        _ => Vec::new(),
+    }
+}
+
+/// Runs a command-like module: creates/removes, the dry run, the command, its result.
+pub async fn run_command(ctx: &ModuleContext, name: &str, args: &Json, shell: bool) -> Result<Outcome, ModuleError> {
+    let a: CommandArgs = parse_args(name, args)?;
+    let program = match (&a.cmd, &a.argv) {
+        (Some(Json::String(s)), _) if shell => Program::Shell(s.clone()),
+        (Some(Json::String(s)), _) => Program::Argv(
+            shlex::split(s).ok_or_else(|| ModuleError::Args(format!("{name}: cannot split `{s}` into words (unbalanced quotes?)")))?,
+        ),
+        (Some(Json::Array(items)), _) => Program::Argv(items.iter().map(json_word).collect()),
+        (None, Some(argv)) => Program::Argv(argv.clone()),
+        (Some(other), _) => return Err(ModuleError::Args(format!("{name}: `cmd` must be a string or a list, found {other}"))),
+        (None, None) => return Err(ModuleError::Args(format!("{name}: no command given"))),
+    };
+    if matches!(&program, Program::Argv(v) if v.is_empty()) {
+        return Err(ModuleError::Args(format!("{name}: the command is empty")));
+    }
+    if let Some(path) = &a.creates
+        && ctx.conn.stat(path).await?.is_some()
+    {
+        return Ok(Outcome::ok().with_msg(format!("skipped: {path} exists")));
+    }
+    if let Some(path) = &a.removes
+        && ctx.conn.stat(path).await?.is_none()
+    {
+        return Ok(Outcome::ok().with_msg(format!("skipped: {path} does not exist")));
+    }
+    let mut spec = match program {
+        Program::Shell(s) => CommandSpec::shell(s),
+        Program::Argv(v) => CommandSpec::argv(v),
+    };
+    if ctx.check {
+        return Ok(Outcome::changed().with_msg(format!("would run: {}", spec.display())));
+    }
+    spec.cwd = a.chdir.clone();
+    spec.stdin = a.stdin.map(String::into_bytes);
+    spec.env = a.env.iter().map(|(k, v)| (k.clone(), json_word(v))).collect();
+    let out = ctx.run(spec.clone()).await?;
+    let outcome = Outcome {
+        changed: true,
+        rc: out.rc,
+        stdout: out.stdout_text(),
+        stderr: out.stderr_text(),
+        ..Outcome::default()
+    };
+    match out.rc {
+        Some(0) => Ok(outcome),
+        rc => Err(ModuleError::Failed {
+            message: match rc {
+                Some(code) => format!("`{}` exited with status {code}", spec.display()),
+                None => format!("`{}` ended without an exit status (killed?)", spec.display()),
+            },
+            output: Some(out),
+        }),
+    }
+}
+
+/// A JSON value as one command word.
+fn json_word(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[async_trait]
+impl Module for Command {
+    fn doc(&self) -> &'static ModuleDoc {
+        &DOC
+    }
+    fn validate(&self, args: &Node, file: &SourceFile) -> Vec<SourceError> {
+        validate_command(args, file, true)
+    }
+    fn shell_args(&self) -> &'static [&'static str] {
+        &["cmd"]
+    }
+    async fn run(&self, ctx: &ModuleContext, args: &Json) -> Result<Outcome, ModuleError> {
+        run_command(ctx, "command", args, false).await
+    }
+}

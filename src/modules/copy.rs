@@ -1,0 +1,31 @@
+//! `copy`: placeholder until implemented.
+
+use async_trait::async_trait;
+use serde_json::Value as Json;
+
+use super::{Module, ModuleContext, ModuleDoc, ModuleError, Outcome};
+
+/// The `copy` module.
+pub struct Copy;
+
+static DOC: ModuleDoc = ModuleDoc {
+    name: "copy",
+    summary: "",
+    description: "",
+    free_form: None,
+    args: &[],
+    open_args: true,
+    example: "",
+    returns: &[],
+    rollback: "",
+};
+
+#[async_trait]
+impl Module for Copy {
+    fn doc(&self) -> &'static ModuleDoc {
+        &DOC
+    }
+    async fn run(&self, _ctx: &ModuleContext, _args: &Json) -> Result<Outcome, ModuleError> {
+        Err(ModuleError::failed("not implemented"))
+    }
+}

@@ -1,0 +1,495 @@
+//! Modules: what a step does. Each module describes itself ([`ModuleDoc`]: arguments,
+//! an example, its result data), has its arguments checked when the playbook loads
+//! ([`validate_args`]), runs against a [`Connection`] in a real run or a dry run
+//! ([`Module::run`], `ctx.check`), and where it can, captures what it needs to undo
+//! itself ([`Outcome::undo`], consumed by [`Module::undo`] during rollback).
+
+pub mod assert;
+pub mod command;
+pub mod copy;
+pub mod debug;
+pub mod fetch;
+pub mod file;
+pub mod set_fact;
+pub mod shell;
+pub mod template;
+pub mod wait_for;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use serde_json::Value as Json;
+use tokio::sync::mpsc;
+
+use crate::connection::{Become, CommandOutput, CommandSpec, Connection, ConnectionError, OutputChunk};
+use crate::error::{did_you_mean, SourceError, SourceFile};
+use crate::template::Templates;
+use crate::yaml::{Node, Value};
+
+/// The type an argument takes, checked at load time (a template string is accepted
+/// for any type and checked again once rendered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgKind {
+    /// A string.
+    Str,
+    /// A string or a list of strings.
+    StrOrList,
+    /// A whole number.
+    Int,
+    /// true / false.
+    Bool,
+    /// A list.
+    List,
+    /// A mapping.
+    Map,
+    /// A duration such as `30s` or `5m` (or a number of seconds).
+    Duration,
+    /// A file mode written as a string, such as `"0644"` or `"u+rwx"`.
+    Mode,
+    /// Anything.
+    Any,
+}
+
+impl ArgKind {
+    /// How the type is named in documentation and messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ArgKind::Str => "string",
+            ArgKind::StrOrList => "string or list of strings",
+            ArgKind::Int => "integer",
+            ArgKind::Bool => "boolean",
+            ArgKind::List => "list",
+            ArgKind::Map => "mapping",
+            ArgKind::Duration => "duration (e.g. 30s, 5m)",
+            ArgKind::Mode => "mode string (e.g. \"0644\")",
+            ArgKind::Any => "any",
+        }
+    }
+
+    fn accepts(self, node: &Node) -> bool {
+        if let Value::Str(s) = &node.value
+            && Templates::is_template(s)
+        {
+            return true;
+        }
+        match (self, &node.value) {
+            (ArgKind::Any, _) => true,
+            (ArgKind::Str, Value::Str(_) | Value::Int(_) | Value::Float(_)) => true,
+            (ArgKind::StrOrList, Value::Str(_) | Value::Seq(_)) => true,
+            (ArgKind::Int, Value::Int(_)) => true,
+            (ArgKind::Bool, Value::Bool(_)) => true,
+            (ArgKind::List, Value::Seq(_)) => true,
+            (ArgKind::Map, Value::Map(_)) => true,
+            (ArgKind::Duration, Value::Str(s)) => parse_duration(s).is_ok(),
+            (ArgKind::Duration, Value::Int(i)) => *i >= 0,
+            (ArgKind::Mode, Value::Str(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// One argument of a module.
+#[derive(Debug, Clone, Copy)]
+pub struct ArgSpec {
+    /// Its key.
+    pub name: &'static str,
+    /// Its type.
+    pub kind: ArgKind,
+    /// Must be given.
+    pub required: bool,
+    /// What it does (and its default).
+    pub doc: &'static str,
+}
+
+/// Shorthand for an argument spec.
+pub const fn arg(name: &'static str, kind: ArgKind, required: bool, doc: &'static str) -> ArgSpec {
+    ArgSpec {
+        name,
+        kind,
+        required,
+        doc,
+    }
+}
+
+/// A module's self-description, shown by `lifeboat modules NAME` and used to validate.
+#[derive(Debug, Clone, Copy)]
+pub struct ModuleDoc {
+    /// The module key in a step.
+    pub name: &'static str,
+    /// One line on what it does.
+    pub summary: &'static str,
+    /// More on how it behaves: dry run, rollback, changed.
+    pub description: &'static str,
+    /// When the step's value is a scalar (or a list), the argument it fills.
+    pub free_form: Option<&'static str>,
+    /// Arguments.
+    pub args: &'static [ArgSpec],
+    /// Any key is an argument (`set_fact`): no unknown-key check.
+    pub open_args: bool,
+    /// A YAML example step.
+    pub example: &'static str,
+    /// Keys of the result's `data`, with what they hold.
+    pub returns: &'static [(&'static str, &'static str)],
+    /// What automatic rollback does.
+    pub rollback: &'static str,
+}
+
+/// What a module needs while it runs on one host.
+#[derive(Clone)]
+pub struct ModuleContext {
+    /// The inventory host this node is for.
+    pub host: String,
+    /// The connection commands go through (the delegate's, with `delegate_to`).
+    pub conn: Arc<dyn Connection>,
+    /// Dry run: probe read-only, change nothing, predict `changed`.
+    pub check: bool,
+    /// Produce diffs of file content.
+    pub diff: bool,
+    /// The step's timeout for each command.
+    pub timeout: Option<Duration>,
+    /// Privilege escalation for commands.
+    pub become_: Option<Become>,
+    /// Where `-v` output goes.
+    pub sink: Option<mpsc::UnboundedSender<OutputChunk>>,
+    /// Templates, for modules that render files or expressions.
+    pub templates: Arc<Templates>,
+    /// The variables of this node.
+    pub vars: minijinja::Value,
+    /// The directory relative controller paths (`src`) start from: the playbook's.
+    pub base_dir: PathBuf,
+    /// An id unique to this run, for temporary names.
+    pub run_id: String,
+}
+
+impl ModuleContext {
+    /// Runs a command on the host with the step's become, timeout and output sink.
+    pub async fn run(&self, spec: CommandSpec) -> Result<CommandOutput, ModuleError> {
+        let spec = CommandSpec {
+            timeout: spec.timeout.or(self.timeout),
+            become_: spec.become_.or_else(|| self.become_.clone()),
+            ..spec
+        };
+        let out = self.conn.run(&spec, self.sink.clone()).await?;
+        if out.timed_out {
+            return Err(ModuleError::TimedOut {
+                after: spec.timeout.unwrap_or_default(),
+                output: out,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Runs a shell script and fails unless it exits 0.
+    pub async fn run_ok(&self, script: impl Into<String>) -> Result<CommandOutput, ModuleError> {
+        let script = script.into();
+        let out = self.run(CommandSpec::shell(script.clone())).await?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(ModuleError::Failed {
+                message: format!(
+                    "`{script}` exited with {}: {}",
+                    out.rc.map_or("no status".to_string(), |c| c.to_string()),
+                    out.stderr_text().trim()
+                ),
+                output: Some(out),
+            })
+        }
+    }
+
+    /// A controller path, relative to the playbook's directory unless absolute.
+    pub fn local_path(&self, p: &str) -> PathBuf {
+        let path = PathBuf::from(p);
+        if path.is_absolute() { path } else { self.base_dir.join(path) }
+    }
+}
+
+/// What a module did (or in a dry run, would do).
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Something changed (or would change, in a dry run).
+    pub changed: bool,
+    /// The command's exit status, for command-like modules.
+    pub rc: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// A one-line message for the console.
+    pub msg: Option<String>,
+    /// Module-specific result data (`register`'s `data`).
+    pub data: Json,
+    /// Captured pre-state for automatic rollback; `None`: nothing to undo.
+    pub undo: Option<Json>,
+    /// A unified diff of what changed (with `--diff`).
+    pub diff: Option<String>,
+    /// Variables to set on the host (`set_fact`).
+    pub facts: IndexMap<String, Json>,
+}
+
+impl Outcome {
+    /// Nothing changed.
+    pub fn ok() -> Self {
+        Outcome::default()
+    }
+
+    /// Something changed.
+    pub fn changed() -> Self {
+        Outcome {
+            changed: true,
+            ..Outcome::default()
+        }
+    }
+
+    /// With result data.
+    pub fn with_data(mut self, data: Json) -> Self {
+        self.data = data;
+        self
+    }
+
+    /// With pre-state for automatic rollback.
+    pub fn with_undo(mut self, undo: Json) -> Self {
+        self.undo = Some(undo);
+        self
+    }
+
+    /// With a message.
+    pub fn with_msg(mut self, msg: impl Into<String>) -> Self {
+        self.msg = Some(msg.into());
+        self
+    }
+}
+
+/// Why a module failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    /// The host could not be reached or the channel broke.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// The step's timeout ended the command.
+    #[error("timed out after {}", humantime::format_duration(*after))]
+    TimedOut {
+        /// The timeout.
+        after: Duration,
+        /// What it had printed by then.
+        output: CommandOutput,
+    },
+    /// The module ran and failed.
+    #[error("{message}")]
+    Failed {
+        /// Why.
+        message: String,
+        /// The command's output, when a command failed.
+        output: Option<CommandOutput>,
+    },
+    /// An argument is wrong once rendered.
+    #[error("argument error: {0}")]
+    Args(String),
+}
+
+impl ModuleError {
+    /// A plain failure.
+    pub fn failed(message: impl Into<String>) -> Self {
+        ModuleError::Failed {
+            message: message.into(),
+            output: None,
+        }
+    }
+}
+
+/// A module.
+#[async_trait]
+pub trait Module: Send + Sync {
+    /// Its self-description.
+    fn doc(&self) -> &'static ModuleDoc;
+
+    /// Checks beyond argument types, at load time (mutually exclusive arguments...).
+    fn validate(&self, _args: &Node, _file: &SourceFile) -> Vec<SourceError> {
+        Vec::new()
+    }
+
+    /// Whether the step never changes anything (so it runs in a dry run too).
+    fn read_only(&self) -> bool {
+        false
+    }
+
+    /// String arguments rendered with shell quoting of interpolated values.
+    fn shell_args(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Arguments left unrendered: expressions the module evaluates itself.
+    fn raw_args(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Runs (or with `ctx.check`, predicts) the step with rendered arguments.
+    async fn run(&self, ctx: &ModuleContext, args: &Json) -> Result<Outcome, ModuleError>;
+
+    /// Undoes what `run` did, from the state it captured.
+    async fn undo(&self, _ctx: &ModuleContext, _args: &Json, _undo: &Json) -> Result<Outcome, ModuleError> {
+        Ok(Outcome::ok().with_msg("nothing to undo"))
+    }
+}
+
+/// Every module, by name.
+pub fn registry() -> &'static IndexMap<&'static str, Arc<dyn Module>> {
+    static REGISTRY: std::sync::OnceLock<IndexMap<&'static str, Arc<dyn Module>>> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let all: Vec<Arc<dyn Module>> = vec![
+            Arc::new(command::Command),
+            Arc::new(shell::Shell),
+            Arc::new(copy::Copy),
+            Arc::new(template::Template),
+            Arc::new(file::File),
+            Arc::new(fetch::Fetch),
+            Arc::new(wait_for::WaitFor),
+            Arc::new(assert::Assert),
+            Arc::new(set_fact::SetFact),
+            Arc::new(debug::Debug),
+        ];
+        all.into_iter().map(|m| (m.doc().name, m)).collect()
+    })
+}
+
+/// The module of this name.
+pub fn lookup(name: &str) -> Option<Arc<dyn Module>> {
+    registry().get(name).cloned()
+}
+
+/// Turns a step's module value into an argument mapping: a scalar or list fills the
+/// module's free-form argument.
+pub fn normalize_args(doc: &ModuleDoc, value: &Node) -> Node {
+    match (&value.value, doc.free_form) {
+        (Value::Map(_), _) | (Value::Null, _) => value.clone(),
+        (_, Some(free)) => Node {
+            value: Value::Map(vec![(
+                Node {
+                    value: Value::Str(free.to_string()),
+                    line: value.line,
+                    column: value.column,
+                },
+                value.clone(),
+            )]),
+            line: value.line,
+            column: value.column,
+        },
+        _ => value.clone(),
+    }
+}
+
+/// Checks a step's arguments against the module's spec: known keys (with a
+/// suggestion), required keys, and types; then the module's own checks.
+pub fn validate_args(module: &dyn Module, key: &Node, value: &Node, file: &SourceFile) -> Vec<SourceError> {
+    let doc = module.doc();
+    let args = normalize_args(doc, value);
+    let mut errors = Vec::new();
+    let entries: &[(Node, Node)] = match &args.value {
+        Value::Map(m) => m,
+        Value::Null => &[],
+        _ => {
+            errors.push(
+                value
+                    .error(file, format!("`{}` takes a mapping of arguments, found {}", doc.name, value.kind()))
+                    .with_help(format!("see `lifeboat modules {}`", doc.name)),
+            );
+            return errors;
+        }
+    };
+    for (k, v) in entries {
+        let name = k.scalar_text().unwrap_or_default();
+        match doc.args.iter().find(|a| a.name == name) {
+            None if doc.open_args => {}
+            None => {
+                let mut e = k.error(file, format!("unknown argument `{name}` for module `{}`", doc.name));
+                e = match did_you_mean(&name, doc.args.iter().map(|a| a.name)) {
+                    Some(s) => e.with_help(format!("did you mean `{s}`?")),
+                    None => e.with_help(format!(
+                        "`{}` takes: {}",
+                        doc.name,
+                        doc.args.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
+                    )),
+                };
+                errors.push(e);
+            }
+            Some(spec) if !spec.kind.accepts(v) => {
+                let mut e = v.error(
+                    file,
+                    format!(
+                        "argument `{name}` of `{}` must be a {}, found {}",
+                        doc.name,
+                        spec.kind.describe(),
+                        v.kind()
+                    ),
+                );
+                if spec.kind == ArgKind::Mode {
+                    e = e.with_help("quote modes so YAML keeps them as written, e.g. mode: \"0644\"");
+                }
+                errors.push(e);
+            }
+            Some(_) => {}
+        }
+    }
+    for spec in doc.args.iter().filter(|a| a.required) {
+        if !entries.iter().any(|(k, _)| k.as_str() == Some(spec.name)) {
+            errors.push(
+                key.error(file, format!("module `{}` needs the argument `{}`", doc.name, spec.name))
+                    .with_help(format!("{}: {}", spec.name, spec.doc)),
+            );
+        }
+    }
+    if errors.is_empty() {
+        errors.extend(module.validate(&args, file));
+    }
+    errors
+}
+
+/// Reads rendered arguments into a module's typed struct.
+pub fn parse_args<T: DeserializeOwned>(module: &str, args: &Json) -> Result<T, ModuleError> {
+    serde_json::from_value(args.clone()).map_err(|e| ModuleError::Args(format!("{module}: {e}")))
+}
+
+/// Parses `30s`, `5m`, `1h 30m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+        return Err(format!("`{s}` is not a duration"));
+    }
+    humantime::parse_duration(t).map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 30s, 5m, 1h"))
+}
+
+/// A duration argument, as a number of seconds or a string.
+pub fn duration_arg(v: &Json) -> Result<Duration, ModuleError> {
+    match v {
+        Json::Number(n) => n
+            .as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| ModuleError::Args(format!("`{n}` is not a duration"))),
+        Json::String(s) => parse_duration(s).map_err(ModuleError::Args),
+        other => Err(ModuleError::Args(format!("`{other}` is not a duration"))),
+    }
+}
+
+/// Parses an octal mode string such as `"0644"` or `"755"`.
+pub fn parse_mode(s: &str) -> Result<u32, ModuleError> {
+    u32::from_str_radix(s.trim(), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| ModuleError::Args(format!("mode `{s}` is not an octal mode such as \"0644\"")))
+}
+
+/// A unified diff between two texts, labelled with the path.
+pub fn unified_diff(path: &str, before: &str, after: &str) -> String {
+    similar::TextDiff::from_lines(before, after)
+        .unified_diff()
+        .header(&format!("{path} (before)"), &format!("{path} (after)"))
+        .to_string()
+}

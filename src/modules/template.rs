@@ -1,0 +1,31 @@
+//! `template`: placeholder until implemented.
+
+use async_trait::async_trait;
+use serde_json::Value as Json;
+
+use super::{Module, ModuleContext, ModuleDoc, ModuleError, Outcome};
+
+/// The `template` module.
+pub struct Template;
+
+static DOC: ModuleDoc = ModuleDoc {
+    name: "template",
+    summary: "",
+    description: "",
+    free_form: None,
+    args: &[],
+    open_args: true,
+    example: "",
+    returns: &[],
+    rollback: "",
+};
+
+#[async_trait]
+impl Module for Template {
+    fn doc(&self) -> &'static ModuleDoc {
+        &DOC
+    }
+    async fn run(&self, _ctx: &ModuleContext, _args: &Json) -> Result<Outcome, ModuleError> {
+        Err(ModuleError::failed("not implemented"))
+    }
+}

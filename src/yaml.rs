@@ -1,0 +1,295 @@
+//! YAML as a tree of located nodes. Playbooks and inventories are read into [`Node`]s
+//! first, so that every later check (an unknown key, a `needs` naming no step, a value
+//! of the wrong type) can point at the file, line and column where the user wrote it.
+//! Parsing is serde-saphyr's, with strict booleans (`yes` stays a string) and numbers
+//! with a leading zero kept as strings (file modes such as `0755`).
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+
+use crate::error::{Location, SourceError, SourceFile};
+
+/// A YAML value with the place it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// The value.
+    pub value: Value,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+}
+
+/// The shapes a YAML value can take.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `~`, `null` or nothing.
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// A whole number.
+    Int(i64),
+    /// A floating-point number.
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// A sequence.
+    Seq(Vec<Node>),
+    /// A mapping, in the order written; keys are nodes so they can be pointed at.
+    Map(Vec<(Node, Node)>),
+}
+
+impl Node {
+    /// A node with no place (made by code, not read from a file).
+    pub fn synthetic(value: Value) -> Self {
+        Node {
+            value,
+            line: 0,
+            column: 0,
+        }
+    }
+
+    /// Where this node is in `file`, underlining `len` characters.
+    pub fn location(&self, file: &SourceFile) -> Location {
+        Location::new(file, self.line, self.column, self.display_len())
+    }
+
+    /// An error pointing at this node.
+    pub fn error(&self, file: &SourceFile, message: impl Into<String>) -> SourceError {
+        SourceError::at(self.location(file), message)
+    }
+
+    fn display_len(&self) -> usize {
+        match &self.value {
+            Value::Str(s) if !s.contains('\n') => s.chars().count().max(1),
+            Value::Bool(b) => b.to_string().len(),
+            Value::Int(i) => i.to_string().len(),
+            _ => 1,
+        }
+    }
+
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The entries, if this is a mapping.
+    pub fn as_map(&self) -> Option<&[(Node, Node)]> {
+        match &self.value {
+            Value::Map(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The items, if this is a sequence.
+    pub fn as_seq(&self) -> Option<&[Node]> {
+        match &self.value {
+            Value::Seq(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value under a string key of a mapping.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
+    }
+
+    /// A word for this node's kind, for "expected X, found Y" messages.
+    pub fn kind(&self) -> &'static str {
+        match &self.value {
+            Value::Null => "nothing (null)",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) => "a whole number",
+            Value::Float(_) => "a number",
+            Value::Str(_) => "a string",
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+        }
+    }
+
+    /// The scalar as text (strings, numbers, booleans), as a key or a word would be read.
+    pub fn scalar_text(&self) -> Option<String> {
+        match &self.value {
+            Value::Str(s) => Some(s.clone()),
+            Value::Int(i) => Some(i.to_string()),
+            Value::Float(f) => Some(f.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+
+    /// The node as plain JSON data (for variables and module arguments).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &self.value {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            Value::Str(s) => J::String(s.clone()),
+            Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
+            Value::Map(entries) => J::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.scalar_text().unwrap_or_default(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Parses a YAML document of `file` into a located tree. An empty document is `Null`.
+pub fn parse(file: &SourceFile) -> Result<Node, SourceError> {
+    if file.text.trim().is_empty() {
+        return Ok(Node {
+            value: Value::Null,
+            line: 1,
+            column: 1,
+        });
+    }
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+    };
+    match serde_saphyr::from_str_with_options::<Spanned<Value>>(&file.text, options) {
+        Ok(spanned) => Ok(from_spanned(spanned)),
+        Err(e) => {
+            let message = first_line(&e.to_string());
+            match e.location() {
+                Some(loc) => Err(SourceError::at(
+                    Location::new(file, loc.line() as usize, loc.column() as usize, 1),
+                    format!("invalid YAML: {message}"),
+                )
+                .with_help("fix the YAML syntax at this place")),
+                None => Err(SourceError::plain(format!(
+                    "invalid YAML in {}: {message}",
+                    file.path.display()
+                ))),
+            }
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+fn from_spanned(s: Spanned<Value>) -> Node {
+    Node {
+        value: s.value,
+        line: s.referenced.line() as usize,
+        column: s.referenced.column() as usize,
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Value::deserialize(d)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(i64::try_from(v).map_or(Value::Float(v as f64), Value::Int))
+    }
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Value, E> {
+        Ok(i64::try_from(v).map_or(Value::Float(v as f64), Value::Int))
+    }
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Value, E> {
+        Ok(i64::try_from(v).map_or(Value::Float(v as f64), Value::Int))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::Str(v.to_string()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::Str(v))
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Value, E> {
+        Ok(Value::Str(String::from_utf8_lossy(v).into_owned()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Spanned<Value>>()? {
+            items.push(from_spanned(item));
+        }
+        Ok(Value::Seq(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut entries = Vec::new();
+        while let Some((k, v)) = map.next_entry::<Spanned<Value>, Spanned<Value>>()? {
+            entries.push((from_spanned(k), from_spanned(v)));
+        }
+        Ok(Value::Map(entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(text: &str) -> Node {
+        parse(&SourceFile::new("t.yml", text)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn keeps_positions_of_keys_and_values() {
+        let root = doc("a: 1\nsteps:\n  - id: x\n    mode: \"0644\"\n");
+        let steps = root.get("steps").and_then(Node::as_seq).unwrap_or(&[]);
+        let step = &steps[0];
+        let (k, v) = &step.as_map().unwrap_or(&[])[0];
+        assert_eq!((k.line, k.column), (3, 5));
+        assert_eq!((v.line, v.column), (3, 9));
+        assert_eq!(v.as_str(), Some("x"));
+    }
+
+    #[test]
+    fn yes_is_a_string_and_modes_keep_their_zero() {
+        let root = doc("a: yes\nb: 0755\nc: true\nd: 12\n");
+        assert_eq!(root.get("a").map(|n| n.value.clone()), Some(Value::Str("yes".into())));
+        assert_eq!(root.get("b").map(|n| n.value.clone()), Some(Value::Str("0755".into())));
+        assert_eq!(root.get("c").map(|n| n.value.clone()), Some(Value::Bool(true)));
+        assert_eq!(root.get("d").map(|n| n.value.clone()), Some(Value::Int(12)));
+    }
+
+    #[test]
+    fn syntax_and_duplicate_key_errors_are_located() {
+        let e = parse(&SourceFile::new("bad.yml", "a: 1\na: 2\n")).err();
+        let text = e.map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains("bad.yml:2:"), "{text}");
+        let e = parse(&SourceFile::new("bad.yml", "a: [1, 2\nb: 3\n")).err();
+        assert!(e.is_some_and(|e| e.location.is_some()));
+    }
+}
