@@ -11,3 +11,4 @@ pub mod connection;
 pub mod template;
 pub mod modules;
 pub mod output;
+pub mod inventory;
