@@ -28,11 +28,10 @@ impl SourceFile {
     pub fn read(path: &Path) -> Result<Self, SourceError> {
         match std::fs::read_to_string(path) {
             Ok(text) => Ok(SourceFile::new(path, text)),
-            Err(e) => Err(SourceError::plain(format!(
-                "cannot read {}: {e}",
-                path.display()
-            ))
-            .with_help("check the path and that the file is readable")),
+            Err(e) => Err(
+                SourceError::plain(format!("cannot read {}: {e}", path.display()))
+                    .with_help("check the path and that the file is readable"),
+            ),
         }
     }
 
@@ -72,7 +71,13 @@ impl Location {
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file.path.display(), self.line, self.column)
+        write!(
+            f,
+            "{}:{}:{}",
+            self.file.path.display(),
+            self.line,
+            self.column
+        )
     }
 }
 
@@ -195,7 +200,10 @@ impl fmt::Display for InputErrors {
 impl std::error::Error for InputErrors {}
 
 /// The closest candidate to a misspelt name, for "did you mean" advice.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim_distance(name, c), c))

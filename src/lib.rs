@@ -5,10 +5,18 @@
 //! graph over [`connection`]s, running [`modules`], and [`rollback`] undoes a failed
 //! run in reverse dependency order. [`output`] shows and records what happened.
 
-pub mod error;
-pub mod yaml;
+pub mod cli;
 pub mod connection;
-pub mod template;
+pub mod error;
+pub mod executor;
+pub mod graph;
+pub mod inventory;
 pub mod modules;
 pub mod output;
-pub mod inventory;
+pub mod playbook;
+pub mod report;
+pub mod rollback;
+pub mod schema;
+pub mod template;
+pub mod vars;
+pub mod yaml;

@@ -1,3 +1,5 @@
-fn main() {
-    println!("Hello, world!");
+//! The `lifeboat` binary: everything is in the library; see `lifeboat::cli`.
+
+fn main() -> std::process::ExitCode {
+    lifeboat::cli::main()
 }

@@ -42,7 +42,9 @@ pub struct TemplateError {
 impl From<minijinja::Error> for TemplateError {
     fn from(e: minijinja::Error) -> Self {
         let undefined = e.kind() == minijinja::ErrorKind::UndefinedError;
-        let mut message = e.detail().map_or_else(|| e.kind().to_string(), |d| format!("{}: {d}", e.kind()));
+        let mut message = e
+            .detail()
+            .map_or_else(|| e.kind().to_string(), |d| format!("{}: {d}", e.kind()));
         if undefined && message == e.kind().to_string() {
             message = "undefined variable (check the name, or define it in vars)".to_string();
         }
@@ -63,7 +65,9 @@ impl Templates {
             }
         });
         env.set_formatter(|out, state, value| {
-            if matches!(state.auto_escape(), AutoEscape::Custom(name) if name == SHELL) && !value.is_safe() {
+            if matches!(state.auto_escape(), AutoEscape::Custom(name) if name == SHELL)
+                && !value.is_safe()
+            {
                 let text = value.to_string();
                 out.write_str(&crate::connection::quote(&text))?;
                 Ok(())
@@ -84,8 +88,12 @@ impl Templates {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         });
-        env.add_filter("to_json", |v: Value| serde_json::to_string(&v).unwrap_or_default());
-        env.add_function("now", || humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
+        env.add_filter("to_json", |v: Value| {
+            serde_json::to_string(&v).unwrap_or_default()
+        });
+        env.add_function("now", || {
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+        });
         Templates { env }
     }
 
@@ -99,16 +107,27 @@ impl Templates {
         if !Self::is_template(source) {
             return Ok(());
         }
-        self.env.template_from_named_str(TEXT, source).map(|_| ()).map_err(Into::into)
+        self.env
+            .template_from_named_str(TEXT, source)
+            .map(|_| ())
+            .map_err(Into::into)
     }
 
     /// Checks an expression's syntax (a `when`, an `assert`).
     pub fn check_expression(&self, source: &str) -> Result<(), TemplateError> {
-        self.env.compile_expression(source).map(|_| ()).map_err(Into::into)
+        self.env
+            .compile_expression(source)
+            .map(|_| ())
+            .map_err(Into::into)
     }
 
     /// Renders a string; with `shell`, interpolated values are shell-quoted.
-    pub fn render_str(&self, source: &str, ctx: &Value, shell: bool) -> Result<String, TemplateError> {
+    pub fn render_str(
+        &self,
+        source: &str,
+        ctx: &Value,
+        shell: bool,
+    ) -> Result<String, TemplateError> {
         if !Self::is_template(source) {
             return Ok(source.to_string());
         }
@@ -122,7 +141,10 @@ impl Templates {
         let value = compiled.eval(ctx)?;
         if value.is_undefined() {
             return Err(TemplateError {
-                message: format!("`{}` is undefined (check the name, or define it in vars)", expr.trim()),
+                message: format!(
+                    "`{}` is undefined (check the name, or define it in vars)",
+                    expr.trim()
+                ),
                 undefined: true,
             });
         }
@@ -200,10 +222,17 @@ mod tests {
     #[test]
     fn shell_rendering_quotes_values_unless_safe() {
         let t = Templates::new();
-        let out = t.render_str("echo {{ name }}", &ctx(), true).unwrap_or_default();
+        let out = t
+            .render_str("echo {{ name }}", &ctx(), true)
+            .unwrap_or_default();
         let words = shlex::split(&out).unwrap_or_default();
-        assert_eq!(words, vec!["echo".to_string(), "it's; $(rm -rf /)".to_string()]);
-        let safe = t.render_str("echo {{ 'a b' | safe }}", &ctx(), true).unwrap_or_default();
+        assert_eq!(
+            words,
+            vec!["echo".to_string(), "it's; $(rm -rf /)".to_string()]
+        );
+        let safe = t
+            .render_str("echo {{ 'a b' | safe }}", &ctx(), true)
+            .unwrap_or_default();
         assert_eq!(safe, "echo a b");
     }
 
@@ -219,7 +248,11 @@ mod tests {
     #[test]
     fn sole_expressions_keep_their_type() {
         let t = Templates::new();
-        let v = t.render_value(&serde_json::json!({"a": "{{ items }}", "b": "n={{ n }}"}), &ctx(), false);
+        let v = t.render_value(
+            &serde_json::json!({"a": "{{ items }}", "b": "n={{ n }}"}),
+            &ctx(),
+            false,
+        );
         assert_eq!(v.ok(), Some(serde_json::json!({"a": [1, 2], "b": "n=3"})));
     }
 }

@@ -278,9 +278,18 @@ mod tests {
     #[test]
     fn yes_is_a_string_and_modes_keep_their_zero() {
         let root = doc("a: yes\nb: 0755\nc: true\nd: 12\n");
-        assert_eq!(root.get("a").map(|n| n.value.clone()), Some(Value::Str("yes".into())));
-        assert_eq!(root.get("b").map(|n| n.value.clone()), Some(Value::Str("0755".into())));
-        assert_eq!(root.get("c").map(|n| n.value.clone()), Some(Value::Bool(true)));
+        assert_eq!(
+            root.get("a").map(|n| n.value.clone()),
+            Some(Value::Str("yes".into()))
+        );
+        assert_eq!(
+            root.get("b").map(|n| n.value.clone()),
+            Some(Value::Str("0755".into()))
+        );
+        assert_eq!(
+            root.get("c").map(|n| n.value.clone()),
+            Some(Value::Bool(true))
+        );
         assert_eq!(root.get("d").map(|n| n.value.clone()), Some(Value::Int(12)));
     }
 

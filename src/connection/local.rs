@@ -82,14 +82,22 @@ impl Connection for LocalConnection {
             .spawn()
             .map_err(|e| self.err(format!("cannot start /bin/sh: {e}")))?;
         let pid = child.id();
+        // Dropped early (a step timeout, Ctrl-C): end the whole process group.
+        let mut guard = GroupGuard(pid);
         if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
             tokio::spawn(async move {
                 let _ = w.write_all(&data).await;
                 let _ = w.shutdown().await;
             });
         }
-        let out = child.stdout.take().map(|r| tokio::spawn(pump(r, Stream::Stdout, sink.clone())));
-        let err = child.stderr.take().map(|r| tokio::spawn(pump(r, Stream::Stderr, sink)));
+        let out = child
+            .stdout
+            .take()
+            .map(|r| tokio::spawn(pump(r, Stream::Stdout, sink.clone())));
+        let err = child
+            .stderr
+            .take()
+            .map(|r| tokio::spawn(pump(r, Stream::Stderr, sink)));
         let waited = match spec.timeout {
             Some(t) => tokio::time::timeout(t, child.wait()).await.ok(),
             None => Some(child.wait().await),
@@ -103,6 +111,7 @@ impl Connection for LocalConnection {
                 (None, true)
             }
         };
+        guard.0 = None;
         let stdout = match out {
             Some(h) => h.await.unwrap_or_default(),
             None => Vec::new(),
@@ -129,17 +138,31 @@ impl Connection for LocalConnection {
         tokio::fs::copy(local, remote_path)
             .await
             .map(|_| ())
-            .map_err(|e| self.err(format!("cannot copy {} to {remote_path}: {e}", local.display())))
+            .map_err(|e| {
+                self.err(format!(
+                    "cannot copy {} to {remote_path}: {e}",
+                    local.display()
+                ))
+            })
     }
 
     async fn get_file(&self, remote_path: &str, local: &Path) -> Result<(), ConnectionError> {
         tokio::fs::copy(remote_path, local)
             .await
             .map(|_| ())
-            .map_err(|e| self.err(format!("cannot copy {remote_path} to {}: {e}", local.display())))
+            .map_err(|e| {
+                self.err(format!(
+                    "cannot copy {remote_path} to {}: {e}",
+                    local.display()
+                ))
+            })
     }
 
-    async fn read_file(&self, remote_path: &str, max: u64) -> Result<Option<Vec<u8>>, ConnectionError> {
+    async fn read_file(
+        &self,
+        remote_path: &str,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, ConnectionError> {
         match tokio::fs::metadata(remote_path).await {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.err(format!("cannot read {remote_path}: {e}"))),
@@ -201,9 +224,21 @@ pub async fn stat_via_command(
     }))
 }
 
+/// Kills a command's process group when dropped while the command still runs.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
+    }
+}
+
 /// Ends a timed-out command and everything it started in its process group.
 fn kill_group(pid: Option<u32>) {
     if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }

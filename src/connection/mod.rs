@@ -5,11 +5,13 @@
 
 pub mod local;
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, mpsc};
 
 pub use local::LocalConnection;
 
@@ -98,8 +100,9 @@ impl CommandSpec {
     pub fn display(&self) -> String {
         match &self.program {
             Program::Shell(s) => s.clone(),
-            Program::Argv(a) => shlex::try_join(a.iter().map(String::as_str))
-                .unwrap_or_else(|_| a.join(" ")),
+            Program::Argv(a) => {
+                shlex::try_join(a.iter().map(String::as_str)).unwrap_or_else(|_| a.join(" "))
+            }
         }
     }
 
@@ -157,7 +160,10 @@ impl CommandSpec {
 
 /// Shell-quotes one word.
 pub fn quote(s: &str) -> String {
-    shlex::try_quote(s).map_or_else(|_| format!("'{}'", s.replace('\'', "'\\''").replace('\0', "")), |q| q.into_owned())
+    shlex::try_quote(s).map_or_else(
+        |_| format!("'{}'", s.replace('\'', "'\\''").replace('\0', "")),
+        |q| q.into_owned(),
+    )
 }
 
 /// Which output stream a chunk came from.
@@ -255,10 +261,50 @@ pub trait Connection: Send + Sync {
     async fn get_file(&self, remote_path: &str, local: &Path) -> Result<(), ConnectionError>;
 
     /// Reads a host file into memory; `None` when it does not exist.
-    async fn read_file(&self, remote_path: &str, max: u64) -> Result<Option<Vec<u8>>, ConnectionError>;
+    async fn read_file(
+        &self,
+        remote_path: &str,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, ConnectionError>;
 
     /// Metadata of a host path (not following a final symlink); `None` when absent.
     async fn stat(&self, remote_path: &str) -> Result<Option<FileStat>, ConnectionError>;
+}
+
+/// One connection per host, opened on first use and shared by every step on it.
+pub struct ConnectionPool {
+    inventory: Arc<crate::inventory::Inventory>,
+    open: Mutex<HashMap<String, Arc<dyn Connection>>>,
+}
+
+impl ConnectionPool {
+    /// A pool over an inventory's connection settings.
+    pub fn new(inventory: Arc<crate::inventory::Inventory>) -> Self {
+        ConnectionPool {
+            inventory,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The connection to a host, opening it on first use.
+    pub async fn get(&self, host: &str) -> Result<Arc<dyn Connection>, ConnectionError> {
+        let mut open = self.open.lock().await;
+        if let Some(c) = open.get(host) {
+            return Ok(c.clone());
+        }
+        let settings = self.inventory.connection(host);
+        let conn: Arc<dyn Connection> = match settings.kind {
+            crate::inventory::ConnectionKind::Local => Arc::new(LocalConnection::new(host)),
+            crate::inventory::ConnectionKind::Ssh => {
+                return Err(ConnectionError {
+                    host: format!("{host} ({})", settings.address),
+                    message: "the ssh connection is not available in this build yet; use ansible_connection=local".into(),
+                });
+            }
+        };
+        open.insert(host.to_string(), conn.clone());
+        Ok(conn)
+    }
 }
 
 #[cfg(test)]

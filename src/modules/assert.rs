@@ -18,9 +18,24 @@ static DOC: ModuleDoc = ModuleDoc {
 one fails the step with `fail_msg` (or the expression). Never changes anything.",
     free_form: Some("that"),
     args: &[
-        arg("that", ArgKind::StrOrList, true, "an expression or a list of them"),
-        arg("fail_msg", ArgKind::Str, false, "the message when one is false"),
-        arg("success_msg", ArgKind::Str, false, "the message when all are true"),
+        arg(
+            "that",
+            ArgKind::StrOrList,
+            true,
+            "an expression or a list of them",
+        ),
+        arg(
+            "fail_msg",
+            ArgKind::Str,
+            false,
+            "the message when one is false",
+        ),
+        arg(
+            "success_msg",
+            ArgKind::Str,
+            false,
+            "the message when all are true",
+        ),
     ],
     open_args: false,
     example: "- id: check-dump\n  needs: [dump]\n  assert:\n    that:\n      - dump.rc == 0\n      - dump.data.size > 0\n    fail_msg: the dump is empty\n",
@@ -78,10 +93,10 @@ impl Module for Assert {
                 .eval_bool(expr, &ctx.vars)
                 .map_err(|e| ModuleError::failed(format!("assert `{expr}`: {e}")))?;
             if !ok {
-                let msg = args
-                    .get("fail_msg")
-                    .and_then(Json::as_str)
-                    .map_or_else(|| format!("assertion failed: {expr}"), |m| format!("{m} (false: {expr})"));
+                let msg = args.get("fail_msg").and_then(Json::as_str).map_or_else(
+                    || format!("assertion failed: {expr}"),
+                    |m| format!("{m} (false: {expr})"),
+                );
                 return Err(ModuleError::failed(msg));
             }
         }
@@ -89,6 +104,8 @@ impl Module for Assert {
             .get("success_msg")
             .and_then(Json::as_str)
             .map_or_else(|| "all assertions passed".to_string(), str::to_string);
-        Ok(Outcome::ok().with_msg(msg).with_data(serde_json::json!({ "evaluated": exprs })))
+        Ok(Outcome::ok()
+            .with_msg(msg)
+            .with_data(serde_json::json!({ "evaluated": exprs })))
     }
 }

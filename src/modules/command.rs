@@ -25,13 +25,43 @@ unless `creates` exists or `removes` does not. In a dry run it does not run (unl
 `read_only: true`) and reports `would change`, or `ok` when creates/removes say it would be skipped.",
     free_form: Some("cmd"),
     args: &[
-        arg("cmd", ArgKind::StrOrList, false, "the command: a string or a list of words (or give `argv`)"),
-        arg("argv", ArgKind::List, false, "the command as a list of words"),
-        arg("creates", ArgKind::Str, false, "a host path; when it exists the command is not run"),
-        arg("removes", ArgKind::Str, false, "a host path; when it does not exist the command is not run"),
+        arg(
+            "cmd",
+            ArgKind::StrOrList,
+            false,
+            "the command: a string or a list of words (or give `argv`)",
+        ),
+        arg(
+            "argv",
+            ArgKind::List,
+            false,
+            "the command as a list of words",
+        ),
+        arg(
+            "creates",
+            ArgKind::Str,
+            false,
+            "a host path; when it exists the command is not run",
+        ),
+        arg(
+            "removes",
+            ArgKind::Str,
+            false,
+            "a host path; when it does not exist the command is not run",
+        ),
         arg("chdir", ArgKind::Str, false, "directory to run in"),
-        arg("stdin", ArgKind::Str, false, "text written to the command's standard input"),
-        arg("env", ArgKind::Map, false, "environment variables for the command"),
+        arg(
+            "stdin",
+            ArgKind::Str,
+            false,
+            "text written to the command's standard input",
+        ),
+        arg(
+            "env",
+            ArgKind::Map,
+            false,
+            "environment variables for the command",
+        ),
     ],
     open_args: false,
     example: "- id: list-backups\n  command: ls -l {{ backup_dir }}\n  register: listing\n  read_only: true\n",
@@ -65,23 +95,40 @@ pub fn validate_command(args: &Node, file: &SourceFile, allow_argv: bool) -> Vec
     let has_cmd = args.get("cmd").is_some();
     let has_argv = allow_argv && args.get("argv").is_some();
     match (has_cmd, has_argv) {
-        (false, false) => vec![args.error(file, "no command given").with_help("write the command after the module name, or give `cmd:`")],
-        (true, true) => vec![args.error(file, "both `cmd` and `argv` given").with_help("give the command once")],
+        (false, false) => vec![
+            args.error(file, "no command given")
+                .with_help("write the command after the module name, or give `cmd:`"),
+        ],
+        (true, true) => vec![
+            args.error(file, "both `cmd` and `argv` given")
+                .with_help("give the command once"),
+        ],
         _ => Vec::new(),
     }
 }
 
 /// Runs a command-like module: creates/removes, the dry run, the command, its result.
-pub async fn run_command(ctx: &ModuleContext, name: &str, args: &Json, shell: bool) -> Result<Outcome, ModuleError> {
+pub async fn run_command(
+    ctx: &ModuleContext,
+    name: &str,
+    args: &Json,
+    shell: bool,
+) -> Result<Outcome, ModuleError> {
     let a: CommandArgs = parse_args(name, args)?;
     let program = match (&a.cmd, &a.argv) {
         (Some(Json::String(s)), _) if shell => Program::Shell(s.clone()),
-        (Some(Json::String(s)), _) => Program::Argv(
-            shlex::split(s).ok_or_else(|| ModuleError::Args(format!("{name}: cannot split `{s}` into words (unbalanced quotes?)")))?,
-        ),
+        (Some(Json::String(s)), _) => Program::Argv(shlex::split(s).ok_or_else(|| {
+            ModuleError::Args(format!(
+                "{name}: cannot split `{s}` into words (unbalanced quotes?)"
+            ))
+        })?),
         (Some(Json::Array(items)), _) => Program::Argv(items.iter().map(json_word).collect()),
         (None, Some(argv)) => Program::Argv(argv.clone()),
-        (Some(other), _) => return Err(ModuleError::Args(format!("{name}: `cmd` must be a string or a list, found {other}"))),
+        (Some(other), _) => {
+            return Err(ModuleError::Args(format!(
+                "{name}: `cmd` must be a string or a list, found {other}"
+            )));
+        }
         (None, None) => return Err(ModuleError::Args(format!("{name}: no command given"))),
     };
     if matches!(&program, Program::Argv(v) if v.is_empty()) {
@@ -106,7 +153,11 @@ pub async fn run_command(ctx: &ModuleContext, name: &str, args: &Json, shell: bo
     }
     spec.cwd = a.chdir.clone();
     spec.stdin = a.stdin.map(String::into_bytes);
-    spec.env = a.env.iter().map(|(k, v)| (k.clone(), json_word(v))).collect();
+    spec.env = a
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), json_word(v)))
+        .collect();
     let out = ctx.run(spec.clone()).await?;
     let outcome = Outcome {
         changed: true,
@@ -120,7 +171,10 @@ pub async fn run_command(ctx: &ModuleContext, name: &str, args: &Json, shell: bo
         rc => Err(ModuleError::Failed {
             message: match rc {
                 Some(code) => format!("`{}` exited with status {code}", spec.display()),
-                None => format!("`{}` ended without an exit status (killed?)", spec.display()),
+                None => format!(
+                    "`{}` ended without an exit status (killed?)",
+                    spec.display()
+                ),
             },
             output: Some(out),
         }),

@@ -17,12 +17,25 @@ static DOC: ModuleDoc = ModuleDoc {
 in the events. Never changes anything, so it also runs in a dry run.",
     free_form: Some("msg"),
     args: &[
-        arg("msg", ArgKind::Any, false, "the message (templates allowed)"),
-        arg("var", ArgKind::Str, false, "an expression whose value is shown, e.g. dump.data.sha256"),
+        arg(
+            "msg",
+            ArgKind::Any,
+            false,
+            "the message (templates allowed)",
+        ),
+        arg(
+            "var",
+            ArgKind::Str,
+            false,
+            "an expression whose value is shown, e.g. dump.data.sha256",
+        ),
     ],
     open_args: false,
     example: "- id: show\n  debug: \"backup written to {{ dest }}\"\n",
-    returns: &[("msg", "the message shown"), ("value", "the value of `var`")],
+    returns: &[
+        ("msg", "the message shown"),
+        ("value", "the value of `var`"),
+    ],
     rollback: "nothing to undo",
 };
 
@@ -59,6 +72,8 @@ impl Module for Debug {
             Some(other) => other.to_string(),
             None => String::new(),
         };
-        Ok(Outcome::ok().with_msg(msg.clone()).with_data(serde_json::json!({ "msg": msg })))
+        Ok(Outcome::ok()
+            .with_msg(msg.clone())
+            .with_data(serde_json::json!({ "msg": msg })))
     }
 }

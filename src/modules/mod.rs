@@ -25,8 +25,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
 
-use crate::connection::{Become, CommandOutput, CommandSpec, Connection, ConnectionError, OutputChunk};
-use crate::error::{did_you_mean, SourceError, SourceFile};
+use crate::connection::{
+    Become, CommandOutput, CommandSpec, Connection, ConnectionError, OutputChunk,
+};
+use crate::error::{SourceError, SourceFile, did_you_mean};
 use crate::template::Templates;
 use crate::yaml::{Node, Value};
 
@@ -204,7 +206,11 @@ impl ModuleContext {
     /// A controller path, relative to the playbook's directory unless absolute.
     pub fn local_path(&self, p: &str) -> PathBuf {
         let path = PathBuf::from(p);
-        if path.is_absolute() { path } else { self.base_dir.join(path) }
+        if path.is_absolute() {
+            path
+        } else {
+            self.base_dir.join(path)
+        }
     }
 }
 
@@ -331,14 +337,20 @@ pub trait Module: Send + Sync {
     async fn run(&self, ctx: &ModuleContext, args: &Json) -> Result<Outcome, ModuleError>;
 
     /// Undoes what `run` did, from the state it captured.
-    async fn undo(&self, _ctx: &ModuleContext, _args: &Json, _undo: &Json) -> Result<Outcome, ModuleError> {
+    async fn undo(
+        &self,
+        _ctx: &ModuleContext,
+        _args: &Json,
+        _undo: &Json,
+    ) -> Result<Outcome, ModuleError> {
         Ok(Outcome::ok().with_msg("nothing to undo"))
     }
 }
 
 /// Every module, by name.
 pub fn registry() -> &'static IndexMap<&'static str, Arc<dyn Module>> {
-    static REGISTRY: std::sync::OnceLock<IndexMap<&'static str, Arc<dyn Module>>> = std::sync::OnceLock::new();
+    static REGISTRY: std::sync::OnceLock<IndexMap<&'static str, Arc<dyn Module>>> =
+        std::sync::OnceLock::new();
     REGISTRY.get_or_init(|| {
         let all: Vec<Arc<dyn Module>> = vec![
             Arc::new(command::Command),
@@ -384,7 +396,12 @@ pub fn normalize_args(doc: &ModuleDoc, value: &Node) -> Node {
 
 /// Checks a step's arguments against the module's spec: known keys (with a
 /// suggestion), required keys, and types; then the module's own checks.
-pub fn validate_args(module: &dyn Module, key: &Node, value: &Node, file: &SourceFile) -> Vec<SourceError> {
+pub fn validate_args(
+    module: &dyn Module,
+    key: &Node,
+    value: &Node,
+    file: &SourceFile,
+) -> Vec<SourceError> {
     let doc = module.doc();
     let args = normalize_args(doc, value);
     let mut errors = Vec::new();
@@ -394,7 +411,14 @@ pub fn validate_args(module: &dyn Module, key: &Node, value: &Node, file: &Sourc
         _ => {
             errors.push(
                 value
-                    .error(file, format!("`{}` takes a mapping of arguments, found {}", doc.name, value.kind()))
+                    .error(
+                        file,
+                        format!(
+                            "`{}` takes a mapping of arguments, found {}",
+                            doc.name,
+                            value.kind()
+                        ),
+                    )
                     .with_help(format!("see `lifeboat modules {}`", doc.name)),
             );
             return errors;
@@ -405,13 +429,20 @@ pub fn validate_args(module: &dyn Module, key: &Node, value: &Node, file: &Sourc
         match doc.args.iter().find(|a| a.name == name) {
             None if doc.open_args => {}
             None => {
-                let mut e = k.error(file, format!("unknown argument `{name}` for module `{}`", doc.name));
+                let mut e = k.error(
+                    file,
+                    format!("unknown argument `{name}` for module `{}`", doc.name),
+                );
                 e = match did_you_mean(&name, doc.args.iter().map(|a| a.name)) {
                     Some(s) => e.with_help(format!("did you mean `{s}`?")),
                     None => e.with_help(format!(
                         "`{}` takes: {}",
                         doc.name,
-                        doc.args.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
+                        doc.args
+                            .iter()
+                            .map(|a| a.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )),
                 };
                 errors.push(e);
@@ -427,7 +458,9 @@ pub fn validate_args(module: &dyn Module, key: &Node, value: &Node, file: &Sourc
                     ),
                 );
                 if spec.kind == ArgKind::Mode {
-                    e = e.with_help("quote modes so YAML keeps them as written, e.g. mode: \"0644\"");
+                    e = e.with_help(
+                        "quote modes so YAML keeps them as written, e.g. mode: \"0644\"",
+                    );
                 }
                 errors.push(e);
             }
@@ -437,8 +470,11 @@ pub fn validate_args(module: &dyn Module, key: &Node, value: &Node, file: &Sourc
     for spec in doc.args.iter().filter(|a| a.required) {
         if !entries.iter().any(|(k, _)| k.as_str() == Some(spec.name)) {
             errors.push(
-                key.error(file, format!("module `{}` needs the argument `{}`", doc.name, spec.name))
-                    .with_help(format!("{}: {}", spec.name, spec.doc)),
+                key.error(
+                    file,
+                    format!("module `{}` needs the argument `{}`", doc.name, spec.name),
+                )
+                .with_help(format!("{}: {}", spec.name, spec.doc)),
             );
         }
     }
@@ -462,7 +498,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
         return Err(format!("`{s}` is not a duration"));
     }
-    humantime::parse_duration(t).map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 30s, 5m, 1h"))
+    humantime::parse_duration(t)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 30s, 5m, 1h"))
 }
 
 /// A duration argument, as a number of seconds or a string.
@@ -483,7 +520,9 @@ pub fn parse_mode(s: &str) -> Result<u32, ModuleError> {
     u32::from_str_radix(s.trim(), 8)
         .ok()
         .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| ModuleError::Args(format!("mode `{s}` is not an octal mode such as \"0644\"")))
+        .ok_or_else(|| {
+            ModuleError::Args(format!("mode `{s}` is not an octal mode such as \"0644\""))
+        })
 }
 
 /// A unified diff between two texts, labelled with the path.

@@ -33,7 +33,10 @@ impl Module for SetFact {
     fn validate(&self, args: &Node, file: &SourceFile) -> Vec<SourceError> {
         match args.as_map() {
             Some(m) if !m.is_empty() => Vec::new(),
-            _ => vec![args.error(file, "`set_fact` takes a mapping of variable names to values")],
+            _ => vec![args.error(
+                file,
+                "`set_fact` takes a mapping of variable names to values",
+            )],
         }
     }
     fn read_only(&self) -> bool {

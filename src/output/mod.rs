@@ -3,8 +3,10 @@
 //! report ([`junit`]). Observers only listen; they never steer the run.
 
 pub mod console;
+pub mod emitter;
 pub mod event;
 pub mod events;
 pub mod junit;
 
+pub use emitter::{Emitter, MASK};
 pub use event::{Event, NodeStatus, Observer, RollbackStatus, RunOutcome};

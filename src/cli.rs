@@ -1,0 +1,398 @@
+//! The command line: `lifeboat run | plan | validate | graph | inventory | modules |
+//! schema | completions`. Parses arguments (clap), loads the inventory and playbook,
+//! builds the graph, wires the observers, runs, and turns the outcome into the
+//! documented exit code: 0 success; 1 invalid input (nothing ran); 2 a step failed and
+//! the rollback completed; 3 a step failed and the rollback failed or was disabled;
+//! 130 interrupted.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use indexmap::IndexMap;
+use serde_json::{Value as Json, json};
+
+use crate::connection::ConnectionPool;
+use crate::error::{InputErrors, SourceError};
+use crate::executor::{Interrupts, Run, RunOptions, new_run_id};
+use crate::graph::{Graph, Selection};
+use crate::inventory::Inventory;
+use crate::output::console::{Console, ConsoleOptions};
+use crate::output::events::EventLog;
+use crate::output::junit::JunitReport;
+use crate::output::{Emitter, Observer};
+use crate::playbook::Playbook;
+use crate::template::Templates;
+use crate::vars::{VarsCore, parse_extra_vars};
+
+/// Exit code for invalid input.
+pub const EXIT_INVALID: u8 = 1;
+
+/// lifeboat: backup and recovery runbooks over SSH, run as a dependency graph.
+#[derive(Debug, Parser)]
+#[command(name = "lifeboat", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a playbook (with --check: a dry run that changes nothing).
+    Run(RunArgs),
+    /// Dry run: show what a run would do, changing nothing (same as run --check).
+    Plan(RunArgs),
+    /// Check playbooks for everything a run would reject, without running.
+    Validate {
+        /// Playbook files.
+        #[arg(required = true)]
+        playbooks: Vec<PathBuf>,
+        /// Inventory (file, directory or executable); default: the implicit localhost.
+        #[arg(short, long)]
+        inventory: Option<PathBuf>,
+    },
+    /// Show the dependency graph of (step, host) nodes.
+    Graph {
+        /// Playbook file.
+        playbook: PathBuf,
+        /// Inventory.
+        #[arg(short, long)]
+        inventory: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+        /// Only hosts matching this pattern.
+        #[arg(long)]
+        limit: Option<String>,
+    },
+    /// Show what an inventory resolves to.
+    Inventory {
+        /// Inventory.
+        #[arg(short, long)]
+        inventory: Option<PathBuf>,
+        /// Every group and host with variables, as JSON in Ansible's shape.
+        #[arg(long, group = "what")]
+        list: bool,
+        /// The group tree.
+        #[arg(long, group = "what")]
+        graph: bool,
+        /// One host's variables and connection, as JSON.
+        #[arg(long, group = "what")]
+        host: Option<String>,
+    },
+    /// List modules, or show one module's arguments, example and result data.
+    Modules {
+        /// A module name.
+        name: Option<String>,
+    },
+    /// Print the JSON Schema of the playbook format (for yaml-language-server).
+    Schema,
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Graph output formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GraphFormat {
+    /// Waves and dependencies as text.
+    Text,
+    /// Graphviz DOT.
+    Dot,
+}
+
+/// Arguments of `run` and `plan`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Playbook file.
+    pub playbook: PathBuf,
+    /// Inventory (file, directory or executable); default: the implicit localhost.
+    #[arg(short, long)]
+    pub inventory: Option<PathBuf>,
+    /// Dry run: change nothing, show what would change.
+    #[arg(long)]
+    pub check: bool,
+    /// Show file diffs for copy, template and file.
+    #[arg(long)]
+    pub diff: bool,
+    /// Extra variables: key=value, JSON, or @file.yml (highest precedence).
+    #[arg(short = 'e', long = "extra-vars")]
+    pub extra_vars: Vec<String>,
+    /// Only hosts matching this pattern.
+    #[arg(long)]
+    pub limit: Option<String>,
+    /// Only steps with these tags (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Not steps with these tags (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pub skip_tags: Vec<String>,
+    /// Hosts with work running at once.
+    #[arg(long, default_value_t = 64)]
+    pub forks: usize,
+    /// Steps running at once on one host.
+    #[arg(long, default_value_t = 8)]
+    pub host_parallelism: usize,
+    /// After a failure, leave everything as it is (exit 3).
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// Write one JSON object per event to this file.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Write a JUnit XML report to this file.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Stream command output.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(errors) => {
+            let _ = writeln!(std::io::stderr(), "{errors}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<u8, InputErrors> {
+    match cli.command {
+        Command::Run(args) => run(args, false),
+        Command::Plan(args) => run(args, true),
+        Command::Validate {
+            playbooks,
+            inventory,
+        } => validate(&playbooks, inventory.as_deref()),
+        Command::Graph {
+            playbook,
+            inventory,
+            format,
+            limit,
+        } => {
+            let inv = Inventory::load(inventory.as_deref())?;
+            let pb = Playbook::load(&playbook)?;
+            let graph = Graph::build(
+                &pb,
+                &inv,
+                &Selection {
+                    limit,
+                    ..Selection::default()
+                },
+            )?;
+            match format {
+                GraphFormat::Text => print!("{}", graph.to_text(&pb)),
+                GraphFormat::Dot => println!("{}", graph.to_dot(&pb)),
+            }
+            Ok(0)
+        }
+        Command::Inventory {
+            inventory,
+            list,
+            graph,
+            host,
+        } => {
+            let inv = Inventory::load(inventory.as_deref())?;
+            if let Some(h) = host {
+                if !inv.hosts().contains(&h) && inv.select(&h).is_err() {
+                    return Err(SourceError::plain(format!(
+                        "no host named `{h}` in the inventory"
+                    ))
+                    .with_help("`lifeboat inventory --list` shows every host")
+                    .into());
+                }
+                let c = inv.connection(&h);
+                let out = json!({
+                    "vars": inv.host_vars(&h),
+                    "groups": inv.group_names(&h),
+                    "connection": {
+                        "kind": format!("{:?}", c.kind).to_lowercase(),
+                        "address": c.address,
+                        "port": c.port,
+                        "user": c.user,
+                        "key_file": c.key_file,
+                        "become": c.become_,
+                    },
+                });
+                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            } else if graph {
+                print!("{}", inv.graph_text());
+            } else {
+                let _ = list;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&inv.to_ansible_json()).unwrap_or_default()
+                );
+            }
+            Ok(0)
+        }
+        Command::Modules { name } => modules(name.as_deref()),
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::schema::playbook_schema()).unwrap_or_default()
+            );
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "lifeboat",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+    }
+}
+
+fn validate(playbooks: &[PathBuf], inventory: Option<&Path>) -> Result<u8, InputErrors> {
+    let inv = Inventory::load(inventory)?;
+    let mut errors = InputErrors::default();
+    for p in playbooks {
+        match Playbook::load(p) {
+            Ok(pb) => match Graph::build(&pb, &inv, &Selection::default()) {
+                Ok(g) => println!(
+                    "{}: ok ({} steps, {} nodes)",
+                    p.display(),
+                    pb.steps.len(),
+                    g.nodes.len()
+                ),
+                Err(e) => errors.extend(e),
+            },
+            Err(e) => errors.extend(e),
+        }
+    }
+    errors.into_result(0)
+}
+
+fn modules(name: Option<&str>) -> Result<u8, InputErrors> {
+    let registry = crate::modules::registry();
+    let Some(name) = name else {
+        for (n, m) in registry {
+            println!("{n:<14} {}", m.doc().summary);
+        }
+        return Ok(0);
+    };
+    let Some(m) = registry.get(name) else {
+        let help = crate::error::did_you_mean(name, registry.keys().copied()).map_or_else(
+            || "`lifeboat modules` lists them".to_string(),
+            |s| format!("did you mean `{s}`?"),
+        );
+        return Err(SourceError::plain(format!("no module named `{name}`"))
+            .with_help(help)
+            .into());
+    };
+    print!("{}", crate::schema::module_help(m.doc()));
+    Ok(0)
+}
+
+/// Loads everything, runs, and returns the exit code.
+fn run(args: RunArgs, plan: bool) -> Result<u8, InputErrors> {
+    let check = plan || args.check;
+    let extra_vars = parse_extra_vars(&args.extra_vars)?;
+    let inventory = Arc::new(Inventory::load(args.inventory.as_deref())?);
+    let playbook = Arc::new(Playbook::load(&args.playbook)?);
+    let selection = Selection {
+        limit: args.limit.clone(),
+        tags: args.tags.clone(),
+        skip_tags: args.skip_tags.clone(),
+    };
+    let graph = Arc::new(Graph::build(&playbook, &inventory, &selection)?);
+    let mut secrets = Vec::new();
+    let mut playbook_vars: IndexMap<String, Json> = playbook.vars.clone();
+    let mut errors = InputErrors::default();
+    for (name, source) in &playbook.secrets {
+        match source.resolve(name) {
+            Ok(v) => {
+                secrets.push(v.clone());
+                playbook_vars.insert(name.clone(), Json::String(v));
+            }
+            Err(e) => errors.push(
+                SourceError::plain(e).with_help("set the secret's source, or pass it with -e"),
+            ),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let run_id = new_run_id();
+    let mut run_info = IndexMap::new();
+    let dir = playbook
+        .base_dir
+        .canonicalize()
+        .unwrap_or_else(|_| playbook.base_dir.clone());
+    run_info.insert(
+        "playbook_dir".to_string(),
+        Json::String(dir.display().to_string()),
+    );
+    run_info.insert(
+        "lifeboat".to_string(),
+        json!({"run_id": run_id, "check_mode": check, "playbook": playbook.name}),
+    );
+    let mut observers: Vec<Arc<dyn Observer>> =
+        vec![Arc::new(Console::new(ConsoleOptions::detect(args.verbose)))];
+    if let Some(path) = &args.events {
+        let log = EventLog::create(path).map_err(|e| {
+            SourceError::plain(format!(
+                "cannot write the events file {}: {e}",
+                path.display()
+            ))
+        })?;
+        observers.push(Arc::new(log));
+    }
+    if let Some(path) = &args.junit {
+        observers.push(Arc::new(JunitReport::new(path, &playbook.name)));
+    }
+    let emitter = Arc::new(Emitter::new(observers, secrets));
+    let vars = VarsCore::new(&inventory, playbook_vars, extra_vars, run_info);
+    let run = Arc::new(Run {
+        playbook,
+        inventory: inventory.clone(),
+        graph,
+        vars,
+        templates: Arc::new(Templates::new()),
+        conns: Arc::new(ConnectionPool::new(inventory)),
+        opts: RunOptions {
+            check,
+            diff: args.diff,
+            forks: args.forks,
+            host_parallelism: args.host_parallelism,
+            no_rollback: args.no_rollback,
+            verbose: args.verbose,
+            run_id,
+        },
+        emitter: emitter.clone(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SourceError::plain(format!("cannot start the async runtime: {e}")))?;
+    let outcome = runtime.block_on(async move {
+        let (tx, interrupts) = Interrupts::channel();
+        tokio::spawn(async move {
+            let mut presses = 0;
+            while tokio::signal::ctrl_c().await.is_ok() {
+                presses += 1;
+                if tx.send(presses).is_err() {
+                    break;
+                }
+            }
+        });
+        run.execute(interrupts).await.outcome
+    });
+    if let Err(e) = emitter.finish() {
+        eprintln!("warning: could not write a report: {e}");
+    }
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    Ok(u8::try_from(outcome.exit_code()).unwrap_or(1))
+}

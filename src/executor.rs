@@ -1,0 +1,845 @@
+//! The executor: schedules the graph's (step, host) nodes and runs each one.
+//!
+//! Scheduling: a node starts once every node it waits for has ended (ok, changed,
+//! skipped or an ignored failure). At most `host_parallelism` nodes run at once on a
+//! host and at most `forks` hosts have work running at once. When a node fails for
+//! good (after its retries, not ignored) or the operator interrupts, nothing new
+//! starts, running nodes finish (an interrupt cancels them), and [`crate::rollback`]
+//! compensates what ran.
+//!
+//! Running a node: evaluate `when`, render `loop` and the module's arguments with the
+//! node's variables, reach the host (or its `delegate_to`) through the connection pool,
+//! run the module with the step's timeout and retries, register the result. In a dry
+//! run, modules only probe (except `read_only` steps, which really run) and anything
+//! that depends on a result only a real run produces is marked `unknown`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use serde_json::{Value as Json, json};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{Become, ConnectionPool, OutputChunk, Stream};
+use crate::graph::Graph;
+use crate::inventory::Inventory;
+use crate::modules::{Module, ModuleContext, ModuleError, Outcome};
+use crate::output::{Emitter, Event, NodeStatus, RunOutcome};
+use crate::playbook::{Playbook, Step};
+use crate::rollback::{self, RollbackReport};
+use crate::template::{TemplateError, Templates};
+use crate::vars::VarsCore;
+
+/// How a run behaves.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Dry run: change nothing.
+    pub check: bool,
+    /// Show file diffs.
+    pub diff: bool,
+    /// Hosts with work running at once.
+    pub forks: usize,
+    /// Nodes running at once on one host.
+    pub host_parallelism: usize,
+    /// Leave everything as it is after a failure.
+    pub no_rollback: bool,
+    /// Stream command output.
+    pub verbose: bool,
+    /// This run's id.
+    pub run_id: String,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            check: false,
+            diff: false,
+            forks: 64,
+            host_parallelism: 8,
+            no_rollback: false,
+            verbose: false,
+            run_id: new_run_id(),
+        }
+    }
+}
+
+/// A fresh run id: UTC time and a random suffix.
+pub fn new_run_id() -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let stamp: String = now.chars().filter(char::is_ascii_digit).collect();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{stamp}-{:04x}", (nanos ^ std::process::id()) & 0xffff)
+}
+
+/// Ctrl-C presses, counted. The first stops new work and rolls back; the second
+/// abandons the rollback.
+#[derive(Clone)]
+pub struct Interrupts {
+    rx: watch::Receiver<u32>,
+}
+
+impl Interrupts {
+    /// Interrupts that never come.
+    pub fn none() -> Interrupts {
+        let (tx, rx) = watch::channel(0);
+        std::mem::forget(tx);
+        Interrupts { rx }
+    }
+
+    /// A pair: the sender side counts presses.
+    pub fn channel() -> (watch::Sender<u32>, Interrupts) {
+        let (tx, rx) = watch::channel(0);
+        (tx, Interrupts { rx })
+    }
+
+    /// Presses so far.
+    pub fn count(&self) -> u32 {
+        *self.rx.borrow()
+    }
+
+    /// Waits until at least `n` presses.
+    pub async fn reached(&mut self, n: u32) {
+        if self.rx.wait_for(|c| *c >= n).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// What became of one node, kept for the rollback and the report.
+#[derive(Debug, Clone)]
+pub struct NodeRecord {
+    /// How it ended.
+    pub status: NodeStatus,
+    /// Seconds since the run began, at its start.
+    pub started: f64,
+    /// The registered form of its result.
+    pub result: Json,
+    /// Per loop item: rendered arguments and captured pre-state (when any).
+    pub undo: Vec<(Json, Option<Json>)>,
+    /// The host its commands ran on (its `delegate_to`, or itself).
+    pub exec_host: String,
+}
+
+impl NodeRecord {
+    fn not_run() -> Self {
+        NodeRecord {
+            status: NodeStatus::NotRun,
+            started: 0.0,
+            result: Json::Null,
+            undo: Vec::new(),
+            exec_host: String::new(),
+        }
+    }
+}
+
+/// The end of a run.
+#[derive(Debug)]
+pub struct RunReport {
+    /// How it ended.
+    pub outcome: RunOutcome,
+    /// Every node's record, by node index.
+    pub records: Vec<NodeRecord>,
+    /// The rollback, when one ran.
+    pub rollback: Option<RollbackReport>,
+    /// Why the run stopped early, if it did.
+    pub stop_reason: Option<String>,
+}
+
+/// Everything a run needs, shared by its tasks.
+pub struct Run {
+    /// The playbook.
+    pub playbook: Arc<Playbook>,
+    /// The inventory.
+    pub inventory: Arc<Inventory>,
+    /// The graph.
+    pub graph: Arc<Graph>,
+    /// Variables.
+    pub vars: Arc<VarsCore>,
+    /// Templates.
+    pub templates: Arc<Templates>,
+    /// Connections.
+    pub conns: Arc<ConnectionPool>,
+    /// Options.
+    pub opts: RunOptions,
+    /// Events out.
+    pub emitter: Arc<Emitter>,
+}
+
+enum NodeEnd {
+    Done(NodeRecord),
+}
+
+impl Run {
+    /// Runs the graph to its end: success, or failure and rollback.
+    pub async fn execute(self: Arc<Self>, mut interrupts: Interrupts) -> RunReport {
+        let started = Instant::now();
+        let graph = self.graph.clone();
+        let n = graph.nodes.len();
+        self.emitter.emit(Event::RunStart {
+            run_id: self.opts.run_id.clone(),
+            playbook: self.playbook.name.clone(),
+            check: self.opts.check,
+            hosts: graph.hosts(),
+            nodes: n,
+            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        });
+        if self.opts.check {
+            let waves = graph
+                .waves()
+                .into_iter()
+                .map(|w| {
+                    w.into_iter()
+                        .map(|i| {
+                            (
+                                self.playbook.steps[graph.nodes[i].step].id.clone(),
+                                graph.nodes[i].host.clone(),
+                            )
+                        })
+                        .collect()
+                })
+                .collect();
+            self.emitter.emit(Event::Plan { waves });
+        }
+        let mut records: Vec<NodeRecord> = (0..n).map(|_| NodeRecord::not_run()).collect();
+        let mut waiting: Vec<usize> = graph.nodes.iter().map(|x| x.deps.len()).collect();
+        let mut queues: IndexMap<String, VecDeque<usize>> = IndexMap::new();
+        for h in graph.hosts() {
+            queues.insert(h, VecDeque::new());
+        }
+        for (i, node) in graph.nodes.iter().enumerate() {
+            if node.deps.is_empty() {
+                queues.entry(node.host.clone()).or_default().push_back(i);
+            }
+        }
+        let mut running_on: HashMap<String, usize> = HashMap::new();
+        let mut active_hosts = 0usize;
+        let mut tasks: JoinSet<(usize, NodeEnd)> = JoinSet::new();
+        let mut task_node: HashMap<tokio::task::Id, usize> = HashMap::new();
+        let cancel = CancellationToken::new();
+        let mut stop_reason: Option<String> = None;
+        let mut failed_any = false;
+        let mut interrupted = false;
+        let forks = self.opts.forks.max(1);
+        let per_host = self.opts.host_parallelism.max(1);
+        loop {
+            if stop_reason.is_none() {
+                for (host, queue) in queues.iter_mut() {
+                    while let Some(&i) = queue.front() {
+                        let running = running_on.get(host).copied().unwrap_or(0);
+                        if running >= per_host || (running == 0 && active_hosts >= forks) {
+                            break;
+                        }
+                        queue.pop_front();
+                        if running == 0 {
+                            active_hosts += 1;
+                        }
+                        running_on.insert(host.clone(), running + 1);
+                        records[i].started = self.emitter.elapsed();
+                        let run = self.clone();
+                        let token = cancel.clone();
+                        let handle = tasks.spawn(async move {
+                            let end = tokio::select! {
+                                rec = run.clone().run_node(i) => NodeEnd::Done(rec),
+                                () = token.cancelled() => NodeEnd::Done(run.cancelled_record(i)),
+                            };
+                            (i, end)
+                        });
+                        task_node.insert(handle.id(), i);
+                    }
+                }
+            }
+            if tasks.is_empty() {
+                break;
+            }
+            tokio::select! {
+                joined = tasks.join_next_with_id() => {
+                    let (i, record) = match joined {
+                        Some(Ok((id, (i, NodeEnd::Done(rec))))) => {
+                            task_node.remove(&id);
+                            (i, rec)
+                        }
+                        Some(Err(e)) => {
+                            let Some(i) = task_node.remove(&e.id()) else { continue };
+                            let mut rec = NodeRecord::not_run();
+                            rec.status = NodeStatus::Failed;
+                            rec.result = json!({"failed": true, "msg": format!("internal error: {e}")});
+                            self.finish_event(i, &rec, 1, None, Some(format!("internal error: {e}")));
+                            (i, rec)
+                        }
+                        None => break,
+                    };
+                    let host = graph.nodes[i].host.clone();
+                    let running = running_on.get(&host).copied().unwrap_or(1).saturating_sub(1);
+                    running_on.insert(host, running);
+                    if running == 0 {
+                        active_hosts = active_hosts.saturating_sub(1);
+                    }
+                    let status = record.status;
+                    records[i] = record;
+                    if status == NodeStatus::Failed {
+                        failed_any = true;
+                        if !self.opts.check && stop_reason.is_none() {
+                            let step = &self.playbook.steps[graph.nodes[i].step];
+                            stop_reason = Some(format!("step `{}` failed on {}", step.id, graph.nodes[i].host));
+                        }
+                    }
+                    if status != NodeStatus::Failed || self.opts.check {
+                        for &d in &graph.nodes[i].dependents {
+                            waiting[d] -= 1;
+                            if waiting[d] == 0 {
+                                queues.entry(graph.nodes[d].host.clone()).or_default().push_back(d);
+                            }
+                        }
+                    }
+                }
+                () = interrupts.reached(1), if !interrupted => {
+                    interrupted = true;
+                    stop_reason = Some("interrupted (Ctrl-C)".to_string());
+                    cancel.cancel();
+                }
+            }
+        }
+        for (i, rec) in records.iter().enumerate() {
+            if rec.status == NodeStatus::NotRun {
+                self.finish_event(
+                    i,
+                    rec,
+                    0,
+                    None,
+                    stop_reason.as_ref().map(|r| format!("not run: {r}")),
+                );
+            }
+        }
+        let mut rollback_report = None;
+        let outcome = if stop_reason.is_none() {
+            if failed_any {
+                RunOutcome::RolledBack
+            } else {
+                RunOutcome::Success
+            }
+        } else if self.opts.no_rollback {
+            let report = rollback::skipped(&self, &records, "--no-rollback");
+            rollback_report = Some(report);
+            if interrupted {
+                RunOutcome::Interrupted
+            } else {
+                RunOutcome::RollbackIncomplete
+            }
+        } else {
+            let reason = stop_reason.clone().unwrap_or_default();
+            let report = rollback::compensate(&self, &records, &reason, &mut interrupts).await;
+            let complete = report.complete;
+            rollback_report = Some(report);
+            match (interrupted || interrupts.count() > 0, complete) {
+                (true, _) => RunOutcome::Interrupted,
+                (false, true) => RunOutcome::RolledBack,
+                (false, false) => RunOutcome::RollbackIncomplete,
+            }
+        };
+        let recap = crate::report::recap(&self, &records, rollback_report.as_ref());
+        self.emitter.emit(Event::RunEnd {
+            outcome,
+            exit_code: outcome.exit_code(),
+            duration: started.elapsed().as_secs_f64(),
+            recap,
+        });
+        RunReport {
+            outcome,
+            records,
+            rollback: rollback_report,
+            stop_reason,
+        }
+    }
+
+    fn cancelled_record(&self, i: usize) -> NodeRecord {
+        let rec = NodeRecord {
+            status: NodeStatus::Cancelled,
+            started: 0.0,
+            result: json!({"failed": true, "msg": "interrupted"}),
+            undo: Vec::new(),
+            exec_host: self.graph.nodes[i].host.clone(),
+        };
+        self.finish_event(i, &rec, 1, None, Some("interrupted while running".into()));
+        rec
+    }
+
+    /// Emits the node's finish event.
+    fn finish_event(
+        &self,
+        i: usize,
+        rec: &NodeRecord,
+        attempts: u32,
+        diff: Option<String>,
+        msg: Option<String>,
+    ) {
+        let node = &self.graph.nodes[i];
+        let step = &self.playbook.steps[node.step];
+        let text = |k: &str| {
+            rec.result
+                .get(k)
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let (stdout, stderr, diff, msg) = if step.no_log {
+            (
+                String::new(),
+                String::new(),
+                None,
+                msg.map(|_| "(hidden by no_log)".to_string()),
+            )
+        } else {
+            (clip(&text("stdout")), clip(&text("stderr")), diff, msg)
+        };
+        self.emitter.emit(Event::NodeFinish {
+            step: step.id.clone(),
+            name: step.name.clone(),
+            host: node.host.clone(),
+            status: rec.status,
+            started: rec.started,
+            duration: (self.emitter.elapsed() - rec.started).max(0.0),
+            attempts,
+            rc: rec
+                .result
+                .get("rc")
+                .and_then(Json::as_i64)
+                .and_then(|r| i32::try_from(r).ok()),
+            msg,
+            diff,
+            stdout,
+            stderr,
+        });
+    }
+
+    /// Runs one node to its end and reports it.
+    async fn run_node(self: Arc<Self>, i: usize) -> NodeRecord {
+        let node = &self.graph.nodes[i];
+        let step = &self.playbook.steps[node.step];
+        let host = node.host.as_str();
+        let started = self.emitter.elapsed();
+        self.emitter.emit(Event::NodeStart {
+            step: step.id.clone(),
+            name: step.name.clone(),
+            host: host.to_string(),
+            at: started,
+        });
+        let mut rec = NodeRecord {
+            status: NodeStatus::Ok,
+            started,
+            result: Json::Null,
+            undo: Vec::new(),
+            exec_host: host.to_string(),
+        };
+        let mut attempts = 1;
+        let mut diffs: Vec<String> = Vec::new();
+        let mut msg: Option<String> = None;
+        let ctx = self.vars.node_context(step, host, None, &[]);
+        let unknown = self.vars.facts.unknown_names(host);
+        let is_unknown = |e: &TemplateError, src: &str| {
+            self.opts.check && e.undefined && mentions_any(src, &unknown)
+        };
+
+        // `when`
+        if let Some(cond) = &step.when {
+            match self.templates.eval_bool(cond, &ctx) {
+                Ok(true) => {}
+                Ok(false) => {
+                    rec.status = NodeStatus::Skipped;
+                    rec.result = json!({"changed": false, "skipped": true, "failed": false});
+                    self.register(step, host, &rec.result, false);
+                    self.finish_event(i, &rec, 0, None, Some(format!("when: {cond} is false")));
+                    return rec;
+                }
+                Err(e) if is_unknown(&e, cond) => {
+                    return self.unknown(
+                        i,
+                        rec,
+                        step,
+                        host,
+                        format!("when: {cond} depends on a result of a real run"),
+                    );
+                }
+                Err(e) => return self.fail(i, rec, step, host, format!("when: {cond}: {e}"), 0),
+            }
+        }
+
+        // `loop`
+        let items: Vec<Option<Json>> = match &step.loop_items {
+            None => vec![None],
+            Some(spec) => match self.templates.render_value(spec, &ctx, false) {
+                Ok(Json::Array(items)) => items.into_iter().map(Some).collect(),
+                Ok(other) => {
+                    return self.fail(
+                        i,
+                        rec,
+                        step,
+                        host,
+                        format!("loop: expected a list, got {other}"),
+                        0,
+                    );
+                }
+                Err(e) if is_unknown(&e, &spec.to_string()) => {
+                    return self.unknown(
+                        i,
+                        rec,
+                        step,
+                        host,
+                        "loop depends on a result of a real run".into(),
+                    );
+                }
+                Err(e) => return self.fail(i, rec, step, host, format!("loop: {e}"), 0),
+            },
+        };
+
+        // Where the commands run.
+        let exec_host = match &step.delegate_to {
+            None => host.to_string(),
+            Some(t) => match self.templates.render_str(t, &ctx, false) {
+                Ok(h) => h.trim().to_string(),
+                Err(e) => return self.fail(i, rec, step, host, format!("delegate_to: {e}"), 0),
+            },
+        };
+        rec.exec_host = exec_host.clone();
+        let conn = match self.conns.get(&exec_host).await {
+            Ok(c) => c,
+            Err(e) => return self.fail(i, rec, step, host, format!("unreachable: {e}"), 0),
+        };
+        let check = self.opts.check && !step.is_read_only();
+        let sink = self.output_sink(step, host);
+        let settings = self.inventory.connection(&exec_host);
+        let become_ = (step.become_ || settings.become_).then(|| Become {
+            user: step.become_user.clone().or(settings.become_user.clone()),
+            method: step
+                .become_method
+                .clone()
+                .or(settings.become_method.clone()),
+            password: settings.become_password.clone(),
+        });
+
+        let mut results = Vec::new();
+        let mut changed = false;
+        let mut failure: Option<(String, Json)> = None;
+        for item in &items {
+            let ctx = match item {
+                Some(it) => self.vars.node_context(step, host, Some(it), &[]),
+                None => ctx.clone(),
+            };
+            let args = match render_args(&self.templates, &*step.module, &step.args, &ctx) {
+                Ok(a) => a,
+                Err(e) if is_unknown(&e, &step.args.to_string()) => {
+                    return self.unknown(
+                        i,
+                        rec,
+                        step,
+                        host,
+                        "its arguments depend on a result of a real run".into(),
+                    );
+                }
+                Err(e) => {
+                    failure = Some((
+                        format!("arguments: {e}"),
+                        json!({"failed": true, "msg": format!("arguments: {e}")}),
+                    ));
+                    break;
+                }
+            };
+            let mctx = ModuleContext {
+                host: host.to_string(),
+                conn: conn.clone(),
+                check,
+                diff: self.opts.diff,
+                timeout: step.timeout,
+                become_: become_.clone(),
+                sink: sink.clone(),
+                templates: self.templates.clone(),
+                vars: ctx.clone(),
+                base_dir: step.base_dir.clone(),
+                run_id: self.opts.run_id.clone(),
+            };
+            let (result, tries) = self.attempt(step, &mctx, &args).await;
+            attempts = attempts.max(tries);
+            match result {
+                Ok(outcome) => {
+                    changed |= outcome.changed;
+                    if let Some(d) = &outcome.diff {
+                        diffs.push(d.clone());
+                    }
+                    if outcome.msg.is_some() {
+                        msg = outcome.msg.clone();
+                    }
+                    for (k, v) in &outcome.facts {
+                        self.vars.facts.set(host, k, v.clone());
+                    }
+                    results.push(outcome_json(&outcome, item.as_ref(), false));
+                    rec.undo.push((args, outcome.undo));
+                }
+                Err(e) => {
+                    let mut j = error_json(&e);
+                    if let (Some(it), Json::Object(m)) = (item, &mut j) {
+                        m.insert("item".into(), it.clone());
+                    }
+                    // A failed step may have half-applied: keep its arguments so an
+                    // explicit rollback can see them.
+                    rec.undo.push((args, None));
+                    failure = Some((e.to_string(), j));
+                    break;
+                }
+            }
+        }
+        let result = if step.loop_items.is_some() {
+            json!({
+                "changed": changed,
+                "failed": failure.is_some(),
+                "skipped": false,
+                "results": results,
+                "msg": failure.as_ref().map(|(m, _)| m.clone()).or(msg.clone()),
+            })
+        } else {
+            match (&failure, results.pop()) {
+                (Some((_, j)), _) => j.clone(),
+                (None, Some(r)) => r,
+                (None, None) => json!({"changed": false, "failed": false}),
+            }
+        };
+        rec.result = result;
+        let diff = (!diffs.is_empty()).then(|| diffs.join("\n"));
+        match failure {
+            Some((m, _)) => {
+                rec.status = if step.ignore_errors {
+                    NodeStatus::Ignored
+                } else {
+                    NodeStatus::Failed
+                };
+                self.register(step, host, &rec.result, check);
+                self.finish_event(i, &rec, attempts, diff, Some(m));
+            }
+            None => {
+                rec.status = match (changed, self.opts.check && !step.is_read_only()) {
+                    (true, true) => NodeStatus::WouldChange,
+                    (true, false) => NodeStatus::Changed,
+                    (false, _) => NodeStatus::Ok,
+                };
+                self.register(step, host, &rec.result, check);
+                self.finish_event(i, &rec, attempts, diff, msg);
+            }
+        }
+        rec
+    }
+
+    /// Runs the module with the step's timeout, retrying as the step says.
+    async fn attempt(
+        &self,
+        step: &Step,
+        mctx: &ModuleContext,
+        args: &Json,
+    ) -> (Result<Outcome, ModuleError>, u32) {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let fut = step.module.run(mctx, args);
+            let result = match step.timeout {
+                Some(t) => match tokio::time::timeout(t, fut).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ModuleError::TimedOut {
+                        after: t,
+                        output: Default::default(),
+                    }),
+                },
+                None => fut.await,
+            };
+            match result {
+                Err(e) if tries <= step.retries && !matches!(e, ModuleError::Args(_)) => {
+                    tokio::time::sleep(step.retry_delay).await;
+                }
+                other => return (other, tries),
+            }
+        }
+    }
+
+    /// Registers a node's result (on every host of a `run_once` step), or in a dry
+    /// run of a changing step, marks it unknown.
+    fn register(&self, step: &Step, host: &str, result: &Json, unknowable: bool) {
+        let Some(name) = &step.register else { return };
+        let idx = self
+            .playbook
+            .steps
+            .iter()
+            .position(|s| s.id == step.id)
+            .unwrap_or(0);
+        let hosts: Vec<String> = if step.run_once {
+            self.graph.step_hosts.get(idx).cloned().unwrap_or_default()
+        } else {
+            vec![host.to_string()]
+        };
+        for h in hosts {
+            if unknowable {
+                self.vars.facts.set_unknown(&h, name);
+            } else {
+                self.vars.facts.set(&h, name, result.clone());
+            }
+        }
+    }
+
+    fn unknown(
+        &self,
+        i: usize,
+        mut rec: NodeRecord,
+        step: &Step,
+        host: &str,
+        why: String,
+    ) -> NodeRecord {
+        rec.status = NodeStatus::Unknown;
+        rec.result = json!({"changed": false, "failed": false, "unknown": true});
+        self.register(step, host, &rec.result, true);
+        self.finish_event(i, &rec, 0, None, Some(why));
+        rec
+    }
+
+    fn fail(
+        &self,
+        i: usize,
+        mut rec: NodeRecord,
+        step: &Step,
+        host: &str,
+        why: String,
+        attempts: u32,
+    ) -> NodeRecord {
+        rec.status = if step.ignore_errors {
+            NodeStatus::Ignored
+        } else {
+            NodeStatus::Failed
+        };
+        rec.result = json!({"changed": false, "failed": true, "msg": why});
+        self.register(step, host, &rec.result, false);
+        self.finish_event(i, &rec, attempts, None, Some(why));
+        rec
+    }
+
+    /// With `-v`, a channel whose chunks become `NodeOutput` events.
+    fn output_sink(&self, step: &Step, host: &str) -> Option<mpsc::UnboundedSender<OutputChunk>> {
+        if !self.opts.verbose || step.no_log {
+            return None;
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel::<OutputChunk>();
+        let emitter = self.emitter.clone();
+        let (step_id, host) = (step.id.clone(), host.to_string());
+        tokio::spawn(async move {
+            while let Some((stream, bytes)) = rx.recv().await {
+                emitter.emit(Event::NodeOutput {
+                    step: step_id.clone(),
+                    host: host.clone(),
+                    stream: if stream == Stream::Stdout {
+                        "stdout"
+                    } else {
+                        "stderr"
+                    }
+                    .into(),
+                    text: String::from_utf8_lossy(&bytes).into_owned(),
+                });
+            }
+        });
+        Some(tx)
+    }
+}
+
+/// Renders a step's arguments: shell-quoted where the module runs them in a shell,
+/// untouched where the module evaluates them itself.
+pub fn render_args(
+    templates: &Templates,
+    module: &dyn Module,
+    args: &Json,
+    ctx: &minijinja::Value,
+) -> Result<Json, TemplateError> {
+    let Json::Object(map) = args else {
+        return templates.render_value(args, ctx, false);
+    };
+    let mut out = serde_json::Map::new();
+    for (k, v) in map {
+        let rendered = if module.raw_args().contains(&k.as_str()) {
+            v.clone()
+        } else if module.shell_args().contains(&k.as_str()) && v.is_string() {
+            templates.render_value(v, ctx, true)?
+        } else {
+            templates.render_value(v, ctx, false)?
+        };
+        out.insert(k.clone(), rendered);
+    }
+    Ok(Json::Object(out))
+}
+
+/// The registered form of a module's outcome.
+fn outcome_json(o: &Outcome, item: Option<&Json>, failed: bool) -> Json {
+    let mut m = serde_json::Map::new();
+    m.insert("changed".into(), Json::Bool(o.changed));
+    m.insert("failed".into(), Json::Bool(failed));
+    m.insert("skipped".into(), Json::Bool(false));
+    if let Some(rc) = o.rc {
+        m.insert("rc".into(), Json::from(rc));
+    }
+    m.insert("stdout".into(), Json::String(o.stdout.clone()));
+    m.insert("stderr".into(), Json::String(o.stderr.clone()));
+    m.insert(
+        "stdout_lines".into(),
+        Json::from(o.stdout.lines().map(str::to_string).collect::<Vec<_>>()),
+    );
+    m.insert("msg".into(), o.msg.clone().map_or(Json::Null, Json::String));
+    m.insert("data".into(), o.data.clone());
+    if let Some(it) = item {
+        m.insert("item".into(), it.clone());
+    }
+    Json::Object(m)
+}
+
+/// The registered form of a failure.
+fn error_json(e: &ModuleError) -> Json {
+    let mut j = json!({"changed": false, "failed": true, "skipped": false, "msg": e.to_string()});
+    let output = match e {
+        ModuleError::Failed {
+            output: Some(o), ..
+        }
+        | ModuleError::TimedOut { output: o, .. } => Some(o),
+        _ => None,
+    };
+    if let (Some(o), Json::Object(m)) = (output, &mut j) {
+        if let Some(rc) = o.rc {
+            m.insert("rc".into(), Json::from(rc));
+        }
+        m.insert("stdout".into(), Json::String(o.stdout_text()));
+        m.insert("stderr".into(), Json::String(o.stderr_text()));
+    }
+    j
+}
+
+/// Whether a template source names any of these variables.
+fn mentions_any(src: &str, names: &std::collections::HashSet<String>) -> bool {
+    names.iter().any(|n| {
+        src.match_indices(n.as_str()).any(|(at, _)| {
+            let before = src[..at].chars().next_back();
+            let after = src[at + n.len()..].chars().next();
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            !word(before) && !word(after)
+        })
+    })
+}
+
+/// Output kept in events: the last 64 KiB.
+fn clip(s: &str) -> String {
+    const MAX: usize = 64 * 1024;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut start = s.len() - MAX;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[... {} bytes cut ...]\n{}", start, &s[start..])
+}
+
+/// The duration a retry waits, for docs.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);

@@ -1,0 +1,1180 @@
+//! The playbook format: a YAML file of `steps` with `needs`, read into [`Playbook`] with
+//! every mistake located (file:line:column) and reported together. This module owns the
+//! keys a playbook and a step may have, step `defaults`, `import:` of other playbooks
+//! (ids prefixed), `rollback:` specs, `secrets:` sources, and the load-time checks of
+//! module arguments and template syntax. Host patterns are checked later, against the
+//! inventory, by the graph.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde_json::Value as Json;
+
+use crate::error::{InputErrors, Location, SourceError, SourceFile, did_you_mean};
+use crate::modules::{self, Module, normalize_args, parse_duration, validate_args};
+use crate::template::Templates;
+use crate::yaml::{self, Node, Value};
+
+/// Keys a playbook file may have.
+pub const PLAYBOOK_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "hosts",
+    "vars",
+    "vars_files",
+    "secrets",
+    "defaults",
+    "steps",
+    "phases",
+    "rto_target",
+    "rpo_target",
+];
+
+/// Keys a step may have, besides its one module key.
+pub const STEP_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "hosts",
+    "needs",
+    "when",
+    "loop",
+    "register",
+    "become",
+    "become_user",
+    "become_method",
+    "timeout",
+    "retries",
+    "retry_delay",
+    "ignore_errors",
+    "read_only",
+    "run_once",
+    "delegate_to",
+    "tags",
+    "no_log",
+    "rollback",
+    "vars",
+    "phase",
+];
+
+/// Keys a `defaults:` block may set for every step.
+pub const DEFAULT_KEYS: &[&str] = &[
+    "hosts",
+    "become",
+    "become_user",
+    "become_method",
+    "timeout",
+    "retries",
+    "retry_delay",
+    "ignore_errors",
+    "no_log",
+    "tags",
+    "rollback",
+];
+
+/// Keys of an `import:` entry.
+pub const IMPORT_KEYS: &[&str] = &["import", "id", "vars", "needs", "hosts", "tags", "phase"];
+
+/// A loaded playbook.
+#[derive(Clone)]
+pub struct Playbook {
+    /// Its name (default: the file name).
+    pub name: String,
+    /// What it is for.
+    pub description: Option<String>,
+    /// The default host pattern of its steps.
+    pub hosts: String,
+    /// Playbook variables (with `vars_files` merged in, files first).
+    pub vars: IndexMap<String, Json>,
+    /// Secrets: name to where its value comes from.
+    pub secrets: IndexMap<String, SecretSource>,
+    /// The steps, imports expanded, in file order.
+    pub steps: Vec<Step>,
+    /// The main file.
+    pub file: SourceFile,
+    /// The directory of the main file.
+    pub base_dir: PathBuf,
+    /// Every file read (main and imports), for hashing.
+    pub files: Vec<SourceFile>,
+    /// Drill targets, when the playbook is a drill.
+    pub rto_target: Option<Duration>,
+    /// Drill RPO target.
+    pub rpo_target: Option<Duration>,
+    /// Import ids, each to the step ids it brought in (`needs: [import-id]` waits for all).
+    pub groups: IndexMap<String, Vec<String>>,
+}
+
+impl std::fmt::Debug for Playbook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Playbook")
+            .field("name", &self.name)
+            .field(
+                "steps",
+                &self.steps.iter().map(|s| &s.id).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecretSource {
+    /// An environment variable of the controller.
+    Env(String),
+    /// A file on the controller (trailing newline removed).
+    File(PathBuf),
+    /// A command's standard output (trailing newline removed).
+    Command(String),
+    /// A literal value (for tests and demos).
+    Value(String),
+}
+
+impl SecretSource {
+    /// Reads the secret's value.
+    pub fn resolve(&self, name: &str) -> Result<String, String> {
+        let trim = |s: String| s.trim_end_matches(['\n', '\r']).to_string();
+        match self {
+            SecretSource::Env(var) => std::env::var(var)
+                .map_err(|_| format!("secret `{name}`: environment variable {var} is not set")),
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map(trim)
+                .map_err(|e| format!("secret `{name}`: cannot read {}: {e}", path.display())),
+            SecretSource::Command(cmd) => {
+                let out = std::process::Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(cmd)
+                    .output()
+                    .map_err(|e| format!("secret `{name}`: cannot run `{cmd}`: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "secret `{name}`: `{cmd}` failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+                Ok(trim(String::from_utf8_lossy(&out.stdout).into_owned()))
+            }
+            SecretSource::Value(v) => Ok(v.clone()),
+        }
+    }
+}
+
+/// What undoes a step.
+#[derive(Clone)]
+pub enum RollbackSpec {
+    /// The module's own undo, from the state it captured (the default).
+    Auto,
+    /// Nothing.
+    None,
+    /// These module invocations, in order.
+    Actions(Vec<Action>),
+}
+
+/// A module invocation (a rollback action).
+#[derive(Clone)]
+pub struct Action {
+    /// The module.
+    pub module: Arc<dyn Module>,
+    /// Its arguments, unrendered.
+    pub args: Json,
+    /// Where it was written.
+    pub location: Location,
+}
+
+/// One step of a playbook.
+#[derive(Clone)]
+pub struct Step {
+    /// Unique id (prefixed for imported steps).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Host pattern (`None`: the playbook's).
+    pub hosts: Option<String>,
+    /// Where `hosts` was written (or the step, when inherited).
+    pub hosts_location: Location,
+    /// Step ids this step waits for.
+    pub needs: Vec<(String, Location)>,
+    /// Condition, an expression without braces.
+    pub when: Option<String>,
+    /// Loop items (a list or a template producing one).
+    pub loop_items: Option<Json>,
+    /// Variable name the result is registered under.
+    pub register: Option<String>,
+    /// Privilege escalation.
+    pub become_: bool,
+    /// The user to become.
+    pub become_user: Option<String>,
+    /// sudo or su.
+    pub become_method: Option<String>,
+    /// Per-attempt time limit.
+    pub timeout: Option<Duration>,
+    /// Extra attempts after a failure.
+    pub retries: u32,
+    /// Pause between attempts.
+    pub retry_delay: Duration,
+    /// A failure does not stop the run.
+    pub ignore_errors: bool,
+    /// Changes nothing: also runs in a dry run.
+    pub read_only: bool,
+    /// Runs on the first host only.
+    pub run_once: bool,
+    /// Runs on this host instead (a template), with the original host's variables.
+    pub delegate_to: Option<String>,
+    /// Tags for --tags / --skip-tags.
+    pub tags: Vec<String>,
+    /// Hide output and results.
+    pub no_log: bool,
+    /// Step variables.
+    pub vars: IndexMap<String, Json>,
+    /// The module.
+    pub module: Arc<dyn Module>,
+    /// Its arguments, unrendered, normalised to a mapping.
+    pub args: Json,
+    /// What undoes it.
+    pub rollback: RollbackSpec,
+    /// Drill phase (backup, sabotage, restore, verify), if any.
+    pub phase: Option<String>,
+    /// Where the step starts.
+    pub location: Location,
+    /// The directory its relative controller paths start from.
+    pub base_dir: PathBuf,
+}
+
+impl Step {
+    /// The module's name.
+    pub fn module_name(&self) -> &'static str {
+        self.module.doc().name
+    }
+
+    /// Whether the step changes nothing (it runs in a dry run too).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only || self.module.read_only()
+    }
+}
+
+impl Playbook {
+    /// Reads and checks a playbook file and everything it imports.
+    pub fn load(path: &Path) -> Result<Playbook, InputErrors> {
+        let file = SourceFile::read(path)?;
+        let mut loader = Loader::default();
+        let mut visiting = Vec::new();
+        let pb = loader.load_file(&file, "", &IndexMap::new(), &mut visiting)?;
+        loader.errors.into_result(pb)
+    }
+
+    /// The step with this id.
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+}
+
+#[derive(Default)]
+struct Loader {
+    errors: InputErrors,
+    templates: Templates,
+    files: Vec<SourceFile>,
+}
+
+/// Step defaults as read from `defaults:`.
+#[derive(Clone, Default)]
+struct Defaults {
+    hosts: Option<(String, Location)>,
+    become_: Option<bool>,
+    become_user: Option<String>,
+    become_method: Option<String>,
+    timeout: Option<Duration>,
+    retries: Option<u32>,
+    retry_delay: Option<Duration>,
+    ignore_errors: Option<bool>,
+    no_log: Option<bool>,
+    tags: Vec<String>,
+    rollback: Option<Node>,
+}
+
+impl Loader {
+    fn err(&mut self, e: SourceError) {
+        self.errors.push(e);
+    }
+
+    fn load_file(
+        &mut self,
+        file: &SourceFile,
+        prefix: &str,
+        import_vars: &IndexMap<String, Json>,
+        visiting: &mut Vec<PathBuf>,
+    ) -> Result<Playbook, InputErrors> {
+        let canonical = file
+            .path
+            .canonicalize()
+            .unwrap_or_else(|_| file.path.clone());
+        visiting.push(canonical);
+        self.files.push(file.clone());
+        let root = yaml::parse(file)?;
+        let base_dir = file
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let Some(entries) = root.as_map() else {
+            return Err(root
+                .error(
+                    file,
+                    format!(
+                        "a playbook is a mapping with `steps:`, found {}",
+                        root.kind()
+                    ),
+                )
+                .with_help("start the file with `name:` and `steps:`")
+                .into());
+        };
+        let mut pb = Playbook {
+            name: file
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "playbook".into()),
+            description: None,
+            hosts: "all".into(),
+            vars: IndexMap::new(),
+            secrets: IndexMap::new(),
+            steps: Vec::new(),
+            file: file.clone(),
+            base_dir: base_dir.clone(),
+            files: Vec::new(),
+            rto_target: None,
+            rpo_target: None,
+            groups: IndexMap::new(),
+        };
+        let mut defaults = Defaults::default();
+        let mut steps_node = None;
+        for (k, v) in entries {
+            let key = k.scalar_text().unwrap_or_default();
+            match key.as_str() {
+                "name" => pb.name = self.string(file, v, "name").unwrap_or(pb.name),
+                "description" => pb.description = self.string(file, v, "description"),
+                "hosts" => {
+                    if let Some(h) = self.string(file, v, "hosts") {
+                        pb.hosts = h;
+                        defaults
+                            .hosts
+                            .get_or_insert((pb.hosts.clone(), v.location(file)));
+                    }
+                }
+                "vars" => pb.vars.extend(self.vars_map(file, v)),
+                "vars_files" => {
+                    for path in self.string_list(file, v, "vars_files") {
+                        let full = base_dir.join(&path);
+                        match SourceFile::read(&full).and_then(|f| yaml::parse(&f).map(|n| (f, n)))
+                        {
+                            Ok((f, node)) => {
+                                let vars = self.vars_map(&f, &node);
+                                for (k, val) in vars {
+                                    pb.vars.entry(k).or_insert(val);
+                                }
+                            }
+                            Err(e) => self.err(e),
+                        }
+                    }
+                }
+                "secrets" => pb.secrets = self.secrets(file, v, &base_dir),
+                "defaults" => defaults = self.defaults(file, v, defaults),
+                "steps" | "phases" => steps_node = Some((key, v)),
+                "rto_target" => pb.rto_target = self.duration(file, v, "rto_target"),
+                "rpo_target" => pb.rpo_target = self.duration(file, v, "rpo_target"),
+                _ => self.unknown_key(file, k, &key, PLAYBOOK_KEYS, "playbook"),
+            }
+        }
+        if defaults.hosts.is_none() {
+            defaults.hosts = Some((pb.hosts.clone(), root.location(file)));
+        }
+        let mut vars = pb.vars.clone();
+        vars.extend(import_vars.clone());
+        match steps_node {
+            None => self.err(
+                root.error(file, "the playbook has no `steps:`")
+                    .with_help("add `steps:` with a list of steps"),
+            ),
+            Some((key, node)) if key == "phases" => {
+                // `phases:` maps a phase name to its steps, each step tagged with it.
+                match node.as_map() {
+                    Some(phases) => {
+                        for (pk, pv) in phases {
+                            let phase = pk.scalar_text().unwrap_or_default();
+                            self.steps(
+                                file,
+                                pv,
+                                prefix,
+                                &defaults,
+                                &vars,
+                                Some(&phase),
+                                visiting,
+                                &mut pb,
+                            );
+                        }
+                    }
+                    None => self.err(node.error(
+                        file,
+                        format!(
+                            "`phases` must be a mapping of phase name to steps, found {}",
+                            node.kind()
+                        ),
+                    )),
+                }
+            }
+            Some((_, node)) => self.steps(
+                file, node, prefix, &defaults, &vars, None, visiting, &mut pb,
+            ),
+        }
+        visiting.pop();
+        self.check_ids_and_needs(&mut pb);
+        pb.files = self.files.clone();
+        Ok(pb)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn steps(
+        &mut self,
+        file: &SourceFile,
+        node: &Node,
+        prefix: &str,
+        defaults: &Defaults,
+        vars: &IndexMap<String, Json>,
+        phase: Option<&str>,
+        visiting: &mut Vec<PathBuf>,
+        pb: &mut Playbook,
+    ) {
+        let Some(items) = node.as_seq() else {
+            self.err(node.error(
+                file,
+                format!("`steps` must be a list, found {}", node.kind()),
+            ));
+            return;
+        };
+        for item in items {
+            if item.get("import").is_some() {
+                self.import(file, item, prefix, vars, phase, visiting, pb);
+                continue;
+            }
+            let index = pb.steps.len() + 1;
+            if let Some(mut step) = self.step(file, item, prefix, defaults, index) {
+                for (k, v) in vars {
+                    step.vars.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                if step.phase.is_none() {
+                    step.phase = phase.map(str::to_string);
+                }
+                pb.steps.push(step);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn import(
+        &mut self,
+        file: &SourceFile,
+        item: &Node,
+        prefix: &str,
+        outer_vars: &IndexMap<String, Json>,
+        phase: Option<&str>,
+        visiting: &mut Vec<PathBuf>,
+        pb: &mut Playbook,
+    ) {
+        let mut import_vars = IndexMap::new();
+        let mut id = None;
+        let mut needs = Vec::new();
+        let mut hosts = None;
+        let mut tags = Vec::new();
+        let mut import_phase = phase.map(str::to_string);
+        let mut path_node = None;
+        for (k, v) in item.as_map().unwrap_or(&[]) {
+            let key = k.scalar_text().unwrap_or_default();
+            match key.as_str() {
+                "import" => path_node = Some(v),
+                "id" => id = self.string(file, v, "id"),
+                "vars" => import_vars = self.vars_map(file, v),
+                "needs" => needs = self.needs(file, v),
+                "hosts" => hosts = self.string(file, v, "hosts").map(|h| (h, v.location(file))),
+                "tags" => tags = self.string_list(file, v, "tags"),
+                "phase" => import_phase = self.string(file, v, "phase"),
+                _ => self.unknown_key(file, k, &key, IMPORT_KEYS, "import"),
+            }
+        }
+        let Some(path_node) = path_node else { return };
+        let Some(rel) = self.string(file, path_node, "import") else {
+            return;
+        };
+        let base = file
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let full = base.join(&rel);
+        let canonical = full.canonicalize().unwrap_or_else(|_| full.clone());
+        if visiting.contains(&canonical) {
+            self.err(
+                path_node
+                    .error(
+                        file,
+                        format!("`{rel}` imports itself (directly or through other imports)"),
+                    )
+                    .with_help("remove the circular import"),
+            );
+            return;
+        }
+        let sub_file = match SourceFile::read(&full) {
+            Ok(f) => f,
+            Err(e) => {
+                self.err(
+                    path_node
+                        .error(file, e.message)
+                        .with_help("the path is relative to the importing file"),
+                );
+                return;
+            }
+        };
+        let group = id.unwrap_or_else(|| {
+            full.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "import".into())
+        });
+        let sub_prefix = format!("{prefix}{group}.");
+        let mut vars = outer_vars.clone();
+        vars.extend(import_vars);
+        let sub = match self.load_file(&sub_file, &sub_prefix, &vars, visiting) {
+            Ok(sub) => sub,
+            Err(e) => {
+                self.errors.extend(e);
+                return;
+            }
+        };
+        let mut ids = Vec::new();
+        for mut step in sub.steps {
+            // Imported steps with no needs of their own wait for the import's needs.
+            if step.needs.is_empty() {
+                step.needs = needs
+                    .iter()
+                    .map(|(n, l): &(String, Location)| (format!("{prefix}{n}"), l.clone()))
+                    .collect();
+            }
+            if let Some((h, loc)) = &hosts
+                && step.hosts.is_none()
+            {
+                step.hosts = Some(h.clone());
+                step.hosts_location = loc.clone();
+            }
+            step.tags.extend(tags.iter().cloned());
+            if step.phase.is_none() {
+                step.phase = import_phase.clone();
+            }
+            ids.push(step.id.clone());
+            pb.steps.push(step);
+        }
+        for (g, members) in sub.groups {
+            pb.groups.insert(g, members);
+        }
+        pb.groups.insert(format!("{prefix}{group}"), ids);
+        pb.secrets.extend(sub.secrets);
+    }
+
+    fn step(
+        &mut self,
+        file: &SourceFile,
+        node: &Node,
+        prefix: &str,
+        defaults: &Defaults,
+        index: usize,
+    ) -> Option<Step> {
+        let Some(entries) = node.as_map() else {
+            self.err(node.error(file, format!("a step is a mapping, found {}", node.kind())).with_help(
+                "write a step as `- id: name` followed by its module, e.g. `shell: echo hi`",
+            ));
+            return None;
+        };
+        let mut module: Option<(Arc<dyn Module>, &Node, &Node)> = None;
+        let mut step_errors = false;
+        for (k, v) in entries {
+            let key = k.scalar_text().unwrap_or_default();
+            if STEP_KEYS.contains(&key.as_str()) {
+                continue;
+            }
+            match modules::lookup(&key) {
+                Some(m) => {
+                    if let Some((first, first_key, _)) = &module {
+                        self.err(
+                            k.error(
+                                file,
+                                format!(
+                                    "a step has exactly one module, but this one has `{}` (line {}) and `{key}`",
+                                    first.doc().name,
+                                    first_key.line
+                                ),
+                            )
+                            .with_help("split it into two steps and order them with `needs`"),
+                        );
+                        step_errors = true;
+                    } else {
+                        module = Some((m, k, v));
+                    }
+                }
+                None => {
+                    let candidates = STEP_KEYS
+                        .iter()
+                        .copied()
+                        .chain(modules::registry().keys().copied());
+                    let help = match did_you_mean(&key, candidates) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => "see `lifeboat modules` for the modules, and docs/playbooks.md for step keys".into(),
+                    };
+                    self.err(
+                        k.error(file, format!("unknown key or module `{key}` in a step"))
+                            .with_help(help),
+                    );
+                    step_errors = true;
+                }
+            }
+        }
+        let location = node.location(file);
+        let id_node = node.get("id");
+        let name_node = node.get("name");
+        let raw_id = id_node
+            .and_then(|n| self.string(file, n, "id"))
+            .or_else(|| name_node.and_then(|n| n.as_str()).map(slug))
+            .unwrap_or_else(|| format!("step{index}"));
+        if let Some(n) = id_node
+            && (raw_id.is_empty() || raw_id.contains(char::is_whitespace))
+        {
+            self.err(n.error(
+                file,
+                format!("step id `{raw_id}` must be a non-empty word without spaces"),
+            ));
+        }
+        let Some((module, mod_key, mod_value)) = module else {
+            if !step_errors {
+                self.err(
+                    node.error(file, format!("step `{raw_id}` has no module"))
+                        .with_help(
+                            "add one module key, e.g. `shell: ...`; `lifeboat modules` lists them",
+                        ),
+                );
+            }
+            return None;
+        };
+        for e in validate_args(&*module, mod_key, mod_value, file) {
+            self.err(e);
+        }
+        let args_node = normalize_args(module.doc(), mod_value);
+        self.check_templates(file, &args_node, module.raw_args());
+        let mut step = Step {
+            id: format!("{prefix}{raw_id}"),
+            name: name_node
+                .and_then(|n| n.scalar_text())
+                .unwrap_or_else(|| raw_id.clone()),
+            hosts: None,
+            hosts_location: defaults
+                .hosts
+                .as_ref()
+                .map_or_else(|| location.clone(), |(_, l)| l.clone()),
+            needs: Vec::new(),
+            when: None,
+            loop_items: None,
+            register: None,
+            become_: defaults.become_.unwrap_or(false),
+            become_user: defaults.become_user.clone(),
+            become_method: defaults.become_method.clone(),
+            timeout: defaults.timeout,
+            retries: defaults.retries.unwrap_or(0),
+            retry_delay: defaults.retry_delay.unwrap_or(Duration::from_secs(1)),
+            ignore_errors: defaults.ignore_errors.unwrap_or(false),
+            read_only: false,
+            run_once: false,
+            delegate_to: None,
+            tags: defaults.tags.clone(),
+            no_log: defaults.no_log.unwrap_or(false),
+            vars: IndexMap::new(),
+            args: if args_node.value == Value::Null {
+                Json::Object(Default::default())
+            } else {
+                args_node.to_json()
+            },
+            module,
+            rollback: RollbackSpec::Auto,
+            phase: None,
+            location: location.clone(),
+            base_dir: file
+                .path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        };
+        let mut rollback_node = defaults.rollback.clone();
+        for (k, v) in entries {
+            let key = k.scalar_text().unwrap_or_default();
+            match key.as_str() {
+                "id" | "name" => {}
+                "hosts" => {
+                    step.hosts = self.string(file, v, "hosts");
+                    step.hosts_location = v.location(file);
+                }
+                "needs" => step.needs = self.needs(file, v),
+                "when" => {
+                    step.when = self.string(file, v, "when").map(|w| strip_braces(&w));
+                    if let Some(w) = &step.when
+                        && let Err(e) = self.templates.check_expression(w)
+                    {
+                        self.err(v.error(file, format!("invalid `when` expression: {e}")).with_help(
+                            "`when` is an expression without braces, e.g. `when: backup_enabled and inventory_hostname != 'ctl01'`",
+                        ));
+                    }
+                }
+                "loop" => {
+                    match &v.value {
+                        Value::Seq(_) => self.check_templates(file, v, &[]),
+                        Value::Str(s) if Templates::is_template(s) => {
+                            self.check_templates(file, v, &[])
+                        }
+                        _ => self.err(v.error(
+                            file,
+                            format!(
+                                "`loop` must be a list or a template giving one, found {}",
+                                v.kind()
+                            ),
+                        )),
+                    }
+                    step.loop_items = Some(v.to_json());
+                }
+                "register" => step.register = self.identifier(file, v, "register"),
+                "become" => step.become_ = self.boolean(file, v, "become").unwrap_or(step.become_),
+                "become_user" => step.become_user = self.string(file, v, "become_user"),
+                "become_method" => step.become_method = self.become_method(file, v),
+                "timeout" => step.timeout = self.duration(file, v, "timeout"),
+                "retries" => step.retries = self.count(file, v, "retries").unwrap_or(0),
+                "retry_delay" => {
+                    step.retry_delay = self
+                        .duration(file, v, "retry_delay")
+                        .unwrap_or(step.retry_delay)
+                }
+                "ignore_errors" => {
+                    step.ignore_errors = self.boolean(file, v, "ignore_errors").unwrap_or(false)
+                }
+                "read_only" => step.read_only = self.boolean(file, v, "read_only").unwrap_or(false),
+                "run_once" => step.run_once = self.boolean(file, v, "run_once").unwrap_or(false),
+                "delegate_to" => {
+                    step.delegate_to = self.string(file, v, "delegate_to");
+                    self.check_templates(file, v, &[]);
+                }
+                "tags" => step.tags.extend(self.string_list(file, v, "tags")),
+                "no_log" => step.no_log = self.boolean(file, v, "no_log").unwrap_or(false),
+                "vars" => {
+                    step.vars = self.vars_map(file, v);
+                    self.check_templates(file, v, &[]);
+                }
+                "rollback" => rollback_node = Some(v.clone()),
+                "phase" => step.phase = self.string(file, v, "phase"),
+                _ => {}
+            }
+        }
+        if let Some(r) = rollback_node {
+            step.rollback = self.rollback(file, &r);
+        }
+        Some(step)
+    }
+
+    fn rollback(&mut self, file: &SourceFile, node: &Node) -> RollbackSpec {
+        match &node.value {
+            Value::Str(s) if s == "auto" => RollbackSpec::Auto,
+            Value::Str(s) if s == "none" => RollbackSpec::None,
+            Value::Null => RollbackSpec::None,
+            Value::Map(_) => RollbackSpec::Actions(self.action(file, node).into_iter().collect()),
+            Value::Seq(items) => {
+                RollbackSpec::Actions(items.iter().filter_map(|i| self.action(file, i)).collect())
+            }
+            _ => {
+                self.err(
+                    node.error(
+                        file,
+                        "`rollback` must be `auto`, `none`, a module invocation or a list of them",
+                    )
+                    .with_help("e.g. `rollback: { shell: systemctl start nova-api }`"),
+                );
+                RollbackSpec::Auto
+            }
+        }
+    }
+
+    fn action(&mut self, file: &SourceFile, node: &Node) -> Option<Action> {
+        let Some(entries) = node.as_map() else {
+            self.err(node.error(
+                file,
+                format!(
+                    "a rollback action is a mapping such as `shell: ...`, found {}",
+                    node.kind()
+                ),
+            ));
+            return None;
+        };
+        if entries.len() != 1 {
+            self.err(
+                node.error(file, "a rollback action has exactly one module key")
+                    .with_help("write a list for several actions"),
+            );
+            return None;
+        }
+        let (k, v) = &entries[0];
+        let key = k.scalar_text().unwrap_or_default();
+        let Some(module) = modules::lookup(&key) else {
+            let help = did_you_mean(&key, modules::registry().keys().copied()).map_or_else(
+                || "see `lifeboat modules`".to_string(),
+                |s| format!("did you mean `{s}`?"),
+            );
+            self.err(
+                k.error(file, format!("unknown module `{key}` in rollback"))
+                    .with_help(help),
+            );
+            return None;
+        };
+        for e in validate_args(&*module, k, v, file) {
+            self.err(e);
+        }
+        let args = normalize_args(module.doc(), v);
+        self.check_templates(file, &args, module.raw_args());
+        Some(Action {
+            args: if args.value == Value::Null {
+                Json::Object(Default::default())
+            } else {
+                args.to_json()
+            },
+            module,
+            location: k.location(file),
+        })
+    }
+
+    fn defaults(&mut self, file: &SourceFile, node: &Node, mut d: Defaults) -> Defaults {
+        let Some(entries) = node.as_map() else {
+            self.err(node.error(
+                file,
+                format!("`defaults` must be a mapping, found {}", node.kind()),
+            ));
+            return d;
+        };
+        for (k, v) in entries {
+            let key = k.scalar_text().unwrap_or_default();
+            match key.as_str() {
+                "hosts" => d.hosts = self.string(file, v, "hosts").map(|h| (h, v.location(file))),
+                "become" => d.become_ = self.boolean(file, v, "become"),
+                "become_user" => d.become_user = self.string(file, v, "become_user"),
+                "become_method" => d.become_method = self.become_method(file, v),
+                "timeout" => d.timeout = self.duration(file, v, "timeout"),
+                "retries" => d.retries = self.count(file, v, "retries"),
+                "retry_delay" => d.retry_delay = self.duration(file, v, "retry_delay"),
+                "ignore_errors" => d.ignore_errors = self.boolean(file, v, "ignore_errors"),
+                "no_log" => d.no_log = self.boolean(file, v, "no_log"),
+                "tags" => d.tags = self.string_list(file, v, "tags"),
+                "rollback" => d.rollback = Some(v.clone()),
+                _ => self.unknown_key(file, k, &key, DEFAULT_KEYS, "defaults"),
+            }
+        }
+        d
+    }
+
+    fn secrets(
+        &mut self,
+        file: &SourceFile,
+        node: &Node,
+        base: &Path,
+    ) -> IndexMap<String, SecretSource> {
+        let mut out = IndexMap::new();
+        let Some(entries) = node.as_map() else {
+            self.err(node.error(
+                file,
+                format!(
+                    "`secrets` must be a mapping of name to source, found {}",
+                    node.kind()
+                ),
+            ));
+            return out;
+        };
+        for (k, v) in entries {
+            let name = k.scalar_text().unwrap_or_default();
+            let source = match v.as_map() {
+                Some([(sk, sv)]) => {
+                    let kind = sk.scalar_text().unwrap_or_default();
+                    let text = sv.scalar_text();
+                    match (kind.as_str(), text) {
+                        ("env", Some(t)) => Some(SecretSource::Env(t)),
+                        ("file", Some(t)) => Some(SecretSource::File(base.join(t))),
+                        ("command", Some(t)) => Some(SecretSource::Command(t)),
+                        ("value", Some(t)) => Some(SecretSource::Value(t)),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            match source {
+                Some(s) => {
+                    out.insert(name, s);
+                }
+                None => self.err(
+                    v.error(file, format!("secret `{name}` needs exactly one source"))
+                        .with_help("write `{ env: VAR }`, `{ file: path }`, `{ command: \"...\" }` or `{ value: \"...\" }`"),
+                ),
+            }
+        }
+        out
+    }
+
+    fn check_ids_and_needs(&mut self, pb: &mut Playbook) {
+        let mut seen: HashMap<String, Location> = HashMap::new();
+        for step in &pb.steps {
+            if let Some(first) = seen.get(&step.id) {
+                self.err(
+                    SourceError::at(
+                        step.location.clone(),
+                        format!("duplicate step id `{}`", step.id),
+                    )
+                    .with_help(format!("it is first used at {first}; ids must be unique")),
+                );
+            } else {
+                seen.insert(step.id.clone(), step.location.clone());
+            }
+        }
+        let ids: HashSet<&str> = pb.steps.iter().map(|s| s.id.as_str()).collect();
+        let groups = &pb.groups;
+        for step in &pb.steps {
+            for (need, loc) in &step.needs {
+                if !ids.contains(need.as_str()) && !groups.contains_key(need) {
+                    let candidates: Vec<&str> = ids
+                        .iter()
+                        .copied()
+                        .chain(groups.keys().map(String::as_str))
+                        .collect();
+                    let help = did_you_mean(need, candidates.iter().copied()).map_or_else(
+                        || "`needs` lists the ids of other steps".to_string(),
+                        |s| format!("did you mean `{s}`?"),
+                    );
+                    self.errors.push(
+                        SourceError::at(
+                            loc.clone(),
+                            format!("step `{}` needs `{need}`, but no step has that id", step.id),
+                        )
+                        .with_help(help),
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_templates(&mut self, file: &SourceFile, node: &Node, raw_keys: &[&str]) {
+        match &node.value {
+            Value::Str(s) => {
+                if let Err(e) = self.templates.check_syntax(s) {
+                    self.err(
+                        node.error(file, format!("template syntax error: {e}"))
+                            .with_help("check the {{ }} and {% %} pairs"),
+                    );
+                }
+            }
+            Value::Seq(items) => items
+                .iter()
+                .for_each(|i| self.check_templates(file, i, &[])),
+            Value::Map(entries) => {
+                for (k, v) in entries {
+                    if raw_keys.iter().any(|r| k.as_str() == Some(r)) {
+                        continue;
+                    }
+                    self.check_templates(file, v, &[]);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn unknown_key(
+        &mut self,
+        file: &SourceFile,
+        k: &Node,
+        key: &str,
+        allowed: &[&str],
+        what: &str,
+    ) {
+        let help = did_you_mean(key, allowed.iter().copied()).map_or_else(
+            || format!("a {what} may have: {}", allowed.join(", ")),
+            |s| format!("did you mean `{s}`?"),
+        );
+        self.err(
+            k.error(file, format!("unknown key `{key}` in {what}"))
+                .with_help(help),
+        );
+    }
+
+    fn string(&mut self, file: &SourceFile, v: &Node, key: &str) -> Option<String> {
+        match &v.value {
+            Value::Str(s) => Some(s.clone()),
+            Value::Int(_) | Value::Float(_) | Value::Bool(_) => v.scalar_text(),
+            _ => {
+                self.err(v.error(
+                    file,
+                    format!("`{key}` must be a string, found {}", v.kind()),
+                ));
+                None
+            }
+        }
+    }
+
+    fn identifier(&mut self, file: &SourceFile, v: &Node, key: &str) -> Option<String> {
+        let s = self.string(file, v, key)?;
+        let ok = s
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            self.err(
+                v.error(file, format!("`{key}: {s}` is not a valid variable name"))
+                    .with_help("use letters, digits and _; start with a letter"),
+            );
+            return None;
+        }
+        Some(s)
+    }
+
+    fn string_list(&mut self, file: &SourceFile, v: &Node, key: &str) -> Vec<String> {
+        match &v.value {
+            Value::Str(s) => vec![s.clone()],
+            Value::Seq(items) => items
+                .iter()
+                .filter_map(|i| self.string(file, i, key))
+                .collect(),
+            _ => {
+                self.err(v.error(
+                    file,
+                    format!(
+                        "`{key}` must be a string or a list of strings, found {}",
+                        v.kind()
+                    ),
+                ));
+                Vec::new()
+            }
+        }
+    }
+
+    fn needs(&mut self, file: &SourceFile, v: &Node) -> Vec<(String, Location)> {
+        let items: Vec<&Node> = match &v.value {
+            Value::Str(_) => vec![v],
+            Value::Seq(items) => items.iter().collect(),
+            _ => {
+                self.err(v.error(
+                    file,
+                    format!(
+                        "`needs` must be a step id or a list of them, found {}",
+                        v.kind()
+                    ),
+                ));
+                return Vec::new();
+            }
+        };
+        items
+            .into_iter()
+            .filter_map(|i| self.string(file, i, "needs").map(|s| (s, i.location(file))))
+            .collect()
+    }
+
+    fn boolean(&mut self, file: &SourceFile, v: &Node, key: &str) -> Option<bool> {
+        match &v.value {
+            Value::Bool(b) => Some(*b),
+            _ => {
+                self.err(v.error(
+                    file,
+                    format!("`{key}` must be true or false, found {}", v.kind()),
+                ));
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, file: &SourceFile, v: &Node, key: &str) -> Option<u32> {
+        match &v.value {
+            Value::Int(i) if *i >= 0 => u32::try_from(*i).ok(),
+            _ => {
+                self.err(v.error(
+                    file,
+                    format!(
+                        "`{key}` must be a whole number of 0 or more, found {}",
+                        v.kind()
+                    ),
+                ));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, file: &SourceFile, v: &Node, key: &str) -> Option<Duration> {
+        let parsed = match &v.value {
+            Value::Int(i) if *i >= 0 => Ok(Duration::from_secs(i.unsigned_abs())),
+            Value::Float(f) if *f >= 0.0 && f.is_finite() => Ok(Duration::from_secs_f64(*f)),
+            Value::Str(s) => parse_duration(s),
+            _ => Err(format!("found {}", v.kind())),
+        };
+        match parsed {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(
+                    v.error(file, format!("`{key}` must be a duration: {e}"))
+                        .with_help("write e.g. 30s, 5m, 1h30m"),
+                );
+                None
+            }
+        }
+    }
+
+    fn become_method(&mut self, file: &SourceFile, v: &Node) -> Option<String> {
+        let m = self.string(file, v, "become_method")?;
+        if m != "sudo" && m != "su" {
+            self.err(
+                v.error(file, format!("`become_method: {m}` is not supported"))
+                    .with_help("use sudo or su"),
+            );
+            return None;
+        }
+        Some(m)
+    }
+
+    fn vars_map(&mut self, file: &SourceFile, v: &Node) -> IndexMap<String, Json> {
+        match &v.value {
+            Value::Map(entries) => entries
+                .iter()
+                .map(|(k, val)| (k.scalar_text().unwrap_or_default(), val.to_json()))
+                .collect(),
+            Value::Null => IndexMap::new(),
+            _ => {
+                self.err(v.error(
+                    file,
+                    format!("variables must be a mapping, found {}", v.kind()),
+                ));
+                IndexMap::new()
+            }
+        }
+    }
+}
+
+/// `when: "{{ x }}"` is accepted like `when: x`.
+fn strip_braces(s: &str) -> String {
+    let t = s.trim();
+    match t.strip_prefix("{{").and_then(|r| r.strip_suffix("}}")) {
+        Some(inner) if !inner.contains("{{") => inner.trim().to_string(),
+        _ => t.to_string(),
+    }
+}
+
+/// An id made from a step name: lower case words joined by `-`.
+fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').to_string()
+}
