@@ -390,7 +390,9 @@ fn run(args: RunArgs, plan: bool) -> Result<u8, InputErrors> {
         });
         run.execute(interrupts).await.outcome
     });
-    if let Err(e) = emitter.finish() {
+    if let Err(e) = emitter.finish()
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
         eprintln!("warning: could not write a report: {e}");
     }
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));

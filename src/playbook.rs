@@ -592,6 +592,7 @@ impl Loader {
             return None;
         };
         let mut module: Option<(Arc<dyn Module>, &Node, &Node)> = None;
+        let mut unknown: Vec<(&Node, String)> = Vec::new();
         let mut step_errors = false;
         for (k, v) in entries {
             let key = k.scalar_text().unwrap_or_default();
@@ -618,21 +619,34 @@ impl Loader {
                     }
                 }
                 None => {
-                    let candidates = STEP_KEYS
-                        .iter()
-                        .copied()
-                        .chain(modules::registry().keys().copied());
-                    let help = match did_you_mean(&key, candidates) {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None => "see `lifeboat modules` for the modules, and docs/playbooks.md for step keys".into(),
-                    };
-                    self.err(
-                        k.error(file, format!("unknown key or module `{key}` in a step"))
-                            .with_help(help),
-                    );
+                    unknown.push((k, key));
                     step_errors = true;
                 }
             }
+        }
+        for (k, key) in unknown {
+            let module_arg = module
+                .as_ref()
+                .filter(|(m, _, _)| m.doc().args.iter().any(|a| a.name == key))
+                .map(|(m, _, _)| m.doc().name);
+            let candidates = STEP_KEYS
+                .iter()
+                .copied()
+                .chain(modules::registry().keys().copied());
+            let help = match (module_arg, did_you_mean(&key, candidates)) {
+                (Some(m), _) => format!(
+                    "`{key}` is an argument of `{m}`: write it under the module, e.g. `{m}: {{ cmd: ..., {key}: ... }}`"
+                ),
+                (None, Some(s)) => format!("did you mean `{s}`?"),
+                (None, None) => {
+                    "see `lifeboat modules` for the modules, and docs/playbooks.md for step keys"
+                        .into()
+                }
+            };
+            self.err(
+                k.error(file, format!("unknown key or module `{key}` in a step"))
+                    .with_help(help),
+            );
         }
         let location = node.location(file);
         let id_node = node.get("id");

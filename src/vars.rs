@@ -14,6 +14,7 @@ use serde_json::Value as Json;
 
 use crate::inventory::Inventory;
 use crate::playbook::Step;
+use crate::template::Templates;
 
 /// Results and facts registered during a run, per host.
 #[derive(Debug, Default)]
@@ -82,6 +83,8 @@ pub struct VarsCore {
     pub facts: Facts,
     /// `lifeboat` and `playbook_dir`.
     pub run_info: IndexMap<String, Json>,
+    /// Renders variables that refer to other variables.
+    templates: Templates,
 }
 
 impl VarsCore {
@@ -107,6 +110,7 @@ impl VarsCore {
             extra_vars,
             facts: Facts::default(),
             run_info,
+            templates: Templates::new(),
         })
     }
 
@@ -115,9 +119,69 @@ impl VarsCore {
         let mut m = self.inventory_vars.get(host).cloned().unwrap_or_default();
         m.insert("inventory_hostname".into(), Json::String(host.to_string()));
         m.extend(self.playbook_vars.clone());
-        m.extend(self.facts.of(host));
-        m.extend(self.extra_vars.clone());
+        let facts = self.facts.of(host);
+        let mut from_facts: HashSet<String> = facts.keys().cloned().collect();
+        m.extend(facts);
+        for (k, v) in &self.extra_vars {
+            from_facts.remove(k);
+            m.insert(k.clone(), v.clone());
+        }
+        let _ = self.resolve(&mut m, &from_facts);
         m
+    }
+
+    /// Renders variables whose values are templates referring to other variables,
+    /// until none changes (nested references resolve over several passes). Values
+    /// from registered results and facts are data and never rendered again. Returns
+    /// the variables that could not be rendered, with why.
+    fn resolve(
+        &self,
+        m: &mut IndexMap<String, Json>,
+        data_keys: &HashSet<String>,
+    ) -> Vec<(String, minijinja::Error)> {
+        let mut pending: Vec<String> = m
+            .iter()
+            .filter(|(k, v)| !data_keys.contains(*k) && has_template(v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut failures = Vec::new();
+        for _ in 0..8 {
+            if pending.is_empty() {
+                break;
+            }
+            let ctx = Value::from(Serde(&*m));
+            let mut progress = false;
+            failures.clear();
+            let mut still = Vec::new();
+            for k in pending {
+                let Some(raw) = m.get(&k) else { continue };
+                match self.templates.render_value(raw, &ctx, false) {
+                    Ok(v) => {
+                        progress |= &v != raw;
+                        let again = has_template(&v);
+                        m.insert(k.clone(), v);
+                        if again {
+                            still.push(k);
+                        }
+                    }
+                    Err(e) => {
+                        failures.push((
+                            k.clone(),
+                            minijinja::Error::new(
+                                minijinja::ErrorKind::UndefinedError,
+                                format!("variable `{k}`: {e}"),
+                            ),
+                        ));
+                        still.push(k);
+                    }
+                }
+            }
+            pending = still;
+            if !progress {
+                break;
+            }
+        }
+        failures
     }
 
     /// The template context of one node (and loop item).
@@ -131,11 +195,17 @@ impl VarsCore {
         let mut m = self.inventory_vars.get(host).cloned().unwrap_or_default();
         m.extend(self.playbook_vars.clone());
         m.extend(step.vars.clone());
-        m.extend(self.facts.of(host));
+        let facts = self.facts.of(host);
+        let mut data_keys: HashSet<String> = facts.keys().cloned().collect();
+        m.extend(facts);
         for (k, v) in extra {
+            data_keys.insert((*k).to_string());
             m.insert((*k).to_string(), v.clone());
         }
-        m.extend(self.extra_vars.clone());
+        for (k, v) in &self.extra_vars {
+            data_keys.remove(k);
+            m.insert(k.clone(), v.clone());
+        }
         m.extend(self.run_info.clone());
         m.insert("inventory_hostname".into(), Json::String(host.to_string()));
         m.insert(
@@ -143,12 +213,21 @@ impl VarsCore {
             Json::from(self.group_names.get(host).cloned().unwrap_or_default()),
         );
         if let Some(item) = item {
+            data_keys.insert("item".into());
             m.insert("item".into(), item.clone());
         }
+        data_keys.extend(self.run_info.keys().cloned());
+        let failures = self.resolve(&mut m, &data_keys);
         let mut pairs: Vec<(String, Value)> = m
             .into_iter()
             .map(|(k, v)| (k, Value::from(Serde(v))))
             .collect();
+        for (k, e) in failures {
+            // Using a variable that could not be rendered is an error; defining one is not.
+            if let Some(p) = pairs.iter_mut().find(|(n, _)| *n == k) {
+                p.1 = Value::from(e);
+            }
+        }
         pairs.push(("groups".into(), Value::from(Serde(&self.groups))));
         pairs.push((
             "hostvars".into(),
@@ -159,6 +238,16 @@ impl VarsCore {
                 .into_iter()
                 .collect::<std::collections::BTreeMap<String, Value>>(),
         )
+    }
+}
+
+/// Whether a JSON value holds template syntax anywhere.
+fn has_template(v: &Json) -> bool {
+    match v {
+        Json::String(s) => Templates::is_template(s),
+        Json::Array(a) => a.iter().any(has_template),
+        Json::Object(o) => o.values().any(has_template),
+        _ => false,
     }
 }
 
@@ -220,9 +309,21 @@ pub fn parse_extra_vars(
                     return Err(SourceError::plain(format!("-e {w}: expected key=value"))
                         .with_help("write -e name=value, -e '{\"name\": 1}' or -e @vars.yml"));
                 };
-                out.insert(k.to_string(), Json::String(v.to_string()));
+                out.insert(k.to_string(), scalar(v));
             }
         }
     }
     Ok(out)
+}
+
+/// A `-e k=v` value read as YAML reads a scalar: `false` is a boolean, `3` a number,
+/// anything else (or anything quoted) a string.
+fn scalar(v: &str) -> Json {
+    let file = crate::error::SourceFile::new("-e", v.to_string());
+    match crate::yaml::parse(&file).map(|n| n.to_json()) {
+        Ok(j @ (Json::Bool(_) | Json::Number(_))) => j,
+        Ok(Json::Null) if v.trim().is_empty() => Json::String(String::new()),
+        Ok(Json::Null) => Json::Null,
+        _ => Json::String(v.to_string()),
+    }
 }
