@@ -364,10 +364,11 @@ async fn compensate_node(
                 let args = render_args(&run.templates, &*action.module, &action.args, &vars)
                     .map_err(|e| format!("rollback action at {}: {e}", action.location))?;
                 let out = action.module.run(&ctx, &args).await.map_err(errmsg)?;
-                msgs.push(
-                    out.msg
-                        .unwrap_or_else(|| format!("{} done", action.module.doc().name)),
-                );
+                let what = match args.get("cmd") {
+                    Some(Json::String(c)) => format!("{}: {c}", action.module.doc().name),
+                    _ => format!("{} done", action.module.doc().name),
+                };
+                msgs.push(out.msg.unwrap_or(what));
             }
             Ok(Some(msgs.join("; ")))
         }
