@@ -1,0 +1,720 @@
+//! The engine end to end, through the real binary: scheduling (`needs`, parallelism),
+//! rollback order and failures, retries and timeouts, variables, dry runs, located
+//! errors, exit codes, events, JUnit and the informational subcommands.
+
+mod support;
+
+use support::{Test, snapshot, token};
+
+/// Whether two [start, end] intervals overlap.
+fn overlap(a: (f64, f64), b: (f64, f64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+// ---------------------------------------------------------------- needs & scheduling
+
+#[test]
+fn needs_on_the_same_host_waits_for_the_end() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: b
+    needs: [a]
+    shell: echo b >> {{ playbook_dir }}/order
+  - id: a
+    shell: sleep 0.3; echo a >> {{ playbook_dir }}/order
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    let (_, a_end) = out.interval("a", "localhost");
+    let (b_start, _) = out.interval("b", "localhost");
+    assert!(
+        b_start >= a_end,
+        "b started at {b_start}, a ended at {a_end}\n{out:?}"
+    );
+    assert_eq!(out.read("order"), "a\nb\n");
+}
+
+#[test]
+fn independent_steps_overlap() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: one
+    shell: sleep 0.5
+  - id: two
+    shell: sleep 0.5
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    let (one, two) = (
+        out.interval("one", "localhost"),
+        out.interval("two", "localhost"),
+    );
+    assert!(
+        overlap(one, two),
+        "{one:?} and {two:?} do not overlap\n{out:?}"
+    );
+}
+
+#[test]
+fn host_parallelism_one_serialises_a_host() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: one
+    shell: sleep 0.3
+  - id: two
+    shell: sleep 0.3
+"#,
+        )
+        .args(&["--host-parallelism", "1"])
+        .run();
+    out.assert_code(0);
+    let (one, two) = (
+        out.interval("one", "localhost"),
+        out.interval("two", "localhost"),
+    );
+    assert!(!overlap(one, two), "{one:?} and {two:?} overlap\n{out:?}");
+}
+
+#[test]
+fn needs_an_import_id_waits_for_all_its_steps() {
+    let out = Test::new()
+        .file(
+            "db.yaml",
+            r#"
+steps:
+  - id: dump
+    shell: sleep 0.2; echo "dump {{ who }}" >> {{ playbook_dir }}/log
+  - id: check
+    shell: sleep 0.3; echo "check {{ who }}" >> {{ playbook_dir }}/log
+"#,
+        )
+        .playbook(
+            r#"
+vars:
+  who: main
+steps:
+  - import: db.yaml
+    id: db
+    vars:
+      who: imported
+  - id: after
+    needs: [db]
+    shell: echo "after {{ who }}" >> {{ playbook_dir }}/log
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.status("db.dump", "localhost"), "changed");
+    assert_eq!(out.status("db.check", "localhost"), "changed");
+    let after = out.interval("after", "localhost").0;
+    for s in ["db.dump", "db.check"] {
+        let end = out.interval(s, "localhost").1;
+        assert!(
+            after >= end,
+            "after started at {after}, {s} ended at {end}\n{out:?}"
+        );
+    }
+    let log = out.read("log");
+    assert!(log.contains("dump imported\n"), "{log}");
+    assert!(log.contains("check imported\n"), "{log}");
+    assert!(log.ends_with("after main\n"), "{log}");
+}
+
+// ---------------------------------------------------------------- rollback
+
+const DIAMOND: &str = r#"
+steps:
+  - id: a
+    shell: echo a
+    rollback:
+      shell: echo a >> {{ playbook_dir }}/undo
+  - id: b
+    needs: [a]
+    shell: echo b
+    rollback:
+      shell: echo b >> {{ playbook_dir }}/undo
+  - id: c
+    needs: [a]
+    shell: echo c
+    rollback:
+      shell: echo c >> {{ playbook_dir }}/undo
+  - id: d
+    needs: [b, c]
+    shell: echo d; exit 7
+    rollback:
+      shell: echo d >> {{ playbook_dir }}/undo
+"#;
+
+#[test]
+fn rollback_runs_in_reverse_dependency_order() {
+    let out = Test::new().playbook(DIAMOND).run();
+    out.assert_code(2);
+    assert_eq!(out.status("d", "localhost"), "failed");
+    assert_eq!(out.finish("d", "localhost")["rc"], 7);
+    let order = out.rollback_order();
+    assert_eq!(order.len(), 4, "{order:?}\n{out:?}");
+    assert_eq!(order[0], "d", "the failed step's own rollback runs first");
+    let mut middle = vec![order[1].clone(), order[2].clone()];
+    middle.sort();
+    assert_eq!(middle, ["b", "c"]);
+    assert_eq!(order[3], "a");
+    let lines: Vec<String> = out.read("undo").lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines[0], "d");
+    assert_eq!(lines[3], "a");
+    let mut middle: Vec<&str> = vec![&lines[1], &lines[2]];
+    middle.sort();
+    assert_eq!(middle, ["b", "c"]);
+    assert!(out.left_undone().is_empty());
+    assert_eq!(out.events_of("rollback_finish")[0]["complete"], true);
+    assert_eq!(out.events_of("run_end")[0]["outcome"], "rolled_back");
+}
+
+#[test]
+fn rollback_none_and_auto_on_shell() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: kept
+    shell: echo kept
+    rollback: none
+  - id: auto
+    shell: echo auto
+  - id: boom
+    needs: [kept, auto]
+    shell: exit 1
+"#,
+        )
+        .run();
+    out.assert_code(2);
+    assert_eq!(out.rollback_status("kept", "localhost"), "nothing_to_do");
+    assert_eq!(out.rollback_status("auto", "localhost"), "nothing_to_do");
+    let auto = out
+        .rollback_nodes()
+        .into_iter()
+        .find(|e| e["step"] == "auto")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        auto["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nothing to undo"),
+        "{out:?}"
+    );
+    assert!(out.rollback_order().is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_failed_rollback_leaves_what_waits_for_it_undone() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: a
+    shell: echo a
+    rollback:
+      shell: echo a >> {{ playbook_dir }}/undo
+  - id: b
+    needs: [a]
+    shell: echo b
+    rollback:
+      shell: echo b-failed >> {{ playbook_dir }}/undo; exit 4
+  - id: c
+    needs: [b]
+    shell: exit 1
+    rollback:
+      shell: echo c >> {{ playbook_dir }}/undo
+"#,
+        )
+        .run();
+    out.assert_code(3);
+    assert_eq!(out.rollback_status("b", "localhost"), "failed");
+    assert_eq!(out.rollback_status("a", "localhost"), "left_undone");
+    assert_eq!(out.read("undo"), "c\nb-failed\n", "a must not be undone");
+    let left = out.left_undone();
+    let steps: Vec<&str> = left.iter().map(|(s, _, _)| s.as_str()).collect();
+    assert!(steps.contains(&"b"), "{left:?}");
+    assert!(steps.contains(&"a"), "{left:?}");
+    let why_a = &left.iter().find(|(s, _, _)| s == "a").expect("a").2;
+    assert!(why_a.contains('b'), "a's reason names b: {why_a}");
+    assert!(out.stdout.contains("left undone"), "{out:?}");
+    assert_eq!(
+        out.events_of("run_end")[0]["outcome"],
+        "rollback_incomplete"
+    );
+}
+
+#[test]
+fn no_rollback_undoes_nothing() {
+    let out = Test::new().playbook(DIAMOND).args(&["--no-rollback"]).run();
+    out.assert_code(3);
+    assert!(!out.exists("undo"), "nothing is undone\n{out:?}");
+    assert!(out.rollback_order().is_empty());
+    let left = out.left_undone();
+    let mut steps: Vec<&str> = left.iter().map(|(s, _, _)| s.as_str()).collect();
+    steps.sort();
+    assert_eq!(steps, ["a", "b", "c", "d"], "{out:?}");
+}
+
+// ---------------------------------------------------------------- retries & timeouts
+
+const FLAKY: &str = r#"
+steps:
+  - id: flaky
+    shell: |
+      n=$(cat {{ playbook_dir }}/count 2>/dev/null || echo 0)
+      n=$((n + 1))
+      echo $n > {{ playbook_dir }}/count
+      [ $n -ge 3 ]
+    retries: RETRIES
+    retry_delay: 0.1s
+"#;
+
+#[test]
+fn retries_until_success() {
+    let out = Test::new().playbook(&FLAKY.replace("RETRIES", "2")).run();
+    out.assert_code(0);
+    assert_eq!(out.status("flaky", "localhost"), "changed");
+    assert_eq!(out.finish("flaky", "localhost")["attempts"], 3);
+    assert_eq!(out.read("count").trim(), "3");
+}
+
+#[test]
+fn retries_exhausted_fail() {
+    let out = Test::new().playbook(&FLAKY.replace("RETRIES", "1")).run();
+    out.assert_code(2);
+    assert_eq!(out.status("flaky", "localhost"), "failed");
+    assert_eq!(out.finish("flaky", "localhost")["attempts"], 2);
+    assert_eq!(out.read("count").trim(), "2");
+}
+
+/// Whether a process is gone (or only a zombie left for init to reap).
+fn process_gone(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn timeout_kills_the_command() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: slow
+    timeout: 1s
+    shell: |
+      echo $$ > {{ playbook_dir }}/pid
+      sleep 30 &
+      echo $! > {{ playbook_dir }}/child
+      wait
+      echo finished
+"#,
+        )
+        .run();
+    out.assert_code(2);
+    assert_eq!(out.status("slow", "localhost"), "failed");
+    assert!(
+        out.msg("slow", "localhost").contains("timed out"),
+        "{out:?}"
+    );
+    for f in ["pid", "child"] {
+        let pid = out.read(f).trim().to_string();
+        support::wait_for(5, &format!("process {pid} ({f}) to end"), || {
+            process_gone(&pid)
+        });
+    }
+}
+
+// ---------------------------------------------------------------- step keys
+
+#[test]
+fn when_skips() {
+    let out = Test::new()
+        .playbook(
+            r#"
+vars:
+  enabled: false
+  n: 3
+steps:
+  - id: off
+    when: enabled
+    shell: touch {{ playbook_dir }}/off
+  - id: on
+    when: n > 2 and not enabled
+    shell: touch {{ playbook_dir }}/on
+  - id: braces
+    when: "{{ enabled }}"
+    shell: touch {{ playbook_dir }}/braces
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.status("off", "localhost"), "skipped");
+    assert_eq!(out.status("braces", "localhost"), "skipped");
+    assert_eq!(out.status("on", "localhost"), "changed");
+    assert!(!out.exists("off"));
+    assert!(!out.exists("braces"));
+    assert!(out.exists("on"));
+}
+
+#[test]
+fn loop_register_and_results() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: each
+    loop: [red, green, blue]
+    shell: echo {{ item }}; echo {{ item }} >> {{ playbook_dir }}/items
+    register: colours
+  - id: report
+    needs: [each]
+    shell: >
+      echo "{{ colours.results | length }} {{ colours.results[1].item }}
+      {{ colours.results[2].stdout | trim }} {{ colours.changed }}" > {{ playbook_dir }}/report
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.read("items"), "red\ngreen\nblue\n");
+    assert_eq!(out.read("report").trim(), "3 green blue True");
+}
+
+#[test]
+fn register_exposes_rc_stdout_changed_failed_and_data() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: cmd
+    shell: echo hello; exit 3
+    ignore_errors: true
+    register: r
+  - id: fact
+    set_fact:
+      colour: teal
+    register: f
+  - id: show
+    needs: [cmd, fact]
+    shell: >
+      echo "{{ r.rc }}|{{ r.stdout | trim }}|{{ r.changed }}|{{ r.failed }}|{{ f.data.colour }}|{{ colour }}"
+      > {{ playbook_dir }}/show
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.status("cmd", "localhost"), "ignored");
+    assert_eq!(out.read("show").trim(), "3|hello|False|True|teal|teal");
+}
+
+#[test]
+fn assert_passes_and_fails_with_its_message() {
+    let out = Test::new()
+        .playbook(
+            r#"
+vars:
+  size: 10
+steps:
+  - id: fine
+    assert:
+      that:
+        - size > 5
+  - id: too-small
+    needs: [fine]
+    assert:
+      that:
+        - size > 5
+        - size > 100
+      fail_msg: the dump is too small
+"#,
+        )
+        .run();
+    out.assert_code(2);
+    assert_eq!(out.status("fine", "localhost"), "ok");
+    assert_eq!(out.status("too-small", "localhost"), "failed");
+    assert!(
+        out.msg("too-small", "localhost")
+            .contains("the dump is too small"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn ignore_errors_lets_the_run_go_on() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: broken
+    shell: exit 5
+    ignore_errors: true
+  - id: next
+    needs: [broken]
+    shell: touch {{ playbook_dir }}/next
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.status("broken", "localhost"), "ignored");
+    assert_eq!(out.status("next", "localhost"), "changed");
+    assert!(out.exists("next"));
+    assert!(out.events_of("rollback_start").is_empty(), "{out:?}");
+}
+
+const PRECEDENCE: &str = r#"
+vars:
+  v: playbook
+  w: playbook
+vars_files:
+  - vars.yml
+steps:
+  - id: plain
+    shell: echo {{ v }} {{ w }} {{ vf }} > {{ playbook_dir }}/plain
+  - id: stepvars
+    vars:
+      v: step
+    shell: echo {{ v }} {{ w }} > {{ playbook_dir }}/stepvars
+"#;
+
+#[test]
+fn step_vars_beat_playbook_vars_and_vars_files_are_read() {
+    let out = Test::new()
+        .file("vars.yml", "vf: fromfile\nv: file\n")
+        .playbook(PRECEDENCE)
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.read("plain").trim(), "playbook playbook fromfile");
+    assert_eq!(out.read("stepvars").trim(), "step playbook");
+}
+
+#[test]
+fn extra_vars_beat_everything() {
+    let out = Test::new()
+        .file("vars.yml", "vf: fromfile\n")
+        .playbook(PRECEDENCE)
+        .args(&["-e", "v=extra", "-e", r#"{"vf": "extrafile"}"#])
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.read("plain").trim(), "extra playbook extrafile");
+    assert_eq!(out.read("stepvars").trim(), "extra playbook");
+}
+
+#[test]
+fn defaults_apply_to_every_step() {
+    let out = Test::new()
+        .playbook(
+            &FLAKY
+                .replace("    retries: RETRIES\n    retry_delay: 0.1s\n", "")
+                .replace(
+                    "steps:",
+                    "defaults:\n  retries: 2\n  retry_delay: 0.1s\n  tags: [dflt]\nsteps:",
+                ),
+        )
+        .args(&["--tags", "dflt"])
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.finish("flaky", "localhost")["attempts"], 3, "{out:?}");
+}
+
+#[test]
+fn tags_and_skip_tags_select_steps() {
+    const PB: &str = r#"
+steps:
+  - id: backup
+    tags: [backup]
+    shell: touch {{ playbook_dir }}/backup
+  - id: restore
+    tags: [restore]
+    shell: touch {{ playbook_dir }}/restore
+  - id: log
+    tags: [always]
+    shell: touch {{ playbook_dir }}/log
+"#;
+    let out = Test::new().playbook(PB).args(&["--tags", "backup"]).run();
+    out.assert_code(0);
+    assert!(out.exists("backup") && out.exists("log"), "{out:?}");
+    assert!(!out.exists("restore"));
+    assert!(!out.has_node("restore", "localhost"));
+
+    let out = Test::new()
+        .playbook(PB)
+        .args(&["--skip-tags", "backup,always"])
+        .run();
+    out.assert_code(0);
+    assert!(out.exists("restore"), "{out:?}");
+    assert!(!out.exists("backup") && !out.exists("log"));
+}
+
+#[test]
+fn limit_to_an_unknown_host_is_an_input_error() {
+    let out = Test::new()
+        .playbook("steps:\n  - id: a\n    shell: touch {{ playbook_dir }}/ran\n")
+        .args(&["--limit", "nosuchhost"])
+        .run();
+    out.assert_code(1);
+    assert!(out.stderr.contains("nosuchhost"), "{out:?}");
+    assert!(!out.exists("ran"));
+}
+
+// ---------------------------------------------------------------- shell quoting
+
+#[test]
+fn interpolated_values_reach_the_shell_as_data() {
+    let pwned = format!("/tmp/PWNED-{}", token());
+    let evil = format!("'; touch {pwned}; echo ' $(id) `id` \"dq\" $HOME");
+    let vars = serde_json::json!({ "v": evil }).to_string();
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: echo
+    shell: echo {{ v }} > {{ playbook_dir }}/out
+  - id: printf
+    command: printf %s {{ v }}
+    register: p
+"#,
+        )
+        .args(&["-e", &vars])
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.read("out"), format!("{evil}\n"));
+    assert_eq!(out.finish("printf", "localhost")["stdout"], evil.as_str());
+    assert!(
+        !std::path::Path::new(&pwned).exists(),
+        "{pwned} was created"
+    );
+}
+
+#[test]
+fn safe_splices_shell_syntax() {
+    let out = Test::new()
+        .playbook(
+            r#"
+vars:
+  script: "echo one; echo two"
+steps:
+  - id: spliced
+    shell: "{{ script | safe }}"
+  - id: quoted
+    shell: "echo {{ script }}"
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.finish("spliced", "localhost")["stdout"], "one\ntwo\n");
+    assert_eq!(
+        out.finish("quoted", "localhost")["stdout"],
+        "echo one; echo two\n"
+    );
+}
+
+#[test]
+fn playbook_dir_of_a_relative_playbook_path() {
+    let out = Test::new()
+        .relative_playbook()
+        .playbook("steps:\n  - id: a\n    shell: echo {{ playbook_dir }}\n")
+        .run();
+    out.assert_code(0);
+    let dir = out.path().canonicalize().expect("canonical tempdir");
+    assert_eq!(
+        out.finish("a", "localhost")["stdout"],
+        format!("{}\n", dir.display()),
+        "playbook_dir of `lifeboat run playbook.yaml`"
+    );
+}
+
+// ---------------------------------------------------------------- dry run
+
+const DRY: &str = r#"
+steps:
+  - id: create
+    shell:
+      cmd: mkdir -p {{ playbook_dir }}/tree/new && echo x > {{ playbook_dir }}/tree/new/f
+      creates: "{{ playbook_dir }}/tree/new"
+  - id: already
+    command:
+      cmd: touch {{ playbook_dir }}/tree/other
+      creates: "{{ playbook_dir }}/tree/existing"
+  - id: off
+    when: false
+    shell: touch {{ playbook_dir }}/tree/off
+  - id: stamp
+    shell: date > {{ playbook_dir }}/tree/stamp; echo stamped
+    register: stamp
+  - id: use-stamp
+    needs: [stamp]
+    shell: echo {{ stamp.stdout }} > {{ playbook_dir }}/tree/copy
+  - id: look
+    read_only: true
+    command: cat {{ playbook_dir }}/tree/existing
+    register: look
+  - id: use-look
+    needs: [look]
+    shell: echo {{ look.stdout }} > {{ playbook_dir }}/tree/looked
+"#;
+
+fn dry_run(command: &str, args: &[&str]) {
+    let t = Test::new()
+        .playbook(DRY)
+        .file("tree/existing", "content of existing\n")
+        .file("tree/sub/deep", "deep\n")
+        .command(command)
+        .args(args);
+    t.write_files();
+    let tree = t.path().join("tree");
+    std::fs::set_permissions(
+        tree.join("sub/deep"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .ok();
+    let before = snapshot(&tree);
+    let out = t.run();
+    out.assert_code(0);
+    assert_eq!(
+        snapshot(&out.join("tree")),
+        before,
+        "the tree changed\n{out:?}"
+    );
+    assert!(before.contains_key("existing"));
+    assert_eq!(out.events_of("run_start")[0]["check"], true);
+    assert_eq!(out.status("create", "localhost"), "would_change");
+    assert_eq!(out.status("already", "localhost"), "ok");
+    assert_eq!(out.status("off", "localhost"), "skipped");
+    assert_eq!(out.status("stamp", "localhost"), "would_change");
+    assert_eq!(out.status("use-stamp", "localhost"), "unknown");
+    assert_eq!(
+        out.finish("look", "localhost")["stdout"],
+        "content of existing\n",
+        "a read-only step really runs in a dry run"
+    );
+    assert_eq!(out.status("use-look", "localhost"), "would_change");
+    assert!(
+        out.msg("use-look", "localhost")
+            .contains("content of existing"),
+        "the read-only result is used: {out:?}"
+    );
+}
+
+#[test]
+fn check_changes_nothing() {
+    dry_run("run", &["--check"]);
+}
+
+#[test]
+fn plan_changes_nothing() {
+    dry_run("plan", &[]);
+}
