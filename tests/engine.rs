@@ -718,3 +718,350 @@ fn check_changes_nothing() {
 fn plan_changes_nothing() {
     dry_run("plan", &[]);
 }
+
+// ---------------------------------------------------------------- located errors
+
+/// A first step that would leave a marker, if anything ran.
+const MARKER: &str = "steps:\n  - id: marker\n    shell: touch {{ playbook_dir }}/marker\n";
+
+/// Runs a playbook that must be rejected: exit 1, nothing ran, and stderr has the
+/// message and `playbook.yaml:line:column` for each (message, line, column).
+#[track_caller]
+fn rejected(playbook: &str, expected: &[(&str, usize, usize)]) -> support::Output {
+    let out = Test::new().playbook(playbook).run();
+    out.assert_code(1);
+    assert!(!out.exists("marker"), "something ran\n{out:?}");
+    assert!(
+        !out.events.iter().any(|e| e["event"] == "node_start"),
+        "{out:?}"
+    );
+    let file = out.join(support::PLAYBOOK).display().to_string();
+    for (msg, line, col) in expected {
+        assert!(out.stderr.contains(msg), "no `{msg}` in stderr\n{out:?}");
+        let at = format!("{file}:{line}:{col}");
+        assert!(out.stderr.contains(&at), "no `{at}` in stderr\n{out:?}");
+    }
+    out
+}
+
+#[test]
+fn error_unknown_step_key_suggests() {
+    let out = rejected(
+        &format!(
+            "{MARKER}  - id: a\n    shel: echo hi\n  - id: b\n    neeeds: [a]\n    shell: echo\n"
+        ),
+        &[
+            ("unknown key or module `shel`", 5, 5),
+            ("unknown key or module `neeeds`", 7, 5),
+        ],
+    );
+    assert!(out.stderr.contains("did you mean `shell`?"), "{out:?}");
+    assert!(out.stderr.contains("did you mean `needs`?"), "{out:?}");
+}
+
+#[test]
+fn error_unknown_module() {
+    rejected(
+        &format!("{MARKER}  - id: a\n    frobnicate: {{x: 1}}\n"),
+        &[("unknown key or module `frobnicate`", 5, 5)],
+    );
+}
+
+#[test]
+fn error_two_modules_in_one_step() {
+    let out = rejected(
+        &format!("{MARKER}  - id: a\n    shell: echo\n    command: echo\n"),
+        &[("exactly one module", 6, 5)],
+    );
+    assert!(out.stderr.contains("`shell`") && out.stderr.contains("`command`"));
+}
+
+#[test]
+fn error_needs_names_no_step() {
+    rejected(
+        &format!("{MARKER}  - id: a\n    shell: echo\n    needs: [markr]\n"),
+        &[("step `a` needs `markr`, but no step has that id", 6, 13)],
+    );
+}
+
+#[test]
+fn error_duplicate_id() {
+    let out = rejected(
+        &format!("{MARKER}  - id: marker\n    shell: echo\n"),
+        &[("duplicate step id `marker`", 4, 5)],
+    );
+    let file = out.join(support::PLAYBOOK).display().to_string();
+    assert!(
+        out.stderr.contains(&format!("{file}:2:5")),
+        "first use\n{out:?}"
+    );
+}
+
+#[test]
+fn error_cycle_names_every_step() {
+    let out = rejected(
+        &format!(
+            "{MARKER}  - id: a\n    shell: echo\n    needs: [c]\n  - id: b\n    shell: echo\n    needs: [a]\n  - id: c\n    shell: echo\n    needs: [b, marker]\n"
+        ),
+        &[("dependency cycle", 6, 13)],
+    );
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("dependency cycle"))
+        .unwrap_or_default();
+    for s in ["`a`", "`b`", "`c`"] {
+        assert!(line.contains(s), "{s} missing in: {line}");
+    }
+    assert!(
+        !line.contains("`marker`"),
+        "marker is not in the cycle: {line}"
+    );
+}
+
+#[test]
+fn error_template_syntax() {
+    rejected(
+        &format!("{MARKER}  - id: a\n    shell: echo {{{{ x \n"),
+        &[("template syntax error", 5, 12)],
+    );
+}
+
+#[test]
+fn error_unknown_host_pattern() {
+    rejected(
+        &format!("{MARKER}  - id: a\n    hosts: dbservers\n    shell: echo\n"),
+        &[("dbservers", 5, 12)],
+    );
+}
+
+#[test]
+fn error_wrong_argument_types_all_reported() {
+    let out = rejected(
+        &format!(
+            "{MARKER}  - id: a\n    retries: \"x\"\n    timeout: banana\n    shell: {{cmd: [1, 2]}}\n"
+        ),
+        &[
+            ("`retries` must be a whole number", 5, 14),
+            ("`timeout` must be a duration", 6, 14),
+            ("argument `cmd` of `shell` must be a string", 7, 18),
+        ],
+    );
+    assert!(out.stderr.contains("3 errors"), "{out:?}");
+}
+
+#[test]
+fn error_invalid_yaml() {
+    rejected(
+        &format!("{MARKER}  - id: a\n    shell: echo: [\n"),
+        &[("invalid YAML", 5, 16)],
+    );
+}
+
+#[test]
+fn error_missing_playbook() {
+    let out = Test::new().args(&["[TMP]/missing.yaml"]).run();
+    out.assert_code(1);
+    assert!(out.stderr.contains("missing.yaml"), "{out:?}");
+    assert!(out.stderr.contains("cannot read"), "{out:?}");
+    assert!(out.events.is_empty());
+}
+
+#[test]
+fn validate_good_and_bad() {
+    let out = Test::new()
+        .command("validate")
+        .playbook(&format!(
+            "{MARKER}  - id: a\n    needs: [marker]\n    shell: echo\n"
+        ))
+        .run();
+    out.assert_code(0);
+    assert!(out.stdout.contains("ok (2 steps, 2 nodes)"), "{out:?}");
+    assert!(!out.exists("marker"));
+
+    let out = Test::new()
+        .command("validate")
+        .playbook(&format!(
+            "{MARKER}  - id: a\n    needs: [nope]\n    shell: echo\n"
+        ))
+        .run();
+    out.assert_code(1);
+    let at = format!("{}:5:13", out.join(support::PLAYBOOK).display());
+    assert!(out.stderr.contains(&at), "{out:?}");
+    assert!(out.stderr.contains("`nope`"), "{out:?}");
+}
+
+// ---------------------------------------------------------------- interrupt
+
+#[test]
+fn interrupt_rolls_back_and_exits_130() {
+    let mut running = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: slow
+    shell: echo $$ > {{ playbook_dir }}/pid; touch {{ playbook_dir }}/started; sleep 30; echo never
+    rollback:
+      shell: touch {{ playbook_dir }}/rolled-back
+  - id: later
+    needs: [slow]
+    shell: touch {{ playbook_dir }}/later
+"#,
+        )
+        .spawn();
+    running.wait_until(20, "the first step to start", |d| {
+        d.join("started").exists() && d.join("pid").exists()
+    });
+    running.signal("INT");
+    let out = running.wait(20);
+    out.assert_code(130);
+    assert!(out.exists("rolled-back"), "the rollback ran\n{out:?}");
+    assert!(!out.exists("later"));
+    assert_eq!(out.status("slow", "localhost"), "cancelled");
+    assert_eq!(out.status("later", "localhost"), "not_run");
+    assert_eq!(out.events_of("run_end")[0]["outcome"], "interrupted");
+    let pid = out.read("pid").trim().to_string();
+    support::wait_for(5, "the interrupted command to end", || process_gone(&pid));
+}
+
+// ---------------------------------------------------------------- events & junit
+
+#[test]
+fn events_and_junit_describe_every_node() {
+    let out = Test::new()
+        .playbook(
+            r#"
+name: report
+steps:
+  - id: ok
+    shell: echo fine
+  - id: skipped
+    when: false
+    shell: echo no
+  - id: ignored
+    shell: exit 2
+    ignore_errors: true
+  - id: broken
+    needs: [ok, ignored]
+    shell: echo bad >&2; exit 1
+  - id: never
+    needs: [broken]
+    shell: echo never
+"#,
+        )
+        .junit()
+        .run();
+    out.assert_code(2);
+    let text = out.read("events.jsonl");
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+        assert!(v["event"].is_string(), "no event tag: {line}");
+        assert!(v["ts"].is_string(), "no ts: {line}");
+    }
+    assert_eq!(out.events_of("run_start").len(), 1);
+    assert_eq!(out.events_of("run_end").len(), 1);
+    assert_eq!(
+        out.events.first().map(|e| &e["event"]),
+        Some(&"run_start".into())
+    );
+    assert_eq!(
+        out.events.last().map(|e| &e["event"]),
+        Some(&"run_end".into())
+    );
+    let nodes = out.events_of("run_start")[0]["nodes"]
+        .as_u64()
+        .expect("nodes");
+    assert_eq!(nodes, 5);
+    assert_eq!(out.events_of("node_finish").len(), 5);
+    for (step, status) in [
+        ("ok", "changed"),
+        ("skipped", "skipped"),
+        ("ignored", "ignored"),
+        ("broken", "failed"),
+        ("never", "not_run"),
+    ] {
+        assert_eq!(out.status(step, "localhost"), status, "{step}");
+    }
+    assert_eq!(out.events_of("run_end")[0]["exit_code"], 2);
+
+    // JUnit: one test case per node, one failure.
+    let xml = out.read("junit.xml");
+    let mut reader = quick_xml::Reader::from_str(&xml);
+    let (mut cases, mut failures, mut names) = (0, 0, Vec::new());
+    loop {
+        match reader.read_event().expect("well-formed JUnit XML") {
+            quick_xml::events::Event::Eof => break,
+            quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e) => {
+                match e.name().as_ref() {
+                    b"testcase" => {
+                        cases += 1;
+                        let name = e
+                            .try_get_attribute("name")
+                            .expect("attr")
+                            .expect("name")
+                            .unescape_value()
+                            .expect("value")
+                            .into_owned();
+                        names.push(name);
+                    }
+                    b"failure" => failures += 1,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(cases, 5, "{names:?}\n{xml}");
+    assert_eq!(failures, 1, "{xml}");
+    assert!(names.iter().any(|n| n.contains("broken")), "{names:?}");
+}
+
+// ---------------------------------------------------------------- subcommands
+
+#[test]
+fn graph_as_dot() {
+    let out = Test::new()
+        .command("graph")
+        .playbook("steps:\n  - id: first\n    shell: echo\n  - id: second\n    needs: [first]\n    shell: echo\n")
+        .args(&["--format", "dot"])
+        .run();
+    out.assert_code(0);
+    assert!(out.stdout.contains("digraph"), "{out:?}");
+    assert!(out.stdout.contains("first @ localhost"), "{out:?}");
+    assert!(out.stdout.contains("->"), "an edge: {out:?}");
+}
+
+#[test]
+fn schema_is_json_with_steps() {
+    let out = Test::new().command("schema").run();
+    out.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON schema");
+    assert!(v["properties"]["steps"].is_object(), "{v}");
+}
+
+#[test]
+fn modules_list_show_and_suggest() {
+    let out = Test::new().command("modules").run();
+    out.assert_code(0);
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("shell ")),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("command ")),
+        "{out:?}"
+    );
+
+    let out = Test::new().command("modules").args(&["shell"]).run();
+    out.assert_code(0);
+    assert!(out.stdout.contains("ARGUMENTS"), "{out:?}");
+    assert!(out.stdout.contains("EXAMPLE"), "{out:?}");
+    assert!(out.stdout.contains("creates"), "{out:?}");
+
+    let out = Test::new().command("modules").args(&["shel"]).run();
+    out.assert_code(1);
+    assert!(out.stderr.contains("did you mean `shell`?"), "{out:?}");
+    let out = Test::new().command("modules").args(&["nope"]).run();
+    out.assert_code(1);
+    assert!(out.stderr.contains("no module named `nope`"), "{out:?}");
+}
