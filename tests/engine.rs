@@ -1065,3 +1065,173 @@ fn modules_list_show_and_suggest() {
     out.assert_code(1);
     assert!(out.stderr.contains("no module named `nope`"), "{out:?}");
 }
+
+// ---------------------------------------------------------------- several hosts
+//
+// Every host is reached locally; `inventory_hostname` tells them apart.
+
+const INVENTORY: &str = "[ctl]\nctl01 ansible_connection=local\nctl02 ansible_connection=local\n\n[cmp]\ncmp01 ansible_connection=local role=compute\n";
+
+#[test]
+fn needs_on_other_hosts_is_a_barrier() {
+    let out = Test::new()
+        .inventory(INVENTORY)
+        .playbook(
+            r#"
+steps:
+  - id: stop
+    hosts: ctl
+    shell: sleep {{ '0.4' if inventory_hostname == 'ctl02' else '0.1' }}
+  - id: snapshot
+    hosts: cmp
+    needs: [stop]
+    shell: echo snap
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    let start = out.interval("snapshot", "cmp01").0;
+    for h in ["ctl01", "ctl02"] {
+        let end = out.interval("stop", h).1;
+        assert!(
+            start >= end,
+            "snapshot@cmp01 at {start}, stop@{h} ended {end}\n{out:?}"
+        );
+    }
+    assert!(!out.has_node("snapshot", "ctl01"));
+    assert!(!out.has_node("stop", "cmp01"));
+}
+
+#[test]
+fn needs_on_the_same_hosts_waits_per_host() {
+    let out = Test::new()
+        .inventory(INVENTORY)
+        .playbook(
+            r#"
+hosts: ctl
+steps:
+  - id: a
+    shell: sleep {{ '1' if inventory_hostname == 'ctl02' else '0' }}
+  - id: b
+    needs: [a]
+    shell: echo b
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    for h in ["ctl01", "ctl02"] {
+        assert!(
+            out.interval("b", h).0 >= out.interval("a", h).1,
+            "{h}\n{out:?}"
+        );
+    }
+    assert!(
+        out.interval("b", "ctl01").0 < out.interval("a", "ctl02").1,
+        "b on ctl01 waits only for a on ctl01\n{out:?}"
+    );
+}
+
+#[test]
+fn run_once_is_one_node_and_its_result_is_everyones() {
+    let out = Test::new()
+        .inventory(INVENTORY)
+        .playbook(
+            r#"
+hosts: ctl
+steps:
+  - id: pick
+    run_once: true
+    shell: echo {{ inventory_hostname }}
+    register: picked
+  - id: use
+    needs: [pick]
+    shell: echo {{ picked.stdout | trim }} > {{ playbook_dir }}/use-{{ inventory_hostname }}
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    assert_eq!(
+        out.events_of("node_finish")
+            .iter()
+            .filter(|e| e["step"] == "pick")
+            .count(),
+        1
+    );
+    assert_eq!(out.status("pick", "ctl01"), "changed");
+    assert_eq!(out.read("use-ctl01").trim(), "ctl01");
+    assert_eq!(out.read("use-ctl02").trim(), "ctl01");
+}
+
+#[test]
+fn delegate_to_uses_the_delegates_connection_and_the_hosts_variables() {
+    // cmp02 cannot be reached (nothing listens on port 1): the step only works if its
+    // commands run through ctl01's connection.
+    let inventory = format!(
+        "{INVENTORY}cmp02 ansible_connection=ssh ansible_host=127.0.0.1 ansible_port=1 role=unreachable\n"
+    );
+    let out = Test::new()
+        .inventory(&inventory)
+        .playbook(
+            r#"
+steps:
+  - id: note
+    hosts: cmp02
+    delegate_to: ctl01
+    timeout: 20s
+    shell: echo {{ inventory_hostname }} {{ role }} > {{ playbook_dir }}/delegated
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.status("note", "cmp02"), "changed");
+    assert_eq!(out.read("delegated").trim(), "cmp02 unreachable");
+}
+
+#[test]
+fn limit_and_host_patterns() {
+    const PB: &str = r#"
+hosts: "ctl:cmp"
+steps:
+  - id: touch
+    shell: touch {{ playbook_dir }}/{{ inventory_hostname }}
+"#;
+    let out = Test::new().inventory(INVENTORY).playbook(PB).run();
+    out.assert_code(0);
+    assert_eq!(out.events_of("node_finish").len(), 3, "{out:?}");
+    assert!(out.exists("ctl01") && out.exists("ctl02") && out.exists("cmp01"));
+
+    let out = Test::new()
+        .inventory(INVENTORY)
+        .playbook(PB)
+        .args(&["--limit", "ctl:!ctl02"])
+        .run();
+    out.assert_code(0);
+    assert!(out.exists("ctl01"), "{out:?}");
+    assert!(!out.exists("ctl02") && !out.exists("cmp01"), "{out:?}");
+    assert_eq!(out.events_of("node_finish").len(), 1, "{out:?}");
+}
+
+#[test]
+fn a_failure_on_one_host_rolls_back_every_host() {
+    let out = Test::new()
+        .inventory(INVENTORY)
+        .playbook(
+            r#"
+hosts: ctl
+steps:
+  - id: prepare
+    shell: echo prepared
+    rollback:
+      shell: echo {{ inventory_hostname }} >> {{ playbook_dir }}/undo
+  - id: apply
+    needs: [prepare]
+    shell: "{{ 'exit 1' if inventory_hostname == 'ctl02' else 'sleep 0.2' | safe }}"
+"#,
+        )
+        .run();
+    out.assert_code(2);
+    assert_eq!(out.status("apply", "ctl02"), "failed");
+    let mut undone: Vec<String> = out.read("undo").lines().map(str::to_string).collect();
+    undone.sort();
+    assert_eq!(undone, ["ctl01", "ctl02"], "{out:?}");
+}
