@@ -1235,3 +1235,140 @@ steps:
     undone.sort();
     assert_eq!(undone, ["ctl01", "ctl02"], "{out:?}");
 }
+
+// ---------------------------------------------------------------- file modules
+//
+// A target tree under the temporary directory; a dry run must leave it byte for byte
+// (and mode for mode) as it was, and a failed run's automatic rollback must put it back.
+
+const FILE_STEPS: &str = r#"
+steps:
+  - id: mkdir
+    file:
+      path: "{{ playbook_dir }}/tree/new/dir"
+      state: directory
+  - id: mkdir-exists
+    file:
+      path: "{{ playbook_dir }}/tree/sub"
+      state: directory
+  - id: overwrite
+    copy:
+      content: "new content\n"
+      dest: "{{ playbook_dir }}/tree/conf"
+      mode: "0600"
+  - id: same
+    copy:
+      content: "same\n"
+      dest: "{{ playbook_dir }}/tree/same"
+  - id: render
+    template:
+      src: motd.j2
+      dest: "{{ playbook_dir }}/tree/motd"
+  - id: remove
+    file:
+      path: "{{ playbook_dir }}/tree/sub/deep"
+      state: absent
+  - id: link
+    file:
+      path: "{{ playbook_dir }}/tree/ln"
+      state: link
+      src: /etc
+"#;
+
+fn file_tree_test(playbook: &str) -> (Test, std::collections::BTreeMap<String, (u32, Vec<u8>)>) {
+    let t = Test::new()
+        .playbook(playbook)
+        .file("motd.j2", "hello {{ inventory_hostname }}\n")
+        .file("tree/conf", "old content\n")
+        .file("tree/same", "same\n")
+        .file("tree/sub/deep", "deep\n");
+    t.write_files();
+    let tree = t.path().join("tree");
+    for (p, mode) in [("conf", 0o640), ("sub/deep", 0o604), ("sub", 0o750)] {
+        std::fs::set_permissions(
+            tree.join(p),
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .expect("chmod");
+    }
+    let before = snapshot(&tree);
+    (t, before)
+}
+
+#[test]
+fn dry_run_of_file_modules_changes_nothing() {
+    for command in ["run", "plan"] {
+        let (t, before) = file_tree_test(FILE_STEPS);
+        let t = t.command(command);
+        let out = if command == "run" {
+            t.args(&["--check"]).run()
+        } else {
+            t.run()
+        };
+        out.assert_code(0);
+        assert_eq!(
+            snapshot(&out.join("tree")),
+            before,
+            "{command}: the tree changed\n{out:?}"
+        );
+        for (step, status) in [
+            ("mkdir", "would_change"),
+            ("mkdir-exists", "ok"),
+            ("overwrite", "would_change"),
+            ("same", "ok"),
+            ("render", "would_change"),
+            ("remove", "would_change"),
+            ("link", "would_change"),
+        ] {
+            assert_eq!(
+                out.status(step, "localhost"),
+                status,
+                "{command} {step}\n{out:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn rollback_of_file_modules_restores_the_tree() {
+    let pb = format!(
+        "{FILE_STEPS}  - id: fail\n    needs: [mkdir, mkdir-exists, overwrite, same, render, remove, link]\n    shell: exit 1\n"
+    );
+    let (t, before) = file_tree_test(&pb);
+    let out = t.run();
+    out.assert_code(2);
+    for step in ["mkdir", "overwrite", "render", "remove", "link"] {
+        assert_eq!(out.status(step, "localhost"), "changed", "{step}\n{out:?}");
+        assert_eq!(
+            out.rollback_status(step, "localhost"),
+            "done",
+            "{step}\n{out:?}"
+        );
+    }
+    assert_eq!(
+        snapshot(&out.join("tree")),
+        before,
+        "the rollback left a difference\n{out:?}"
+    );
+}
+
+#[test]
+fn file_modules_really_change_the_tree() {
+    let (t, _) = file_tree_test(FILE_STEPS);
+    let out = t.run();
+    out.assert_code(0);
+    assert!(out.join("tree/new/dir").is_dir());
+    assert_eq!(out.read("tree/conf"), "new content\n");
+    assert_eq!(out.read("tree/motd"), "hello localhost\n");
+    assert!(!out.exists("tree/sub/deep"));
+    assert_eq!(
+        std::fs::read_link(out.join("tree/ln")).expect("a link"),
+        std::path::PathBuf::from("/etc")
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(out.join("tree/conf"))
+            .expect("stat")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o7777, 0o600);
+}
