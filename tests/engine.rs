@@ -1372,3 +1372,316 @@ fn file_modules_really_change_the_tree() {
     );
     assert_eq!(mode & 0o7777, 0o600);
 }
+
+// ---------------------------------------------------------------- more semantics
+
+#[test]
+fn secrets_are_masked_and_no_log_hides_output() {
+    let out = Test::new()
+        .playbook(
+            r#"
+secrets:
+  db_password:
+    value: s3cr3t-Pa55
+steps:
+  - id: use
+    shell: echo "pw={{ db_password }}" > {{ playbook_dir }}/pw; echo "pw={{ db_password }}"
+  - id: quiet
+    no_log: true
+    shell: echo hidden-output-xyz; exit 1
+"#,
+        )
+        .junit()
+        .run();
+    out.assert_code(2);
+    assert_eq!(
+        out.read("pw").trim(),
+        "pw=s3cr3t-Pa55",
+        "the command got the value"
+    );
+    let events = out.read("events.jsonl");
+    let junit = out.read("junit.xml");
+    for (what, text) in [
+        ("events", events.as_str()),
+        ("stdout", out.stdout.as_str()),
+        ("stderr", out.stderr.as_str()),
+        ("junit", junit.as_str()),
+    ] {
+        assert!(!text.contains("s3cr3t-Pa55"), "secret in {what}:\n{text}");
+        assert!(
+            !text.contains("hidden-output-xyz"),
+            "no_log output in {what}:\n{text}"
+        );
+    }
+    assert!(
+        out.finish("use", "localhost")["stdout"]
+            .as_str()
+            .unwrap_or("")
+            .contains("********")
+    );
+}
+
+#[test]
+fn rollback_actions_see_the_steps_result() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: create
+    shell: mktemp -d {{ playbook_dir }}/work.XXXXXX
+    rollback:
+      - shell: rmdir {{ result.stdout | trim }}
+      - shell: echo "removed {{ result.stdout | trim }}" >> {{ playbook_dir }}/undo
+  - id: fail
+    needs: [create]
+    shell: exit 1
+"#,
+        )
+        .run();
+    out.assert_code(2);
+    let created = out.finish("create", "localhost")["stdout"]
+        .as_str()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    assert!(created.contains("work."), "{out:?}");
+    assert!(
+        !std::path::Path::new(&created).exists(),
+        "{created} still exists"
+    );
+    assert_eq!(out.read("undo").trim(), format!("removed {created}"));
+}
+
+#[test]
+fn skipped_tags_are_looked_through() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: first
+    shell: sleep 0.3
+  - id: middle
+    needs: [first]
+    tags: [slow]
+    shell: touch {{ playbook_dir }}/middle
+  - id: last
+    needs: [middle]
+    shell: echo last
+"#,
+        )
+        .args(&["--skip-tags", "slow"])
+        .run();
+    out.assert_code(0);
+    assert!(!out.exists("middle"));
+    assert!(
+        out.interval("last", "localhost").0 >= out.interval("first", "localhost").1,
+        "last waits for what middle waited for\n{out:?}"
+    );
+}
+
+#[test]
+fn timeout_applies_to_each_attempt() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: hang
+    timeout: 0.3s
+    retries: 1
+    retry_delay: 0.1s
+    shell: echo x >> {{ playbook_dir }}/tries; sleep 30; echo never
+"#,
+        )
+        .run();
+    out.assert_code(2);
+    assert_eq!(out.finish("hang", "localhost")["attempts"], 2);
+    assert!(
+        out.msg("hang", "localhost").contains("timed out"),
+        "{out:?}"
+    );
+    assert_eq!(out.read("tries"), "x\nx\n");
+}
+
+#[test]
+fn dry_run_when_on_an_unknown_result_is_unknown() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: probe
+    shell: echo maybe
+    register: probe
+  - id: act
+    needs: [probe]
+    when: probe.stdout == 'maybe'
+    shell: touch {{ playbook_dir }}/act
+  - id: after
+    needs: [act]
+    shell: touch {{ playbook_dir }}/after
+"#,
+        )
+        .args(&["--check"])
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.status("probe", "localhost"), "would_change");
+    assert_eq!(out.status("act", "localhost"), "unknown");
+    assert_eq!(out.status("after", "localhost"), "would_change");
+    assert!(!out.exists("act") && !out.exists("after"));
+}
+
+#[test]
+fn extra_vars_from_a_file() {
+    let out = Test::new()
+        .file("extra.yml", "colour: purple\ncount: 3\n")
+        .playbook(
+            "vars:\n  colour: grey\nsteps:\n  - id: a\n    shell: echo {{ colour }} {{ count + 1 }} > {{ playbook_dir }}/out\n",
+        )
+        .args(&["-e", "@[TMP]/extra.yml"])
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.read("out").trim(), "purple 4");
+}
+
+#[test]
+fn when_false_registers_a_skipped_result() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: maybe
+    when: false
+    shell: echo no
+    register: r
+  - id: show
+    needs: [maybe]
+    shell: echo {{ r.skipped }} {{ r.changed }} > {{ playbook_dir }}/out
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.read("out").trim(), "True False");
+}
+
+#[test]
+fn import_errors_are_located() {
+    let out = Test::new()
+        .file("loop.yaml", "steps:\n  - import: playbook.yaml\n")
+        .playbook(&format!(
+            "{MARKER}  - import: loop.yaml\n  - import: missing.yaml\n"
+        ))
+        .run();
+    out.assert_code(1);
+    assert!(!out.exists("marker"));
+    let file = out.join(support::PLAYBOOK).display().to_string();
+    assert!(out.stderr.contains("imports itself"), "{out:?}");
+    assert!(out.stderr.contains("missing.yaml"), "{out:?}");
+    assert!(out.stderr.contains(&format!("{file}:5:13")), "{out:?}");
+}
+
+#[test]
+fn second_interrupt_abandons_the_rollback() {
+    let mut running = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: slow
+    shell: touch {{ playbook_dir }}/started; sleep 30; echo never
+    rollback:
+      shell: echo $$ > {{ playbook_dir }}/rb-pid; sleep 30; echo never
+"#,
+        )
+        .spawn();
+    running.wait_until(20, "the step to start", |d| d.join("started").exists());
+    running.signal("INT");
+    running.wait_until(20, "the rollback to start", |d| {
+        std::fs::read_to_string(d.join("rb-pid")).is_ok_and(|s| s.ends_with('\n'))
+    });
+    running.signal("INT");
+    let out = running.wait(20);
+    out.assert_code(130);
+    let left = out.left_undone();
+    assert!(left.iter().any(|(s, _, _)| s == "slow"), "{out:?}");
+    let pid = out.read("rb-pid").trim().to_string();
+    support::wait_for(5, "the abandoned rollback command to end", || {
+        process_gone(&pid)
+    });
+}
+
+#[test]
+fn a_failed_loop_item_stops_the_loop_and_is_in_the_results() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: each
+    loop: [1, 2, 3]
+    shell: echo {{ item }} >> {{ playbook_dir }}/items; echo out-{{ item }}; [ {{ item }} -ne 2 ]
+    register: r
+    ignore_errors: true
+  - id: show
+    needs: [each]
+    shell: >
+      echo "{{ r.failed }} {{ r.results | length }} {{ r.results[-1].item }}
+      {{ r.results[-1].failed }} {{ r.results[-1].rc }} {{ r.results[-1].stdout | trim }}"
+      > {{ playbook_dir }}/show
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.status("each", "localhost"), "ignored");
+    assert_eq!(
+        out.read("items"),
+        "1\n2\n",
+        "the first failed item stops the loop"
+    );
+    assert_eq!(
+        out.read("show").trim(),
+        "True 2 2 True 1 out-2",
+        "results has one entry per item run, the failed one included\n{out:?}"
+    );
+}
+
+#[test]
+fn forks_one_runs_one_host_at_a_time() {
+    let out = Test::new()
+        .inventory(INVENTORY)
+        .playbook("hosts: ctl\nsteps:\n  - id: a\n    shell: sleep 0.3\n")
+        .args(&["--forks", "1"])
+        .run();
+    out.assert_code(0);
+    let (one, two) = (out.interval("a", "ctl01"), out.interval("a", "ctl02"));
+    assert!(!overlap(one, two), "{one:?} {two:?}\n{out:?}");
+
+    let out = Test::new()
+        .inventory(INVENTORY)
+        .playbook("hosts: ctl\nsteps:\n  - id: a\n    shell: sleep 0.5\n")
+        .run();
+    out.assert_code(0);
+    let (one, two) = (out.interval("a", "ctl01"), out.interval("a", "ctl02"));
+    assert!(
+        overlap(one, two),
+        "hosts run in parallel: {one:?} {two:?}\n{out:?}"
+    );
+}
+
+#[test]
+fn hostvars_show_other_hosts_facts() {
+    let out = Test::new()
+        .inventory(INVENTORY)
+        .playbook(
+            r#"
+steps:
+  - id: fact
+    hosts: ctl
+    set_fact:
+      token: "t-{{ inventory_hostname }}"
+  - id: collect
+    hosts: cmp
+    needs: [fact]
+    shell: echo {{ hostvars['ctl01'].token }} {{ hostvars['ctl02'].token }} {{ groups['ctl'] | join(',') }} > {{ playbook_dir }}/collected
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.read("collected").trim(), "t-ctl01 t-ctl02 ctl01,ctl02");
+}
