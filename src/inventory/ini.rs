@@ -577,6 +577,12 @@ mod tests {
         assert!(e.contains("unknown section type `:kids`"), "{e}");
         let e = first_error("[web]\nn[3:1]\n");
         assert!(e.contains("must have begin <= end"), "{e}");
+        let e = first_error("[web]\nw1\n[web:children]\nall\n");
+        assert!(
+            e.contains("group `all` cannot be a child of group `web`"),
+            "{e}"
+        );
+        assert!(e.contains("hosts.ini:4:1"), "{e}");
         let e = first_error("[a:children]\nb\n[b:children]\na\n");
         assert!(e.contains("is its own ancestor"), "{e}");
         assert!(e.contains("hosts.ini:"), "{e}");

@@ -397,6 +397,27 @@ impl Inventory {
     pub(crate) fn reconcile(&mut self) -> InputErrors {
         let mut errors = InputErrors::default();
         let names: Vec<String> = self.groups.keys().cloned().collect();
+        // `all` is everyone's ancestor: making it a child always closes a cycle.
+        for (parent, g) in &self.groups {
+            for (i, c) in g.children.iter().enumerate() {
+                if c == "all" {
+                    let message = format!("group `all` cannot be a child of group `{parent}`");
+                    let e = match g.child_locations.get(i).cloned().flatten() {
+                        Some(loc) => SourceError::at(loc, message),
+                        None => SourceError::plain(message),
+                    };
+                    errors
+                        .push(e.with_help("every group is already under `all`; remove this line"));
+                }
+            }
+        }
+        for g in self.groups.values_mut() {
+            let keep: Vec<bool> = g.children.iter().map(|c| c != "all").collect();
+            let mut it = keep.iter();
+            g.children.retain(|_| *it.next().unwrap_or(&true));
+            let mut it = keep.iter();
+            g.child_locations.retain(|_| *it.next().unwrap_or(&true));
+        }
         // Parents from children.
         for g in self.groups.values_mut() {
             g.parents.clear();
