@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 use super::copy::{Content, Placement, mode_arg, place, undo_place, validate_mode, word};
 use super::{ArgKind, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, parse_args};
 use crate::error::{SourceError, SourceFile};
+use crate::template::Templates;
 use crate::yaml::Node;
 
 /// The `template` module.
@@ -90,7 +91,7 @@ impl Module for Template {
         let source = tokio::fs::read_to_string(&path)
             .await
             .map_err(|e| ModuleError::failed(format!("template: cannot read {}: {e}", path.display())))?;
-        let text = ctx.templates.render_str(&source, &ctx.vars, false).map_err(|e| {
+        let mut text = ctx.templates.render_str(&source, &ctx.vars, false).map_err(|e| {
             let names = if e.undefined { undefined_names(&source, &ctx.vars) } else { Vec::new() };
             if names.is_empty() {
                 ModuleError::failed(format!("template {}: {e}", path.display()))
@@ -103,6 +104,15 @@ impl Module for Template {
                 ))
             }
         })?;
+        // The shared environment drops a template's final newline (minijinja's default);
+        // a file keeps it.
+        if Templates::is_template(&source) {
+            if source.ends_with("\r\n") {
+                text.push_str("\r\n");
+            } else if source.ends_with('\n') {
+                text.push('\n');
+            }
+        }
         place(
             ctx,
             Placement {
