@@ -16,7 +16,10 @@ use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
-use super::{ArgKind, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, parse_args, parse_mode, unified_diff};
+use super::{
+    ArgKind, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, parse_args, parse_mode,
+    unified_diff,
+};
 use crate::connection::{CommandOutput, CommandSpec, FileStat, quote};
 use crate::error::{SourceError, SourceFile};
 use crate::template::Templates;
@@ -48,21 +51,60 @@ unified diff of text content (\"binary files differ\" otherwise) and the attribu
 Owner and group are compared by name.",
     free_form: None,
     args: &[
-        arg("src", ArgKind::Str, false, "controller file to copy (relative to the playbook); exactly one of src and content"),
-        arg("content", ArgKind::Str, false, "the file's content, inline; exactly one of src and content"),
-        arg("dest", ArgKind::Str, true, "host path to write; an existing directory means dest/<src's file name>"),
-        arg("mode", ArgKind::Mode, false, "octal permission bits, quoted, e.g. \"0640\" (default: keep the existing file's, umask for a new one)"),
-        arg("owner", ArgKind::Str, false, "owner user name (default: keep the existing file's)"),
-        arg("group", ArgKind::Str, false, "group name (default: keep the existing file's)"),
+        arg(
+            "src",
+            ArgKind::Str,
+            false,
+            "controller file to copy (relative to the playbook); exactly one of src and content",
+        ),
+        arg(
+            "content",
+            ArgKind::Str,
+            false,
+            "the file's content, inline; exactly one of src and content",
+        ),
+        arg(
+            "dest",
+            ArgKind::Str,
+            true,
+            "host path to write; an existing directory means dest/<src's file name>",
+        ),
+        arg(
+            "mode",
+            ArgKind::Mode,
+            false,
+            "octal permission bits, quoted, e.g. \"0640\" (default: keep the existing file's, umask for a new one)",
+        ),
+        arg(
+            "owner",
+            ArgKind::Str,
+            false,
+            "owner user name (default: keep the existing file's)",
+        ),
+        arg(
+            "group",
+            ArgKind::Str,
+            false,
+            "group name (default: keep the existing file's)",
+        ),
     ],
     open_args: false,
     example: "- id: keystone-conf\n  copy:\n    src: files/keystone.conf\n    dest: /etc/keystone/keystone.conf\n    mode: \"0640\"\n    owner: root\n    group: keystone\n",
     returns: &[
-        ("dest", "the host path written (dest/<name> when dest is a directory)"),
+        (
+            "dest",
+            "the host path written (dest/<name> when dest is a directory)",
+        ),
         ("sha256", "sha256 of the content"),
         ("size", "size of the content in bytes"),
-        ("mode", "the file's resulting mode, e.g. \"0640\" (null when unknown in a dry run)"),
-        ("changed_attributes", "what differed: any of content, mode, owner, group"),
+        (
+            "mode",
+            "the file's resulting mode, e.g. \"0640\" (null when unknown in a dry run)",
+        ),
+        (
+            "changed_attributes",
+            "what differed: any of content, mode, owner, group",
+        ),
     ],
     rollback: "restores the previous content, mode, owner and group atomically, or removes the file \
 when it did not exist before. Previous content up to 64 MiB is kept in the run's undo data; a larger \
@@ -90,7 +132,11 @@ pub(crate) fn word<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D:
         None | Some(Json::Null) => None,
         Some(Json::String(s)) => Some(s),
         Some(Json::Number(n)) => Some(n.to_string()),
-        Some(other) => return Err(serde::de::Error::custom(format!("expected a name, found {other}"))),
+        Some(other) => {
+            return Err(serde::de::Error::custom(format!(
+                "expected a name, found {other}"
+            )));
+        }
     })
 }
 
@@ -159,12 +205,19 @@ pub(crate) fn split_path(path: &str) -> (String, String) {
 pub(crate) fn sibling(path: &str, tag: &str, run_id: &str) -> String {
     let (dir, name) = split_path(path);
     let base = format!(".{name}.lifeboat-{tag}{}", unique_suffix(run_id));
-    if dir == "/" { format!("/{base}") } else { format!("{dir}/{base}") }
+    if dir == "/" {
+        format!("/{base}")
+    } else {
+        format!("{dir}/{base}")
+    }
 }
 
 /// Runs a command on the host with the step's become and timeout, without streaming
 /// its output (probes and plumbing are not the user's output).
-pub(crate) async fn quiet(ctx: &ModuleContext, spec: CommandSpec) -> Result<CommandOutput, ModuleError> {
+pub(crate) async fn quiet(
+    ctx: &ModuleContext,
+    spec: CommandSpec,
+) -> Result<CommandOutput, ModuleError> {
     let spec = CommandSpec {
         timeout: spec.timeout.or(ctx.timeout),
         become_: spec.become_.or_else(|| ctx.become_.clone()),
@@ -181,7 +234,11 @@ pub(crate) async fn quiet(ctx: &ModuleContext, spec: CommandSpec) -> Result<Comm
 }
 
 /// Runs a shell script quietly and fails with its standard error unless it exits 0.
-pub(crate) async fn quiet_ok(ctx: &ModuleContext, what: &str, script: String) -> Result<CommandOutput, ModuleError> {
+pub(crate) async fn quiet_ok(
+    ctx: &ModuleContext,
+    what: &str,
+    script: String,
+) -> Result<CommandOutput, ModuleError> {
     let out = quiet(ctx, CommandSpec::shell(script)).await?;
     if out.success() {
         Ok(out)
@@ -202,7 +259,10 @@ pub(crate) async fn host_sha256(ctx: &ModuleContext, path: &str) -> Result<Strin
         Ok(sum.to_ascii_lowercase())
     } else {
         Err(ModuleError::Failed {
-            message: format!("cannot compute the sha256 of {path}: {}", out.stderr_text().trim()),
+            message: format!(
+                "cannot compute the sha256 of {path}: {}",
+                out.stderr_text().trim()
+            ),
             output: Some(out),
         })
     }
@@ -218,7 +278,12 @@ pub(crate) async fn local_sha256(path: &Path) -> Result<Option<(String, u64)>, M
     let mut f = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(ModuleError::failed(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => {
+            return Err(ModuleError::failed(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
     };
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
@@ -242,7 +307,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 fn base64_encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -297,16 +366,25 @@ fn as_text(data: &[u8]) -> Option<&str> {
 
 /// Shell lines that set mode/owner/group on `path` (owner/group only when different, so
 /// an unprivileged run that keeps its own ownership needs no chown).
-pub(crate) fn attr_script(path: &str, mode: Option<u32>, owner: Option<&str>, group: Option<&str>) -> String {
+pub(crate) fn attr_script(
+    path: &str,
+    mode: Option<u32>,
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> String {
     let p = quote(path);
     let mut s = String::new();
     if let Some(o) = owner {
         let o = quote(o);
-        s.push_str(&format!("[ \"$(stat -c %U -- {p})\" = {o} ] || chown -h -- {o} {p}\n"));
+        s.push_str(&format!(
+            "[ \"$(stat -c %U -- {p})\" = {o} ] || chown -h -- {o} {p}\n"
+        ));
     }
     if let Some(g) = group {
         let g = quote(g);
-        s.push_str(&format!("[ \"$(stat -c %G -- {p})\" = {g} ] || chgrp -h -- {g} {p}\n"));
+        s.push_str(&format!(
+            "[ \"$(stat -c %G -- {p})\" = {g} ] || chgrp -h -- {g} {p}\n"
+        ));
     }
     if let Some(m) = mode {
         s.push_str(&format!("chmod {} {p}\n", mode_text(m)));
@@ -349,12 +427,16 @@ mv -f -- {t} {d}\n",
 fn existing_file(path: &str, st: Option<FileStat>) -> Result<Option<FileStat>, ModuleError> {
     match st {
         Some(s) if s.kind == "file" => Ok(Some(s)),
-        Some(s) if s.kind == "directory" => Err(ModuleError::failed(format!("{path} is a directory, not a file"))),
+        Some(s) if s.kind == "directory" => Err(ModuleError::failed(format!(
+            "{path} is a directory, not a file"
+        ))),
         Some(s) if s.kind == "link" => Err(ModuleError::failed(format!(
             "{path} is a symbolic link (to {}); lifeboat does not write through links: set dest to the link's target",
             s.link_target.unwrap_or_default()
         ))),
-        Some(_) => Err(ModuleError::failed(format!("{path} exists and is not a regular file"))),
+        Some(_) => Err(ModuleError::failed(format!(
+            "{path} exists and is not a regular file"
+        ))),
         None => Ok(None),
     }
 }
@@ -370,10 +452,16 @@ pub(crate) async fn place(ctx: &ModuleContext, p: Placement) -> Result<Outcome, 
             .ok_or_else(|| ModuleError::failed(format!("src {} does not exist", path.display())))?,
     };
     let before = existing_file(dest, ctx.conn.stat(dest).await?)?;
+    // In a dry run a missing directory may still come from an earlier step.
+    let mut note = String::new();
     if before.is_none() {
         let (dir, _) = split_path(dest);
         let out = quiet(ctx, CommandSpec::argv(["test", "-d", dir.as_str()])).await?;
-        if !out.success() {
+        if !out.success() && ctx.check {
+            note = format!(
+                " (the directory {dir} does not exist now: an earlier step must create it)"
+            );
+        } else if !out.success() {
             return Err(ModuleError::failed(format!(
                 "cannot write {dest}: the directory {dir} does not exist (create it with a `file` step, state: directory)"
             )));
@@ -401,7 +489,10 @@ pub(crate) async fn place(ctx: &ModuleContext, p: Placement) -> Result<Outcome, 
             && was.as_ref() != Some(&want)
         {
             changed_attributes.push(name);
-            attr_lines.push(format!("{name}: {} -> {want}\n", was.as_deref().unwrap_or("(new file)")));
+            attr_lines.push(format!(
+                "{name}: {} -> {want}\n",
+                was.as_deref().unwrap_or("(new file)")
+            ));
         }
     }
     let changed = !changed_attributes.is_empty();
@@ -414,11 +505,11 @@ pub(crate) async fn place(ctx: &ModuleContext, p: Placement) -> Result<Outcome, 
         if content_changed {
             let after: Option<Vec<u8>> = match &p.content {
                 Content::Bytes(b) => Some(b.clone()),
-                Content::LocalFile(path) if size <= DIFF_MAX => Some(
-                    tokio::fs::read(path)
-                        .await
-                        .map_err(|e| ModuleError::failed(format!("cannot read {}: {e}", path.display())))?,
-                ),
+                Content::LocalFile(path) if size <= DIFF_MAX => {
+                    Some(tokio::fs::read(path).await.map_err(|e| {
+                        ModuleError::failed(format!("cannot read {}: {e}", path.display()))
+                    })?)
+                }
                 Content::LocalFile(_) => None,
             };
             let before_bytes = match &before {
@@ -429,7 +520,10 @@ pub(crate) async fn place(ctx: &ModuleContext, p: Placement) -> Result<Outcome, 
                 }
                 Some(_) => None,
             };
-            match (before_bytes.as_deref().map(as_text), after.as_deref().map(as_text)) {
+            match (
+                before_bytes.as_deref().map(as_text),
+                after.as_deref().map(as_text),
+            ) {
                 (Some(Some(b)), Some(Some(a))) => text.push_str(&unified_diff(dest, b, a)),
                 (Some(_), Some(_)) => text.push_str(&format!("{dest}: binary files differ\n")),
                 _ => text.push_str(&format!("{dest}: content differs (too large to show)\n")),
@@ -450,9 +544,10 @@ pub(crate) async fn place(ctx: &ModuleContext, p: Placement) -> Result<Outcome, 
         return Ok(Outcome::ok().with_data(data));
     }
     if ctx.check {
-        let mut o = Outcome::changed()
-            .with_data(data)
-            .with_msg(format!("would change {} of {dest}", changed_attributes.join(", ")));
+        let mut o = Outcome::changed().with_data(data).with_msg(format!(
+            "would change {} of {dest}{note}",
+            changed_attributes.join(", ")
+        ));
         o.diff = diff;
         return Ok(o);
     }
@@ -473,7 +568,9 @@ pub(crate) async fn place(ctx: &ModuleContext, p: Placement) -> Result<Outcome, 
                         Some(b) => Some(b),
                         None => ctx.conn.read_file(dest, UNDO_MAX).await?,
                     };
-                    let bytes = bytes.ok_or_else(|| ModuleError::failed(format!("{dest} vanished while being read")))?;
+                    let bytes = bytes.ok_or_else(|| {
+                        ModuleError::failed(format!("{dest} vanished while being read"))
+                    })?;
                     u["content"] = encode_content(&bytes);
                 } else {
                     let backup = sibling(dest, "backup-", &ctx.run_id);
@@ -498,7 +595,10 @@ pub(crate) async fn place(ctx: &ModuleContext, p: Placement) -> Result<Outcome, 
         let group = p.group.as_deref().or(group_old.as_deref());
         write_atomically(ctx, dest, &p.content, &sha256, mode, owner, group).await?;
     } else {
-        let script = format!("set -e\n{}", attr_script(dest, p.mode, p.owner.as_deref(), p.group.as_deref()));
+        let script = format!(
+            "set -e\n{}",
+            attr_script(dest, p.mode, p.owner.as_deref(), p.group.as_deref())
+        );
         quiet_ok(ctx, &format!("cannot set attributes of {dest}"), script).await?;
     }
     if let Some(st) = ctx.conn.stat(dest).await? {
@@ -522,18 +622,33 @@ pub(crate) async fn undo_place(ctx: &ModuleContext, undo: &Json) -> Result<Outco
     if !existed {
         let st = ctx.conn.stat(path).await?;
         if ctx.check {
-            return Ok(Outcome { changed: st.is_some(), ..Outcome::default() }.with_msg(format!("would remove {path}")));
+            return Ok(Outcome {
+                changed: st.is_some(),
+                ..Outcome::default()
+            }
+            .with_msg(format!("would remove {path}")));
         }
         return match st {
             None => Ok(Outcome::ok().with_msg(format!("{path} is already gone"))),
             Some(s) if s.kind == "file" || s.kind == "link" => {
-                quiet_ok(ctx, &format!("cannot remove {path}"), format!("rm -f -- {}", quote(path))).await?;
+                quiet_ok(
+                    ctx,
+                    &format!("cannot remove {path}"),
+                    format!("rm -f -- {}", quote(path)),
+                )
+                .await?;
                 Ok(Outcome::changed().with_msg(format!("removed {path}")))
             }
-            Some(s) => Err(ModuleError::failed(format!("{path} is now a {}; not removing it", s.kind))),
+            Some(s) => Err(ModuleError::failed(format!(
+                "{path} is now a {}; not removing it",
+                s.kind
+            ))),
         };
     }
-    let mode = undo.get("mode").and_then(Json::as_u64).and_then(|m| u32::try_from(m).ok());
+    let mode = undo
+        .get("mode")
+        .and_then(Json::as_u64)
+        .and_then(|m| u32::try_from(m).ok());
     let owner = undo.get("owner").and_then(Json::as_str);
     let group = undo.get("group").and_then(Json::as_str);
     if ctx.check {
@@ -556,7 +671,12 @@ pub(crate) async fn undo_place(ctx: &ModuleContext, undo: &Json) -> Result<Outco
         return Ok(Outcome::changed().with_msg(format!("restored {path} from {backup}")));
     }
     let script = format!("set -e\n{}", attr_script(path, mode, owner, group));
-    quiet_ok(ctx, &format!("cannot restore the attributes of {path}"), script).await?;
+    quiet_ok(
+        ctx,
+        &format!("cannot restore the attributes of {path}"),
+        script,
+    )
+    .await?;
     Ok(Outcome::changed().with_msg(format!("restored the attributes of {path}")))
 }
 
@@ -575,8 +695,11 @@ impl Module for Copy {
         let mut errors = Vec::new();
         match (args.get("src"), args.get("content")) {
             (Some(_), Some(c)) => errors.push(
-                c.error(file, "`copy` takes exactly one of `src` and `content`, both given")
-                    .with_help("copy a controller file with src, or write inline text with content"),
+                c.error(
+                    file,
+                    "`copy` takes exactly one of `src` and `content`, both given",
+                )
+                .with_help("copy a controller file with src, or write inline text with content"),
             ),
             (None, None) => errors.push(
                 args.error(file, "`copy` needs `src` or `content`")
@@ -588,8 +711,11 @@ impl Module for Copy {
                     && s.ends_with('/')
                 {
                     errors.push(
-                        d.error(file, "with `content`, dest must be a file path, not a directory")
-                            .with_help("name the file to write, e.g. dest: /etc/motd"),
+                        d.error(
+                            file,
+                            "with `content`, dest must be a file path, not a directory",
+                        )
+                        .with_help("name the file to write, e.g. dest: /etc/motd"),
                     );
                 }
             }
@@ -605,9 +731,9 @@ impl Module for Copy {
         let (content, src_name) = match (&a.src, &a.content) {
             (Some(src), None) => {
                 let path = ctx.local_path(src);
-                let meta = tokio::fs::metadata(&path)
-                    .await
-                    .map_err(|e| ModuleError::failed(format!("copy: cannot read src {}: {e}", path.display())))?;
+                let meta = tokio::fs::metadata(&path).await.map_err(|e| {
+                    ModuleError::failed(format!("copy: cannot read src {}: {e}", path.display()))
+                })?;
                 if !meta.is_file() {
                     return Err(ModuleError::failed(format!(
                         "copy: src {} is not a regular file (copying directories is not supported)",
@@ -617,16 +743,28 @@ impl Module for Copy {
                 let name = path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
-                    .ok_or_else(|| ModuleError::Args(format!("copy: src `{src}` has no file name")))?;
+                    .ok_or_else(|| {
+                        ModuleError::Args(format!("copy: src `{src}` has no file name"))
+                    })?;
                 (Content::LocalFile(path), Some(name))
             }
             (None, Some(Json::String(s))) => (Content::Bytes(s.clone().into_bytes()), None),
-            (None, Some(Json::Null)) => return Err(ModuleError::Args("copy: content is null".into())),
+            (None, Some(Json::Null)) => {
+                return Err(ModuleError::Args("copy: content is null".into()));
+            }
             (None, Some(other)) => (Content::Bytes(other.to_string().into_bytes()), None),
-            _ => return Err(ModuleError::Args("copy: give exactly one of `src` and `content`".into())),
+            _ => {
+                return Err(ModuleError::Args(
+                    "copy: give exactly one of `src` and `content`".into(),
+                ));
+            }
         };
         let into_dir = a.dest.ends_with('/')
-            || ctx.conn.stat(&a.dest).await?.is_some_and(|s| s.kind == "directory");
+            || ctx
+                .conn
+                .stat(&a.dest)
+                .await?
+                .is_some_and(|s| s.kind == "directory");
         let dest = match (into_dir, src_name) {
             (false, _) => a.dest.clone(),
             (true, Some(name)) => format!("{}/{name}", a.dest.trim_end_matches('/')),
@@ -650,7 +788,12 @@ impl Module for Copy {
         .await
     }
 
-    async fn undo(&self, ctx: &ModuleContext, _args: &Json, undo: &Json) -> Result<Outcome, ModuleError> {
+    async fn undo(
+        &self,
+        ctx: &ModuleContext,
+        _args: &Json,
+        undo: &Json,
+    ) -> Result<Outcome, ModuleError> {
         undo_place(ctx, undo).await
     }
 }
@@ -670,7 +813,10 @@ mod tests {
 
     #[test]
     fn paths_split_into_dir_and_name() {
-        assert_eq!(split_path("/etc/motd"), ("/etc".to_string(), "motd".to_string()));
+        assert_eq!(
+            split_path("/etc/motd"),
+            ("/etc".to_string(), "motd".to_string())
+        );
         assert_eq!(split_path("/motd"), ("/".to_string(), "motd".to_string()));
         assert_eq!(split_path("motd"), (".".to_string(), "motd".to_string()));
         assert!(sibling("/etc/motd", "", "r1").starts_with("/etc/.motd.lifeboat-r1-"));

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::copy::{UNDO_MAX, decode_content, encode_content, host_sha256, local_sha256, unique_suffix};
+use super::copy::{
+    UNDO_MAX, decode_content, encode_content, host_sha256, local_sha256, unique_suffix,
+};
 use super::{ArgKind, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, parse_args};
 
 /// The `fetch` module.
@@ -29,10 +31,30 @@ the local one without transferring anything. A missing src fails the step unless
     free_form: None,
     args: &[
         arg("src", ArgKind::Str, true, "the host file"),
-        arg("dest", ArgKind::Str, true, "controller directory (relative to the playbook), or the file with flat"),
-        arg("flat", ArgKind::Bool, false, "write to dest itself instead of dest/<host>/<src path> (default false)"),
-        arg("fail_on_missing", ArgKind::Bool, false, "fail when src does not exist (default true)"),
-        arg("validate_checksum", ArgKind::Bool, false, "check the fetched file's sha256 against the host's (default true)"),
+        arg(
+            "dest",
+            ArgKind::Str,
+            true,
+            "controller directory (relative to the playbook), or the file with flat",
+        ),
+        arg(
+            "flat",
+            ArgKind::Bool,
+            false,
+            "write to dest itself instead of dest/<host>/<src path> (default false)",
+        ),
+        arg(
+            "fail_on_missing",
+            ArgKind::Bool,
+            false,
+            "fail when src does not exist (default true)",
+        ),
+        arg(
+            "validate_checksum",
+            ArgKind::Bool,
+            false,
+            "check the fetched file's sha256 against the host's (default true)",
+        ),
     ],
     open_args: false,
     example: "- id: fetch-dump\n  fetch:\n    src: /var/backups/mysql/all.sql.gz\n    dest: backups/\n  needs: [dump]\n",
@@ -76,7 +98,10 @@ fn local_target(ctx: &ModuleContext, a: &FetchArgs) -> Result<PathBuf, ModuleErr
     let src_name = || -> Result<String, ModuleError> {
         let name = a.src.trim_end_matches('/').rsplit('/').next().unwrap_or("");
         match name {
-            "" | "." => Err(ModuleError::Args(format!("fetch: src `{}` names no file", a.src))),
+            "" | "." => Err(ModuleError::Args(format!(
+                "fetch: src `{}` names no file",
+                a.src
+            ))),
             ".." => Err(traversal("src", &a.src)),
             n => Ok(n.to_string()),
         }
@@ -100,10 +125,10 @@ fn local_target(ctx: &ModuleContext, a: &FetchArgs) -> Result<PathBuf, ModuleErr
     }
     src_name()?;
     // Belt and braces: nothing below dest may climb out of it.
-    if path
-        .strip_prefix(&dest)
-        .map_or(true, |rest| rest.components().any(|c| !matches!(c, Component::Normal(_))))
-    {
+    if path.strip_prefix(&dest).map_or(true, |rest| {
+        rest.components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+    }) {
         return Err(traversal("src", &a.src));
     }
     Ok(path)
@@ -111,7 +136,10 @@ fn local_target(ctx: &ModuleContext, a: &FetchArgs) -> Result<PathBuf, ModuleErr
 
 /// A temporary or backup name next to a controller file.
 fn local_sibling(path: &Path, tag: &str, run_id: &str) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.lifeboat-{tag}{}", unique_suffix(run_id)))
 }
 
@@ -130,6 +158,14 @@ impl Module for Fetch {
         let target = local_target(ctx, &a)?;
         let src = a.src.as_str();
         match ctx.conn.stat(src).await? {
+            None if ctx.check => {
+                return Ok(Outcome::changed()
+                    .with_msg(format!(
+                        "would fetch {src} to {} ({src} does not exist now: an earlier step must create it)",
+                        target.display()
+                    ))
+                    .with_data(json!({ "src": src, "dest": target, "sha256": null, "size": null })));
+            }
             None if a.fail_on_missing => {
                 return Err(ModuleError::failed(format!(
                     "fetch: {src} does not exist on {} (set fail_on_missing: false to allow that)",
@@ -139,10 +175,17 @@ impl Module for Fetch {
             None => {
                 return Ok(Outcome::ok()
                     .with_msg(format!("skipped: {src} does not exist"))
-                    .with_data(json!({ "src": src, "dest": target, "sha256": null, "size": null })));
+                    .with_data(
+                        json!({ "src": src, "dest": target, "sha256": null, "size": null }),
+                    ));
             }
             Some(s) if s.kind == "file" || s.kind == "link" => {}
-            Some(s) => return Err(ModuleError::failed(format!("fetch: {src} is a {}, not a file", s.kind))),
+            Some(s) => {
+                return Err(ModuleError::failed(format!(
+                    "fetch: {src} is a {}, not a file",
+                    s.kind
+                )));
+            }
         }
         if target.is_dir() {
             return Err(ModuleError::failed(format!(
@@ -165,7 +208,10 @@ impl Module for Fetch {
                 .with_msg(format!("would fetch {src} to {}", target.display())));
         }
 
-        let parent = target.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let parent = target
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         let mut created_top: Option<PathBuf> = None;
         let mut probe = parent.clone();
         while !tokio::fs::try_exists(&probe).await.unwrap_or(true) {
@@ -188,9 +234,9 @@ impl Module for Fetch {
             Ok(Some(v)) => v,
             other => {
                 let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(other
-                    .err()
-                    .unwrap_or_else(|| ModuleError::failed(format!("fetch: {} vanished", tmp.display()))));
+                return Err(other.err().unwrap_or_else(|| {
+                    ModuleError::failed(format!("fetch: {} vanished", tmp.display()))
+                }));
             }
         };
         if a.validate_checksum && sha != remote {
@@ -200,10 +246,13 @@ impl Module for Fetch {
             )));
         }
 
-        let mut undo = json!({ "path": target, "existed": local.is_some(), "created_top": created_top });
+        let mut undo =
+            json!({ "path": target, "existed": local.is_some(), "created_top": created_top });
         if let Some((_, old_size)) = &local {
             if *old_size <= UNDO_MAX {
-                let old = tokio::fs::read(&target).await.map_err(|e| io_err("read", &target, e))?;
+                let old = tokio::fs::read(&target)
+                    .await
+                    .map_err(|e| io_err("read", &target, e))?;
                 undo["content"] = encode_content(&old);
             } else {
                 let backup = local_sibling(&target, "backup-", &ctx.run_id);
@@ -227,7 +276,12 @@ impl Module for Fetch {
             .with_msg(format!("fetched {src} to {}", target.display())))
     }
 
-    async fn undo(&self, ctx: &ModuleContext, _args: &Json, undo: &Json) -> Result<Outcome, ModuleError> {
+    async fn undo(
+        &self,
+        ctx: &ModuleContext,
+        _args: &Json,
+        undo: &Json,
+    ) -> Result<Outcome, ModuleError> {
         let path = undo
             .get("path")
             .and_then(Json::as_str)
@@ -239,7 +293,9 @@ impl Module for Fetch {
         if let Some(content) = undo.get("content") {
             let bytes = decode_content(content)?;
             let tmp = local_sibling(&path, "", &ctx.run_id);
-            tokio::fs::write(&tmp, &bytes).await.map_err(|e| io_err("write", &tmp, e))?;
+            tokio::fs::write(&tmp, &bytes)
+                .await
+                .map_err(|e| io_err("write", &tmp, e))?;
             if let Err(e) = tokio::fs::rename(&tmp, &path).await {
                 let _ = tokio::fs::remove_file(&tmp).await;
                 return Err(io_err("restore", &path, e));
@@ -247,8 +303,12 @@ impl Module for Fetch {
             return Ok(Outcome::changed().with_msg(format!("restored {}", path.display())));
         }
         if let Some(backup) = undo.get("backup").and_then(Json::as_str) {
-            tokio::fs::rename(backup, &path).await.map_err(|e| io_err("restore", &path, e))?;
-            return Ok(Outcome::changed().with_msg(format!("restored {} from {backup}", path.display())));
+            tokio::fs::rename(backup, &path)
+                .await
+                .map_err(|e| io_err("restore", &path, e))?;
+            return Ok(
+                Outcome::changed().with_msg(format!("restored {} from {backup}", path.display()))
+            );
         }
         match tokio::fs::remove_file(&path).await {
             Ok(()) => {}
@@ -257,13 +317,21 @@ impl Module for Fetch {
         }
         // Directories the step created, while they are empty (best effort: another
         // step's files may live there).
-        if let Some(top) = undo.get("created_top").and_then(Json::as_str).map(PathBuf::from) {
+        if let Some(top) = undo
+            .get("created_top")
+            .and_then(Json::as_str)
+            .map(PathBuf::from)
+        {
             let mut dir = path.parent().map(Path::to_path_buf);
             while let Some(d) = dir {
                 if !d.starts_with(&top) || tokio::fs::remove_dir(&d).await.is_err() {
                     break;
                 }
-                dir = if d == top { None } else { d.parent().map(Path::to_path_buf) };
+                dir = if d == top {
+                    None
+                } else {
+                    d.parent().map(Path::to_path_buf)
+                };
             }
         }
         Ok(Outcome::changed().with_msg(format!("removed {}", path.display())))

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::copy::{
-    UNDO_MAX, attr_script, decode_content, encode_content, mode_arg, mode_text, quiet, quiet_ok, sha256_hex,
-    sibling, validate_mode, word,
+    UNDO_MAX, attr_script, decode_content, encode_content, mode_arg, mode_text, quiet, quiet_ok,
+    sha256_hex, sibling, validate_mode, word,
 };
 use super::{ArgKind, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, parse_args};
 use crate::connection::{CommandSpec, FileStat, quote};
@@ -35,20 +35,46 @@ With `recurse: true` (directories) owner/group/mode are applied to everything be
     free_form: None,
     args: &[
         arg("path", ArgKind::Str, true, "the host path"),
-        arg("state", ArgKind::Str, false, "directory | absent | touch | link | file (default file: attributes only)"),
-        arg("src", ArgKind::Str, false, "with state: link, the link's target"),
-        arg("mode", ArgKind::Mode, false, "octal permission bits, quoted, e.g. \"0750\" (not for links)"),
+        arg(
+            "state",
+            ArgKind::Str,
+            false,
+            "directory | absent | touch | link | file (default file: attributes only)",
+        ),
+        arg(
+            "src",
+            ArgKind::Str,
+            false,
+            "with state: link, the link's target",
+        ),
+        arg(
+            "mode",
+            ArgKind::Mode,
+            false,
+            "octal permission bits, quoted, e.g. \"0750\" (not for links)",
+        ),
         arg("owner", ArgKind::Str, false, "owner user name"),
         arg("group", ArgKind::Str, false, "group name"),
-        arg("recurse", ArgKind::Bool, false, "with state: directory, also set owner/group/mode on everything below (default false)"),
+        arg(
+            "recurse",
+            ArgKind::Bool,
+            false,
+            "with state: directory, also set owner/group/mode on everything below (default false)",
+        ),
     ],
     open_args: false,
     example: "- id: backup-dir\n  file:\n    path: /var/backups/openstack\n    state: directory\n    mode: \"0750\"\n    owner: root\n",
     returns: &[
         ("path", "the path"),
         ("state", "the state asked for"),
-        ("before", "what was there: kind, mode, owner, group, link_target (null when nothing)"),
-        ("changed_attributes", "what differed: any of state, link_target, mode, owner, group, mtime"),
+        (
+            "before",
+            "what was there: kind, mode, owner, group, link_target (null when nothing)",
+        ),
+        (
+            "changed_attributes",
+            "what differed: any of state, link_target, mode, owner, group, mtime",
+        ),
     ],
     rollback: "removes what the step created (directories it created, parents included, with rmdir: \
 they must be empty again by then; a created file or link), puts back a replaced link's old target, \
@@ -82,8 +108,16 @@ fn default_state() -> String {
 fn describe(st: Option<&FileStat>) -> String {
     match st {
         None => "absent".to_string(),
-        Some(s) if s.kind == "link" => format!("link to {}", s.link_target.as_deref().unwrap_or("?")),
-        Some(s) => format!("{}, mode {}, owner {}, group {}", s.kind, mode_text(s.mode), s.owner, s.group),
+        Some(s) if s.kind == "link" => {
+            format!("link to {}", s.link_target.as_deref().unwrap_or("?"))
+        }
+        Some(s) => format!(
+            "{}, mode {}, owner {}, group {}",
+            s.kind,
+            mode_text(s.mode),
+            s.owner,
+            s.group
+        ),
     }
 }
 
@@ -103,17 +137,27 @@ fn attr_changes(st: Option<&FileStat>, a: &FileArgs, mode: Option<u32>) -> Vec<&
     if mode.is_some_and(|m| st.is_none_or(|s| s.mode != m)) {
         v.push("mode");
     }
-    if a.owner.as_ref().is_some_and(|o| st.is_none_or(|s| &s.owner != o)) {
+    if a.owner
+        .as_ref()
+        .is_some_and(|o| st.is_none_or(|s| &s.owner != o))
+    {
         v.push("owner");
     }
-    if a.group.as_ref().is_some_and(|g| st.is_none_or(|s| &s.group != g)) {
+    if a.group
+        .as_ref()
+        .is_some_and(|g| st.is_none_or(|s| &s.group != g))
+    {
         v.push("group");
     }
     v
 }
 
 /// With recurse: whether anything below `path` has other attributes than wanted.
-async fn recurse_differs(ctx: &ModuleContext, a: &FileArgs, mode: Option<u32>) -> Result<bool, ModuleError> {
+async fn recurse_differs(
+    ctx: &ModuleContext,
+    a: &FileArgs,
+    mode: Option<u32>,
+) -> Result<bool, ModuleError> {
     let mut tests = Vec::new();
     if let Some(o) = &a.owner {
         tests.push(format!("! -user {}", quote(o)));
@@ -187,19 +231,27 @@ impl Module for File {
             ),
             ("link", Some(_)) | (_, None) => {}
             (_, Some(s)) => errors.push(
-                s.error(file, format!("`src` is only for `state: link`, not `{state}`"))
-                    .with_help("to copy a file use the `copy` module"),
+                s.error(
+                    file,
+                    format!("`src` is only for `state: link`, not `{state}`"),
+                )
+                .with_help("to copy a file use the `copy` module"),
             ),
         }
         if state == "link"
             && let Some(m) = args.get("mode")
         {
-            errors.push(m.error(file, "`mode` cannot be set on a symbolic link").with_help("set it on the target"));
+            errors.push(
+                m.error(file, "`mode` cannot be set on a symbolic link")
+                    .with_help("set it on the target"),
+            );
         }
         if state == "absent" {
             for key in ["mode", "owner", "group"] {
                 if let Some(n) = args.get(key) {
-                    errors.push(n.error(file, format!("`{key}` has no meaning with `state: absent`")));
+                    errors.push(
+                        n.error(file, format!("`{key}` has no meaning with `state: absent`")),
+                    );
                 }
             }
         }
@@ -231,10 +283,18 @@ impl Module for File {
                 match st.map(|s| s.kind.as_str()) {
                     None => changes.push("state"),
                     Some("directory") => {}
-                    Some(k) => return Err(ModuleError::failed(format!("{path} exists as a {k}, not a directory"))),
+                    Some(k) => {
+                        return Err(ModuleError::failed(format!(
+                            "{path} exists as a {k}, not a directory"
+                        )));
+                    }
                 }
                 changes.extend(attr_changes(st, &a, mode));
-                if a.recurse && st.is_some() && !changes.contains(&"mode") && recurse_differs(ctx, &a, mode).await? {
+                if a.recurse
+                    && st.is_some()
+                    && !changes.contains(&"mode")
+                    && recurse_differs(ctx, &a, mode).await?
+                {
                     changes.push("contents");
                 }
                 if st.is_none() && !ctx.check {
@@ -250,24 +310,45 @@ impl Module for File {
                     undo["created_top"] = json!(top.stdout_text());
                 }
                 script.push_str(&format!("mkdir -p -- {p}\n"));
-                script.push_str(&attr_script(path, mode, a.owner.as_deref(), a.group.as_deref()));
+                script.push_str(&attr_script(
+                    path,
+                    mode,
+                    a.owner.as_deref(),
+                    a.group.as_deref(),
+                ));
                 if a.recurse {
                     script.push_str(&recurse_script(&a, mode));
                 }
-                after = format!("directory{}", mode.map(|m| format!(", mode {}", mode_text(m))).unwrap_or_default());
+                after = format!(
+                    "directory{}",
+                    mode.map(|m| format!(", mode {}", mode_text(m)))
+                        .unwrap_or_default()
+                );
             }
             "file" => {
                 match st.map(|s| s.kind.as_str()) {
+                    None if ctx.check => {
+                        return Ok(Outcome::changed().with_msg(format!(
+                            "{path} does not exist now: the step fails unless an earlier step creates it"
+                        )));
+                    }
                     None => {
                         return Err(ModuleError::failed(format!(
                             "{path} does not exist (state: file only sets attributes; use copy, or state: touch, to create it)"
                         )));
                     }
                     Some("file") => {}
-                    Some(k) => return Err(ModuleError::failed(format!("{path} is a {k}, not a file"))),
+                    Some(k) => {
+                        return Err(ModuleError::failed(format!("{path} is a {k}, not a file")));
+                    }
                 }
                 changes.extend(attr_changes(st, &a, mode));
-                script.push_str(&attr_script(path, mode, a.owner.as_deref(), a.group.as_deref()));
+                script.push_str(&attr_script(
+                    path,
+                    mode,
+                    a.owner.as_deref(),
+                    a.group.as_deref(),
+                ));
                 after = "file".to_string();
             }
             "touch" => {
@@ -279,18 +360,26 @@ impl Module for File {
                             undo["mtime"] = json!(mtime(ctx, path).await?);
                         }
                     }
-                    Some(k) => return Err(ModuleError::failed(format!("{path} is a {k}; touch only works on files"))),
+                    Some(k) => {
+                        return Err(ModuleError::failed(format!(
+                            "{path} is a {k}; touch only works on files"
+                        )));
+                    }
                 }
                 changes.extend(attr_changes(st, &a, mode));
                 script.push_str(&format!("touch -- {p}\n"));
-                script.push_str(&attr_script(path, mode, a.owner.as_deref(), a.group.as_deref()));
+                script.push_str(&attr_script(
+                    path,
+                    mode,
+                    a.owner.as_deref(),
+                    a.group.as_deref(),
+                ));
                 after = "file (touched)".to_string();
             }
             "link" => {
-                let target = a
-                    .src
-                    .as_deref()
-                    .ok_or_else(|| ModuleError::Args("file: state link needs `src`, the link's target".into()))?;
+                let target = a.src.as_deref().ok_or_else(|| {
+                    ModuleError::Args("file: state link needs `src`, the link's target".into())
+                })?;
                 match st {
                     None => changes.push("state"),
                     Some(s) if s.kind == "link" => {
@@ -305,8 +394,14 @@ impl Module for File {
                         )));
                     }
                 }
-                let owner_change = a.owner.as_ref().is_some_and(|o| st.is_none_or(|s| &s.owner != o));
-                let group_change = a.group.as_ref().is_some_and(|g| st.is_none_or(|s| &s.group != g));
+                let owner_change = a
+                    .owner
+                    .as_ref()
+                    .is_some_and(|o| st.is_none_or(|s| &s.owner != o));
+                let group_change = a
+                    .group
+                    .as_ref()
+                    .is_some_and(|g| st.is_none_or(|s| &s.group != g));
                 if owner_change {
                     changes.push("owner");
                 }
@@ -314,8 +409,17 @@ impl Module for File {
                     changes.push("group");
                 }
                 let tmp = sibling(path, "", &ctx.run_id);
-                script.push_str(&format!("ln -s -- {} {t} && mv -Tf -- {t} {p}\n", quote(target), t = quote(&tmp)));
-                script.push_str(&attr_script(path, None, a.owner.as_deref(), a.group.as_deref()));
+                script.push_str(&format!(
+                    "ln -s -- {} {t} && mv -Tf -- {t} {p}\n",
+                    quote(target),
+                    t = quote(&tmp)
+                ));
+                script.push_str(&attr_script(
+                    path,
+                    None,
+                    a.owner.as_deref(),
+                    a.group.as_deref(),
+                ));
                 after = format!("link to {target}");
             }
             "absent" => {
@@ -326,7 +430,11 @@ impl Module for File {
                         if !ctx.check {
                             match s.kind.as_str() {
                                 "file" if s.size <= UNDO_MAX => {
-                                    let bytes = ctx.conn.read_file(path, UNDO_MAX).await?.unwrap_or_default();
+                                    let bytes = ctx
+                                        .conn
+                                        .read_file(path, UNDO_MAX)
+                                        .await?
+                                        .unwrap_or_default();
                                     undo["content"] = encode_content(&bytes);
                                 }
                                 "file" => {
@@ -367,7 +475,12 @@ impl Module for File {
         let mut o = if ctx.check {
             Outcome::changed().with_msg(format!("would change {summary}"))
         } else {
-            quiet_ok(ctx, &format!("cannot make {path} {}", a.state), format!("set -e\n{script}")).await?;
+            quiet_ok(
+                ctx,
+                &format!("cannot make {path} {}", a.state),
+                format!("set -e\n{script}"),
+            )
+            .await?;
             Outcome::changed().with_msg(summary.clone()).with_undo(undo)
         };
         o.data = data;
@@ -377,7 +490,12 @@ impl Module for File {
         Ok(o)
     }
 
-    async fn undo(&self, ctx: &ModuleContext, args: &Json, undo: &Json) -> Result<Outcome, ModuleError> {
+    async fn undo(
+        &self,
+        ctx: &ModuleContext,
+        args: &Json,
+        undo: &Json,
+    ) -> Result<Outcome, ModuleError> {
         let path = undo
             .get("path")
             .and_then(Json::as_str)
@@ -389,7 +507,10 @@ impl Module for File {
             None => {
                 // The step created what is at `path`: remove it (directories only when empty).
                 if state == "directory" {
-                    let top = undo.get("created_top").and_then(Json::as_str).unwrap_or(path);
+                    let top = undo
+                        .get("created_top")
+                        .and_then(Json::as_str)
+                        .unwrap_or(path);
                     format!(
                         "p={p}; top={t}\nwhile :; do rmdir -- \"$p\"; [ \"$p\" = \"$top\" ] && break; p=$(dirname -- \"$p\"); done\n",
                         t = quote(top)
@@ -400,7 +521,10 @@ impl Module for File {
             }
             Some(b) => {
                 let kind = b.get("kind").and_then(Json::as_str).unwrap_or("file");
-                let mode = b.get("mode").and_then(Json::as_u64).and_then(|m| u32::try_from(m).ok());
+                let mode = b
+                    .get("mode")
+                    .and_then(Json::as_u64)
+                    .and_then(|m| u32::try_from(m).ok());
                 let owner = b.get("owner").and_then(Json::as_str);
                 let group = b.get("group").and_then(Json::as_str);
                 let target = b.get("link_target").and_then(Json::as_str);
@@ -413,7 +537,9 @@ impl Module for File {
                     }
                     if let Some(content) = undo.get("content") {
                         if ctx.check {
-                            return Ok(Outcome::changed().with_msg(format!("would recreate {path}")));
+                            return Ok(
+                                Outcome::changed().with_msg(format!("would recreate {path}"))
+                            );
                         }
                         let bytes = decode_content(content)?;
                         let sha = sha256_hex(&bytes);
@@ -430,12 +556,18 @@ impl Module for File {
                         s.push_str(&format!("ln -s -- {} {p}\n", quote(t)));
                         s.push_str(&attr_script(path, None, owner, group));
                     } else {
-                        return Err(ModuleError::failed(format!("{path} was a {kind}; it cannot be recreated")));
+                        return Err(ModuleError::failed(format!(
+                            "{path} was a {kind}; it cannot be recreated"
+                        )));
                     }
                 } else if state == "link" {
                     if let Some(t) = target {
                         let tmp = sibling(path, "", &ctx.run_id);
-                        s.push_str(&format!("ln -s -- {} {tq} && mv -Tf -- {tq} {p}\n", quote(t), tq = quote(&tmp)));
+                        s.push_str(&format!(
+                            "ln -s -- {} {tq} && mv -Tf -- {tq} {p}\n",
+                            quote(t),
+                            tq = quote(&tmp)
+                        ));
                     }
                     s.push_str(&attr_script(path, None, owner, group));
                 } else {
@@ -450,7 +582,12 @@ impl Module for File {
         if ctx.check {
             return Ok(Outcome::changed().with_msg(format!("would restore {path}")));
         }
-        quiet_ok(ctx, &format!("cannot restore {path}"), format!("set -e\n{script}")).await?;
+        quiet_ok(
+            ctx,
+            &format!("cannot restore {path}"),
+            format!("set -e\n{script}"),
+        )
+        .await?;
         Ok(Outcome::changed().with_msg(format!("restored {path}")))
     }
 }
@@ -470,6 +607,9 @@ mod tests {
             size: 0,
             link_target: None,
         };
-        assert_eq!(describe(Some(&st)), "directory, mode 0755, owner root, group root");
+        assert_eq!(
+            describe(Some(&st)),
+            "directory, mode 0755, owner root, group root"
+        );
     }
 }

@@ -26,11 +26,31 @@ is rendered in a dry run too (so rendering errors show up early); nothing is wri
 reports whether it would change and with --diff shows the unified diff.",
     free_form: None,
     args: &[
-        arg("src", ArgKind::Str, true, "template file on the controller (relative to the playbook)"),
+        arg(
+            "src",
+            ArgKind::Str,
+            true,
+            "template file on the controller (relative to the playbook)",
+        ),
         arg("dest", ArgKind::Str, true, "host path to write"),
-        arg("mode", ArgKind::Mode, false, "octal permission bits, quoted, e.g. \"0640\" (default: keep the existing file's, umask for a new one)"),
-        arg("owner", ArgKind::Str, false, "owner user name (default: keep the existing file's)"),
-        arg("group", ArgKind::Str, false, "group name (default: keep the existing file's)"),
+        arg(
+            "mode",
+            ArgKind::Mode,
+            false,
+            "octal permission bits, quoted, e.g. \"0640\" (default: keep the existing file's, umask for a new one)",
+        ),
+        arg(
+            "owner",
+            ArgKind::Str,
+            false,
+            "owner user name (default: keep the existing file's)",
+        ),
+        arg(
+            "group",
+            ArgKind::Str,
+            false,
+            "group name (default: keep the existing file's)",
+        ),
     ],
     open_args: false,
     example: "- id: backup-conf\n  template:\n    src: templates/backup.conf.j2\n    dest: /etc/lifeboat/backup.conf\n    mode: \"0600\"\n",
@@ -38,8 +58,14 @@ reports whether it would change and with --diff shows the unified diff.",
         ("dest", "the host path written"),
         ("sha256", "sha256 of the rendered text"),
         ("size", "size of the rendered text in bytes"),
-        ("mode", "the file's resulting mode, e.g. \"0600\" (null when unknown in a dry run)"),
-        ("changed_attributes", "what differed: any of content, mode, owner, group"),
+        (
+            "mode",
+            "the file's resulting mode, e.g. \"0600\" (null when unknown in a dry run)",
+        ),
+        (
+            "changed_attributes",
+            "what differed: any of content, mode, owner, group",
+        ),
     ],
     rollback: "as `copy`: restores the previous content, mode, owner and group atomically, or removes \
 the file when it did not exist before.",
@@ -57,23 +83,6 @@ struct TemplateArgs {
     group: Option<String>,
 }
 
-/// Top-level names a template uses that the variables do not define, for a message that
-/// names them (the renderer's own undefined error may not).
-fn undefined_names(source: &str, vars: &minijinja::Value) -> Vec<String> {
-    let env = minijinja::Environment::new();
-    let Ok(t) = env.template_from_str(source) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = t
-        .undeclared_variables(false)
-        .into_iter()
-        .filter(|name| vars.get_attr(name).map_or(true, |v| v.is_undefined()))
-        .filter(|name| env.globals().all(|(g, _)| g != name.as_str()) && name != "now")
-        .collect();
-    names.sort();
-    names
-}
-
 #[async_trait]
 impl Module for Template {
     fn doc(&self) -> &'static ModuleDoc {
@@ -88,22 +97,13 @@ impl Module for Template {
         let a: TemplateArgs = parse_args("template", args)?;
         let mode = mode_arg(a.mode.as_deref())?;
         let path = ctx.local_path(&a.src);
-        let source = tokio::fs::read_to_string(&path)
-            .await
-            .map_err(|e| ModuleError::failed(format!("template: cannot read {}: {e}", path.display())))?;
-        let mut text = ctx.templates.render_str(&source, &ctx.vars, false).map_err(|e| {
-            let names = if e.undefined { undefined_names(&source, &ctx.vars) } else { Vec::new() };
-            if names.is_empty() {
-                ModuleError::failed(format!("template {}: {e}", path.display()))
-            } else {
-                ModuleError::failed(format!(
-                    "template {}: undefined variable{} {} ({e})",
-                    path.display(),
-                    if names.len() > 1 { "s" } else { "" },
-                    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
-                ))
-            }
+        let source = tokio::fs::read_to_string(&path).await.map_err(|e| {
+            ModuleError::failed(format!("template: cannot read {}: {e}", path.display()))
         })?;
+        let mut text = ctx
+            .templates
+            .render_str(&source, &ctx.vars, false)
+            .map_err(|e| ModuleError::failed(format!("template {}: {e}", path.display())))?;
         // The shared environment drops a template's final newline (minijinja's default);
         // a file keeps it.
         if Templates::is_template(&source) {
@@ -126,7 +126,12 @@ impl Module for Template {
         .await
     }
 
-    async fn undo(&self, ctx: &ModuleContext, _args: &Json, undo: &Json) -> Result<Outcome, ModuleError> {
+    async fn undo(
+        &self,
+        ctx: &ModuleContext,
+        _args: &Json,
+        undo: &Json,
+    ) -> Result<Outcome, ModuleError> {
         undo_place(ctx, undo).await
     }
 }

@@ -9,7 +9,9 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::copy::quiet;
-use super::{ArgKind, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, duration_arg, parse_args};
+use super::{
+    ArgKind, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, duration_arg, parse_args,
+};
 use crate::connection::{CommandSpec, quote};
 use crate::error::{SourceError, SourceFile};
 use crate::template::Templates;
@@ -37,14 +39,49 @@ either way, with a message saying whether the condition holds now or the run wou
     free_form: None,
     args: &[
         arg("port", ArgKind::Int, false, "TCP port to wait for"),
-        arg("host", ArgKind::Str, false, "with port: the address to connect to, from the host (default 127.0.0.1)"),
+        arg(
+            "host",
+            ArgKind::Str,
+            false,
+            "with port: the address to connect to, from the host (default 127.0.0.1)",
+        ),
         arg("path", ArgKind::Str, false, "a host path to wait for"),
-        arg("search_regex", ArgKind::Str, false, "with path: wait until the file contains a match (grep -E)"),
-        arg("cmd", ArgKind::Str, false, "a shell command to run until it exits 0"),
-        arg("state", ArgKind::Str, false, "port: started (default) | stopped; path: present (default) | absent"),
-        arg("timeout", ArgKind::Duration, false, "give up after this long (default 300s)"),
-        arg("delay", ArgKind::Duration, false, "wait this long before the first check (default 0)"),
-        arg("sleep", ArgKind::Duration, false, "pause between checks (default 1s for port, 0.5s for path and cmd)"),
+        arg(
+            "search_regex",
+            ArgKind::Str,
+            false,
+            "with path: wait until the file contains a match (grep -E)",
+        ),
+        arg(
+            "cmd",
+            ArgKind::Str,
+            false,
+            "a shell command to run until it exits 0",
+        ),
+        arg(
+            "state",
+            ArgKind::Str,
+            false,
+            "port: started (default) | stopped; path: present (default) | absent",
+        ),
+        arg(
+            "timeout",
+            ArgKind::Duration,
+            false,
+            "give up after this long (default 300s)",
+        ),
+        arg(
+            "delay",
+            ArgKind::Duration,
+            false,
+            "wait this long before the first check (default 0)",
+        ),
+        arg(
+            "sleep",
+            ArgKind::Duration,
+            false,
+            "pause between checks (default 1s for port, 0.5s for path and cmd)",
+        ),
     ],
     open_args: false,
     example: "- id: db-up\n  wait_for:\n    port: 3306\n    timeout: 2m\n  needs: [start-mariadb]\n",
@@ -67,8 +104,16 @@ struct WaitArgs {
 }
 
 enum Condition {
-    Port { host: String, port: u16, open: bool },
-    Path { path: String, present: bool, regex: Option<String> },
+    Port {
+        host: String,
+        port: u16,
+        open: bool,
+    },
+    Path {
+        path: String,
+        present: bool,
+        regex: Option<String>,
+    },
     Cmd(String),
 }
 
@@ -84,11 +129,17 @@ impl Condition {
                 }
                 .and_then(|n| u16::try_from(n).ok())
                 .filter(|n| *n > 0)
-                .ok_or_else(|| ModuleError::Args(format!("wait_for: port `{p}` is not a TCP port (1-65535)")))?;
+                .ok_or_else(|| {
+                    ModuleError::Args(format!("wait_for: port `{p}` is not a TCP port (1-65535)"))
+                })?;
                 let open = match state {
                     None | Some("started") => true,
                     Some("stopped") => false,
-                    Some(s) => return Err(ModuleError::Args(format!("wait_for: state `{s}` for a port: use started or stopped"))),
+                    Some(s) => {
+                        return Err(ModuleError::Args(format!(
+                            "wait_for: state `{s}` for a port: use started or stopped"
+                        )));
+                    }
                 };
                 Ok(Condition::Port {
                     host: a.host.clone().unwrap_or_else(|| "127.0.0.1".to_string()),
@@ -100,7 +151,11 @@ impl Condition {
                 let present = match state {
                     None | Some("present") => true,
                     Some("absent") => false,
-                    Some(s) => return Err(ModuleError::Args(format!("wait_for: state `{s}` for a path: use present or absent"))),
+                    Some(s) => {
+                        return Err(ModuleError::Args(format!(
+                            "wait_for: state `{s}` for a path: use present or absent"
+                        )));
+                    }
                 };
                 Ok(Condition::Path {
                     path: path.clone(),
@@ -109,7 +164,9 @@ impl Condition {
                 })
             }
             (None, None, Some(cmd)) => Ok(Condition::Cmd(cmd.clone())),
-            _ => Err(ModuleError::Args("wait_for: give exactly one of `port`, `path` and `cmd`".into())),
+            _ => Err(ModuleError::Args(
+                "wait_for: give exactly one of `port`, `path` and `cmd`".into(),
+            )),
         }
     }
 
@@ -124,9 +181,16 @@ impl Condition {
     fn describe(&self) -> String {
         match self {
             Condition::Port { host, port, open } => {
-                format!("port {port} on {host} {}", if *open { "open" } else { "closed" })
+                format!(
+                    "port {port} on {host} {}",
+                    if *open { "open" } else { "closed" }
+                )
             }
-            Condition::Path { path, present, regex } => match (present, regex) {
+            Condition::Path {
+                path,
+                present,
+                regex,
+            } => match (present, regex) {
                 (true, Some(r)) => format!("{path} containing /{r}/"),
                 (true, None) => format!("{path} present"),
                 (false, _) => format!("{path} absent"),
@@ -140,10 +204,19 @@ impl Condition {
         let after = humantime::format_duration(timeout);
         match self {
             Condition::Port { host, port, open } => {
-                format!("port {port} on {host} {} after {after}", if *open { "not open" } else { "still open" })
+                format!(
+                    "port {port} on {host} {} after {after}",
+                    if *open { "not open" } else { "still open" }
+                )
             }
-            Condition::Path { path, present, regex } => match (present, regex) {
-                (true, Some(r)) => format!("{path} does not contain a match for /{r}/ after {after}"),
+            Condition::Path {
+                path,
+                present,
+                regex,
+            } => match (present, regex) {
+                (true, Some(r)) => {
+                    format!("{path} does not contain a match for /{r}/ after {after}")
+                }
                 (true, None) => format!("{path} does not exist after {after}"),
                 (false, _) => format!("{path} still exists after {after}"),
             },
@@ -175,7 +248,14 @@ else echo 'neither bash nor nc is available on the host to check ports' >&2; exi
             }
             Condition::Cmd(c) => (CommandSpec::shell(c.clone()), false),
         };
-        let spec = spec.timeout(Some(limit + if quiet_probe { Duration::from_secs(2) } else { Duration::ZERO }));
+        let spec = spec.timeout(Some(
+            limit
+                + if quiet_probe {
+                    Duration::from_secs(2)
+                } else {
+                    Duration::ZERO
+                },
+        ));
         let out = match quiet(ctx, spec).await {
             Ok(out) => out,
             Err(ModuleError::TimedOut { .. }) => return Ok(false),
@@ -217,17 +297,22 @@ impl Module for WaitFor {
 
     fn validate(&self, args: &Node, file: &SourceFile) -> Vec<SourceError> {
         let mut errors = Vec::new();
-        let given: Vec<&str> = ["port", "path", "cmd"].into_iter().filter(|k| args.get(k).is_some()).collect();
+        let given: Vec<&str> = ["port", "path", "cmd"]
+            .into_iter()
+            .filter(|k| args.get(k).is_some())
+            .collect();
         if given.len() != 1 {
             let msg = if given.is_empty() {
                 "`wait_for` needs one of `port`, `path` and `cmd`".to_string()
             } else {
-                format!("`wait_for` takes exactly one of `port`, `path` and `cmd`, found {}", given.join(", "))
+                format!(
+                    "`wait_for` takes exactly one of `port`, `path` and `cmd`, found {}",
+                    given.join(", ")
+                )
             };
-            errors.push(
-                args.error(file, msg)
-                    .with_help("port: a TCP port; path: a file to appear; cmd: a command that must succeed"),
-            );
+            errors.push(args.error(file, msg).with_help(
+                "port: a TCP port; path: a file to appear; cmd: a command that must succeed",
+            ));
             return errors;
         }
         let kind = given[0];
@@ -261,7 +346,10 @@ impl Module for WaitFor {
                 errors.push(if allowed.is_empty() {
                     e.with_help("`cmd` takes no state: it waits until the command exits 0")
                 } else {
-                    e.with_help(format!("with {kind}, state is one of: {}", allowed.join(", ")))
+                    e.with_help(format!(
+                        "with {kind}, state is one of: {}",
+                        allowed.join(", ")
+                    ))
                 });
             }
         }
@@ -277,8 +365,14 @@ impl Module for WaitFor {
         let what = cond.describe();
         if ctx.check {
             let now = cond.holds(ctx, timeout.min(Duration::from_secs(5))).await?;
-            let msg = if now { format!("{what}: already so") } else { format!("would wait for {what} (not so now)") };
-            return Ok(Outcome::ok().with_msg(msg).with_data(json!({ "elapsed": 0.0 })));
+            let msg = if now {
+                format!("{what}: already so")
+            } else {
+                format!("would wait for {what} (not so now)")
+            };
+            return Ok(Outcome::ok()
+                .with_msg(msg)
+                .with_data(json!({ "elapsed": 0.0 })));
         }
         let start = Instant::now();
         tokio::time::sleep(delay).await;
