@@ -170,6 +170,39 @@ async fn copy_content_is_idempotent_and_tracks_content_and_mode() {
 }
 
 #[tokio::test]
+async fn copy_and_undo_handle_paths_that_need_quoting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sub = dir.path().join("with space");
+    std::fs::create_dir(&sub).expect("mkdir");
+    let dest = sub.join("it's $(x).conf");
+    write(&dest, "old\n", 0o600);
+    let args = json!({ "content": "new\n", "dest": s(&dest), "mode": "0644" });
+    let o = run("copy", &ctx(), args.clone()).await.expect("copy runs");
+    assert_eq!(std::fs::read_to_string(&dest).expect("written"), "new\n");
+    undo("copy", &ctx(), args, &o).await.expect("undo runs");
+    assert_eq!(std::fs::read_to_string(&dest).expect("restored"), "old\n");
+    assert_eq!(mode_of(&dest), 0o600);
+    assert_eq!(
+        tree(&sub).len(),
+        1,
+        "no temporary files left: {:?}",
+        tree(&sub)
+    );
+
+    // A failure after the upload removes the temporary file too.
+    let bad = json!({ "content": "x", "dest": s(&dest), "owner": "no-such-user-lifeboat" });
+    let e = failure(run("copy", &ctx(), bad).await);
+    assert!(e.contains("cannot write"), "{e}");
+    assert_eq!(
+        tree(&sub).len(),
+        1,
+        "no temporary files left: {:?}",
+        tree(&sub)
+    );
+    assert_eq!(std::fs::read_to_string(&dest).expect("untouched"), "old\n");
+}
+
+#[tokio::test]
 async fn copy_keeps_an_existing_files_mode_when_none_is_given() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dest = dir.path().join("conf");

@@ -414,7 +414,7 @@ async fn write_atomically(
     }
     let t = quote(&tmp);
     let script = format!(
-        "set -e\ntrap 'rm -f -- {t}' EXIT\n{attrs}sum=$(sha256sum < {t} | cut -c1-64)\n\
+        "set -e\ntmp={t}\ntrap 'rm -f -- \"$tmp\"' EXIT\n{attrs}sum=$(sha256sum < {t} | cut -c1-64)\n\
 [ \"$sum\" = {sha256} ] || {{ echo \"checksum mismatch after transfer: $sum\" >&2; exit 1; }}\n\
 mv -f -- {t} {d}\n",
         attrs = attr_script(&tmp, mode, owner, group),
