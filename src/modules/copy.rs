@@ -212,34 +212,13 @@ pub(crate) fn sibling(path: &str, tag: &str, run_id: &str) -> String {
     }
 }
 
-/// Runs a command on the host with the step's become and timeout, without streaming
-/// its output (probes and plumbing are not the user's output).
-pub(crate) async fn quiet(
-    ctx: &ModuleContext,
-    spec: CommandSpec,
-) -> Result<CommandOutput, ModuleError> {
-    let spec = CommandSpec {
-        timeout: spec.timeout.or(ctx.timeout),
-        become_: spec.become_.or_else(|| ctx.become_.clone()),
-        ..spec
-    };
-    let out = ctx.conn.run(&spec, None).await?;
-    if out.timed_out {
-        return Err(ModuleError::TimedOut {
-            after: spec.timeout.unwrap_or_default(),
-            output: out,
-        });
-    }
-    Ok(out)
-}
-
 /// Runs a shell script quietly and fails with its standard error unless it exits 0.
 pub(crate) async fn quiet_ok(
     ctx: &ModuleContext,
     what: &str,
     script: String,
 ) -> Result<CommandOutput, ModuleError> {
-    let out = quiet(ctx, CommandSpec::shell(script)).await?;
+    let out = ctx.probe(CommandSpec::shell(script)).await?;
     if out.success() {
         Ok(out)
     } else {
@@ -252,7 +231,9 @@ pub(crate) async fn quiet_ok(
 
 /// sha256 of a host file, through `sha256sum`.
 pub(crate) async fn host_sha256(ctx: &ModuleContext, path: &str) -> Result<String, ModuleError> {
-    let out = quiet(ctx, CommandSpec::argv(["sha256sum", "--", path])).await?;
+    let out = ctx
+        .probe(CommandSpec::argv(["sha256sum", "--", path]))
+        .await?;
     let text = out.stdout_text();
     let sum = text.split_whitespace().next().unwrap_or("");
     if out.success() && sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -409,7 +390,9 @@ async fn write_atomically(
         Content::LocalFile(p) => ctx.conn.put_file(p, &tmp).await,
     };
     if let Err(e) = put {
-        let _ = quiet(ctx, CommandSpec::argv(["rm", "-f", "--", tmp.as_str()])).await;
+        let _ = ctx
+            .probe(CommandSpec::argv(["rm", "-f", "--", tmp.as_str()]))
+            .await;
         return Err(e.into());
     }
     let t = quote(&tmp);
@@ -456,7 +439,9 @@ pub(crate) async fn place(ctx: &ModuleContext, p: Placement) -> Result<Outcome, 
     let mut note = String::new();
     if before.is_none() {
         let (dir, _) = split_path(dest);
-        let out = quiet(ctx, CommandSpec::argv(["test", "-d", dir.as_str()])).await?;
+        let out = ctx
+            .probe(CommandSpec::argv(["test", "-d", dir.as_str()]))
+            .await?;
         if !out.success() && ctx.check {
             note = format!(
                 " (the directory {dir} does not exist now: an earlier step must create it)"

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::copy::{
-    UNDO_MAX, attr_script, decode_content, encode_content, mode_arg, mode_text, quiet, quiet_ok,
+    UNDO_MAX, attr_script, decode_content, encode_content, mode_arg, mode_text, quiet_ok,
     sha256_hex, sibling, validate_mode, word,
 };
 use super::{ArgKind, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, parse_args};
@@ -197,7 +197,9 @@ fn recurse_script(a: &FileArgs, mode: Option<u32>) -> String {
 
 /// The modification time of a host path, as `touch -d` reads it back.
 async fn mtime(ctx: &ModuleContext, path: &str) -> Result<Option<String>, ModuleError> {
-    let out = quiet(ctx, CommandSpec::argv(["stat", "-c", "%y", "--", path])).await?;
+    let out = ctx
+        .probe(CommandSpec::argv(["stat", "-c", "%y", "--", path]))
+        .await?;
     Ok(out.success().then(|| out.stdout_text().trim().to_string()))
 }
 

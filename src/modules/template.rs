@@ -9,7 +9,6 @@ use serde_json::Value as Json;
 use super::copy::{Content, Placement, mode_arg, place, undo_place, validate_mode, word};
 use super::{ArgKind, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, parse_args};
 use crate::error::{SourceError, SourceFile};
-use crate::template::Templates;
 use crate::yaml::Node;
 
 /// The `template` module.
@@ -100,19 +99,10 @@ impl Module for Template {
         let source = tokio::fs::read_to_string(&path).await.map_err(|e| {
             ModuleError::failed(format!("template: cannot read {}: {e}", path.display()))
         })?;
-        let mut text = ctx
+        let text = ctx
             .templates
             .render_str(&source, &ctx.vars, false)
             .map_err(|e| ModuleError::failed(format!("template {}: {e}", path.display())))?;
-        // The shared environment drops a template's final newline (minijinja's default);
-        // a file keeps it.
-        if Templates::is_template(&source) {
-            if source.ends_with("\r\n") {
-                text.push_str("\r\n");
-            } else if source.ends_with('\n') {
-                text.push('\n');
-            }
-        }
         place(
             ctx,
             Placement {

@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::copy::quiet;
 use super::{
     ArgKind, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, duration_arg, parse_args,
 };
@@ -256,7 +255,7 @@ else echo 'neither bash nor nc is available on the host to check ports' >&2; exi
                     Duration::ZERO
                 },
         ));
-        let out = match quiet(ctx, spec).await {
+        let out = match ctx.probe(spec).await {
             Ok(out) => out,
             Err(ModuleError::TimedOut { .. }) => return Ok(false),
             Err(e) => return Err(e),
