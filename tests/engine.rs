@@ -1685,3 +1685,106 @@ steps:
     out.assert_code(0);
     assert_eq!(out.read("collected").trim(), "t-ctl01 t-ctl02 ctl01,ctl02");
 }
+
+#[test]
+fn rollback_of_a_delegated_step_uses_the_delegate() {
+    let inventory =
+        format!("{INVENTORY}cmp02 ansible_connection=ssh ansible_host=127.0.0.1 ansible_port=1\n");
+    let out = Test::new()
+        .inventory(&inventory)
+        .playbook(
+            r#"
+steps:
+  - id: note
+    hosts: cmp02
+    delegate_to: ctl01
+    timeout: 20s
+    shell: echo done
+    rollback:
+      shell: echo "{{ inventory_hostname }}" >> {{ playbook_dir }}/undo
+  - id: fail
+    hosts: ctl01
+    needs: [note]
+    shell: exit 1
+"#,
+        )
+        .run();
+    out.assert_code(2);
+    assert_eq!(out.rollback_status("note", "cmp02"), "done", "{out:?}");
+    assert_eq!(out.read("undo").trim(), "cmp02");
+}
+
+#[test]
+fn group_names_and_run_once_under_limit() {
+    let out = Test::new()
+        .inventory(INVENTORY)
+        .playbook(
+            r#"
+steps:
+  - id: ctl-only
+    when: "'ctl' in group_names"
+    shell: touch {{ playbook_dir }}/ctl-only-{{ inventory_hostname }}
+  - id: once
+    hosts: ctl
+    run_once: true
+    shell: touch {{ playbook_dir }}/once-{{ inventory_hostname }}
+"#,
+        )
+        .args(&["--limit", "ctl02:cmp01"])
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.status("ctl-only", "cmp01"), "skipped");
+    assert!(out.exists("ctl-only-ctl02"), "{out:?}");
+    assert!(!out.exists("ctl-only-ctl01"), "ctl01 is not in the limit");
+    assert!(
+        out.exists("once-ctl02"),
+        "run_once takes the first host of the limit\n{out:?}"
+    );
+    assert!(!out.exists("once-ctl01"));
+}
+
+#[test]
+fn a_failure_behind_a_barrier_stops_the_other_group() {
+    let out = Test::new()
+        .inventory(INVENTORY)
+        .playbook(
+            r#"
+steps:
+  - id: stop
+    hosts: ctl
+    shell: "{{ 'exit 1' if inventory_hostname == 'ctl02' else 'true' | safe }}"
+  - id: snapshot
+    hosts: cmp
+    needs: [stop]
+    shell: touch {{ playbook_dir }}/snapshot
+"#,
+        )
+        .run();
+    out.assert_code(2);
+    assert_eq!(out.status("stop", "ctl02"), "failed");
+    assert_eq!(out.status("snapshot", "cmp01"), "not_run");
+    assert!(!out.exists("snapshot"));
+}
+
+#[test]
+fn interrupt_with_no_rollback_leaves_everything() {
+    let mut running = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: slow
+    shell: touch {{ playbook_dir }}/started; sleep 30; echo never
+    rollback:
+      shell: touch {{ playbook_dir }}/rolled-back
+"#,
+        )
+        .args(&["--no-rollback"])
+        .spawn();
+    running.wait_until(20, "the step to start", |d| d.join("started").exists());
+    running.signal("INT");
+    let out = running.wait(20);
+    out.assert_code(130);
+    assert!(!out.exists("rolled-back"), "{out:?}");
+    let left = out.left_undone();
+    assert!(left.iter().any(|(s, _, _)| s == "slow"), "{out:?}");
+}
