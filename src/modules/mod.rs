@@ -4,15 +4,27 @@
 //! ([`Module::run`], `ctx.check`), and where it can, captures what it needs to undo
 //! itself ([`Outcome::undo`], consumed by [`Module::undo`] during rollback).
 
+pub mod archive;
 pub mod assert;
 pub mod command;
 pub mod copy;
 pub mod debug;
 pub mod fetch;
 pub mod file;
+pub mod manifest;
+pub mod move_aside;
+pub mod mysql_checksum;
+pub mod mysql_dump;
+pub mod mysql_query;
+pub mod mysql_restore;
+pub mod prune;
+pub mod rsync;
+pub mod service;
 pub mod set_fact;
 pub mod shell;
 pub mod template;
+pub mod unarchive;
+pub mod verify_manifest;
 pub mod wait_for;
 
 use std::path::PathBuf;
@@ -377,6 +389,18 @@ pub fn registry() -> &'static IndexMap<&'static str, Arc<dyn Module>> {
             Arc::new(assert::Assert),
             Arc::new(set_fact::SetFact),
             Arc::new(debug::Debug),
+            Arc::new(service::Service),
+            Arc::new(mysql_dump::MysqlDump),
+            Arc::new(mysql_restore::MysqlRestore),
+            Arc::new(mysql_query::MysqlQuery),
+            Arc::new(mysql_checksum::MysqlChecksum),
+            Arc::new(rsync::Rsync),
+            Arc::new(archive::Archive),
+            Arc::new(unarchive::Unarchive),
+            Arc::new(manifest::Manifest),
+            Arc::new(verify_manifest::VerifyManifest),
+            Arc::new(move_aside::MoveAside),
+            Arc::new(prune::Prune),
         ];
         all.into_iter().map(|m| (m.doc().name, m)).collect()
     })
