@@ -174,6 +174,7 @@ pub struct RunArgs {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    init_tracing();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
@@ -181,6 +182,17 @@ pub fn main() -> ExitCode {
             let _ = writeln!(std::io::stderr(), "{errors}");
             ExitCode::from(EXIT_INVALID)
         }
+    }
+}
+
+/// Diagnostics for developers: `LIFEBOAT_LOG=debug` (any tracing filter) traces the
+/// scheduler and every command to standard error.
+fn init_tracing() {
+    if let Ok(filter) = std::env::var("LIFEBOAT_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
     }
 }
 

@@ -245,6 +245,7 @@ impl Run {
                         }
                         running_on.insert(host.clone(), running + 1);
                         records[i].started = self.emitter.elapsed();
+                        tracing::debug!(node = i, host = %host, running = running + 1, "start");
                         let run = self.clone();
                         let token = cancel.clone();
                         let handle = tasks.spawn(async move {
