@@ -122,6 +122,8 @@ pub struct NodeRecord {
     pub status: NodeStatus,
     /// Seconds since the run began, at its start.
     pub started: f64,
+    /// Seconds since the run began, at its end (0 for a node that never ran).
+    pub finished: f64,
     /// The registered form of its result.
     pub result: Json,
     /// Per loop item: rendered arguments and captured pre-state (when any).
@@ -135,6 +137,7 @@ impl NodeRecord {
         NodeRecord {
             status: NodeStatus::NotRun,
             started: 0.0,
+            finished: 0.0,
             result: Json::Null,
             undo: Vec::new(),
             exec_host: String::new(),
@@ -286,7 +289,7 @@ impl Run {
                         active_hosts = active_hosts.saturating_sub(1);
                     }
                     let status = record.status;
-                    records[i] = record;
+                    records[i] = NodeRecord { finished: self.emitter.elapsed(), ..record };
                     if status == NodeStatus::Failed {
                         failed_any = true;
                         if !self.opts.check && stop_reason.is_none() {
@@ -366,6 +369,7 @@ impl Run {
         let rec = NodeRecord {
             status: NodeStatus::Cancelled,
             started: 0.0,
+            finished: self.emitter.elapsed(),
             result: json!({"failed": true, "msg": "interrupted"}),
             undo: Vec::new(),
             exec_host: self.graph.nodes[i].host.clone(),
@@ -437,6 +441,7 @@ impl Run {
         let mut rec = NodeRecord {
             status: NodeStatus::Ok,
             started,
+            finished: 0.0,
             result: Json::Null,
             undo: Vec::new(),
             exec_host: host.to_string(),
