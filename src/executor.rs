@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{Become, ConnectionPool, OutputChunk, Stream};
+use crate::connection::{ConnectionPool, OutputChunk, Stream};
 use crate::graph::Graph;
 use crate::inventory::Inventory;
 use crate::modules::{Module, ModuleContext, ModuleError, Outcome};
@@ -513,14 +513,7 @@ impl Run {
         let check = self.opts.check && !step.is_read_only();
         let sink = self.output_sink(step, host);
         let settings = self.inventory.connection(&exec_host);
-        let become_ = (step.become_ || settings.become_).then(|| Become {
-            user: step.become_user.clone().or(settings.become_user.clone()),
-            method: step
-                .become_method
-                .clone()
-                .or(settings.become_method.clone()),
-            password: settings.become_password.clone(),
-        });
+        let become_ = step.become_with(&settings);
 
         let mut results = Vec::new();
         let mut changed = false;

@@ -247,6 +247,22 @@ impl Step {
         self.module.doc().name
     }
 
+    /// The privilege escalation for this step on a host with these connection
+    /// settings: the step's `become*` keys win over the inventory's.
+    pub fn become_with(
+        &self,
+        settings: &crate::inventory::ConnectionSettings,
+    ) -> Option<crate::connection::Become> {
+        (self.become_ || settings.become_).then(|| crate::connection::Become {
+            user: self.become_user.clone().or(settings.become_user.clone()),
+            method: self
+                .become_method
+                .clone()
+                .or(settings.become_method.clone()),
+            password: settings.become_password.clone(),
+        })
+    }
+
     /// Whether the step changes nothing (it runs in a dry run too).
     pub fn is_read_only(&self) -> bool {
         self.read_only || self.module.read_only()

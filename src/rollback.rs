@@ -14,7 +14,6 @@ use std::sync::Arc;
 use serde_json::{Value as Json, json};
 use tokio::task::JoinSet;
 
-use crate::connection::Become;
 use crate::executor::{Interrupts, NodeRecord, Run, render_args};
 use crate::modules::{ModuleContext, ModuleError};
 use crate::output::{Event, NodeStatus, RollbackStatus};
@@ -326,14 +325,7 @@ async fn compensate_node(
         check: false,
         diff: false,
         timeout: step.timeout,
-        become_: (step.become_ || settings.become_).then(|| Become {
-            user: step.become_user.clone().or(settings.become_user.clone()),
-            method: step
-                .become_method
-                .clone()
-                .or(settings.become_method.clone()),
-            password: settings.become_password.clone(),
-        }),
+        become_: step.become_with(&settings),
         sink: None,
         templates: run.templates.clone(),
         vars: vars.clone(),

@@ -57,6 +57,13 @@ impl Templates {
     pub fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // A rendered file keeps its final newline.
+        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+        {
+            env.set_syntax(syntax);
+        }
         env.set_auto_escape_callback(|name| {
             if name == SHELL {
                 AutoEscape::Custom(SHELL.into())

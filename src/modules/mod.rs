@@ -170,12 +170,26 @@ pub struct ModuleContext {
 impl ModuleContext {
     /// Runs a command on the host with the step's become, timeout and output sink.
     pub async fn run(&self, spec: CommandSpec) -> Result<CommandOutput, ModuleError> {
+        self.exec(spec, self.sink.clone()).await
+    }
+
+    /// Runs a probe (a stat, a checksum): like [`ModuleContext::run`], but its output
+    /// is not streamed with `-v`.
+    pub async fn probe(&self, spec: CommandSpec) -> Result<CommandOutput, ModuleError> {
+        self.exec(spec, None).await
+    }
+
+    async fn exec(
+        &self,
+        spec: CommandSpec,
+        sink: Option<mpsc::UnboundedSender<OutputChunk>>,
+    ) -> Result<CommandOutput, ModuleError> {
         let spec = CommandSpec {
             timeout: spec.timeout.or(self.timeout),
             become_: spec.become_.or_else(|| self.become_.clone()),
             ..spec
         };
-        let out = self.conn.run(&spec, self.sink.clone()).await?;
+        let out = self.conn.run(&spec, sink).await?;
         if out.timed_out {
             return Err(ModuleError::TimedOut {
                 after: spec.timeout.unwrap_or_default(),
