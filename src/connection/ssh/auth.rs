@@ -1,4 +1,4 @@
-//! User authentication, in OpenSSH's order: the ssh-agent's keys (`SSH_AUTH_SOCK`), then
+//! User authentication, in OpenSSH's order: the ssh-agent's keys (`SSH_AUTH_SOCK` or a set socket), then
 //! key files (the inventory's, then `IdentityFile`, else the default `~/.ssh/id_ed25519`,
 //! `id_ecdsa`, `id_rsa`; ed25519, ECDSA and RSA with the best hash the server accepts;
 //! an optional passphrase), then the password and keyboard-interactive with it.
@@ -24,8 +24,8 @@ pub struct AuthSettings {
     pub passphrase: Option<String>,
     /// Password for `password` and `keyboard-interactive`.
     pub password: Option<String>,
-    /// Try the ssh-agent first.
-    pub use_agent: bool,
+    /// The ssh-agent's socket, tried first.
+    pub agent_socket: Option<PathBuf>,
     /// With an agent: only its keys that match one of `key_files` (`IdentitiesOnly`).
     pub identities_only: bool,
 }
@@ -49,8 +49,8 @@ pub async fn authenticate(handle: &mut Handle<Client>, s: &AuthSettings) -> Resu
         })
         .collect();
 
-    if s.use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
-        match AgentClient::connect_env().await {
+    if let Some(sock) = &s.agent_socket {
+        match AgentClient::connect_uds(sock).await {
             Ok(mut agent) => match agent.request_identities().await {
                 Ok(ids) => {
                     for id in ids {

@@ -73,8 +73,10 @@ pub struct SshOptions {
     pub keepalive_interval: Duration,
     /// Unanswered keepalives before the connection is declared dead.
     pub keepalive_max: usize,
-    /// Offer the ssh-agent's keys (`SSH_AUTH_SOCK`).
+    /// Offer the ssh-agent's keys.
     pub use_agent: bool,
+    /// The agent's socket (default `$SSH_AUTH_SOCK`).
+    pub agent_socket: Option<PathBuf>,
     /// The home folder for `~` (default `$HOME`).
     pub home: Option<PathBuf>,
 }
@@ -91,6 +93,7 @@ impl Default for SshOptions {
             keepalive_interval: Duration::from_secs(15),
             keepalive_max: 3,
             use_agent: true,
+            agent_socket: None,
             home: None,
         }
     }
@@ -410,7 +413,15 @@ pub(crate) fn resolve(
             key_files,
             passphrase: ex.passphrase.clone(),
             password: ex.password.clone(),
-            use_agent: options.use_agent,
+            agent_socket: options
+                .use_agent
+                .then(|| {
+                    options
+                        .agent_socket
+                        .clone()
+                        .or_else(|| std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from))
+                })
+                .flatten(),
             identities_only: cfg.identities_only.unwrap_or(false),
         },
         check: Arc::new(check),
