@@ -416,13 +416,19 @@ mod tests {
         let f = dir.path().join("kh");
         std::fs::write(&f, format!("# x\nother\t{ED}\n")).unwrap_or_else(|e| panic!("{e}"));
         let key: PublicKey = ED.parse().unwrap_or_else(|e| panic!("{e}"));
-        let c = HostKeyCheck::load("other", 22, &[f.clone()], None, HostKeyPolicy::Strict)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let c = HostKeyCheck::load(
+            "other",
+            22,
+            std::slice::from_ref(&f),
+            None,
+            HostKeyPolicy::Strict,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(c.verify_key(&key).is_ok());
         let c = HostKeyCheck::load(
             "new",
             2200,
-            &[f.clone()],
+            std::slice::from_ref(&f),
             Some(f.clone()),
             HostKeyPolicy::Strict,
         )
@@ -432,7 +438,7 @@ mod tests {
         let c = HostKeyCheck::load(
             "new",
             2200,
-            &[f.clone()],
+            std::slice::from_ref(&f),
             Some(f.clone()),
             HostKeyPolicy::AcceptNew,
         )

@@ -203,19 +203,16 @@ impl SshTarget {
                 v.parse()
                     .map_err(|e| format!("lifeboat_host_key_checking: {e}"))?,
             ),
-            None => match var(&["ansible_host_key_checking"]) {
-                Some(v) => Some(
-                    if !matches!(
-                        v.trim().to_ascii_lowercase().as_str(),
-                        "false" | "no" | "off" | "0" | "n"
-                    ) {
-                        HostKeyPolicy::Strict
-                    } else {
-                        HostKeyPolicy::Off
-                    },
-                ),
-                None => None,
-            },
+            None => var(&["ansible_host_key_checking"]).map(|v| {
+                if matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "false" | "no" | "off" | "0" | "n"
+                ) {
+                    HostKeyPolicy::Off
+                } else {
+                    HostKeyPolicy::Strict
+                }
+            }),
         };
         let connect_timeout = match var(&["ansible_ssh_timeout", "ansible_timeout"]) {
             Some(v) => Some(seconds("ansible_ssh_timeout", v)?),
@@ -862,14 +859,17 @@ async fn kill_remote(
     let _ = write.close().await;
 }
 
+/// What a [`RunGuard`] needs to end a command.
+type Armed = (
+    Arc<Live>,
+    Arc<Semaphore>,
+    Arc<StdMutex<Collected>>,
+    Arc<ChannelWriteHalf<Msg>>,
+);
+
 /// Kills the remote command if the run is abandoned before it ends.
 struct RunGuard {
-    armed: Option<(
-        Arc<Live>,
-        Arc<Semaphore>,
-        Arc<StdMutex<Collected>>,
-        Arc<ChannelWriteHalf<Msg>>,
-    )>,
+    armed: Option<Armed>,
 }
 
 impl RunGuard {
