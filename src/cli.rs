@@ -27,6 +27,25 @@ use crate::playbook::Playbook;
 use crate::template::Templates;
 use crate::vars::{VarsCore, parse_extra_vars};
 
+/// Writes a line to standard output; a closed pipe (`| head`) just ends the output.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        write_stdout(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes to standard output without a newline; see [`say!`].
+macro_rules! say_raw {
+    ($($arg:tt)*) => {
+        write_stdout(&format!($($arg)*))
+    };
+}
+
+fn write_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
 /// Exit code for invalid input.
 pub const EXIT_INVALID: u8 = 1;
 
@@ -155,6 +174,7 @@ pub struct RunArgs {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    init_tracing();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
@@ -162,6 +182,17 @@ pub fn main() -> ExitCode {
             let _ = writeln!(std::io::stderr(), "{errors}");
             ExitCode::from(EXIT_INVALID)
         }
+    }
+}
+
+/// Diagnostics for developers: `LIFEBOAT_LOG=debug` (any tracing filter) traces the
+/// scheduler and every command to standard error.
+fn init_tracing() {
+    if let Ok(filter) = std::env::var("LIFEBOAT_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
     }
 }
 
@@ -190,8 +221,8 @@ fn dispatch(cli: Cli) -> Result<u8, InputErrors> {
                 },
             )?;
             match format {
-                GraphFormat::Text => print!("{}", graph.to_text(&pb)),
-                GraphFormat::Dot => println!("{}", graph.to_dot(&pb)),
+                GraphFormat::Text => say_raw!("{}", graph.to_text(&pb)),
+                GraphFormat::Dot => say!("{}", graph.to_dot(&pb)),
             }
             Ok(0)
         }
@@ -223,12 +254,12 @@ fn dispatch(cli: Cli) -> Result<u8, InputErrors> {
                         "become": c.become_,
                     },
                 });
-                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                say!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
             } else if graph {
-                print!("{}", inv.graph_text());
+                say_raw!("{}", inv.graph_text());
             } else {
                 let _ = list;
-                println!(
+                say!(
                     "{}",
                     serde_json::to_string_pretty(&inv.to_ansible_json()).unwrap_or_default()
                 );
@@ -237,7 +268,7 @@ fn dispatch(cli: Cli) -> Result<u8, InputErrors> {
         }
         Command::Modules { name } => modules(name.as_deref()),
         Command::Schema => {
-            println!(
+            say!(
                 "{}",
                 serde_json::to_string_pretty(&crate::schema::playbook_schema()).unwrap_or_default()
             );
@@ -261,7 +292,7 @@ fn validate(playbooks: &[PathBuf], inventory: Option<&Path>) -> Result<u8, Input
     for p in playbooks {
         match Playbook::load(p) {
             Ok(pb) => match Graph::build(&pb, &inv, &Selection::default()) {
-                Ok(g) => println!(
+                Ok(g) => say!(
                     "{}: ok ({} steps, {} nodes)",
                     p.display(),
                     pb.steps.len(),
@@ -279,7 +310,7 @@ fn modules(name: Option<&str>) -> Result<u8, InputErrors> {
     let registry = crate::modules::registry();
     let Some(name) = name else {
         for (n, m) in registry {
-            println!("{n:<14} {}", m.doc().summary);
+            say!("{n:<14} {}", m.doc().summary);
         }
         return Ok(0);
     };
@@ -292,7 +323,7 @@ fn modules(name: Option<&str>) -> Result<u8, InputErrors> {
             .with_help(help)
             .into());
     };
-    print!("{}", crate::schema::module_help(m.doc()));
+    say_raw!("{}", crate::schema::module_help(m.doc()));
     Ok(0)
 }
 

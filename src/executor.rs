@@ -82,20 +82,24 @@ pub fn new_run_id() -> String {
 #[derive(Clone)]
 pub struct Interrupts {
     rx: watch::Receiver<u32>,
+    /// Keeps the channel open when nobody can press (see [`Interrupts::none`]).
+    _never: Option<Arc<watch::Sender<u32>>>,
 }
 
 impl Interrupts {
     /// Interrupts that never come.
     pub fn none() -> Interrupts {
         let (tx, rx) = watch::channel(0);
-        std::mem::forget(tx);
-        Interrupts { rx }
+        Interrupts {
+            rx,
+            _never: Some(Arc::new(tx)),
+        }
     }
 
     /// A pair: the sender side counts presses.
     pub fn channel() -> (watch::Sender<u32>, Interrupts) {
         let (tx, rx) = watch::channel(0);
-        (tx, Interrupts { rx })
+        (tx, Interrupts { rx, _never: None })
     }
 
     /// Presses so far.
@@ -241,6 +245,7 @@ impl Run {
                         }
                         running_on.insert(host.clone(), running + 1);
                         records[i].started = self.emitter.elapsed();
+                        tracing::debug!(node = i, host = %host, running = running + 1, "start");
                         let run = self.clone();
                         let token = cancel.clone();
                         let handle = tasks.spawn(async move {
@@ -580,6 +585,7 @@ impl Run {
                     // A failed step may have half-applied: keep its arguments so an
                     // explicit rollback can see them.
                     rec.undo.push((args, None));
+                    results.push(j.clone());
                     failure = Some((e.to_string(), j));
                     break;
                 }

@@ -4,15 +4,27 @@
 //! ([`Module::run`], `ctx.check`), and where it can, captures what it needs to undo
 //! itself ([`Outcome::undo`], consumed by [`Module::undo`] during rollback).
 
+pub mod archive;
 pub mod assert;
 pub mod command;
 pub mod copy;
 pub mod debug;
 pub mod fetch;
 pub mod file;
+pub mod manifest;
+pub mod move_aside;
+pub mod mysql_checksum;
+pub mod mysql_dump;
+pub mod mysql_query;
+pub mod mysql_restore;
+pub mod prune;
+pub mod rsync;
+pub mod service;
 pub mod set_fact;
 pub mod shell;
 pub mod template;
+pub mod unarchive;
+pub mod verify_manifest;
 pub mod wait_for;
 
 use std::path::PathBuf;
@@ -25,8 +37,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
 
+use crate::connection::local::stat_via_command;
 use crate::connection::{
-    Become, CommandOutput, CommandSpec, Connection, ConnectionError, OutputChunk,
+    Become, CommandOutput, CommandSpec, Connection, ConnectionError, FileStat, OutputChunk, quote,
 };
 use crate::error::{SourceError, SourceFile, did_you_mean};
 use crate::template::Templates;
@@ -217,6 +230,89 @@ impl ModuleContext {
         }
     }
 
+    /// Metadata of a host path, as the step's (become) user sees it.
+    pub async fn stat(&self, path: &str) -> Result<Option<FileStat>, ModuleError> {
+        match &self.become_ {
+            None => Ok(self.conn.stat(path).await?),
+            Some(b) => Ok(stat_via_command(&*self.conn, path, Some(b)).await?),
+        }
+    }
+
+    /// Reads a host file (at most `max` bytes) as the step's (become) user; `None`
+    /// when it does not exist.
+    pub async fn read_file(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>, ModuleError> {
+        if self.become_.is_none() {
+            return Ok(self.conn.read_file(path, max).await?);
+        }
+        let Some(st) = self.stat(path).await? else {
+            return Ok(None);
+        };
+        if st.size > max {
+            return Err(ModuleError::failed(format!(
+                "{path} is {} bytes, more than the {max} this operation reads",
+                st.size
+            )));
+        }
+        let out = self.probe(CommandSpec::argv(["cat", "--", path])).await?;
+        if !out.success() {
+            return Err(ModuleError::failed(format!(
+                "cannot read {path}: {}",
+                out.stderr_text().trim()
+            )));
+        }
+        Ok(Some(out.stdout))
+    }
+
+    /// Writes content to a host path (not atomically: callers write a temporary name
+    /// and rename). With become, the content is staged as the login user in a private
+    /// temporary file, then written by the become user, who therefore owns the result.
+    pub async fn upload(&self, content: Upload<'_>, path: &str) -> Result<(), ModuleError> {
+        let Some(b) = &self.become_ else {
+            match content {
+                Upload::Bytes(bytes) => self.conn.put_bytes(bytes, path).await?,
+                Upload::File(local) => self.conn.put_file(local, path).await?,
+            }
+            return Ok(());
+        };
+        let as_login = |script: String| CommandSpec::shell(script);
+        let made = self
+            .conn
+            .run(
+                &as_login("umask 077 && mktemp /tmp/.lifeboat-upload-XXXXXXXX".into()),
+                None,
+            )
+            .await?;
+        let staging = made.stdout_text().trim().to_string();
+        if !made.success() || staging.is_empty() {
+            return Err(ModuleError::failed(format!(
+                "cannot make a staging file on the host: {}",
+                made.stderr_text().trim()
+            )));
+        }
+        let result = async {
+            match content {
+                Upload::Bytes(bytes) => self.conn.put_bytes(bytes, &staging).await?,
+                Upload::File(local) => self.conn.put_file(local, &staging).await?,
+            }
+            // The become user must read the staging file: root can; another user
+            // needs it world-readable for the moment of the copy.
+            if b.user.as_deref().is_some_and(|u| u != "root") {
+                self.conn
+                    .run(&as_login(format!("chmod 0644 {}", quote(&staging))), None)
+                    .await?;
+            }
+            self.run_ok(format!("cat -- {} > {}", quote(&staging), quote(path)))
+                .await
+                .map(|_| ())
+        }
+        .await;
+        let _ = self
+            .conn
+            .run(&as_login(format!("rm -f -- {}", quote(&staging))), None)
+            .await;
+        result
+    }
+
     /// A controller path, relative to the playbook's directory unless absolute.
     pub fn local_path(&self, p: &str) -> PathBuf {
         let path = PathBuf::from(p);
@@ -226,6 +322,15 @@ impl ModuleContext {
             self.base_dir.join(path)
         }
     }
+}
+
+/// Content to upload to a host.
+#[derive(Debug, Clone, Copy)]
+pub enum Upload<'a> {
+    /// Bytes in memory.
+    Bytes(&'a [u8]),
+    /// A controller file, streamed.
+    File(&'a std::path::Path),
 }
 
 /// What a module did (or in a dry run, would do).
@@ -377,6 +482,18 @@ pub fn registry() -> &'static IndexMap<&'static str, Arc<dyn Module>> {
             Arc::new(assert::Assert),
             Arc::new(set_fact::SetFact),
             Arc::new(debug::Debug),
+            Arc::new(service::Service),
+            Arc::new(mysql_dump::MysqlDump),
+            Arc::new(mysql_restore::MysqlRestore),
+            Arc::new(mysql_query::MysqlQuery),
+            Arc::new(mysql_checksum::MysqlChecksum),
+            Arc::new(rsync::Rsync),
+            Arc::new(archive::Archive),
+            Arc::new(unarchive::Unarchive),
+            Arc::new(manifest::Manifest),
+            Arc::new(verify_manifest::VerifyManifest),
+            Arc::new(move_aside::MoveAside),
+            Arc::new(prune::Prune),
         ];
         all.into_iter().map(|m| (m.doc().name, m)).collect()
     })

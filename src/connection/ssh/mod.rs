@@ -1013,7 +1013,7 @@ impl Connection for SshConnection {
     }
 
     async fn stat(&self, remote_path: &str) -> Result<Option<FileStat>, ConnectionError> {
-        super::local::stat_via_command(self, remote_path).await
+        super::local::stat_via_command(self, remote_path, None).await
     }
 }
 

@@ -1,0 +1,33 @@
+//! `unarchive`: not written yet (issue 4); registered so its name is reserved.
+
+use async_trait::async_trait;
+use serde_json::Value as Json;
+
+use super::{Module, ModuleContext, ModuleDoc, ModuleError, Outcome};
+
+/// The `unarchive` module.
+pub struct Unarchive;
+
+static DOC: ModuleDoc = ModuleDoc {
+    name: "unarchive",
+    summary: "(not implemented yet)",
+    description: "",
+    free_form: None,
+    args: &[],
+    open_args: true,
+    example: "",
+    returns: &[],
+    rollback: "",
+};
+
+#[async_trait]
+impl Module for Unarchive {
+    fn doc(&self) -> &'static ModuleDoc {
+        &DOC
+    }
+    async fn run(&self, _ctx: &ModuleContext, _args: &Json) -> Result<Outcome, ModuleError> {
+        Err(ModuleError::failed(
+            "the unarchive module is not implemented yet",
+        ))
+    }
+}
