@@ -563,3 +563,85 @@ async fn files_move_without_sftp() {
     }));
     transfers(&s).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_config_names_the_host_and_the_inventory_wins() {
+    let s = ok(Sshd::start("127.0.0.15"));
+    let cfg = s.dir.path().join("ssh_config");
+    ok(std::fs::write(
+        &cfg,
+        format!(
+            "Host other\n  Port 1\n\nHost alias-*\n  HostName {}\n  Port {}\n  User {USER}\n  \
+             IdentityFile {}\n  UserKnownHostsFile {}\n  ConnectTimeout 3\n  ServerAliveInterval 5\n",
+            s.addr,
+            s.port,
+            s.ed25519_key.display(),
+            s.known_hosts.display()
+        ),
+    ));
+    let mut o = options();
+    o.read_config = true;
+    o.config_file = Some(cfg);
+    let t = SshTarget {
+        address: "alias-target".into(),
+        ..SshTarget::default()
+    };
+    let c = ok(SshConnection::new("h", &t, &o));
+    assert!(
+        c.describe()
+            .contains(&format!("{USER}@{}:{}", s.addr, s.port)),
+        "{}",
+        c.describe()
+    );
+    assert_eq!(
+        sh(&c, "echo via-config").await.stdout_text(),
+        "via-config\n"
+    );
+
+    // Inventory values win over the file: a wrong user from the inventory is refused.
+    let t = SshTarget {
+        address: "alias-target".into(),
+        user: Some("nobody".into()),
+        ..SshTarget::default()
+    };
+    let c = ok(SshConnection::new("h", &t, &o));
+    assert!(c.describe().contains(&format!("nobody@{}", s.addr)));
+    let msg = c
+        .run(&CommandSpec::shell("true"), None)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("permission denied for user `nobody`"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn become_runs_through_sudo_with_the_password_on_stdin() {
+    ok(sshd::ensure_sudo());
+    let s = ok(Sshd::start("127.0.0.16"));
+    let c = conn(&s);
+    let with_password = lifeboat::connection::Become {
+        user: None,
+        method: None,
+        password: Some(sshd::PASSWORD.into()),
+    };
+    let out = ok(c
+        .run(
+            &CommandSpec::shell("id -un; cat")
+                .stdin("after the password\n")
+                .become_(Some(with_password)),
+            None,
+        )
+        .await);
+    assert_eq!(out.rc, Some(0), "{out:?}");
+    assert_eq!(out.stdout_text(), "root\nafter the password\n");
+
+    // Without a password sudo -n refuses rather than waiting for one.
+    let out = ok(c
+        .run(
+            &CommandSpec::shell("id -un").become_(Some(lifeboat::connection::Become::default())),
+            None,
+        )
+        .await);
+    assert_ne!(out.rc, Some(0), "{out:?}");
+}

@@ -73,6 +73,23 @@ pub fn ensure_user() -> Result<(), String> {
     Ok(())
 }
 
+/// Lets the login user run anything through sudo with its password (for become tests).
+pub fn ensure_sudo() -> Result<(), String> {
+    ensure_user()?;
+    if !Path::new("/usr/bin/sudo").exists() {
+        return Err("sudo is not installed (scripts/test installs it)".into());
+    }
+    let path = Path::new("/etc/sudoers.d/lifeboat-test");
+    let line = format!("{USER} ALL=(ALL) ALL\n");
+    if std::fs::read_to_string(path).ok().as_deref() != Some(line.as_str()) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &line).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        chmod(&tmp, 0o440)?;
+        std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Which sshd to start.
 #[derive(Debug, Clone)]
 pub struct Options {
