@@ -404,3 +404,87 @@ async fn archive_failure_leaves_nothing_and_unarchive_rejects_traversal() {
     assert!(e.contains("would land outside"), "{e}");
     assert!(!out.exists(), "nothing extracted");
 }
+
+// ---------------------------------------------------------------- prune
+
+#[tokio::test]
+async fn prune_never_removes_the_newest_complete_backup() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    // nova-1 (10 days, complete), nova-2 (9 days, complete), nova-3 (8 days, a failed
+    // run: no manifest), other.txt (old, not matching).
+    for (name, days, complete) in [
+        ("nova-1", 10, true),
+        ("nova-2", 9, true),
+        ("nova-3", 8, false),
+    ] {
+        let p = dir.join(format!("{name}.tar.gz"));
+        write(&p, name);
+        if complete {
+            write(&dir.join(format!("{name}.tar.gz.manifest.json")), "{}");
+        }
+        sh(&format!("touch -d @{} {}", now - days * 86400, p.display()));
+    }
+    write(&dir.join("other.txt"), "x");
+    sh(&format!(
+        "touch -d @{} {}",
+        now - 100 * 86400,
+        dir.join("other.txt").display()
+    ));
+
+    // Every backup is older than an hour: all would go but the newest complete one.
+    let args = json!({ "path": s(dir), "pattern": "nova-*.tar.gz", "older_than": "1h" });
+    let before = tree(dir);
+    let o = ok("prune", &dry(), &args).await;
+    assert!(o.changed);
+    assert_eq!(
+        strings(&o.data["removed"]),
+        vec!["nova-3.tar.gz", "nova-1.tar.gz"]
+    );
+    assert_eq!(strings(&o.data["kept"]), vec!["nova-2.tar.gz"]);
+    assert_eq!(o.data["newest_complete"], "nova-2.tar.gz");
+    assert_eq!(strings(&o.data["incomplete"]), vec!["nova-3.tar.gz"]);
+    assert_eq!(tree(dir), before, "the dry run removed nothing");
+
+    // keep_last 2 and older than a day: nova-1 goes, with its manifest.
+    let args2 = json!({ "path": s(dir), "pattern": "nova-*", "keep_last": 2, "older_than": "1d" });
+    let o = ok("prune", &ctx(), &args2).await;
+    assert!(o.changed);
+    assert_eq!(strings(&o.data["removed"]), vec!["nova-1.tar.gz"]);
+    assert!(!dir.join("nova-1.tar.gz").exists());
+    assert!(!dir.join("nova-1.tar.gz.manifest.json").exists());
+    assert!(dir.join("nova-2.tar.gz.manifest.json").exists());
+    assert!(dir.join("other.txt").exists());
+    // Rollback cannot bring it back, and says so.
+    let u = undo("prune", &ctx(), &args2, &o)
+        .await
+        .expect("undo reports");
+    assert!(!u.changed);
+    assert!(
+        u.msg.as_deref().unwrap_or("").contains("cannot be undone"),
+        "{u:?}"
+    );
+    assert!(
+        lookup("prune")
+            .expect("prune")
+            .doc()
+            .rollback
+            .starts_with("not possible")
+    );
+
+    // Now only the older_than rule: nova-3 goes, nova-2 stays although it is old.
+    let o = ok("prune", &ctx(), &args).await;
+    assert_eq!(strings(&o.data["removed"]), vec!["nova-3.tar.gz"]);
+    assert!(dir.join("nova-2.tar.gz").exists());
+    let o = ok("prune", &ctx(), &args).await;
+    assert!(!o.changed);
+
+    // Without any complete backup nothing is removed.
+    std::fs::remove_file(dir.join("nova-2.tar.gz.manifest.json")).expect("rm");
+    let o = ok("prune", &ctx(), &args).await;
+    assert!(!o.changed && dir.join("nova-2.tar.gz").exists());
+}
