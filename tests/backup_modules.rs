@@ -488,3 +488,107 @@ async fn prune_never_removes_the_newest_complete_backup() {
     let o = ok("prune", &ctx(), &args).await;
     assert!(!o.changed && dir.join("nova-2.tar.gz").exists());
 }
+
+// ---------------------------------------------------------------- rsync
+
+fn inode(p: &Path) -> u64 {
+    std::fs::metadata(p).expect("stat").ino()
+}
+
+#[tokio::test]
+async fn rsync_link_dest_snapshots_dry_run_and_rollback() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("images");
+    write(&src.join("same.img"), "unchanged\n");
+    write(&src.join("changes.img"), "v1\n");
+    write(&src.join("skip.tmp"), "tmp\n");
+    let snaps = tmp.path().join("snaps");
+    std::fs::create_dir(&snaps).expect("mkdir");
+    let src_arg = format!("{}/", s(&src));
+    let snap = |n: &str| {
+        json!({
+            "src": src_arg, "dest": s(&snaps.join(n)), "link_dest": "../s1",
+            "hardlinks": true, "numeric_ids": true, "exclude": ["*.tmp"],
+        })
+    };
+
+    let first = json!({ "src": src_arg, "dest": s(&snaps.join("s1")), "exclude": ["*.tmp"] });
+    let o = ok("rsync", &ctx(), &first).await;
+    assert!(o.changed);
+    assert!(o.data["count"].as_u64().unwrap_or(0) >= 2, "{:?}", o.data);
+    assert!(!snaps.join("s1/skip.tmp").exists());
+    // Again: nothing itemized, ok.
+    let o = ok("rsync", &ctx(), &first).await;
+    assert!(!o.changed, "{:?}", o.data);
+
+    write(&src.join("changes.img"), "v2 longer\n");
+    // Dry run: lists the changes, creates nothing.
+    let before = tree(&snaps);
+    let d = ok("rsync", &dry(), &snap("s2")).await;
+    assert!(d.changed);
+    let listed = strings(&d.data["changes"]).join("\n");
+    assert!(listed.contains("changes.img"), "{listed}");
+    assert!(!listed.contains("same.img"), "{listed}");
+    assert_eq!(tree(&snaps), before);
+
+    let o = ok("rsync", &ctx(), &snap("s2")).await;
+    assert!(o.changed);
+    assert_eq!(
+        inode(&snaps.join("s2/same.img")),
+        inode(&snaps.join("s1/same.img")),
+        "unchanged files are hard links into the previous snapshot"
+    );
+    assert_ne!(
+        inode(&snaps.join("s2/changes.img")),
+        inode(&snaps.join("s1/changes.img"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(snaps.join("s1/changes.img")).expect("read"),
+        "v1\n"
+    );
+    // Rollback of a snapshot the step created removes it.
+    undo("rsync", &ctx(), &snap("s2"), &o).await.expect("undo");
+    assert!(!snaps.join("s2").exists());
+    assert!(snaps.join("s1/same.img").exists());
+
+    // Into an existing tree with rollback_snapshot: rollback restores it as it was.
+    let mirror = tmp.path().join("mirror");
+    write(&mirror.join("old.img"), "old\n");
+    write(&mirror.join("changes.img"), "v0\n");
+    let before = tree(&mirror);
+    let args =
+        json!({ "src": src_arg, "dest": s(&mirror), "delete": true, "rollback_snapshot": true });
+    let o = ok("rsync", &ctx(), &args).await;
+    assert!(o.changed);
+    assert!(!mirror.join("old.img").exists());
+    let snapshot = o.data["snapshot"].as_str().expect("snapshot").to_string();
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&snapshot).join("changes.img")).expect("read"),
+        "v0\n",
+        "rsync did not write through the snapshot's hard links"
+    );
+    undo("rsync", &ctx(), &args, &o).await.expect("undo");
+    assert_eq!(tree(&mirror), before);
+    assert!(!Path::new(&snapshot).exists());
+
+    // Push from the controller to a host on the local connection.
+    let pushed = tmp.path().join("pushed");
+    let o = ok(
+        "rsync",
+        &ctx(),
+        &json!({ "src": src_arg, "dest": s(&pushed), "mode": "push" }),
+    )
+    .await;
+    assert!(o.changed && pushed.join("same.img").exists());
+
+    // A failure: exit status and message.
+    let e = failure(
+        run(
+            "rsync",
+            &ctx(),
+            &json!({ "src": s(&tmp.path().join("nope/")), "dest": s(&tmp.path().join("x")) }),
+        )
+        .await,
+    );
+    assert!(e.contains("rsync exit 23"), "{e}");
+}
