@@ -592,3 +592,296 @@ async fn rsync_link_dest_snapshots_dry_run_and_rollback() {
     );
     assert!(e.contains("rsync exit 23"), "{e}");
 }
+
+// ---------------------------------------------------------------- service
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/backup")
+        .join(name)
+}
+
+/// Whether a process runs (a zombie does not count).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|st| {
+            !st.lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn pid_in(file: &Path) -> Option<u32> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// Polls until `f` holds, failing after 10 seconds.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops whatever daemons a test left, by the pids in its run directory.
+struct Reaper(PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for e in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+            if let Some(pid) = pid_in(&e.path()) {
+                let _ = std::process::Command::new("kill")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        }
+    }
+}
+
+fn command_manager(run: &Path) -> Json {
+    let pid = format!("{}/{{name}}.pid", s(run));
+    json!({
+        "start": format!(
+            "setsid -f bash {} {pid} </dev/null >/dev/null 2>&1",
+            s(&fixture("daemon.sh"))
+        ),
+        "stop": format!("kill \"$(cat {pid})\" && rm -f {pid}"),
+        "status": format!(
+            "p=$(cat {pid} 2>/dev/null) && [ -d /proc/$p ] && ! grep -q '^State:[[:space:]]*Z' /proc/$p/status"
+        ),
+    })
+}
+
+#[tokio::test]
+async fn service_command_manager_stop_dry_run_and_rollback() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run_dir = tmp.path().join("run");
+    std::fs::create_dir(&run_dir).expect("mkdir");
+    let _reaper = Reaper(run_dir.clone());
+    let commands = command_manager(&run_dir);
+    let pidfile = |n: &str| run_dir.join(format!("{n}.pid"));
+
+    // api runs, worker does not.
+    let start_api = json!({ "name": "api", "state": "started", "manager": "command", "commands": commands, "wait": "10s" });
+    let o = ok("service", &ctx(), &start_api).await;
+    assert!(o.changed);
+    let api1 = pid_in(&pidfile("api")).expect("api's pid");
+    assert!(alive(api1));
+    let again = ok("service", &ctx(), &start_api).await;
+    assert!(!again.changed, "already running: ok");
+
+    let both = |state: &str| json!({ "names": ["api", "worker"], "state": state, "manager": "command", "commands": commands });
+    // Dry run of a start: only worker would change; nothing is started.
+    let d = ok("service", &dry(), &both("started")).await;
+    assert!(d.changed);
+    assert_eq!(d.msg.as_deref(), Some("would start worker"));
+    assert!(!pidfile("worker").exists());
+
+    // Stop both: api stops (its process ends), worker stays stopped.
+    let o = ok("service", &ctx(), &both("stopped")).await;
+    assert!(o.changed);
+    eventually("api's process ends", || !alive(api1));
+    let services = o.data["services"].as_array().expect("services");
+    assert_eq!(
+        services[0],
+        json!({ "name": "api", "before": "running", "after": "stopped", "changed": true })
+    );
+    assert_eq!(
+        services[1],
+        json!({ "name": "worker", "before": "stopped", "after": "stopped", "changed": false })
+    );
+
+    // Rollback restarts exactly what the step stopped.
+    let u = undo("service", &ctx(), &both("stopped"), &o)
+        .await
+        .expect("undo");
+    assert!(u.changed);
+    let api2 = pid_in(&pidfile("api")).expect("api runs again");
+    assert_ne!(api1, api2);
+    assert!(alive(api2));
+    assert!(!pidfile("worker").exists(), "worker was not running before");
+
+    // A start step's rollback stops what it started.
+    let o = ok("service", &ctx(), &both("started")).await;
+    let worker = pid_in(&pidfile("worker")).expect("worker runs");
+    undo("service", &ctx(), &both("started"), &o)
+        .await
+        .expect("undo");
+    eventually("worker's process ends", || !alive(worker));
+    assert!(alive(api2), "api was running before the step: it stays");
+}
+
+#[tokio::test]
+async fn service_sysv_scripts_start_restart_and_rollback() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for d in ["init.d", "run"] {
+        std::fs::create_dir(tmp.path().join(d)).expect("mkdir");
+    }
+    let _reaper = Reaper(tmp.path().join("run"));
+    std::fs::copy(fixture("daemon.sh"), tmp.path().join("daemon.sh")).expect("copy");
+    std::fs::copy(
+        fixture("sysv-service.sh"),
+        tmp.path().join("init.d/glance-api"),
+    )
+    .expect("copy");
+    let init_dir = s(&tmp.path().join("init.d"));
+    let pidfile = tmp.path().join("run/glance-api.pid");
+    let args = |state: &str, manager: &str| json!({ "name": "glance-api", "state": state, "manager": manager, "init_dir": init_dir });
+
+    // auto finds the init script (no systemd as init in the test environment, or a
+    // sysv script named explicitly).
+    let manager = if Path::new("/run/systemd/system").exists() {
+        "sysv"
+    } else {
+        "auto"
+    };
+    let o = ok("service", &ctx(), &args("started", manager)).await;
+    assert!(o.changed);
+    assert_eq!(o.data["manager"], "sysv");
+    let first = pid_in(&pidfile).expect("pid");
+    assert!(alive(first));
+
+    let r = ok("service", &ctx(), &args("restarted", "sysv")).await;
+    assert!(r.changed);
+    let second = pid_in(&pidfile).expect("pid");
+    assert_ne!(first, second);
+    eventually("the old process ends", || !alive(first));
+    assert!(alive(second));
+    // Rolling back a restart of a running service leaves it running.
+    let u = undo("service", &ctx(), &args("restarted", "sysv"), &r)
+        .await
+        .expect("undo");
+    assert!(!u.changed);
+    assert!(alive(second));
+
+    // Rolling back the start stops it.
+    undo("service", &ctx(), &args("started", "sysv"), &o)
+        .await
+        .expect("undo");
+    eventually("the daemon ends", || !alive(second));
+
+    // A service that never reaches its state fails after `wait`.
+    let e = failure(
+        run(
+            "service",
+            &ctx(),
+            &json!({ "name": "x", "state": "started", "manager": "command", "wait": "1s",
+                     "commands": { "start": "true", "stop": "true", "status": "false" } }),
+        )
+        .await,
+    );
+    assert!(e.contains("still not running"), "{e}");
+}
+
+// ---------------------------------------------------------------- validation and docs
+
+fn validate(step: &str) -> Vec<String> {
+    let file = SourceFile::new("play.yml", step);
+    let node = lifeboat::yaml::parse(&file).expect("valid YAML");
+    let entries = node.as_map().expect("a mapping");
+    let (key, value) = &entries[0];
+    let module = lookup(key.as_str().expect("a module key")).expect("a module");
+    validate_args(&*module, key, value, &file)
+        .into_iter()
+        .map(|e| e.message)
+        .collect()
+}
+
+#[test]
+fn arguments_are_checked_when_the_playbook_loads() {
+    assert!(validate("service:\n  names: [a, b]\n  state: stopped\n").is_empty());
+    assert_eq!(
+        validate("service:\n  name: a\n  state: halted\n"),
+        vec!["unknown state `halted` for `service`"]
+    );
+    assert_eq!(
+        validate("service:\n  name: a\n  names: [b]\n  state: started\n"),
+        vec!["`service` takes `name` or `names`, not both"]
+    );
+    assert_eq!(
+        validate("service:\n  name: a\n  state: started\n  manager: command\n"),
+        vec!["`manager: command` needs `commands: {start, stop, status}`"]
+    );
+    assert_eq!(
+        validate(
+            "service:\n  name: a\n  state: started\n  manager: command\n  commands: {start: x, stop: y}\n"
+        ),
+        vec!["`commands` needs `status`"]
+    );
+    assert_eq!(
+        validate("rsync:\n  src: a\n  dest: b\n  mode: sideways\n"),
+        vec!["unknown mode `sideways` for `rsync`"]
+    );
+    assert_eq!(
+        validate("rsync:\n  src: a\n  dest: b\n  mode: push\n  dest_host: db2\n"),
+        vec!["`dest_host` is for host-to-host copies, not mode `push`"]
+    );
+    assert!(
+        validate("rsync:\n  src: a\n  dset: b\n")
+            .iter()
+            .any(|e| e.contains("unknown argument `dset`"))
+    );
+    assert_eq!(
+        validate("archive:\n  src: /etc/nova\n  dest: /b/x.tar.gz\n  compress: bzip2\n"),
+        vec!["unknown compress `bzip2` for `archive`"]
+    );
+    assert_eq!(
+        validate("prune:\n  path: /b\n  pattern: \"*.tar\"\n"),
+        vec!["`prune` needs `keep_last`, `older_than` or both"]
+    );
+    assert!(
+        validate("prune:\n  path: /b\n  pattern: \"*.tar\"\n  older_than: soon\n")[0]
+            .contains("must be a duration")
+    );
+    assert_eq!(
+        validate("move_aside:\n  path: /etc/nova\n  missing: maybe\n"),
+        vec!["unknown missing `maybe` for `move_aside`"]
+    );
+    assert!(validate("move_aside: /etc/nova\n").is_empty());
+    assert!(
+        validate("manifest:\n  path: /etc\n")
+            .iter()
+            .any(|e| e.contains("`dest`"))
+    );
+    assert!(validate("verify_manifest:\n  manifest: /m.json\n").is_empty());
+}
+
+#[test]
+fn every_backup_module_documents_itself() {
+    for name in [
+        "service",
+        "rsync",
+        "archive",
+        "unarchive",
+        "manifest",
+        "verify_manifest",
+        "move_aside",
+        "prune",
+    ] {
+        let doc = lookup(name).expect("registered").doc();
+        assert_eq!(doc.name, name);
+        assert!(!doc.open_args, "{name}");
+        assert!(
+            !doc.summary.is_empty() && !doc.description.is_empty() && !doc.rollback.is_empty(),
+            "{name}"
+        );
+        assert!(!doc.returns.is_empty(), "{name}");
+        assert!(doc.args.iter().all(|a| !a.doc.is_empty()), "{name}");
+        let file = SourceFile::new("example.yml", doc.example);
+        let parsed = lifeboat::yaml::parse(&file).expect("example parses");
+        let step = &parsed.as_seq().expect("a list with one step")[0];
+        let (key, value) = step
+            .as_map()
+            .expect("a step mapping")
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(name))
+            .expect("the example uses the module");
+        let errors = validate_args(&*lookup(name).expect("registered"), key, value, &file);
+        assert!(
+            errors.is_empty(),
+            "{name}: {:?}",
+            errors.iter().map(|e| &e.message).collect::<Vec<_>>()
+        );
+    }
+}
