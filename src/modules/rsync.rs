@@ -605,9 +605,13 @@ mod tests {
         assert!(classify(None).is_err());
     }
 
+    fn vars_of(j: Json) -> minijinja::Value {
+        minijinja::Value::from(minijinja::value::Serde(j))
+    }
+
     #[test]
     fn ssh_settings_from_inventory_vars() {
-        let vars = minijinja::Value::from_serialize(serde_json::json!({
+        let vars = vars_of(serde_json::json!({
             "ansible_host": "10.0.0.5",
             "ansible_port": 2222,
             "ansible_user": "backup",
@@ -618,12 +622,11 @@ mod tests {
         assert_eq!(r.target, "backup@10.0.0.5");
         assert_eq!(
             r.ssh,
-            "ssh -o BatchMode=yes -p 2222 -i '/keys/id ed' -o StrictHostKeyChecking=no"
+            "ssh -o 'BatchMode=yes' -p 2222 -i '/keys/id ed' -o StrictHostKeyChecking=no"
         );
-        let local =
-            minijinja::Value::from_serialize(serde_json::json!({"ansible_connection": "local"}));
+        let local = vars_of(serde_json::json!({"ansible_connection": "local"}));
         assert_eq!(remote_of("ctl1", &local), None);
-        let implicit = minijinja::Value::from_serialize(serde_json::json!({}));
+        let implicit = vars_of(serde_json::json!({}));
         assert_eq!(remote_of("localhost", &implicit), None);
         assert!(remote_of("db1", &implicit).is_some());
     }
