@@ -26,6 +26,8 @@ impl Module for MysqlChecksum {
         &DOC
     }
     async fn run(&self, _ctx: &ModuleContext, _args: &Json) -> Result<Outcome, ModuleError> {
-        Err(ModuleError::failed("the mysql_checksum module is not implemented yet"))
+        Err(ModuleError::failed(
+            "the mysql_checksum module is not implemented yet",
+        ))
     }
 }

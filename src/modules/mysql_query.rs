@@ -26,6 +26,8 @@ impl Module for MysqlQuery {
         &DOC
     }
     async fn run(&self, _ctx: &ModuleContext, _args: &Json) -> Result<Outcome, ModuleError> {
-        Err(ModuleError::failed("the mysql_query module is not implemented yet"))
+        Err(ModuleError::failed(
+            "the mysql_query module is not implemented yet",
+        ))
     }
 }

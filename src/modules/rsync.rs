@@ -30,8 +30,9 @@ static DOC: ModuleDoc = ModuleDoc {
 the host; `pull` from `src` on the host to a controller `dest`. With `dest_host`, the host pushes \
 `src` to `dest` on that other inventory host. Remote ends are reached with `rsync -e 'ssh -p PORT -i \
 KEY -o BatchMode=yes ...'` built from the inventory's connection variables (`ansible_host`, \
-`ansible_port`, `ansible_user`, `ansible_ssh_private_key_file`, `ansible_ssh_common_args`); no \
-password authentication. With dest_host the ssh runs on the source host, so its key file (and \
+`ansible_port`, `ansible_user`, `ansible_ssh_private_key_file`, `ansible_ssh_common_args`, \
+`lifeboat_known_hosts` as UserKnownHostsFile, `lifeboat_host_key_checking`, `lifeboat_proxy_jump` \
+as -J, `ansible_ssh_timeout`), run by the OpenSSH client: no password authentication. With dest_host the ssh runs on the source host, so its key file (and \
 known_hosts entry) must exist there. When the far end is on the local connection, paths are used \
 directly. Options: `archive` (`-a`, on by default) does NOT include `hardlinks` (`-H`), `acls` \
 (`-A`), `xattrs` (`-X`) or `numeric_ids` (`--numeric-ids`): turn them on for faithful backups. \
@@ -225,6 +226,28 @@ pub(crate) fn remote_of(host: &str, vars: &minijinja::Value) -> Option<Remote> {
         ],
     ) {
         ssh.extend(["-i".to_string(), k]);
+    }
+    if let Some(f) = var(vars, &["lifeboat_known_hosts"]) {
+        ssh.extend(["-o".to_string(), format!("UserKnownHostsFile={f}")]);
+    }
+    match var(
+        vars,
+        &["lifeboat_host_key_checking", "ansible_host_key_checking"],
+    )
+    .as_deref()
+    {
+        Some("strict") => ssh.extend(["-o".into(), "StrictHostKeyChecking=yes".into()]),
+        Some("accept-new") => ssh.extend(["-o".into(), "StrictHostKeyChecking=accept-new".into()]),
+        Some("off" | "false" | "no") => {
+            ssh.extend(["-o".into(), "StrictHostKeyChecking=no".into()])
+        }
+        _ => {}
+    }
+    if let Some(j) = var(vars, &["lifeboat_proxy_jump"]) {
+        ssh.extend(["-J".to_string(), j]);
+    }
+    if let Some(t) = var(vars, &["ansible_ssh_timeout", "ansible_timeout"]) {
+        ssh.extend(["-o".to_string(), format!("ConnectTimeout={t}")]);
     }
     let mut line = ssh.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ");
     if let Some(common) = var(vars, &["ansible_ssh_common_args"]) {

@@ -140,7 +140,10 @@ impl Test {
     fn prepare(&self) -> Vec<String> {
         self.write_files();
         let mut argv = vec![self.command.clone()];
-        let takes_playbook = matches!(self.command.as_str(), "run" | "plan" | "validate" | "graph");
+        let takes_playbook = matches!(
+            self.command.as_str(),
+            "run" | "plan" | "drill" | "validate" | "graph"
+        );
         if takes_playbook && self.playbook.is_some() {
             argv.push(if self.relative {
                 PLAYBOOK.to_string()
@@ -153,7 +156,7 @@ impl Test {
             argv.push("-i".into());
             argv.push(self.dir.path().join("inventory").display().to_string());
         }
-        let runs = matches!(self.command.as_str(), "run" | "plan");
+        let runs = matches!(self.command.as_str(), "run" | "plan" | "drill");
         if runs && self.events {
             argv.push("--events".into());
             argv.push(self.dir.path().join("events.jsonl").display().to_string());
