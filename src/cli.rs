@@ -454,6 +454,7 @@ fn run_with(
             run_id,
         },
         emitter: emitter.clone(),
+        partial: Default::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -130,6 +130,9 @@ pub struct NodeRecord {
     pub undo: Vec<(Json, Option<Json>)>,
     /// The host its commands ran on (its `delegate_to`, or itself).
     pub exec_host: String,
+    /// Its module was started (at least one attempt began): only then may it have
+    /// changed anything, and only then is it compensated.
+    pub entered: bool,
 }
 
 impl NodeRecord {
@@ -141,6 +144,7 @@ impl NodeRecord {
             result: Json::Null,
             undo: Vec::new(),
             exec_host: String::new(),
+            entered: false,
         }
     }
 }
@@ -176,6 +180,8 @@ pub struct Run {
     pub opts: RunOptions,
     /// Events out.
     pub emitter: Arc<Emitter>,
+    /// What running nodes have done so far, so an interrupted node keeps its undo data.
+    pub partial: std::sync::Mutex<HashMap<usize, NodeRecord>>,
 }
 
 enum NodeEnd {
@@ -331,6 +337,13 @@ impl Run {
             } else {
                 RunOutcome::Success
             }
+        } else if self.opts.check {
+            // A dry run changed nothing: there is nothing to compensate.
+            if interrupted {
+                RunOutcome::Interrupted
+            } else {
+                RunOutcome::RolledBack
+            }
         } else if self.opts.no_rollback {
             let report = rollback::skipped(&self, &records, "--no-rollback");
             rollback_report = Some(report);
@@ -366,16 +379,21 @@ impl Run {
     }
 
     fn cancelled_record(&self, i: usize) -> NodeRecord {
-        let rec = NodeRecord {
-            status: NodeStatus::Cancelled,
-            started: 0.0,
-            finished: self.emitter.elapsed(),
-            result: json!({"failed": true, "msg": "interrupted"}),
-            undo: Vec::new(),
+        let partial = self.lock_partial().remove(&i);
+        let mut rec = partial.unwrap_or_else(|| NodeRecord {
             exec_host: self.graph.nodes[i].host.clone(),
-        };
+            started: self.emitter.elapsed(),
+            ..NodeRecord::not_run()
+        });
+        rec.status = NodeStatus::Cancelled;
+        rec.finished = self.emitter.elapsed();
+        rec.result = json!({"failed": true, "msg": "interrupted"});
         self.finish_event(i, &rec, 1, None, Some("interrupted while running".into()));
         rec
+    }
+
+    fn lock_partial(&self) -> std::sync::MutexGuard<'_, HashMap<usize, NodeRecord>> {
+        self.partial.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Emits the node's finish event.
@@ -445,6 +463,7 @@ impl Run {
             result: Json::Null,
             undo: Vec::new(),
             exec_host: host.to_string(),
+            entered: false,
         };
         let mut attempts = 1;
         let mut diffs: Vec<String> = Vec::new();
@@ -515,6 +534,16 @@ impl Run {
                 Err(e) => return self.fail(i, rec, step, host, format!("delegate_to: {e}"), 0),
             },
         };
+        if exec_host != host && !self.inventory.has_host(&exec_host) && exec_host != "localhost" {
+            return self.fail(
+                i,
+                rec,
+                step,
+                host,
+                format!("delegate_to: `{exec_host}` is not a host of the inventory"),
+                0,
+            );
+        }
         rec.exec_host = exec_host.clone();
         let conn = match self.conns.get(&exec_host).await {
             Ok(c) => c,
@@ -565,6 +594,8 @@ impl Run {
                 base_dir: step.base_dir.clone(),
                 run_id: self.opts.run_id.clone(),
             };
+            rec.entered = true;
+            self.lock_partial().insert(i, rec.clone());
             let (result, tries) = self.attempt(step, &mctx, &args).await;
             attempts = attempts.max(tries);
             match result {
@@ -581,6 +612,7 @@ impl Run {
                     }
                     results.push(outcome_json(&outcome, item.as_ref(), false));
                     rec.undo.push((args, outcome.undo));
+                    self.lock_partial().insert(i, rec.clone());
                 }
                 Err(e) => {
                     let mut j = error_json(&e);
@@ -612,6 +644,7 @@ impl Run {
             }
         };
         rec.result = result;
+        self.lock_partial().remove(&i);
         let diff = (!diffs.is_empty()).then(|| diffs.join("\n"));
         match failure {
             Some((m, _)) => {
@@ -647,8 +680,10 @@ impl Run {
         loop {
             tries += 1;
             let fut = step.module.run(mctx, args);
+            // Commands end themselves at the step's timeout (keeping their output);
+            // this is the backstop for modules that would overrun it.
             let result = match step.timeout {
-                Some(t) => match tokio::time::timeout(t, fut).await {
+                Some(t) => match tokio::time::timeout(t + TIMEOUT_GRACE, fut).await {
                     Ok(r) => r,
                     Err(_) => Err(ModuleError::TimedOut {
                         after: t,
@@ -844,6 +879,10 @@ fn clip(s: &str) -> String {
     }
     format!("[... {} bytes cut ...]\n{}", start, &s[start..])
 }
+
+/// How long past a step's timeout the executor waits for a module before it gives up
+/// on it (commands are ended at the timeout itself by their connection).
+const TIMEOUT_GRACE: Duration = Duration::from_secs(2);
 
 /// The duration a retry waits, for docs.
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);

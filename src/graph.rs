@@ -135,10 +135,21 @@ impl Graph {
                 });
             }
         }
+        // A step left without hosts (by --limit, or tags) is looked through like an
+        // unselected one, so ordering through it survives.
+        let present: Vec<bool> = nodes_of_step.iter().map(|ns| !ns.is_empty()).collect();
         for n in 0..nodes.len() {
             let mut deps = Vec::new();
-            for need in effective_needs(pb, &index, &selected, nodes[n].step) {
-                match node_of.get(&(need, nodes[n].host.as_str())) {
+            let own_step = nodes[n].step;
+            for need in effective_needs(pb, &index, &present, own_step) {
+                // A run_once node stands for its whole pattern: it waits for the needed
+                // step everywhere, like a barrier.
+                let same_host = if pb.steps[own_step].run_once {
+                    None
+                } else {
+                    node_of.get(&(need, nodes[n].host.as_str()))
+                };
+                match same_host {
                     Some(&d) => deps.push(d),
                     None => deps.extend(nodes_of_step[need].iter().copied()),
                 }

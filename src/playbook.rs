@@ -193,6 +193,8 @@ pub struct Step {
     pub hosts: Option<String>,
     /// Where `hosts` was written (or the step, when inherited).
     pub hosts_location: Location,
+    /// The step names its hosts itself (an import's `hosts:` does not override it).
+    pub hosts_explicit: bool,
     /// Step ids this step waits for.
     pub needs: Vec<(String, Location)>,
     /// Condition, an expression without braces.
@@ -397,9 +399,6 @@ impl Loader {
                 _ => self.unknown_key(file, k, &key, PLAYBOOK_KEYS, "playbook"),
             }
         }
-        if defaults.hosts.is_none() {
-            defaults.hosts = Some((pb.hosts.clone(), root.location(file)));
-        }
         let mut vars = pb.vars.clone();
         vars.extend(import_vars.clone());
         match steps_node {
@@ -439,7 +438,9 @@ impl Loader {
             ),
         }
         visiting.pop();
-        self.check_ids_and_needs(&mut pb);
+        if visiting.is_empty() {
+            self.check_ids_and_needs(&mut pb);
+        }
         pb.files = self.files.clone();
         Ok(pb)
     }
@@ -465,7 +466,7 @@ impl Loader {
         };
         for item in items {
             if item.get("import").is_some() {
-                self.import(file, item, prefix, vars, phase, visiting, pb);
+                self.import(file, item, prefix, defaults, vars, phase, visiting, pb);
                 continue;
             }
             let index = pb.steps.len() + 1;
@@ -487,6 +488,7 @@ impl Loader {
         file: &SourceFile,
         item: &Node,
         prefix: &str,
+        outer_defaults: &Defaults,
         outer_vars: &IndexMap<String, Json>,
         phase: Option<&str>,
         visiting: &mut Vec<PathBuf>,
@@ -565,11 +567,22 @@ impl Loader {
                     .map(|(n, l): &(String, Location)| (format!("{prefix}{n}"), l.clone()))
                     .collect();
             }
-            if let Some((h, loc)) = &hosts
-                && step.hosts.is_none()
-            {
-                step.hosts = Some(h.clone());
-                step.hosts_location = loc.clone();
+            // The import's `hosts:` wins over the imported file's defaults; a file
+            // with no hosts of its own runs where its importer's steps run.
+            if !step.hosts_explicit {
+                match (&hosts, &step.hosts) {
+                    (Some((h, loc)), _) => {
+                        step.hosts = Some(h.clone());
+                        step.hosts_location = loc.clone();
+                    }
+                    (None, None) => {
+                        if let Some((h, loc)) = &outer_defaults.hosts {
+                            step.hosts = Some(h.clone());
+                            step.hosts_location = loc.clone();
+                        }
+                    }
+                    (None, Some(_)) => {}
+                }
             }
             step.tags.extend(tags.iter().cloned());
             if step.phase.is_none() {
@@ -692,7 +705,8 @@ impl Loader {
             name: name_node
                 .and_then(|n| n.scalar_text())
                 .unwrap_or_else(|| raw_id.clone()),
-            hosts: None,
+            hosts: defaults.hosts.as_ref().map(|(h, _)| h.clone()),
+            hosts_explicit: false,
             hosts_location: defaults
                 .hosts
                 .as_ref()
@@ -733,8 +747,16 @@ impl Loader {
                 "hosts" => {
                     step.hosts = self.string(file, v, "hosts");
                     step.hosts_location = v.location(file);
+                    step.hosts_explicit = true;
                 }
-                "needs" => step.needs = self.needs(file, v),
+                // Ids are the file's own: an imported file's are prefixed like its steps.
+                "needs" => {
+                    step.needs = self
+                        .needs(file, v)
+                        .into_iter()
+                        .map(|(n, l)| (format!("{prefix}{n}"), l))
+                        .collect();
+                }
                 "when" => {
                     step.when = self.string(file, v, "when").map(|w| strip_braces(&w));
                     if let Some(w) = &step.when
@@ -1129,7 +1151,7 @@ impl Loader {
     fn duration(&mut self, file: &SourceFile, v: &Node, key: &str) -> Option<Duration> {
         let parsed = match &v.value {
             Value::Int(i) if *i >= 0 => Ok(Duration::from_secs(i.unsigned_abs())),
-            Value::Float(f) if *f >= 0.0 && f.is_finite() => Ok(Duration::from_secs_f64(*f)),
+            Value::Float(f) => Duration::try_from_secs_f64(*f).map_err(|_| format!("`{f}` is out of range")),
             Value::Str(s) => parse_duration(s),
             _ => Err(format!("found {}", v.kind())),
         };

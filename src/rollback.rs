@@ -34,7 +34,8 @@ pub struct RollbackReport {
 
 /// Whether a node may have changed something.
 fn touched(rec: &NodeRecord) -> bool {
-    matches!(
+    rec.entered
+        && matches!(
         rec.status,
         NodeStatus::Changed | NodeStatus::Failed | NodeStatus::Ignored | NodeStatus::Cancelled
     )
@@ -92,6 +93,13 @@ pub async fn compensate(
 ) -> RollbackReport {
     let graph = &run.graph;
     let n = graph.nodes.len();
+    if run.opts.check {
+        // A dry run changes nothing, so it never compensates anything.
+        return RollbackReport {
+            complete: true,
+            ..RollbackReport::default()
+        };
+    }
     let candidates: Vec<bool> = (0..n).map(|i| touched(&records[i])).collect();
     run.emitter.emit(Event::RollbackStart {
         reason: reason.to_string(),
@@ -203,7 +211,8 @@ pub async fn compensate(
                     Err(e) => {
                         report.complete = false;
                         let step = &run.playbook.steps[graph.nodes[i].step];
-                        report.left_undone.push((i, format!("its rollback failed: {e}")));
+                        let shown = if step.no_log { "(hidden by no_log)".to_string() } else { e.clone() };
+                        report.left_undone.push((i, format!("its rollback failed: {shown}")));
                         let why = format!("waits for the failed rollback of `{}` on {}", step.id, graph.nodes[i].host);
                         finish(graph, i, Some(why), &mut remaining, &mut blocked, &mut done, &mut ready);
                     }

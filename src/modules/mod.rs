@@ -625,10 +625,7 @@ pub fn parse_args<T: DeserializeOwned>(module: &str, args: &Json) -> Result<T, M
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if let Ok(secs) = t.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
-        return Err(format!("`{s}` is not a duration"));
+        return Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is not a duration"));
     }
     humantime::parse_duration(t)
         .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 30s, 5m, 1h"))
@@ -639,8 +636,7 @@ pub fn duration_arg(v: &Json) -> Result<Duration, ModuleError> {
     match v {
         Json::Number(n) => n
             .as_f64()
-            .filter(|f| f.is_finite() && *f >= 0.0)
-            .map(Duration::from_secs_f64)
+            .and_then(|f| Duration::try_from_secs_f64(f).ok())
             .ok_or_else(|| ModuleError::Args(format!("`{n}` is not a duration"))),
         Json::String(s) => parse_duration(s).map_err(ModuleError::Args),
         other => Err(ModuleError::Args(format!("`{other}` is not a duration"))),

@@ -490,8 +490,8 @@ impl Module for Service {
         let wait = undo
             .get("wait_secs")
             .and_then(Json::as_f64)
-            .filter(|w| w.is_finite() && *w >= 0.0)
-            .map_or(Duration::from_secs(30), Duration::from_secs_f64);
+            .and_then(|w| Duration::try_from_secs_f64(w).ok())
+            .unwrap_or(Duration::from_secs(30));
         let list: Vec<(String, bool)> = undo
             .get("services")
             .and_then(Json::as_array)

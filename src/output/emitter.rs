@@ -20,6 +20,21 @@ impl Emitter {
     /// An emitter over these observers; `secrets` are masked wherever they appear.
     pub fn new(observers: Vec<Arc<dyn Observer>>, mut secrets: Vec<String>) -> Self {
         secrets.retain(|s| !s.is_empty());
+        // A secret also shows up quoted for a shell (in a failed command's line) or
+        // escaped as JSON: mask those forms too.
+        let forms: Vec<String> = secrets
+            .iter()
+            .flat_map(|s| {
+                let quoted = crate::connection::quote(s);
+                let json = serde_json::to_string(s).unwrap_or_default();
+                let json_inner = json.trim_matches('"').to_string();
+                [quoted, json_inner]
+            })
+            .filter(|f| !f.is_empty())
+            .collect();
+        secrets.extend(forms);
+        secrets.sort();
+        secrets.dedup();
         // Longest first, so a secret containing another is masked whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         Emitter {
