@@ -65,6 +65,10 @@ pub enum Command {
     Run(RunArgs),
     /// Dry run: show what a run would do, changing nothing (same as run --check).
     Plan(RunArgs),
+    /// Run a recovery drill (backup, sabotage, restore, verify) and judge it: every
+    /// verification, RTO and RPO against the drill's targets. Exit 4 when a
+    /// verification failed or a target was missed.
+    Drill(DrillArgs),
     /// Check playbooks for everything a run would reject, without running.
     Validate {
         /// Playbook files.
@@ -126,6 +130,17 @@ pub enum GraphFormat {
     Dot,
 }
 
+/// Arguments of `drill`.
+#[derive(Debug, clap::Args)]
+pub struct DrillArgs {
+    /// Everything `run` takes.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Write the drill report here: .md (Markdown), .html or .json; repeatable.
+    #[arg(long)]
+    pub report: Vec<PathBuf>,
+}
+
 /// Arguments of `run` and `plan`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -174,6 +189,7 @@ pub struct RunArgs {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    init_tracing();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
@@ -184,10 +200,22 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Diagnostics for developers: `LIFEBOAT_LOG=debug` (any tracing filter) traces the
+/// scheduler and every command to standard error.
+fn init_tracing() {
+    if let Ok(filter) = std::env::var("LIFEBOAT_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 fn dispatch(cli: Cli) -> Result<u8, InputErrors> {
     match cli.command {
         Command::Run(args) => run(args, false),
         Command::Plan(args) => run(args, true),
+        Command::Drill(args) => drill(args),
         Command::Validate {
             playbooks,
             inventory,
@@ -317,10 +345,29 @@ fn modules(name: Option<&str>) -> Result<u8, InputErrors> {
 
 /// Loads everything, runs, and returns the exit code.
 fn run(args: RunArgs, plan: bool) -> Result<u8, InputErrors> {
+    run_with(args, plan, None)
+}
+
+/// `lifeboat drill`: runs the drill, judges it, writes the reports.
+fn drill(args: DrillArgs) -> Result<u8, InputErrors> {
+    run_with(args.run, false, Some(args.report))
+}
+
+fn run_with(
+    args: RunArgs,
+    plan: bool,
+    drill_reports: Option<Vec<PathBuf>>,
+) -> Result<u8, InputErrors> {
     let check = plan || args.check;
     let extra_vars = parse_extra_vars(&args.extra_vars)?;
     let inventory = Arc::new(Inventory::load(args.inventory.as_deref())?);
-    let playbook = Arc::new(Playbook::load(&args.playbook)?);
+    let mut playbook = Playbook::load(&args.playbook)?;
+    if drill_reports.is_some() {
+        crate::drill::prepare(&mut playbook).map_err(|e| {
+            SourceError::plain(e).with_help("put steps under `phases:` (backup, sabotage, restore, verify) or give each a `phase:`")
+        })?;
+    }
+    let playbook = Arc::new(playbook);
     let selection = Selection {
         limit: args.limit.clone(),
         tags: args.tags.clone(),
@@ -396,7 +443,13 @@ fn run(args: RunArgs, plan: bool) -> Result<u8, InputErrors> {
         .enable_all()
         .build()
         .map_err(|e| SourceError::plain(format!("cannot start the async runtime: {e}")))?;
-    let outcome = runtime.block_on(async move {
+    let drill_inputs = (
+        run.playbook.clone(),
+        run.graph.clone(),
+        run.vars.clone(),
+        run.opts.run_id.clone(),
+    );
+    let report = runtime.block_on(async move {
         let (tx, interrupts) = Interrupts::channel();
         tokio::spawn(async move {
             let mut presses = 0;
@@ -407,13 +460,45 @@ fn run(args: RunArgs, plan: bool) -> Result<u8, InputErrors> {
                 }
             }
         });
-        run.execute(interrupts).await.outcome
+        run.execute(interrupts).await
     });
+    let mut code = report.outcome.exit_code();
+    if let Some(paths) = drill_reports {
+        let (pb, graph, vars, run_id) = drill_inputs;
+        let backup_time = graph
+            .hosts()
+            .iter()
+            .filter_map(|h| {
+                vars.facts
+                    .of(h)
+                    .get("drill_backup_time")
+                    .and_then(Json::as_str)
+                    .map(str::to_string)
+            })
+            .max();
+        let verdict =
+            crate::drill::DrillReport::evaluate(&pb, &graph, &report, &run_id, backup_time);
+        say_raw!("{}", verdict.to_text());
+        for path in paths {
+            let text = match path.extension().and_then(|e| e.to_str()) {
+                Some("json") => verdict.to_json(),
+                Some("html" | "htm") => verdict.to_html(),
+                _ => verdict.to_markdown(),
+            };
+            if let Err(e) = std::fs::write(&path, text) {
+                eprintln!(
+                    "warning: cannot write the drill report {}: {e}",
+                    path.display()
+                );
+            }
+        }
+        code = verdict.exit_code();
+    }
     if let Err(e) = emitter.finish()
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
         eprintln!("warning: could not write a report: {e}");
     }
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-    Ok(u8::try_from(outcome.exit_code()).unwrap_or(1))
+    Ok(u8::try_from(code).unwrap_or(1))
 }

@@ -82,20 +82,24 @@ pub fn new_run_id() -> String {
 #[derive(Clone)]
 pub struct Interrupts {
     rx: watch::Receiver<u32>,
+    /// Keeps the channel open when nobody can press (see [`Interrupts::none`]).
+    _never: Option<Arc<watch::Sender<u32>>>,
 }
 
 impl Interrupts {
     /// Interrupts that never come.
     pub fn none() -> Interrupts {
         let (tx, rx) = watch::channel(0);
-        std::mem::forget(tx);
-        Interrupts { rx }
+        Interrupts {
+            rx,
+            _never: Some(Arc::new(tx)),
+        }
     }
 
     /// A pair: the sender side counts presses.
     pub fn channel() -> (watch::Sender<u32>, Interrupts) {
         let (tx, rx) = watch::channel(0);
-        (tx, Interrupts { rx })
+        (tx, Interrupts { rx, _never: None })
     }
 
     /// Presses so far.
@@ -118,6 +122,8 @@ pub struct NodeRecord {
     pub status: NodeStatus,
     /// Seconds since the run began, at its start.
     pub started: f64,
+    /// Seconds since the run began, at its end (0 for a node that never ran).
+    pub finished: f64,
     /// The registered form of its result.
     pub result: Json,
     /// Per loop item: rendered arguments and captured pre-state (when any).
@@ -131,6 +137,7 @@ impl NodeRecord {
         NodeRecord {
             status: NodeStatus::NotRun,
             started: 0.0,
+            finished: 0.0,
             result: Json::Null,
             undo: Vec::new(),
             exec_host: String::new(),
@@ -241,6 +248,7 @@ impl Run {
                         }
                         running_on.insert(host.clone(), running + 1);
                         records[i].started = self.emitter.elapsed();
+                        tracing::debug!(node = i, host = %host, running = running + 1, "start");
                         let run = self.clone();
                         let token = cancel.clone();
                         let handle = tasks.spawn(async move {
@@ -281,7 +289,7 @@ impl Run {
                         active_hosts = active_hosts.saturating_sub(1);
                     }
                     let status = record.status;
-                    records[i] = record;
+                    records[i] = NodeRecord { finished: self.emitter.elapsed(), ..record };
                     if status == NodeStatus::Failed {
                         failed_any = true;
                         if !self.opts.check && stop_reason.is_none() {
@@ -361,6 +369,7 @@ impl Run {
         let rec = NodeRecord {
             status: NodeStatus::Cancelled,
             started: 0.0,
+            finished: self.emitter.elapsed(),
             result: json!({"failed": true, "msg": "interrupted"}),
             undo: Vec::new(),
             exec_host: self.graph.nodes[i].host.clone(),
@@ -432,6 +441,7 @@ impl Run {
         let mut rec = NodeRecord {
             status: NodeStatus::Ok,
             started,
+            finished: 0.0,
             result: Json::Null,
             undo: Vec::new(),
             exec_host: host.to_string(),
@@ -580,6 +590,7 @@ impl Run {
                     // A failed step may have half-applied: keep its arguments so an
                     // explicit rollback can see them.
                     rec.undo.push((args, None));
+                    results.push(j.clone());
                     failure = Some((e.to_string(), j));
                     break;
                 }

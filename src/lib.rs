@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod connection;
+pub mod drill;
 pub mod error;
 pub mod executor;
 pub mod graph;

@@ -327,11 +327,7 @@ impl Loader {
         visiting.push(canonical);
         self.files.push(file.clone());
         let root = yaml::parse(file)?;
-        let base_dir = file
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let base_dir = dir_of(&file.path);
         let Some(entries) = root.as_map() else {
             return Err(root
                 .error(
@@ -520,11 +516,7 @@ impl Loader {
         let Some(rel) = self.string(file, path_node, "import") else {
             return;
         };
-        let base = file
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let base = dir_of(&file.path);
         let full = base.join(&rel);
         let canonical = full.canonicalize().unwrap_or_else(|_| full.clone());
         if visiting.contains(&canonical) {
@@ -731,11 +723,7 @@ impl Loader {
             rollback: RollbackSpec::Auto,
             phase: None,
             location: location.clone(),
-            base_dir: file
-                .path
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default(),
+            base_dir: dir_of(&file.path),
         };
         let mut rollback_node = defaults.rollback.clone();
         for (k, v) in entries {
@@ -1184,6 +1172,14 @@ impl Loader {
                 IndexMap::new()
             }
         }
+    }
+}
+
+/// The directory of a file, `.` for a bare file name.
+fn dir_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     }
 }
 

@@ -99,7 +99,7 @@ impl Templates {
             serde_json::to_string(&v).unwrap_or_default()
         });
         env.add_function("now", || {
-            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+            humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
         });
         Templates { env }
     }

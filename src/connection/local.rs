@@ -66,6 +66,7 @@ impl Connection for LocalConnection {
         spec: &CommandSpec,
         sink: Option<mpsc::UnboundedSender<OutputChunk>>,
     ) -> Result<CommandOutput, ConnectionError> {
+        tracing::debug!(host = %self.host, command = %spec.display(), "run");
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg(spec.to_shell_line());
         let stdin = spec.stdin_bytes();
@@ -181,7 +182,7 @@ impl Connection for LocalConnection {
     }
 
     async fn stat(&self, remote_path: &str) -> Result<Option<FileStat>, ConnectionError> {
-        stat_via_command(self, remote_path).await
+        stat_via_command(self, remote_path, None).await
     }
 }
 
@@ -189,12 +190,15 @@ impl Connection for LocalConnection {
 pub async fn stat_via_command(
     conn: &(impl Connection + ?Sized),
     path: &str,
+    become_: Option<&super::Become>,
 ) -> Result<Option<FileStat>, ConnectionError> {
     let line = format!(
         "if [ -e {p} ] || [ -L {p} ]; then stat -c '%F|%a|%U|%G|%s' -- {p}; readlink -- {p} || true; else echo absent; fi",
         p = super::quote(path)
     );
-    let out = conn.run(&CommandSpec::shell(line), None).await?;
+    let out = conn
+        .run(&CommandSpec::shell(line).become_(become_.cloned()), None)
+        .await?;
     let text = out.stdout_text();
     let mut lines = text.lines();
     let first = lines.next().unwrap_or("");

@@ -135,12 +135,12 @@ pub async fn run_command(
         return Err(ModuleError::Args(format!("{name}: the command is empty")));
     }
     if let Some(path) = &a.creates
-        && ctx.conn.stat(path).await?.is_some()
+        && ctx.stat(path).await?.is_some()
     {
         return Ok(Outcome::ok().with_msg(format!("skipped: {path} exists")));
     }
     if let Some(path) = &a.removes
-        && ctx.conn.stat(path).await?.is_none()
+        && ctx.stat(path).await?.is_none()
     {
         return Ok(Outcome::ok().with_msg(format!("skipped: {path} does not exist")));
     }

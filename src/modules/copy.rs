@@ -7,6 +7,7 @@
 //! `template`), quiet host probes, sha256 helpers, the undo content encoding and the
 //! load-time mode check.
 
+use super::Upload;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -386,14 +387,14 @@ async fn write_atomically(
 ) -> Result<(), ModuleError> {
     let tmp = sibling(dest, "", &ctx.run_id);
     let put = match content {
-        Content::Bytes(b) => ctx.conn.put_bytes(b, &tmp).await,
-        Content::LocalFile(p) => ctx.conn.put_file(p, &tmp).await,
+        Content::Bytes(b) => ctx.upload(Upload::Bytes(b), &tmp).await,
+        Content::LocalFile(p) => ctx.upload(Upload::File(p), &tmp).await,
     };
     if let Err(e) = put {
         let _ = ctx
             .probe(CommandSpec::argv(["rm", "-f", "--", tmp.as_str()]))
             .await;
-        return Err(e.into());
+        return Err(e);
     }
     let t = quote(&tmp);
     let script = format!(
@@ -434,7 +435,7 @@ pub(crate) async fn place(ctx: &ModuleContext, p: Placement) -> Result<Outcome, 
             .await?
             .ok_or_else(|| ModuleError::failed(format!("src {} does not exist", path.display())))?,
     };
-    let before = existing_file(dest, ctx.conn.stat(dest).await?)?;
+    let before = existing_file(dest, ctx.stat(dest).await?)?;
     // In a dry run a missing directory may still come from an earlier step.
     let mut note = String::new();
     if before.is_none() {
@@ -500,7 +501,7 @@ pub(crate) async fn place(ctx: &ModuleContext, p: Placement) -> Result<Outcome, 
             let before_bytes = match &before {
                 None => Some(Vec::new()),
                 Some(st) if st.size <= DIFF_MAX => {
-                    old_bytes = ctx.conn.read_file(dest, DIFF_MAX).await?;
+                    old_bytes = ctx.read_file(dest, DIFF_MAX).await?;
                     old_bytes.clone()
                 }
                 Some(_) => None,
@@ -551,7 +552,7 @@ pub(crate) async fn place(ctx: &ModuleContext, p: Placement) -> Result<Outcome, 
                 if st.size <= UNDO_MAX {
                     let bytes = match old_bytes.take() {
                         Some(b) => Some(b),
-                        None => ctx.conn.read_file(dest, UNDO_MAX).await?,
+                        None => ctx.read_file(dest, UNDO_MAX).await?,
                     };
                     let bytes = bytes.ok_or_else(|| {
                         ModuleError::failed(format!("{dest} vanished while being read"))
@@ -586,7 +587,7 @@ pub(crate) async fn place(ctx: &ModuleContext, p: Placement) -> Result<Outcome, 
         );
         quiet_ok(ctx, &format!("cannot set attributes of {dest}"), script).await?;
     }
-    if let Some(st) = ctx.conn.stat(dest).await? {
+    if let Some(st) = ctx.stat(dest).await? {
         data["mode"] = json!(mode_text(st.mode));
     }
     let mut o = Outcome::changed()
@@ -605,7 +606,7 @@ pub(crate) async fn undo_place(ctx: &ModuleContext, undo: &Json) -> Result<Outco
         .ok_or_else(|| ModuleError::failed("the undo data names no path"))?;
     let existed = undo.get("existed").and_then(Json::as_bool).unwrap_or(true);
     if !existed {
-        let st = ctx.conn.stat(path).await?;
+        let st = ctx.stat(path).await?;
         if ctx.check {
             return Ok(Outcome {
                 changed: st.is_some(),

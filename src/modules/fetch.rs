@@ -157,7 +157,7 @@ impl Module for Fetch {
         let a: FetchArgs = parse_args("fetch", args)?;
         let target = local_target(ctx, &a)?;
         let src = a.src.as_str();
-        match ctx.conn.stat(src).await? {
+        match ctx.stat(src).await? {
             None if ctx.check => {
                 return Ok(Outcome::changed()
                     .with_msg(format!(

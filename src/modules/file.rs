@@ -2,6 +2,7 @@
 //! absent, or only sets a file's attributes, capturing what was there so rollback can
 //! put it back.
 
+use super::Upload;
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -272,7 +273,7 @@ impl Module for File {
         if path.trim_end_matches('/').is_empty() {
             return Err(ModuleError::Args("file: refusing to work on `/`".into()));
         }
-        let before = ctx.conn.stat(path).await?;
+        let before = ctx.stat(path).await?;
         let st = before.as_ref();
         let p = quote(path);
         let mut changes: Vec<&'static str> = Vec::new();
@@ -546,7 +547,7 @@ impl Module for File {
                         let bytes = decode_content(content)?;
                         let sha = sha256_hex(&bytes);
                         let tmp = sibling(path, "", &ctx.run_id);
-                        ctx.conn.put_bytes(&bytes, &tmp).await?;
+                        ctx.upload(Upload::Bytes(&bytes), &tmp).await?;
                         s.push_str(&attr_script(&tmp, mode, owner, group));
                         s.push_str(&format!(
                             "[ \"$(sha256sum < {t} | cut -c1-64)\" = {sha} ] || {{ rm -f -- {t}; echo 'checksum mismatch' >&2; exit 1; }}\nmv -f -- {t} {p}\n",

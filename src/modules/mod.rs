@@ -38,8 +38,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
 
+use crate::connection::local::stat_via_command;
 use crate::connection::{
-    Become, CommandOutput, CommandSpec, Connection, ConnectionError, OutputChunk,
+    Become, CommandOutput, CommandSpec, Connection, ConnectionError, FileStat, OutputChunk, quote,
 };
 use crate::error::{SourceError, SourceFile, did_you_mean};
 use crate::template::Templates;
@@ -230,6 +231,89 @@ impl ModuleContext {
         }
     }
 
+    /// Metadata of a host path, as the step's (become) user sees it.
+    pub async fn stat(&self, path: &str) -> Result<Option<FileStat>, ModuleError> {
+        match &self.become_ {
+            None => Ok(self.conn.stat(path).await?),
+            Some(b) => Ok(stat_via_command(&*self.conn, path, Some(b)).await?),
+        }
+    }
+
+    /// Reads a host file (at most `max` bytes) as the step's (become) user; `None`
+    /// when it does not exist.
+    pub async fn read_file(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>, ModuleError> {
+        if self.become_.is_none() {
+            return Ok(self.conn.read_file(path, max).await?);
+        }
+        let Some(st) = self.stat(path).await? else {
+            return Ok(None);
+        };
+        if st.size > max {
+            return Err(ModuleError::failed(format!(
+                "{path} is {} bytes, more than the {max} this operation reads",
+                st.size
+            )));
+        }
+        let out = self.probe(CommandSpec::argv(["cat", "--", path])).await?;
+        if !out.success() {
+            return Err(ModuleError::failed(format!(
+                "cannot read {path}: {}",
+                out.stderr_text().trim()
+            )));
+        }
+        Ok(Some(out.stdout))
+    }
+
+    /// Writes content to a host path (not atomically: callers write a temporary name
+    /// and rename). With become, the content is staged as the login user in a private
+    /// temporary file, then written by the become user, who therefore owns the result.
+    pub async fn upload(&self, content: Upload<'_>, path: &str) -> Result<(), ModuleError> {
+        let Some(b) = &self.become_ else {
+            match content {
+                Upload::Bytes(bytes) => self.conn.put_bytes(bytes, path).await?,
+                Upload::File(local) => self.conn.put_file(local, path).await?,
+            }
+            return Ok(());
+        };
+        let as_login = |script: String| CommandSpec::shell(script);
+        let made = self
+            .conn
+            .run(
+                &as_login("umask 077 && mktemp /tmp/.lifeboat-upload-XXXXXXXX".into()),
+                None,
+            )
+            .await?;
+        let staging = made.stdout_text().trim().to_string();
+        if !made.success() || staging.is_empty() {
+            return Err(ModuleError::failed(format!(
+                "cannot make a staging file on the host: {}",
+                made.stderr_text().trim()
+            )));
+        }
+        let result = async {
+            match content {
+                Upload::Bytes(bytes) => self.conn.put_bytes(bytes, &staging).await?,
+                Upload::File(local) => self.conn.put_file(local, &staging).await?,
+            }
+            // The become user must read the staging file: root can; another user
+            // needs it world-readable for the moment of the copy.
+            if b.user.as_deref().is_some_and(|u| u != "root") {
+                self.conn
+                    .run(&as_login(format!("chmod 0644 {}", quote(&staging))), None)
+                    .await?;
+            }
+            self.run_ok(format!("cat -- {} > {}", quote(&staging), quote(path)))
+                .await
+                .map(|_| ())
+        }
+        .await;
+        let _ = self
+            .conn
+            .run(&as_login(format!("rm -f -- {}", quote(&staging))), None)
+            .await;
+        result
+    }
+
     /// A controller path, relative to the playbook's directory unless absolute.
     pub fn local_path(&self, p: &str) -> PathBuf {
         let path = PathBuf::from(p);
@@ -239,6 +323,15 @@ impl ModuleContext {
             self.base_dir.join(path)
         }
     }
+}
+
+/// Content to upload to a host.
+#[derive(Debug, Clone, Copy)]
+pub enum Upload<'a> {
+    /// Bytes in memory.
+    Bytes(&'a [u8]),
+    /// A controller file, streamed.
+    File(&'a std::path::Path),
 }
 
 /// What a module did (or in a dry run, would do).

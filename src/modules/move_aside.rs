@@ -26,6 +26,8 @@ impl Module for MoveAside {
         &DOC
     }
     async fn run(&self, _ctx: &ModuleContext, _args: &Json) -> Result<Outcome, ModuleError> {
-        Err(ModuleError::failed("the move_aside module is not implemented yet"))
+        Err(ModuleError::failed(
+            "the move_aside module is not implemented yet",
+        ))
     }
 }

@@ -26,6 +26,8 @@ impl Module for Rsync {
         &DOC
     }
     async fn run(&self, _ctx: &ModuleContext, _args: &Json) -> Result<Outcome, ModuleError> {
-        Err(ModuleError::failed("the rsync module is not implemented yet"))
+        Err(ModuleError::failed(
+            "the rsync module is not implemented yet",
+        ))
     }
 }

@@ -26,6 +26,8 @@ impl Module for Service {
         &DOC
     }
     async fn run(&self, _ctx: &ModuleContext, _args: &Json) -> Result<Outcome, ModuleError> {
-        Err(ModuleError::failed("the service module is not implemented yet"))
+        Err(ModuleError::failed(
+            "the service module is not implemented yet",
+        ))
     }
 }

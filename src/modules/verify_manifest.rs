@@ -26,6 +26,8 @@ impl Module for VerifyManifest {
         &DOC
     }
     async fn run(&self, _ctx: &ModuleContext, _args: &Json) -> Result<Outcome, ModuleError> {
-        Err(ModuleError::failed("the verify_manifest module is not implemented yet"))
+        Err(ModuleError::failed(
+            "the verify_manifest module is not implemented yet",
+        ))
     }
 }

@@ -512,6 +512,13 @@ impl Console {
                 format!("SUCCESS in {took}: every step succeeded (exit {code})"),
                 Style::new().green().bold(),
             ),
+            RunOutcome::RolledBack if st.check => (
+                format!(
+                    "PLAN FAILED in {took}: a step failed in the dry run; nothing was changed \
+                     (exit {code})"
+                ),
+                Style::new().red().bold(),
+            ),
             RunOutcome::RolledBack => (
                 format!(
                     "ROLLED BACK in {took}: a step failed and the rollback completed (exit {code})"
