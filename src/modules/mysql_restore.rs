@@ -31,6 +31,9 @@ step. When `<src>.manifest.json` exists (written by mysql_dump) and verify_check
 sha256 must match it before anything is touched. The databases the dump replaces are those of the \
 manifest, else those its `USE` lines name; with `database`, a one-database dump is imported into \
 that database instead (created when missing; the dump's CREATE DATABASE and USE lines are skipped). \
+With drop_first (the default) each \
+database is dropped before the import, so the result is exactly the dump, not the dump laid \
+over tables created since (the server's own schemas, such as mysql, are never dropped). \
 Databases that exist are first dumped (safety_dump, gzip) to `<dir>/lifeboat-safety-<run_id>-<random>.sql.gz`, \
 dir being safety_dir or src's directory. When the import fails, the step undoes itself before \
 failing: the databases it touched are dropped and the safety dump is imported again (databases \
@@ -57,6 +60,12 @@ says which databases would be overwritten and which created.",
             ArgKind::Bool,
             false,
             "dump the databases about to be overwritten first, for rollback (default true)",
+        ),
+        arg(
+            "drop_first",
+            ArgKind::Bool,
+            false,
+            "drop each database before importing it, so that tables created since the dump do not survive (default true; never the server's own schemas)",
         ),
         arg(
             "safety_dir",
@@ -100,6 +109,8 @@ struct RestoreArgs {
     #[serde(default = "yes")]
     safety_dump: bool,
     safety_dir: Option<String>,
+    #[serde(default = "yes")]
+    drop_first: bool,
     #[serde(default = "yes")]
     verify_checksum: bool,
     #[serde(flatten)]
@@ -184,7 +195,9 @@ impl Module for MysqlRestore {
                 .filter_map(Json::as_str)
                 .map(String::from)
                 .collect(),
-            None => databases_in_dump(ctx, &a.src, compress).await?,
+            None => databases_in_dump(ctx, &a.src, compress)
+                .await
+                .map_err(|e| ModuleError::failed(format!("{e}; nothing was imported")))?,
         };
         let targets: Vec<String> = match &a.database {
             Some(d) => {
@@ -401,8 +414,12 @@ async fn restore(
     });
 
     let mut result = Ok(());
-    if let Some(d) = &a.database
-        && created.contains(d)
+    if a.drop_first {
+        result = client.drop_databases(ctx, targets).await;
+    }
+    if result.is_ok()
+        && let Some(d) = &a.database
+        && (a.drop_first || created.contains(d))
     {
         result = client
             .query(ctx, &format!("CREATE DATABASE {}", ident(d)), None, false)
