@@ -450,7 +450,23 @@ impl Client {
 
 /// A failed command as a module error, with its standard error.
 pub(crate) fn failed(what: &str, out: CommandOutput) -> ModuleError {
-    let err = out.stderr_text();
+    let text = out.stderr_text();
+    // The client echoes a failing statement between lines of dashes before its
+    // ERROR line: leave the echo out, keep the rest (the decompressor's complaint too).
+    let mut kept = Vec::new();
+    let mut in_echo = false;
+    for line in text.lines() {
+        if line.len() >= 10 && line.chars().all(|c| c == '-') {
+            in_echo = !in_echo;
+        } else if !in_echo && !line.trim().is_empty() {
+            kept.push(line);
+        }
+    }
+    let joined = kept.join("\n");
+    let err = match joined.char_indices().nth(2000) {
+        Some((i, _)) => format!("{}...", &joined[..i]),
+        None => joined,
+    };
     let err = err.trim();
     ModuleError::Failed {
         message: if err.is_empty() {
