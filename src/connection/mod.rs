@@ -4,6 +4,7 @@
 //! behind the same trait, so nothing above this module knows which transport it uses.
 
 pub mod local;
+pub mod ssh;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -296,10 +297,14 @@ impl ConnectionPool {
         let conn: Arc<dyn Connection> = match settings.kind {
             crate::inventory::ConnectionKind::Local => Arc::new(LocalConnection::new(host)),
             crate::inventory::ConnectionKind::Ssh => {
-                return Err(ConnectionError {
+                let options = ssh::SshOptions::from_env().map_err(|message| ConnectionError {
                     host: format!("{host} ({})", settings.address),
-                    message: "the ssh connection is not available in this build yet; use ansible_connection=local".into(),
-                });
+                    message,
+                })?;
+                let vars = self.inventory.host_vars(host);
+                Arc::new(ssh::SshConnection::from_inventory(
+                    host, &settings, &vars, &options,
+                )?)
             }
         };
         open.insert(host.to_string(), conn.clone());
