@@ -185,6 +185,10 @@ pub struct RunArgs {
     /// Stream command output.
     #[arg(short, long)]
     pub verbose: bool,
+    /// SSH host key checking: strict (default: unknown and changed keys are refused),
+    /// accept-new (unknown keys are added to known_hosts), off (warns on every run).
+    #[arg(long, value_name = "POLICY")]
+    pub host_key_checking: Option<crate::connection::ssh::HostKeyPolicy>,
 }
 
 /// Entry point of the binary.
@@ -419,7 +423,19 @@ fn run_with(
     if let Some(path) = &args.junit {
         observers.push(Arc::new(JunitReport::new(path, &playbook.name)));
     }
+    let mut ssh_options = crate::connection::ssh::SshOptions::from_env().map_err(|e| {
+        SourceError::plain(e).with_help("check the LIFEBOAT_* SSH environment variables")
+    })?;
+    if let Some(policy) = args.host_key_checking {
+        ssh_options.host_key_policy = Some(policy);
+    }
     let emitter = Arc::new(Emitter::new(observers, secrets));
+    if ssh_options.host_key_policy == Some(crate::connection::ssh::HostKeyPolicy::Off) {
+        emitter.emit(crate::output::Event::Warning {
+            msg: "host key checking is off: SSH hosts are not verified (--host-key-checking off)"
+                .into(),
+        });
+    }
     let vars = VarsCore::new(&inventory, playbook_vars, extra_vars, run_info);
     let run = Arc::new(Run {
         playbook,
@@ -427,7 +443,7 @@ fn run_with(
         graph,
         vars,
         templates: Arc::new(Templates::new()),
-        conns: Arc::new(ConnectionPool::new(inventory)),
+        conns: Arc::new(ConnectionPool::new(inventory, ssh_options)),
         opts: RunOptions {
             check,
             diff: args.diff,

@@ -116,7 +116,11 @@ impl CommandSpec {
             line.push_str(&format!("cd {} && ", quote(cwd)));
         }
         for (k, v) in &self.env {
-            line.push_str(&format!("{k}={} ", quote(v)));
+            // Names are checked where they are read (modules); one that is not a
+            // shell identifier never reaches the line, so it cannot carry code.
+            if is_env_name(k) {
+                line.push_str(&format!("export {k}={}; ", quote(v)));
+            }
         }
         match &self.program {
             Program::Shell(s) => {
@@ -157,6 +161,15 @@ impl CommandSpec {
             }
         }
     }
+}
+
+/// Whether a name can be an environment variable in a shell: letters, digits and `_`,
+/// not starting with a digit.
+pub fn is_env_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Shell-quotes one word.
@@ -275,14 +288,17 @@ pub trait Connection: Send + Sync {
 /// One connection per host, opened on first use and shared by every step on it.
 pub struct ConnectionPool {
     inventory: Arc<crate::inventory::Inventory>,
+    ssh_options: ssh::SshOptions,
     open: Mutex<HashMap<String, Arc<dyn Connection>>>,
 }
 
 impl ConnectionPool {
-    /// A pool over an inventory's connection settings.
-    pub fn new(inventory: Arc<crate::inventory::Inventory>) -> Self {
+    /// A pool over an inventory's connection settings; SSH hosts get `ssh_options`
+    /// (what the command line and environment say for every host).
+    pub fn new(inventory: Arc<crate::inventory::Inventory>, ssh_options: ssh::SshOptions) -> Self {
         ConnectionPool {
             inventory,
+            ssh_options,
             open: Mutex::new(HashMap::new()),
         }
     }
@@ -297,13 +313,12 @@ impl ConnectionPool {
         let conn: Arc<dyn Connection> = match settings.kind {
             crate::inventory::ConnectionKind::Local => Arc::new(LocalConnection::new(host)),
             crate::inventory::ConnectionKind::Ssh => {
-                let options = ssh::SshOptions::from_env().map_err(|message| ConnectionError {
-                    host: format!("{host} ({})", settings.address),
-                    message,
-                })?;
                 let vars = self.inventory.host_vars(host);
                 Arc::new(ssh::SshConnection::from_inventory(
-                    host, &settings, &vars, &options,
+                    host,
+                    &settings,
+                    &vars,
+                    &self.ssh_options,
                 )?)
             }
         };

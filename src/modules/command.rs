@@ -94,7 +94,7 @@ pub struct CommandArgs {
 pub fn validate_command(args: &Node, file: &SourceFile, allow_argv: bool) -> Vec<SourceError> {
     let has_cmd = args.get("cmd").is_some();
     let has_argv = allow_argv && args.get("argv").is_some();
-    match (has_cmd, has_argv) {
+    let mut errors = match (has_cmd, has_argv) {
         (false, false) => vec![
             args.error(file, "no command given")
                 .with_help("write the command after the module name, or give `cmd:`"),
@@ -104,7 +104,20 @@ pub fn validate_command(args: &Node, file: &SourceFile, allow_argv: bool) -> Vec
                 .with_help("give the command once"),
         ],
         _ => Vec::new(),
+    };
+    for (k, _) in args.get("env").and_then(Node::as_map).unwrap_or(&[]) {
+        let name = k.scalar_text().unwrap_or_default();
+        if !crate::connection::is_env_name(&name) {
+            errors.push(
+                k.error(
+                    file,
+                    format!("`{name}` is not a valid environment variable name"),
+                )
+                .with_help("use letters, digits and _, not starting with a digit"),
+            );
+        }
     }
+    errors
 }
 
 /// Runs a command-like module: creates/removes, the dry run, the command, its result.
@@ -153,6 +166,11 @@ pub async fn run_command(
     }
     spec.cwd = a.chdir.clone();
     spec.stdin = a.stdin.map(String::into_bytes);
+    if let Some(bad) = a.env.keys().find(|k| !crate::connection::is_env_name(k)) {
+        return Err(ModuleError::Args(format!(
+            "{name}: `{bad}` is not a valid environment variable name (letters, digits and _)"
+        )));
+    }
     spec.env = a
         .env
         .iter()

@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod assert;
+pub mod backup_common;
 pub mod command;
 pub mod copy;
 pub mod debug;

@@ -1,0 +1,49 @@
+//! Environment variables of `command` and `shell` steps: values reach the command as
+//! data, and a name that is not an identifier is refused before anything runs.
+
+mod support;
+
+use support::Test;
+
+#[test]
+fn env_values_reach_shell_and_command_as_data() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: sh
+    shell:
+      cmd: printf '%s|%s' "$GREETING" "$TRICKY" > {{ playbook_dir }}/sh
+      env: { GREETING: hello, TRICKY: "it's $(touch {{ playbook_dir }}/pwned); `id`" }
+  - id: argv
+    command:
+      argv: [sh, -c, 'printf %s "$ONLY" > "$0"', "{{ playbook_dir }}/argv"]
+      env: { ONLY: "a b" }
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    let tmp = out.path().display().to_string();
+    assert_eq!(
+        out.read("sh"),
+        format!("hello|it's $(touch {tmp}/pwned); `id`")
+    );
+    assert_eq!(out.read("argv"), "a b");
+    assert!(!out.exists("pwned"), "an env value ran as code");
+}
+
+#[test]
+fn an_env_name_that_is_not_an_identifier_is_refused_at_load() {
+    let out = Test::new()
+        .playbook("steps:\n  - id: a\n    shell:\n      cmd: touch {{ playbook_dir }}/ran\n      env: { \"A;touch x\": 1 }\n")
+        .run();
+    out.assert_code(1);
+    assert!(
+        out.stderr
+            .contains("`A;touch x` is not a valid environment variable name"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("playbook.yaml:5:"), "{}", out.stderr);
+    assert!(!out.exists("ran"));
+}
