@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod file;
 pub mod manifest;
 pub mod move_aside;
+pub mod mysql;
 pub mod mysql_checksum;
 pub mod mysql_dump;
 pub mod mysql_query;

@@ -1,0 +1,289 @@
+//! A private MariaDB server for a test binary: its own datadir, socket and loopback
+//! port in a temporary directory, started once on first use and shared by the tests of
+//! the binary (each test works on databases with its own name prefix). A watchdog shell
+//! started with it stops the server and removes the directory when the test process
+//! ends, so nothing outlives the run.
+//!
+//! Also: loading databases shaped like OpenStack's (nova, glance, keystone: a few
+//! tables, thousands of rows, a trigger, a procedure and a function), running SQL as
+//! root, and the login arguments the modules take.
+
+#![allow(dead_code)]
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+
+/// The password of the test user: quotes, a backslash, a `#` and spaces, to prove
+/// the option file escapes it.
+pub const PASSWORD: &str = "p4ss \"word\" #not-a-comment \\ 'q'";
+
+/// The test user (all privileges), reachable over TCP on 127.0.0.1 and the socket.
+pub const USER: &str = "lifeboat";
+
+/// A running server.
+pub struct MariaDb {
+    /// Its temporary directory (datadir, socket, logs).
+    pub dir: PathBuf,
+    /// The Unix socket.
+    pub socket: PathBuf,
+    /// The TCP port on 127.0.0.1.
+    pub port: u16,
+}
+
+fn find(program: &str) -> PathBuf {
+    for dir in [
+        "/usr/sbin",
+        "/usr/bin",
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/sbin",
+    ] {
+        let p = Path::new(dir).join(program);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{program} is not installed: apt-get install mariadb-server mariadb-client");
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    l.local_addr().expect("local address").port()
+}
+
+/// The shared server, started on first use.
+pub fn server() -> &'static MariaDb {
+    static SERVER: OnceLock<MariaDb> = OnceLock::new();
+    SERVER.get_or_init(start)
+}
+
+fn start() -> MariaDb {
+    let dir = tempfile::Builder::new()
+        .prefix("lifeboat-mariadb-")
+        .tempdir()
+        .expect("temporary directory")
+        .keep();
+    let data = dir.join("data");
+    let socket = dir.join("mysqld.sock");
+    let install = Command::new(find("mariadb-install-db"))
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg("--user=root")
+        .arg("--auth-root-authentication-method=normal")
+        .arg("--skip-test-db")
+        .stdout(Stdio::null())
+        .output()
+        .expect("run mariadb-install-db");
+    assert!(
+        install.status.success(),
+        "mariadb-install-db failed: {}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let port = free_port();
+    // The watchdog: runs the server, and when the test process (or the server) ends,
+    // stops the server and removes the directory.
+    let script = r#"
+test_pid=$1; dir=$2; mariadbd=$3; port=$4
+"$mariadbd" --no-defaults --user=root --datadir="$dir/data" --socket="$dir/mysqld.sock" \
+  --port="$port" --bind-address=127.0.0.1 --pid-file="$dir/mysqld.pid" \
+  --log-error="$dir/error.log" --skip-name-resolve --innodb-buffer-pool-size=64M \
+  --innodb-log-file-size=16M --skip-log-bin --max-connections=200 &
+m=$!
+trap 'kill "$m" 2>/dev/null; wait "$m" 2>/dev/null; rm -rf -- "$dir"' EXIT
+while kill -0 "$test_pid" 2>/dev/null && kill -0 "$m" 2>/dev/null; do sleep 0.2; done
+"#;
+    let mut watchdog = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg("watchdog")
+        .arg(std::process::id().to_string())
+        .arg(&dir)
+        .arg(find("mariadbd"))
+        .arg(port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start the MariaDB watchdog");
+    let server = MariaDb { dir, socket, port };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ping = Command::new(find("mariadb"))
+            .args(["--no-defaults", "-uroot", "-e", "SELECT 1"])
+            .arg(format!("--socket={}", server.socket.display()))
+            .output()
+            .expect("run mariadb");
+        if ping.status.success() {
+            break;
+        }
+        if let Ok(Some(status)) = watchdog.try_wait() {
+            panic!(
+                "mariadbd ended ({status}): {}",
+                std::fs::read_to_string(server.dir.join("error.log")).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "MariaDB did not accept connections within 60s: {}",
+            std::fs::read_to_string(server.dir.join("error.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The watchdog keeps running after this handle is dropped.
+    drop(watchdog);
+    let pw = sql_literal(PASSWORD);
+    server.sql(&format!(
+        "CREATE USER '{USER}'@'127.0.0.1' IDENTIFIED BY {pw};
+         CREATE USER '{USER}'@'localhost' IDENTIFIED BY {pw};
+         GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'127.0.0.1' WITH GRANT OPTION;
+         GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'localhost' WITH GRANT OPTION;"
+    ));
+    server
+}
+
+/// A SQL string literal.
+pub fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+impl MariaDb {
+    /// Runs SQL as root over the socket; panics when it fails. Returns the rows,
+    /// tab-separated, without column names.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = self.sql_result(sql);
+        match out {
+            Ok(text) => text,
+            Err(e) => panic!("SQL failed: {e}\n{sql}"),
+        }
+    }
+
+    /// Runs SQL as root over the socket.
+    pub fn sql_result(&self, sql: &str) -> Result<String, String> {
+        use std::io::Write;
+        let mut child = Command::new(find("mariadb"))
+            .args(["--no-defaults", "-uroot", "--batch", "--skip-column-names"])
+            .arg(format!("--socket={}", self.socket.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(sql.as_bytes()).map_err(|e| e.to_string())?;
+        }
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Login arguments for the password user over TCP.
+    pub fn login(&self) -> Json {
+        json!({
+            "login_host": "127.0.0.1",
+            "login_port": self.port,
+            "login_user": USER,
+            "login_password": PASSWORD,
+        })
+    }
+
+    /// Login arguments for root over the socket (no password).
+    pub fn root_login(&self) -> Json {
+        json!({
+            "login_socket": self.socket.to_string_lossy(),
+            "login_user": "root",
+        })
+    }
+
+    /// Whether a database exists.
+    pub fn has_database(&self, name: &str) -> bool {
+        !self
+            .sql(&format!(
+                "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {}",
+                sql_literal(name)
+            ))
+            .trim()
+            .is_empty()
+    }
+
+    /// Creates `<prefix>_nova`, `<prefix>_glance` and `<prefix>_keystone` with data
+    /// shaped like OpenStack's, and returns their names.
+    pub fn load_openstack(&self, prefix: &str) -> Vec<String> {
+        let nova = format!("{prefix}_nova");
+        let glance = format!("{prefix}_glance");
+        let keystone = format!("{prefix}_keystone");
+        self.sql(&format!(
+            r#"
+DROP DATABASE IF EXISTS `{nova}`; DROP DATABASE IF EXISTS `{glance}`; DROP DATABASE IF EXISTS `{keystone}`;
+CREATE DATABASE `{nova}`; CREATE DATABASE `{glance}`; CREATE DATABASE `{keystone}`;
+
+USE `{nova}`;
+CREATE TABLE instances (
+  id INT AUTO_INCREMENT PRIMARY KEY, uuid CHAR(36) NOT NULL UNIQUE,
+  hostname VARCHAR(255), vm_state VARCHAR(32), memory_mb INT, vcpus INT,
+  deleted INT NOT NULL DEFAULT 0, created_at DATETIME, notes TEXT
+) ENGINE=InnoDB;
+CREATE TABLE instance_actions (
+  id INT AUTO_INCREMENT PRIMARY KEY, instance_uuid CHAR(36), action VARCHAR(64)
+) ENGINE=InnoDB;
+CREATE TABLE block_device_mapping (
+  id INT AUTO_INCREMENT PRIMARY KEY, instance_uuid CHAR(36), device_name VARCHAR(32),
+  volume_id CHAR(36), boot_index INT NULL
+) ENGINE=InnoDB;
+CREATE TRIGGER instances_created AFTER INSERT ON instances FOR EACH ROW
+  INSERT INTO instance_actions (instance_uuid, action) VALUES (NEW.uuid, 'create');
+CREATE PROCEDURE count_active(OUT n INT)
+  SELECT COUNT(*) INTO n FROM instances WHERE deleted = 0;
+INSERT INTO instances (uuid, hostname, vm_state, memory_mb, vcpus, deleted, created_at, notes)
+  SELECT UUID(), CONCAT('vm-', seq), ELT(1 + seq % 3, 'active', 'stopped', 'error'),
+         512 * (1 + seq % 8), 1 + seq % 4, IF(seq % 10 = 0, seq, 0),
+         '2024-01-01' + INTERVAL seq MINUTE,
+         IF(seq % 7 = 0, NULL, CONCAT('line one\nline\ttwo; ''quoted'' ', seq))
+  FROM seq_1_to_2000;
+INSERT INTO block_device_mapping (instance_uuid, device_name, volume_id, boot_index)
+  SELECT uuid, '/dev/vda', UUID(), IF(id % 2 = 0, 0, NULL) FROM instances;
+
+USE `{glance}`;
+CREATE TABLE images (
+  id CHAR(36) PRIMARY KEY, name VARCHAR(255), size BIGINT, status VARCHAR(30),
+  checksum VARCHAR(32), visibility ENUM('public','private','shared','community')
+) ENGINE=InnoDB;
+CREATE TABLE image_properties (
+  id INT AUTO_INCREMENT PRIMARY KEY, image_id CHAR(36), name VARCHAR(255), value TEXT
+) ENGINE=InnoDB;
+INSERT INTO images SELECT UUID(), CONCAT('image-', seq), seq * 1048576, 'active',
+  MD5(seq), ELT(1 + seq % 4, 'public', 'private', 'shared', 'community') FROM seq_1_to_500;
+INSERT INTO image_properties (image_id, name, value)
+  SELECT id, 'hw_disk_bus', 'virtio' FROM images;
+
+USE `{keystone}`;
+CREATE TABLE project (
+  id VARCHAR(64) PRIMARY KEY, name VARCHAR(64), domain_id VARCHAR(64), enabled TINYINT
+) ENGINE=InnoDB;
+CREATE TABLE user (
+  id VARCHAR(64) PRIMARY KEY, enabled TINYINT, default_project_id VARCHAR(64),
+  extra TEXT, created_at DATETIME
+) ENGINE=InnoDB;
+CREATE TABLE assignment (
+  type VARCHAR(16), actor_id VARCHAR(64), target_id VARCHAR(64), role_id VARCHAR(64),
+  PRIMARY KEY (type, actor_id, target_id, role_id)
+) ENGINE=InnoDB;
+CREATE FUNCTION user_count() RETURNS INT READS SQL DATA RETURN (SELECT COUNT(*) FROM user);
+INSERT INTO project SELECT MD5(CONCAT('p', seq)), CONCAT('project-', seq), 'default', 1
+  FROM seq_1_to_100;
+INSERT INTO user SELECT MD5(CONCAT('u', seq)), seq % 5 <> 0, MD5(CONCAT('p', 1 + seq % 100)),
+  '{{"email": "u@example.org"}}', '2023-06-01' + INTERVAL seq HOUR FROM seq_1_to_1000;
+INSERT INTO assignment SELECT 'UserProject', id, default_project_id, 'member' FROM user;
+"#
+        ));
+        vec![nova, glance, keystone]
+    }
+}
