@@ -395,6 +395,11 @@ fn run_with(
     if !errors.is_empty() {
         return Err(errors);
     }
+    // Passwords from the inventory are secrets too.
+    for host in graph.hosts() {
+        let c = inventory.connection(&host);
+        secrets.extend(c.password.into_iter().chain(c.become_password));
+    }
     let run_id = new_run_id();
     let mut run_info = IndexMap::new();
     let dir = playbook

@@ -190,7 +190,8 @@ impl DrillReport {
         let backup_time = restore_backup_time(pb, graph, records)
             .or(facts_backup_time.and_then(|t| parse_time(&t)));
         let run_started = SystemTime::now()
-            - Duration::try_from_secs_f64(records.iter().map(|r| r.finished).fold(0.0, f64::max)).unwrap_or_default();
+            - Duration::try_from_secs_f64(records.iter().map(|r| r.finished).fold(0.0, f64::max))
+                .unwrap_or_default();
         let rpo = match (backup_time, restore_end) {
             (Some(t), Some(end)) => {
                 let end_wall = run_started + Duration::try_from_secs_f64(end).unwrap_or_default();

@@ -1151,7 +1151,9 @@ impl Loader {
     fn duration(&mut self, file: &SourceFile, v: &Node, key: &str) -> Option<Duration> {
         let parsed = match &v.value {
             Value::Int(i) if *i >= 0 => Ok(Duration::from_secs(i.unsigned_abs())),
-            Value::Float(f) => Duration::try_from_secs_f64(*f).map_err(|_| format!("`{f}` is out of range")),
+            Value::Float(f) => {
+                Duration::try_from_secs_f64(*f).map_err(|_| format!("`{f}` is out of range"))
+            }
             Value::Str(s) => parse_duration(s),
             _ => Err(format!("found {}", v.kind())),
         };

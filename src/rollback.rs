@@ -36,9 +36,9 @@ pub struct RollbackReport {
 fn touched(rec: &NodeRecord) -> bool {
     rec.entered
         && matches!(
-        rec.status,
-        NodeStatus::Changed | NodeStatus::Failed | NodeStatus::Ignored | NodeStatus::Cancelled
-    )
+            rec.status,
+            NodeStatus::Changed | NodeStatus::Failed | NodeStatus::Ignored | NodeStatus::Cancelled
+        )
 }
 
 /// Whether there is something to run to compensate this node.

@@ -83,7 +83,9 @@ impl Templates {
             }
         });
         // Already quoted: marked safe so shell rendering does not quote it twice.
-        env.add_filter("quote", |s: String| Value::from_safe_string(crate::connection::quote(&s)));
+        env.add_filter("quote", |s: String| {
+            Value::from_safe_string(crate::connection::quote(&s))
+        });
         env.add_filter("basename", |s: String| {
             std::path::Path::new(&s)
                 .file_name()

@@ -87,3 +87,45 @@ steps:
     out.assert_code(0);
     assert_eq!(out.read("shared/by-nobody"), "hello\n");
 }
+
+#[test]
+fn the_become_password_never_reaches_the_command_or_the_output() {
+    let out = Test::new()
+        .inventory("localhost ansible_connection=local ansible_become_password=topsecret-pw\n")
+        .playbook(
+            r#"
+steps:
+  - id: open
+    command: chmod 0755 {{ playbook_dir }}
+    rollback: none
+  - id: read-stdin
+    needs: open
+    become: true
+    become_user: nobody
+    shell:
+      cmd: cat
+      stdin: payload
+    register: r
+  - id: check
+    needs: read-stdin
+    assert:
+      that: r.stdout == 'payload'
+  - id: show
+    needs: check
+    debug: "the password is {{ ansible_become_password }}"
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    let events = std::fs::read_to_string(out.join("events.jsonl")).unwrap_or_default();
+    assert!(!out.stdout.contains("topsecret-pw"), "{}", out.stdout);
+    assert!(
+        !events.contains("topsecret-pw"),
+        "the become password is in the events"
+    );
+    assert!(
+        out.stdout.contains("the password is ********"),
+        "{}",
+        out.stdout
+    );
+}

@@ -141,7 +141,21 @@ impl CommandSpec {
                 let script = quote(&line);
                 match (b.method.as_deref(), b.password.is_some()) {
                     (Some("su"), _) => format!("su {user} -s /bin/sh -c {script}"),
-                    (_, true) => format!("sudo -S -p '' -H -u {user} /bin/sh -c {script}"),
+                    // The password is the first line of stdin. The shell reads exactly
+                    // that line (never more), hands it to `sudo -v` in a here-document
+                    // (never argv), and forgets it. The command then runs with `sudo -n`
+                    // on the cached credentials (sudo keys them to the parent process
+                    // when there is no terminal, so both are children of this shell),
+                    // and gets the rest of stdin: the password never reaches the
+                    // command, even when sudo needs none.
+                    (_, true) => format!(
+                        "IFS= read -r LIFEBOAT_BECOME_PW\n\
+                         sudo -S -v -p '' 2>/dev/null <<LIFEBOAT_BECOME_EOF\n\
+                         $LIFEBOAT_BECOME_PW\n\
+                         LIFEBOAT_BECOME_EOF\n\
+                         LIFEBOAT_BECOME_PW=\n\
+                         sudo -n -H -u {user} /bin/sh -c {script}"
+                    ),
                     (_, false) => format!("sudo -n -H -u {user} /bin/sh -c {script}"),
                 }
             }
@@ -150,7 +164,12 @@ impl CommandSpec {
 
     /// Standard input as sent: the become password line first, when there is one.
     pub fn stdin_bytes(&self) -> Option<Vec<u8>> {
-        let password = self.become_.as_ref().and_then(|b| b.password.as_ref());
+        // Only sudo takes the password this way; su would need a terminal.
+        let password = self
+            .become_
+            .as_ref()
+            .filter(|b| b.method.as_deref() != Some("su"))
+            .and_then(|b| b.password.as_ref());
         match (password, &self.stdin) {
             (None, None) => None,
             (None, Some(s)) => Some(s.clone()),
