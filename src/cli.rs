@@ -441,7 +441,14 @@ fn run_with(
                 .into(),
         });
     }
-    let vars = VarsCore::new(&inventory, playbook_vars, extra_vars, run_info);
+    let secret_names = playbook.secrets.keys().cloned().collect();
+    let vars = VarsCore::new(
+        &inventory,
+        playbook_vars,
+        secret_names,
+        extra_vars,
+        run_info,
+    );
     let run = Arc::new(Run {
         playbook,
         inventory: inventory.clone(),

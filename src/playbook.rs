@@ -471,8 +471,12 @@ impl Loader {
             }
             let index = pb.steps.len() + 1;
             if let Some(mut step) = self.step(file, item, prefix, defaults, index) {
-                for (k, v) in vars {
-                    step.vars.entry(k.clone()).or_insert_with(|| v.clone());
+                // An imported file's vars (and its import's) travel with its steps; the
+                // main playbook's are playbook vars, one rank lower.
+                if !prefix.is_empty() {
+                    for (k, v) in vars {
+                        step.vars.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
                 }
                 if step.phase.is_none() {
                     step.phase = phase.map(str::to_string);

@@ -1,20 +1,33 @@
 //! Variables of a node and their precedence, lowest first: inventory `all`, group vars
 //! (parent below child), host vars, playbook vars (and resolved secrets), step vars,
 //! registered results and facts, extra vars (`-e`). Also the special variables
-//! `inventory_hostname`, `groups`, `group_names`, `hostvars` (looked up lazily, so a
-//! run over hundreds of hosts does not copy every host's variables into every node),
-//! `item` in loops, `playbook_dir` and `lifeboat` (run id, check mode).
+//! `inventory_hostname`, `groups`, `group_names`, `hostvars`, `item` in loops,
+//! `playbook_dir` and `lifeboat` (run id, check mode).
+//!
+//! A node's variables are a [`Scope`]: a variable whose value is a template (e.g.
+//! `backup: "{{ root }}/backup"`) is rendered the first time it is used, from its raw
+//! value, with the other variables as context, and then kept. What rendering produced
+//! is never rendered again, and data (registered results, facts, secrets, loop items)
+//! is never rendered at all: command output containing `{{` stays text. In a dry run, a
+//! result only a real run produces is a value that fails with [`UNKNOWN`] when used, so
+//! the executor can tell "unknown" from a typo. `hostvars[h]` is host `h`'s scope,
+//! cached until its facts change.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use indexmap::IndexMap;
 use minijinja::value::{Enumerator, Object, Serde, Value};
+use minijinja::{Error, ErrorKind};
 use serde_json::Value as Json;
 
 use crate::inventory::Inventory;
 use crate::playbook::Step;
 use crate::template::Templates;
+
+/// What the error of a value only a real run produces says; a dry run marks a node
+/// whose templates hit it `unknown`.
+pub const UNKNOWN: &str = "is known only after a real run";
 
 /// Results and facts registered during a run, per host.
 #[derive(Debug, Default)]
@@ -26,6 +39,8 @@ pub struct Facts {
 struct FactsInner {
     values: HashMap<String, IndexMap<String, Json>>,
     unknown: HashMap<String, HashSet<String>>,
+    /// Bumped on every change, to invalidate cached host scopes.
+    version: u64,
 }
 
 impl Facts {
@@ -36,6 +51,7 @@ impl Facts {
     /// Sets a variable on a host.
     pub fn set(&self, host: &str, name: &str, value: Json) {
         let mut inner = self.lock();
+        inner.version += 1;
         if let Some(u) = inner.unknown.get_mut(host) {
             u.remove(name);
         }
@@ -48,16 +64,27 @@ impl Facts {
 
     /// Marks a variable of a host as known only after a real run (dry run).
     pub fn set_unknown(&self, host: &str, name: &str) {
-        self.lock()
+        let mut inner = self.lock();
+        inner.version += 1;
+        if let Some(v) = inner.values.get_mut(host) {
+            v.shift_remove(name);
+        }
+        inner
             .unknown
             .entry(host.to_string())
             .or_default()
             .insert(name.to_string());
     }
 
-    /// The names whose values a dry run cannot know on this host.
-    pub fn unknown_names(&self, host: &str) -> HashSet<String> {
-        self.lock().unknown.get(host).cloned().unwrap_or_default()
+    /// A host's registered results and facts, the names a dry run cannot know yet,
+    /// and the version they belong to.
+    fn snapshot(&self, host: &str) -> (IndexMap<String, Json>, HashSet<String>, u64) {
+        let inner = self.lock();
+        (
+            inner.values.get(host).cloned().unwrap_or_default(),
+            inner.unknown.get(host).cloned().unwrap_or_default(),
+            inner.version,
+        )
     }
 
     /// A host's registered results and facts.
@@ -77,6 +104,8 @@ pub struct VarsCore {
     pub group_names: HashMap<String, Vec<String>>,
     /// Playbook vars and resolved secrets.
     pub playbook_vars: IndexMap<String, Json>,
+    /// Names of the secrets among the playbook vars: data, never rendered.
+    pub secret_names: HashSet<String>,
     /// `-e` vars.
     pub extra_vars: IndexMap<String, Json>,
     /// Registered results and facts.
@@ -85,6 +114,10 @@ pub struct VarsCore {
     pub run_info: IndexMap<String, Json>,
     /// Renders variables that refer to other variables.
     templates: Templates,
+    /// `hostvars` scopes, with the facts version they were made at.
+    host_scopes: Mutex<HashMap<String, (u64, Arc<Scope>)>>,
+    /// `groups`, converted once.
+    groups_value: Value,
 }
 
 impl VarsCore {
@@ -92,6 +125,7 @@ impl VarsCore {
     pub fn new(
         inv: &Inventory,
         playbook_vars: IndexMap<String, Json>,
+        secret_names: HashSet<String>,
         extra_vars: IndexMap<String, Json>,
         run_info: IndexMap<String, Json>,
     ) -> Arc<VarsCore> {
@@ -102,86 +136,83 @@ impl VarsCore {
             inventory_vars.insert(h.clone(), inv.host_vars(h));
             group_names.insert(h.clone(), inv.group_names(h));
         }
+        let groups = inv.groups();
+        let groups_value = Value::from(Serde(&groups));
         Arc::new(VarsCore {
             inventory_vars,
-            groups: inv.groups(),
+            groups,
             group_names,
             playbook_vars,
+            secret_names,
             extra_vars,
             facts: Facts::default(),
             run_info,
             templates: Templates::new(),
+            host_scopes: Mutex::new(HashMap::new()),
+            groups_value,
         })
     }
 
-    /// A host's variables without step variables (what `hostvars[host]` shows).
-    pub fn host_scope(&self, host: &str) -> IndexMap<String, Json> {
-        let mut m = self.inventory_vars.get(host).cloned().unwrap_or_default();
-        m.insert("inventory_hostname".into(), Json::String(host.to_string()));
-        m.extend(self.playbook_vars.clone());
-        let facts = self.facts.of(host);
-        let mut from_facts: HashSet<String> = facts.keys().cloned().collect();
-        m.extend(facts);
+    /// Builds a scope from the layers, lowest precedence first. `step`: the step's
+    /// vars; `extra`: data for this node only (rollback's `result`, `pre_state`).
+    fn scope(
+        self: &Arc<Self>,
+        host: &str,
+        step: Option<&Step>,
+        item: Option<&Json>,
+        extra: &[(&str, Json)],
+    ) -> Arc<Scope> {
+        let (facts, unknown, _) = self.facts.snapshot(host);
+        let mut raw = self.inventory_vars.get(host).cloned().unwrap_or_default();
+        raw.extend(
+            self.playbook_vars
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        if let Some(step) = step {
+            raw.extend(step.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let mut data: HashSet<String> = self.secret_names.clone();
+        for (k, v) in facts {
+            data.insert(k.clone());
+            raw.insert(k, v);
+        }
+        for (k, v) in extra {
+            data.insert((*k).to_string());
+            raw.insert((*k).to_string(), v.clone());
+        }
         for (k, v) in &self.extra_vars {
-            from_facts.remove(k);
-            m.insert(k.clone(), v.clone());
+            data.remove(k);
+            raw.insert(k.clone(), v.clone());
         }
-        let _ = self.resolve(&mut m, &from_facts);
-        m
-    }
-
-    /// Renders variables whose values are templates referring to other variables,
-    /// until none changes (nested references resolve over several passes). Values
-    /// from registered results and facts are data and never rendered again. Returns
-    /// the variables that could not be rendered, with why.
-    fn resolve(
-        &self,
-        m: &mut IndexMap<String, Json>,
-        data_keys: &HashSet<String>,
-    ) -> Vec<(String, minijinja::Error)> {
-        let mut pending: Vec<String> = m
-            .iter()
-            .filter(|(k, v)| !data_keys.contains(*k) && has_template(v))
-            .map(|(k, _)| k.clone())
+        for (k, v) in &self.run_info {
+            data.insert(k.clone());
+            raw.insert(k.clone(), v.clone());
+        }
+        raw.insert("inventory_hostname".into(), Json::String(host.to_string()));
+        raw.insert(
+            "group_names".into(),
+            Json::from(self.group_names.get(host).cloned().unwrap_or_default()),
+        );
+        data.insert("inventory_hostname".into());
+        data.insert("group_names".into());
+        if let Some(item) = item {
+            data.insert("item".into());
+            raw.insert("item".into(), item.clone());
+        }
+        // A name set later than the unknown result (e.g. by -e) is known.
+        let unknown = unknown
+            .into_iter()
+            .filter(|n| !self.extra_vars.contains_key(n))
             .collect();
-        let mut failures = Vec::new();
-        for _ in 0..8 {
-            if pending.is_empty() {
-                break;
-            }
-            let ctx = Value::from(Serde(&*m));
-            let mut progress = false;
-            failures.clear();
-            let mut still = Vec::new();
-            for k in pending {
-                let Some(raw) = m.get(&k) else { continue };
-                match self.templates.render_value(raw, &ctx, false) {
-                    Ok(v) => {
-                        progress |= &v != raw;
-                        let again = has_template(&v);
-                        m.insert(k.clone(), v);
-                        if again {
-                            still.push(k);
-                        }
-                    }
-                    Err(e) => {
-                        failures.push((
-                            k.clone(),
-                            minijinja::Error::new(
-                                minijinja::ErrorKind::UndefinedError,
-                                format!("variable `{k}`: {e}"),
-                            ),
-                        ));
-                        still.push(k);
-                    }
-                }
-            }
-            pending = still;
-            if !progress {
-                break;
-            }
-        }
-        failures
+        Arc::new(Scope {
+            core: self.clone(),
+            raw,
+            data,
+            unknown,
+            cache: Mutex::new(HashMap::new()),
+            busy: Mutex::new(HashSet::new()),
+        })
     }
 
     /// The template context of one node (and loop item).
@@ -192,52 +223,114 @@ impl VarsCore {
         item: Option<&Json>,
         extra: &[(&str, Json)],
     ) -> Value {
-        let mut m = self.inventory_vars.get(host).cloned().unwrap_or_default();
-        m.extend(self.playbook_vars.clone());
-        m.extend(step.vars.clone());
-        let facts = self.facts.of(host);
-        let mut data_keys: HashSet<String> = facts.keys().cloned().collect();
-        m.extend(facts);
-        for (k, v) in extra {
-            data_keys.insert((*k).to_string());
-            m.insert((*k).to_string(), v.clone());
+        Value::from_dyn_object(self.scope(host, Some(step), item, extra))
+    }
+
+    /// A host's variables without step variables (what `hostvars[host]` shows),
+    /// cached until the host's facts change.
+    fn host_scope(self: &Arc<Self>, host: &str) -> Arc<Scope> {
+        let version = self.facts.lock().version;
+        let mut cache = self.host_scopes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((v, s)) = cache.get(host)
+            && *v == version
+        {
+            return s.clone();
         }
-        for (k, v) in &self.extra_vars {
-            data_keys.remove(k);
-            m.insert(k.clone(), v.clone());
+        let scope = self.scope(host, None, None, &[]);
+        cache.insert(host.to_string(), (version, scope.clone()));
+        scope
+    }
+}
+
+/// One node's variables; see the module documentation.
+#[derive(Debug)]
+pub struct Scope {
+    core: Arc<VarsCore>,
+    raw: IndexMap<String, Json>,
+    /// Names whose values are data, never rendered.
+    data: HashSet<String>,
+    /// Dry run: names only a real run will know.
+    unknown: HashSet<String>,
+    cache: Mutex<HashMap<String, Value>>,
+    /// Names being rendered right now, to report a variable that refers to itself.
+    busy: Mutex<HashSet<String>>,
+}
+
+impl Scope {
+    fn resolve(self: &Arc<Self>, key: &str, raw: &Json) -> Value {
+        if let Some(v) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+        {
+            return v.clone();
         }
-        m.extend(self.run_info.clone());
-        m.insert("inventory_hostname".into(), Json::String(host.to_string()));
-        m.insert(
-            "group_names".into(),
-            Json::from(self.group_names.get(host).cloned().unwrap_or_default()),
-        );
-        if let Some(item) = item {
-            data_keys.insert("item".into());
-            m.insert("item".into(), item.clone());
+        if !self
+            .busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string())
+        {
+            return Value::from(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("variable `{key}` refers to itself (directly or through other variables)"),
+            ));
         }
-        data_keys.extend(self.run_info.keys().cloned());
-        let failures = self.resolve(&mut m, &data_keys);
-        let mut pairs: Vec<(String, Value)> = m
-            .into_iter()
-            .map(|(k, v)| (k, Value::from(Serde(v))))
-            .collect();
-        for (k, e) in failures {
-            // Using a variable that could not be rendered is an error; defining one is not.
-            if let Some(p) = pairs.iter_mut().find(|(n, _)| *n == k) {
-                p.1 = Value::from(e);
+        let ctx = Value::from_dyn_object(self.clone());
+        let value = match self.core.templates.render_value(raw, &ctx, false) {
+            Ok(v) => Value::from(Serde(v)),
+            Err(e) => {
+                let kind = if e.undefined {
+                    ErrorKind::UndefinedError
+                } else {
+                    ErrorKind::InvalidOperation
+                };
+                Value::from(Error::new(kind, format!("variable `{key}`: {e}")))
             }
+        };
+        self.busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), value.clone());
+        value
+    }
+}
+
+impl Object for Scope {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let key = key.as_str()?;
+        match key {
+            "groups" => return Some(self.core.groups_value.clone()),
+            "hostvars" => {
+                return Some(Value::from_object(HostVars {
+                    core: self.core.clone(),
+                }));
+            }
+            _ => {}
         }
-        pairs.push(("groups".into(), Value::from(Serde(&self.groups))));
-        pairs.push((
-            "hostvars".into(),
-            Value::from_object(HostVars { core: self.clone() }),
-        ));
-        Value::from(
-            pairs
-                .into_iter()
-                .collect::<std::collections::BTreeMap<String, Value>>(),
-        )
+        if self.unknown.contains(key) {
+            return Some(Value::from(Error::new(
+                ErrorKind::UndefinedError,
+                format!("`{key}` {UNKNOWN}"),
+            )));
+        }
+        let raw = self.raw.get(key)?;
+        if self.data.contains(key) || !has_template(raw) {
+            return Some(Value::from(Serde(raw)));
+        }
+        Some(self.resolve(key, raw))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let mut keys: Vec<Value> = self.raw.keys().map(|k| Value::from(k.as_str())).collect();
+        keys.push(Value::from("groups"));
+        keys.push(Value::from("hostvars"));
+        Enumerator::Values(keys)
     }
 }
 
@@ -251,7 +344,7 @@ fn has_template(v: &Json) -> bool {
     }
 }
 
-/// `hostvars`: every host's variables, computed when looked up.
+/// `hostvars`: every host's variables, looked up when used.
 #[derive(Debug)]
 struct HostVars {
     core: Arc<VarsCore>,
@@ -263,18 +356,13 @@ impl Object for HostVars {
         if !self.core.inventory_vars.contains_key(host) {
             return None;
         }
-        Some(Value::from(Serde(self.core.host_scope(host))))
+        Some(Value::from_dyn_object(self.core.host_scope(host)))
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        let mut hosts: Vec<Value> = self
-            .core
-            .inventory_vars
-            .keys()
-            .map(|h| Value::from(h.as_str()))
-            .collect();
-        hosts.sort_by_key(|v| v.to_string());
-        Enumerator::Values(hosts)
+        let mut hosts: Vec<String> = self.core.inventory_vars.keys().cloned().collect();
+        hosts.sort();
+        Enumerator::Values(hosts.into_iter().map(Value::from).collect())
     }
 }
 
