@@ -116,6 +116,7 @@ pub async fn compensate(
         ..RollbackReport::default()
     };
     let mut abandoned = false;
+    let limit = Arc::new(tokio::sync::Semaphore::new(run.opts.forks.max(1)));
     let mut in_flight: HashMap<tokio::task::Id, usize> = HashMap::new();
     loop {
         // Nodes with nothing to run complete at once, which may make others ready.
@@ -169,7 +170,10 @@ pub async fn compensate(
             }
             let run2 = run.clone();
             let rec = records[i].clone();
+            let permits = limit.clone();
             let h = tasks.spawn(async move {
+                // Bounded like the run itself: at most --forks compensations at once.
+                let _permit = permits.acquire_owned().await;
                 let started = run2.emitter.elapsed();
                 let result = compensate_node(&run2, i, &rec).await;
                 let dur = run2.emitter.elapsed() - started;

@@ -100,11 +100,12 @@ impl Connection for LocalConnection {
             .stderr
             .take()
             .map(|r| tokio::spawn(pump(r, Stream::Stderr, sink)));
-        let waited = match spec.timeout {
-            Some(t) => tokio::time::timeout(t, child.wait()).await.ok(),
+        let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+        let waited = match deadline {
+            Some(d) => tokio::time::timeout_at(d, child.wait()).await.ok(),
             None => Some(child.wait().await),
         };
-        let (status, timed_out) = match waited {
+        let (status, mut timed_out) = match waited {
             Some(Ok(status)) => (status.code(), false),
             Some(Err(e)) => return Err(self.err(format!("waiting for the command failed: {e}"))),
             None => {
@@ -113,17 +114,38 @@ impl Connection for LocalConnection {
                 (None, true)
             }
         };
+        // A background child that keeps the output open keeps the command running, up
+        // to the same deadline; then its group is ended too. Daemons must detach from
+        // stdout/stderr (setsid, redirections) to outlive their step.
+        let mut output = Box::pin(async move {
+            let stdout = match out {
+                Some(h) => h.await.unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let stderr = match err {
+                Some(h) => h.await.unwrap_or_default(),
+                None => Vec::new(),
+            };
+            (stdout, stderr)
+        });
+        let (stdout, stderr) = match deadline {
+            Some(d) if !timed_out => match tokio::time::timeout_at(d, &mut output).await {
+                Ok(o) => o,
+                Err(_) => {
+                    kill_group(pid);
+                    timed_out = true;
+                    // A holder outside the group (its own session) may keep the pipe:
+                    // give up on the rest of the output rather than wait for it.
+                    tokio::time::timeout(std::time::Duration::from_secs(1), &mut output)
+                        .await
+                        .unwrap_or_default()
+                }
+            },
+            _ => output.await,
+        };
         guard.0 = None;
-        let stdout = match out {
-            Some(h) => h.await.unwrap_or_default(),
-            None => Vec::new(),
-        };
-        let stderr = match err {
-            Some(h) => h.await.unwrap_or_default(),
-            None => Vec::new(),
-        };
         Ok(CommandOutput {
-            rc: status,
+            rc: if timed_out { None } else { status },
             stdout,
             stderr,
             timed_out,
