@@ -13,7 +13,7 @@
 //! run, modules only probe (except `read_only` steps, which really run) and anything
 //! that depends on a result only a real run produces is marked `unknown`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -237,12 +237,20 @@ impl Run {
         let cancel = CancellationToken::new();
         let mut stop_reason: Option<String> = None;
         let mut failed_any = false;
+        // Hosts out of the run after a failure tolerated by max_fail_percentage.
+        let mut failed_hosts: HashSet<String> = HashSet::new();
+        let total_hosts = graph.hosts().len().max(1);
+        let max_fail = self.playbook.max_fail_percentage as usize;
         let mut interrupted = false;
         let forks = self.opts.forks.max(1);
         let per_host = self.opts.host_parallelism.max(1);
         loop {
             if stop_reason.is_none() {
                 for (host, queue) in queues.iter_mut() {
+                    if failed_hosts.contains(host) {
+                        queue.clear();
+                        continue;
+                    }
                     while let Some(&i) = queue.front() {
                         let running = running_on.get(host).copied().unwrap_or(0);
                         if running >= per_host || (running == 0 && active_hosts >= forks) {
@@ -299,8 +307,20 @@ impl Run {
                     if status == NodeStatus::Failed {
                         failed_any = true;
                         if !self.opts.check && stop_reason.is_none() {
+                            let host = &graph.nodes[i].host;
                             let step = &self.playbook.steps[graph.nodes[i].step];
-                            stop_reason = Some(format!("step `{}` failed on {}", step.id, graph.nodes[i].host));
+                            failed_hosts.insert(host.clone());
+                            if failed_hosts.len() * 100 > max_fail * total_hosts {
+                                stop_reason = Some(format!("step `{}` failed on {host}", step.id));
+                            } else {
+                                self.emitter.emit(Event::Warning {
+                                    msg: format!(
+                                        "step `{}` failed on {host}: {host} leaves the run ({} of {total_hosts} hosts failed, max_fail_percentage {max_fail})",
+                                        step.id,
+                                        failed_hosts.len()
+                                    ),
+                                });
+                            }
                         }
                     }
                     if status != NodeStatus::Failed || self.opts.check {
@@ -331,7 +351,34 @@ impl Run {
             }
         }
         let mut rollback_report = None;
-        let outcome = if stop_reason.is_none() {
+        let outcome = if stop_reason.is_none() && !failed_hosts.is_empty() {
+            // Failures within max_fail_percentage: the run finished without the failed
+            // hosts; what ran on them is compensated.
+            let reason = format!(
+                "{} host(s) failed: {}",
+                failed_hosts.len(),
+                failed_hosts.iter().cloned().collect::<Vec<_>>().join(", ")
+            );
+            let report = if self.opts.no_rollback {
+                rollback::skipped(&self, &records, "--no-rollback", Some(&failed_hosts))
+            } else {
+                rollback::compensate(
+                    &self,
+                    &records,
+                    &reason,
+                    &mut interrupts,
+                    Some(&failed_hosts),
+                )
+                .await
+            };
+            let complete = report.complete && !self.opts.no_rollback;
+            rollback_report = Some(report);
+            match (interrupts.count() > 0, complete) {
+                (true, _) => RunOutcome::Interrupted,
+                (false, true) => RunOutcome::RolledBack,
+                (false, false) => RunOutcome::RollbackIncomplete,
+            }
+        } else if stop_reason.is_none() {
             if failed_any {
                 RunOutcome::RolledBack
             } else {
@@ -345,7 +392,7 @@ impl Run {
                 RunOutcome::RolledBack
             }
         } else if self.opts.no_rollback {
-            let report = rollback::skipped(&self, &records, "--no-rollback");
+            let report = rollback::skipped(&self, &records, "--no-rollback", None);
             rollback_report = Some(report);
             if interrupted {
                 RunOutcome::Interrupted
@@ -354,7 +401,8 @@ impl Run {
             }
         } else {
             let reason = stop_reason.clone().unwrap_or_default();
-            let report = rollback::compensate(&self, &records, &reason, &mut interrupts).await;
+            let report =
+                rollback::compensate(&self, &records, &reason, &mut interrupts, None).await;
             let complete = report.complete;
             rollback_report = Some(report);
             match (interrupted || interrupts.count() > 0, complete) {

@@ -31,6 +31,7 @@ pub const PLAYBOOK_KEYS: &[&str] = &[
     "phases",
     "rto_target",
     "rpo_target",
+    "max_fail_percentage",
 ];
 
 /// Keys a step may have, besides its one module key.
@@ -102,6 +103,9 @@ pub struct Playbook {
     pub rto_target: Option<Duration>,
     /// Drill RPO target.
     pub rpo_target: Option<Duration>,
+    /// The share of hosts (percent) that may fail while the run goes on without them;
+    /// 0 (the default): any failure stops the run and rolls back.
+    pub max_fail_percentage: u32,
     /// Import ids, each to the step ids it brought in (`needs: [import-id]` waits for all).
     pub groups: IndexMap<String, Vec<String>>,
 }
@@ -358,6 +362,7 @@ impl Loader {
             files: Vec::new(),
             rto_target: None,
             rpo_target: None,
+            max_fail_percentage: 0,
             groups: IndexMap::new(),
         };
         let mut defaults = Defaults::default();
@@ -395,6 +400,14 @@ impl Loader {
                 "defaults" => defaults = self.defaults(file, v, defaults),
                 "steps" | "phases" => steps_node = Some((key, v)),
                 "rto_target" => pb.rto_target = self.duration(file, v, "rto_target"),
+                "max_fail_percentage" => match self.count(file, v, "max_fail_percentage") {
+                    Some(p) if p <= 100 => pb.max_fail_percentage = p,
+                    Some(p) => self.err(
+                        v.error(file, format!("`max_fail_percentage: {p}` is over 100"))
+                            .with_help("give the share of hosts that may fail, 0 to 100"),
+                    ),
+                    None => {}
+                },
                 "rpo_target" => pb.rpo_target = self.duration(file, v, "rpo_target"),
                 _ => self.unknown_key(file, k, &key, PLAYBOOK_KEYS, "playbook"),
             }

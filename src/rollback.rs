@@ -8,7 +8,7 @@
 //! to wait for are left undone (their order matters), everything else still runs, and
 //! the report lists what is left. A second interrupt abandons the rollback.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::{Value as Json, json};
@@ -52,11 +52,16 @@ fn has_compensation(run: &Run, i: usize, rec: &NodeRecord) -> bool {
 }
 
 /// `--no-rollback`: reports every node that would have been compensated as left undone.
-pub fn skipped(run: &Run, records: &[NodeRecord], why: &str) -> RollbackReport {
+pub fn skipped(
+    run: &Run,
+    records: &[NodeRecord],
+    why: &str,
+    only: Option<&HashSet<String>>,
+) -> RollbackReport {
     let left: Vec<(usize, String)> = records
         .iter()
         .enumerate()
-        .filter(|(i, r)| touched(r) && has_compensation(run, *i, r))
+        .filter(|(i, r)| touched(r) && has_compensation(run, *i, r) && on_hosts(run, *i, only))
         .map(|(i, _)| (i, format!("rollback disabled ({why})")))
         .collect();
     run.emitter.emit(Event::RollbackFinish {
@@ -84,12 +89,19 @@ fn describe(run: &Run, list: &[(usize, String)]) -> Vec<(String, String, String)
         .collect()
 }
 
-/// Compensates the nodes of a failed run in reverse dependency order.
+/// Whether node `i` runs on one of `only` (every host when `None`).
+fn on_hosts(run: &Run, i: usize, only: Option<&HashSet<String>>) -> bool {
+    only.is_none_or(|hosts| hosts.contains(&run.graph.nodes[i].host))
+}
+
+/// Compensates the nodes of a failed run in reverse dependency order; with `only`,
+/// just the nodes on those hosts (failures tolerated by `max_fail_percentage`).
 pub async fn compensate(
     run: &Arc<Run>,
     records: &[NodeRecord],
     reason: &str,
     interrupts: &mut Interrupts,
+    only: Option<&HashSet<String>>,
 ) -> RollbackReport {
     let graph = &run.graph;
     let n = graph.nodes.len();
@@ -100,7 +112,9 @@ pub async fn compensate(
             ..RollbackReport::default()
         };
     }
-    let candidates: Vec<bool> = (0..n).map(|i| touched(&records[i])).collect();
+    let candidates: Vec<bool> = (0..n)
+        .map(|i| touched(&records[i]) && on_hosts(run, i, only))
+        .collect();
     run.emitter.emit(Event::RollbackStart {
         reason: reason.to_string(),
         nodes: candidates.iter().filter(|c| **c).count(),
