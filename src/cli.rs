@@ -69,6 +69,15 @@ pub enum Command {
     /// verification, RTO and RPO against the drill's targets. Exit 4 when a
     /// verification failed or a target was missed.
     Drill(DrillArgs),
+    /// List the runs recorded in the state directory, with their outcome.
+    Runs {
+        /// The state directory.
+        #[arg(long, default_value = ".lifeboat")]
+        state_dir: PathBuf,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check playbooks for everything a run would reject, without running.
     Validate {
         /// Playbook files.
@@ -189,6 +198,16 @@ pub struct RunArgs {
     /// accept-new (unknown keys are added to known_hosts), off (warns on every run).
     #[arg(long, value_name = "POLICY")]
     pub host_key_checking: Option<crate::connection::ssh::HostKeyPolicy>,
+    /// Where run journals are kept (locked while a run uses it); dry runs keep none.
+    #[arg(long, default_value = ".lifeboat")]
+    pub state_dir: PathBuf,
+}
+
+/// This machine's name, for the journal.
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "controller".into())
 }
 
 /// Entry point of the binary.
@@ -220,6 +239,29 @@ fn dispatch(cli: Cli) -> Result<u8, InputErrors> {
         Command::Run(args) => run(args, false),
         Command::Plan(args) => run(args, true),
         Command::Drill(args) => drill(args),
+        Command::Runs { state_dir, json } => {
+            let runs = crate::journal::list_runs(&state_dir);
+            if json {
+                say!(
+                    "{}",
+                    serde_json::to_string_pretty(&runs).unwrap_or_default()
+                );
+            } else if runs.is_empty() {
+                say!("no runs recorded in {}", state_dir.display());
+            } else {
+                for r in runs {
+                    say!(
+                        "{:<22} {:<20} {:<20} {:>5} nodes  {}",
+                        r.run_id,
+                        r.status,
+                        r.started,
+                        r.nodes_finished,
+                        r.playbook
+                    );
+                }
+            }
+            Ok(0)
+        }
         Command::Validate {
             playbooks,
             inventory,
@@ -435,6 +477,38 @@ fn run_with(
         ssh_options.host_key_policy = Some(policy);
     }
     let emitter = Arc::new(Emitter::new(observers, secrets));
+    // A real run records what it does in a journal, in a state directory it locks.
+    let mut state = None;
+    let mut journal = None;
+    if !check {
+        let dir = crate::journal::StateDir::lock(&args.state_dir, &run_id).map_err(|e| {
+            SourceError::plain(e).with_help("one run at a time may use a state directory")
+        })?;
+        let mask = {
+            let emitter = emitter.clone();
+            Box::new(move |text: &str| emitter.redact(text))
+        };
+        let j = crate::journal::Journal::create(&dir, &run_id, mask)
+            .map_err(|e| SourceError::plain(format!("cannot create the run journal: {e}")))?;
+        let inventory_text = args
+            .inventory
+            .as_ref()
+            .filter(|p| p.is_file())
+            .and_then(|p| std::fs::read_to_string(p).ok());
+        j.append(&crate::journal::Record::RunStart {
+            run_id: run_id.clone(),
+            playbook: args.playbook.display().to_string(),
+            playbook_sha256: crate::journal::hash_files(playbook.files.iter().map(|f| &*f.text)),
+            inventory: args.inventory.as_ref().map(|p| p.display().to_string()),
+            inventory_sha256: inventory_text.map(|t| crate::journal::hash_files([t.as_str()])),
+            check,
+            controller: format!("{} pid {}", hostname(), std::process::id()),
+            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        })
+        .map_err(|e| SourceError::plain(format!("cannot write the run journal: {e}")))?;
+        journal = Some(Arc::new(j));
+        state = Some(dir);
+    }
     if ssh_options.host_key_policy == Some(crate::connection::ssh::HostKeyPolicy::Off) {
         emitter.emit(crate::output::Event::Warning {
             msg: "host key checking is off: SSH hosts are not verified (--host-key-checking off)"
@@ -467,6 +541,7 @@ fn run_with(
         },
         emitter: emitter.clone(),
         partial: Default::default(),
+        journal,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -529,5 +604,6 @@ fn run_with(
         eprintln!("warning: could not write a report: {e}");
     }
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    drop(state);
     Ok(u8::try_from(code).unwrap_or(1))
 }

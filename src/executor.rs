@@ -182,6 +182,8 @@ pub struct Run {
     pub emitter: Arc<Emitter>,
     /// What running nodes have done so far, so an interrupted node keeps its undo data.
     pub partial: std::sync::Mutex<HashMap<usize, NodeRecord>>,
+    /// The run journal, when the run keeps one.
+    pub journal: Option<Arc<crate::journal::Journal>>,
 }
 
 enum NodeEnd {
@@ -262,6 +264,15 @@ impl Run {
                         }
                         running_on.insert(host.clone(), running + 1);
                         records[i].started = self.emitter.elapsed();
+                        let node = &graph.nodes[i];
+                        if let Err(e) = self.journal(&crate::journal::Record::NodeStart {
+                            node: i,
+                            step: self.playbook.steps[node.step].id.clone(),
+                            host: node.host.clone(),
+                        }) {
+                            stop_reason = Some(e);
+                            break;
+                        }
                         tracing::debug!(node = i, host = %host, running = running + 1, "start");
                         let run = self.clone();
                         let token = cancel.clone();
@@ -304,6 +315,11 @@ impl Run {
                     }
                     let status = record.status;
                     records[i] = NodeRecord { finished: self.emitter.elapsed(), ..record };
+                    if let Err(e) = self.journal_finish(i, &records[i])
+                        && stop_reason.is_none()
+                    {
+                        stop_reason = Some(e);
+                    }
                     if status == NodeStatus::Failed {
                         failed_any = true;
                         if !self.opts.check && stop_reason.is_none() {
@@ -411,6 +427,13 @@ impl Run {
                 (false, false) => RunOutcome::RollbackIncomplete,
             }
         };
+        if let Err(e) = self.journal(&crate::journal::Record::RunEnd {
+            outcome: json_word(&outcome),
+            exit_code: outcome.exit_code(),
+            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        }) {
+            self.emitter.emit(Event::Warning { msg: e });
+        }
         let recap = crate::report::recap(&self, &records, rollback_report.as_ref());
         self.emitter.emit(Event::RunEnd {
             outcome,
@@ -424,6 +447,32 @@ impl Run {
             rollback: rollback_report,
             stop_reason,
         }
+    }
+
+    /// Appends a journal record; the error says what could not be written.
+    pub(crate) fn journal(&self, record: &crate::journal::Record) -> Result<(), String> {
+        match &self.journal {
+            Some(j) => j
+                .append(record)
+                .map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display())),
+            None => Ok(()),
+        }
+    }
+
+    fn journal_finish(&self, i: usize, rec: &NodeRecord) -> Result<(), String> {
+        if self.journal.is_none() {
+            return Ok(());
+        }
+        let node = &self.graph.nodes[i];
+        self.journal(&crate::journal::Record::NodeFinish {
+            node: i,
+            step: self.playbook.steps[node.step].id.clone(),
+            host: node.host.clone(),
+            status: json_word(&rec.status),
+            result: rec.result.clone(),
+            undo: serde_json::to_value(&rec.undo).unwrap_or(Json::Null),
+            exec_host: rec.exec_host.clone(),
+        })
     }
 
     fn cancelled_record(&self, i: usize) -> NodeRecord {
@@ -901,6 +950,14 @@ fn error_json(e: &ModuleError) -> Json {
         m.insert("stderr".into(), Json::String(o.stderr_text()));
     }
     j
+}
+
+/// A serialisable enum's word (`changed`, `rolled_back`...).
+pub(crate) fn json_word<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|j| j.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Output kept in events: the last 64 KiB.

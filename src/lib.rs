@@ -12,6 +12,7 @@ pub mod error;
 pub mod executor;
 pub mod graph;
 pub mod inventory;
+pub mod journal;
 pub mod modules;
 pub mod output;
 pub mod playbook;

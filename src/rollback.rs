@@ -311,6 +311,14 @@ fn emit_node_at(
 ) {
     let node = &run.graph.nodes[i];
     let step = &run.playbook.steps[node.step];
+    if let Err(e) = run.journal(&crate::journal::Record::RollbackNode {
+        node: i,
+        step: step.id.clone(),
+        host: node.host.clone(),
+        status: crate::executor::json_word(&status),
+    }) {
+        run.emitter.emit(Event::Warning { msg: e });
+    }
     run.emitter.emit(Event::RollbackNode {
         step: step.id.clone(),
         name: step.name.clone(),
