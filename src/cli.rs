@@ -69,6 +69,12 @@ pub enum Command {
     /// verification, RTO and RPO against the drill's targets. Exit 4 when a
     /// verification failed or a target was missed.
     Drill(DrillArgs),
+    /// Continue a failed or killed run: what it finished is not run again (its results
+    /// come back from the journal); what failed or never started runs now. Refused
+    /// when the playbook or inventory changed since, unless --force.
+    Resume(ContinueArgs),
+    /// Undo what a past run did, in reverse dependency order, from its journal.
+    Rollback(ContinueArgs),
     /// List the runs recorded in the state directory, with their outcome.
     Runs {
         /// The state directory.
@@ -137,6 +143,40 @@ pub enum GraphFormat {
     Text,
     /// Graphviz DOT.
     Dot,
+}
+
+/// Arguments of `resume` and `rollback`.
+#[derive(Debug, clap::Args)]
+pub struct ContinueArgs {
+    /// The run's id (`lifeboat runs` lists them).
+    pub run_id: String,
+    /// The state directory the run used.
+    #[arg(long, default_value = ".lifeboat")]
+    pub state_dir: PathBuf,
+    /// Go on even though the playbook or inventory changed since the run.
+    #[arg(long)]
+    pub force: bool,
+    /// Hosts with work running at once.
+    #[arg(long, default_value_t = 64)]
+    pub forks: usize,
+    /// Steps running at once on one host.
+    #[arg(long, default_value_t = 8)]
+    pub host_parallelism: usize,
+    /// After a failure, leave everything as it is (exit 3).
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// Write one JSON object per event to this file.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Write a JUnit XML report to this file.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Stream command output.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// SSH host key checking: strict, accept-new or off.
+    #[arg(long, value_name = "POLICY")]
+    pub host_key_checking: Option<crate::connection::ssh::HostKeyPolicy>,
 }
 
 /// Arguments of `drill`.
@@ -239,6 +279,8 @@ fn dispatch(cli: Cli) -> Result<u8, InputErrors> {
         Command::Run(args) => run(args, false),
         Command::Plan(args) => run(args, true),
         Command::Drill(args) => drill(args),
+        Command::Resume(args) => continue_run(args, false),
+        Command::Rollback(args) => continue_run(args, true),
         Command::Runs { state_dir, json } => {
             let runs = crate::journal::list_runs(&state_dir);
             if json {
@@ -399,13 +441,78 @@ fn drill(args: DrillArgs) -> Result<u8, InputErrors> {
     run_with(args.run, false, Some(args.report))
 }
 
+/// Whether a run continues a past one.
+enum Continuing {
+    /// A fresh run.
+    No,
+    /// `lifeboat resume`: skip what the past run did.
+    Resume(crate::journal::PastRun),
+    /// `lifeboat rollback`: undo what the past run did, run nothing.
+    Rollback(crate::journal::PastRun),
+}
+
+/// `lifeboat resume` / `lifeboat rollback`: the past run's playbook, inventory and
+/// selection, from its journal.
+fn continue_run(args: ContinueArgs, rollback: bool) -> Result<u8, InputErrors> {
+    let past = crate::journal::PastRun::load(&args.state_dir, &args.run_id).map_err(|e| {
+        SourceError::plain(e).with_help("`lifeboat runs` lists the runs of a state directory")
+    })?;
+    if !rollback && past.outcome.as_deref() == Some("success") {
+        say!("run {} succeeded: nothing to resume", past.run_id);
+        return Ok(0);
+    }
+    let run_args = RunArgs {
+        playbook: PathBuf::from(&past.playbook),
+        inventory: past.inventory.as_ref().map(PathBuf::from),
+        check: false,
+        diff: false,
+        extra_vars: match &past.extra_vars {
+            Json::Object(m) if !m.is_empty() => vec![past.extra_vars.to_string()],
+            _ => Vec::new(),
+        },
+        limit: past.limit.clone(),
+        tags: past.tags.clone(),
+        skip_tags: past.skip_tags.clone(),
+        forks: args.forks,
+        host_parallelism: args.host_parallelism,
+        no_rollback: args.no_rollback,
+        events: args.events,
+        junit: args.junit,
+        verbose: args.verbose,
+        host_key_checking: args.host_key_checking,
+        state_dir: args.state_dir,
+    };
+    let hashes_checked = args.force;
+    let continuing = if rollback {
+        Continuing::Rollback(past)
+    } else {
+        Continuing::Resume(past)
+    };
+    run_continuing(run_args, continuing, hashes_checked)
+}
+
 fn run_with(
     args: RunArgs,
     plan: bool,
     drill_reports: Option<Vec<PathBuf>>,
 ) -> Result<u8, InputErrors> {
+    run_full(args, plan, drill_reports, Continuing::No, false)
+}
+
+fn run_continuing(args: RunArgs, continuing: Continuing, force: bool) -> Result<u8, InputErrors> {
+    run_full(args, false, None, continuing, force)
+}
+
+fn run_full(
+    args: RunArgs,
+    plan: bool,
+    drill_reports: Option<Vec<PathBuf>>,
+    continuing: Continuing,
+    force: bool,
+) -> Result<u8, InputErrors> {
     let check = plan || args.check;
     let extra_vars = parse_extra_vars(&args.extra_vars)?;
+    let extra_vars_for_journal = extra_vars.clone();
     let inventory = Arc::new(Inventory::load(args.inventory.as_deref())?);
     let mut playbook = Playbook::load(&args.playbook)?;
     if drill_reports.is_some() {
@@ -420,6 +527,47 @@ fn run_with(
         skip_tags: args.skip_tags.clone(),
     };
     let graph = Arc::new(Graph::build(&playbook, &inventory, &selection)?);
+    let past = match &continuing {
+        Continuing::No => None,
+        Continuing::Resume(p) | Continuing::Rollback(p) => Some(p),
+    };
+    let mut prior = std::collections::HashMap::new();
+    if let Some(past) = past {
+        let now = crate::journal::hash_files(playbook.files.iter().map(|f| &*f.text));
+        let inv_now = args
+            .inventory
+            .as_ref()
+            .filter(|p| p.is_file())
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|t| crate::journal::hash_files([t.as_str()]));
+        if !force && (now != past.playbook_sha256 || inv_now != past.inventory_sha256) {
+            return Err(SourceError::plain(format!(
+                "the playbook or inventory of run {} changed since it ran",
+                past.run_id
+            ))
+            .with_help("continuing with other steps could do the wrong thing; check the change, then pass --force")
+            .into());
+        }
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let key = (playbook.steps[node.step].id.clone(), node.host.clone());
+            if let Some((status, result, undo, exec_host)) = past.done.get(&key) {
+                let status = serde_json::from_value(Json::String(status.clone()))
+                    .unwrap_or(crate::output::NodeStatus::Changed);
+                prior.insert(
+                    i,
+                    crate::executor::NodeRecord {
+                        status,
+                        started: 0.0,
+                        finished: 0.0,
+                        result: result.clone(),
+                        undo: serde_json::from_value(undo.clone()).unwrap_or_default(),
+                        exec_host: exec_host.clone(),
+                        entered: true,
+                    },
+                );
+            }
+        }
+    }
     let mut secrets = Vec::new();
     let mut playbook_vars: IndexMap<String, Json> = playbook.vars.clone();
     let mut errors = InputErrors::default();
@@ -502,6 +650,11 @@ fn run_with(
             inventory: args.inventory.as_ref().map(|p| p.display().to_string()),
             inventory_sha256: inventory_text.map(|t| crate::journal::hash_files([t.as_str()])),
             check,
+            extra_vars: serde_json::to_value(&extra_vars_for_journal).unwrap_or(Json::Null),
+            limit: args.limit.clone(),
+            tags: args.tags.clone(),
+            skip_tags: args.skip_tags.clone(),
+            continues: past.map(|p| p.run_id.clone()),
             controller: format!("{} pid {}", hostname(), std::process::id()),
             time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         })
@@ -542,6 +695,7 @@ fn run_with(
         emitter: emitter.clone(),
         partial: Default::default(),
         journal,
+        prior,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -564,7 +718,10 @@ fn run_with(
                 }
             }
         });
-        run.execute(interrupts).await
+        match continuing {
+            Continuing::Rollback(past) => run.rollback_only(interrupts, &past.run_id).await,
+            _ => run.execute(interrupts).await,
+        }
     });
     let mut code = report.outcome.exit_code();
     if let Some(paths) = drill_reports {

@@ -184,6 +184,9 @@ pub struct Run {
     pub partial: std::sync::Mutex<HashMap<usize, NodeRecord>>,
     /// The run journal, when the run keeps one.
     pub journal: Option<Arc<crate::journal::Journal>>,
+    /// Nodes a past run already did (`lifeboat resume` / `rollback`), by node index:
+    /// they are not run again; their results and undo data come from the journal.
+    pub prior: HashMap<usize, NodeRecord>,
 }
 
 enum NodeEnd {
@@ -227,8 +230,19 @@ impl Run {
         for h in graph.hosts() {
             queues.insert(h, VecDeque::new());
         }
+        // Nodes a past run did count as ended: their results are registered again and
+        // what waits for them may start.
+        for (&i, rec) in &self.prior {
+            let step = &self.playbook.steps[graph.nodes[i].step];
+            self.restore_prior(step, &graph.nodes[i].host, rec);
+            records[i] = rec.clone();
+            self.finish_event(i, rec, 0, None, Some("done by the resumed run".into()));
+            for &d in &graph.nodes[i].dependents {
+                waiting[d] = waiting[d].saturating_sub(1);
+            }
+        }
         for (i, node) in graph.nodes.iter().enumerate() {
-            if node.deps.is_empty() {
+            if waiting[i] == 0 && !self.prior.contains_key(&i) {
                 queues.entry(node.host.clone()).or_default().push_back(i);
             }
         }
@@ -446,6 +460,72 @@ impl Run {
             records,
             rollback: rollback_report,
             stop_reason,
+        }
+    }
+
+    /// Registers again what a past run's node produced (its result, and `set_fact`'s facts).
+    fn restore_prior(&self, step: &Step, host: &str, rec: &NodeRecord) {
+        self.register(step, host, &rec.result, false);
+        if step.module_name() == "set_fact"
+            && let Some(Json::Object(facts)) = rec.result.get("data")
+        {
+            for (k, v) in facts {
+                self.vars.facts.set(host, k, v.clone());
+            }
+        }
+    }
+
+    /// `lifeboat rollback RUN_ID`: compensates the nodes of `prior` (a past run's,
+    /// from its journal) in reverse dependency order, running nothing else.
+    pub async fn rollback_only(
+        self: Arc<Self>,
+        mut interrupts: Interrupts,
+        continues: &str,
+    ) -> RunReport {
+        let started = Instant::now();
+        let graph = self.graph.clone();
+        self.emitter.emit(Event::RunStart {
+            run_id: self.opts.run_id.clone(),
+            playbook: self.playbook.name.clone(),
+            check: false,
+            hosts: graph.hosts(),
+            nodes: graph.nodes.len(),
+            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        });
+        let mut records: Vec<NodeRecord> = (0..graph.nodes.len())
+            .map(|_| NodeRecord::not_run())
+            .collect();
+        for (&i, rec) in &self.prior {
+            let step = &self.playbook.steps[graph.nodes[i].step];
+            self.restore_prior(step, &graph.nodes[i].host, rec);
+            records[i] = rec.clone();
+        }
+        let reason = format!("rollback of run {continues}");
+        let report = rollback::compensate(&self, &records, &reason, &mut interrupts, None).await;
+        let outcome = match (interrupts.count() > 0, report.complete) {
+            (true, _) => RunOutcome::Interrupted,
+            (false, true) => RunOutcome::Success,
+            (false, false) => RunOutcome::RollbackIncomplete,
+        };
+        if let Err(e) = self.journal(&crate::journal::Record::RunEnd {
+            outcome: json_word(&outcome),
+            exit_code: outcome.exit_code(),
+            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        }) {
+            self.emitter.emit(Event::Warning { msg: e });
+        }
+        let recap = crate::report::recap(&self, &records, Some(&report));
+        self.emitter.emit(Event::RunEnd {
+            outcome,
+            exit_code: outcome.exit_code(),
+            duration: started.elapsed().as_secs_f64(),
+            recap,
+        });
+        RunReport {
+            outcome,
+            records,
+            rollback: Some(report),
+            stop_reason: None,
         }
     }
 

@@ -36,6 +36,21 @@ pub enum Record {
         inventory_sha256: Option<String>,
         /// Dry run.
         check: bool,
+        /// `-e` variables.
+        #[serde(default)]
+        extra_vars: Json,
+        /// `--limit`.
+        #[serde(default)]
+        limit: Option<String>,
+        /// `--tags`.
+        #[serde(default)]
+        tags: Vec<String>,
+        /// `--skip-tags`.
+        #[serde(default)]
+        skip_tags: Vec<String>,
+        /// The run this one resumes or rolls back.
+        #[serde(default)]
+        continues: Option<String>,
         /// The controller's host name and process id.
         controller: String,
         /// RFC 3339 time.
@@ -255,4 +270,136 @@ pub fn list_runs(state_dir: &Path) -> Vec<RunSummary> {
         .collect();
     out.sort_by(|a, b| a.started.cmp(&b.started).then(a.run_id.cmp(&b.run_id)));
     out
+}
+
+/// What a past run's journal says, for `resume` and `rollback`.
+#[derive(Debug, Clone)]
+pub struct PastRun {
+    /// Its run id.
+    pub run_id: String,
+    /// Playbook path as given.
+    pub playbook: String,
+    /// Hash of its playbook files.
+    pub playbook_sha256: String,
+    /// Inventory path.
+    pub inventory: Option<String>,
+    /// Hash of the inventory file.
+    pub inventory_sha256: Option<String>,
+    /// `-e` variables.
+    pub extra_vars: Json,
+    /// `--limit`.
+    pub limit: Option<String>,
+    /// `--tags`.
+    pub tags: Vec<String>,
+    /// `--skip-tags`.
+    pub skip_tags: Vec<String>,
+    /// Nodes that ended and were not undone since, by (step id, host): status,
+    /// registered result, undo data, and where they ran.
+    pub done: std::collections::HashMap<(String, String), (String, Json, Json, String)>,
+    /// Its outcome, if it ended.
+    pub outcome: Option<String>,
+}
+
+impl PastRun {
+    /// Reads run `run_id` from a state directory.
+    pub fn load(state_dir: &Path, run_id: &str) -> Result<PastRun, String> {
+        if run_id.is_empty() || run_id.contains(['/', '\\']) || run_id.starts_with('.') {
+            return Err(format!("`{run_id}` is not a run id"));
+        }
+        let path = state_dir.join("runs").join(run_id).join("journal.jsonl");
+        let records = Journal::read(&path).map_err(|e| {
+            format!(
+                "no journal for run {run_id} in {} ({e}); `lifeboat runs` lists the runs",
+                state_dir.display()
+            )
+        })?;
+        let mut past = None;
+        for r in records {
+            match r {
+                Record::RunStart {
+                    run_id,
+                    playbook,
+                    playbook_sha256,
+                    inventory,
+                    inventory_sha256,
+                    extra_vars,
+                    limit,
+                    tags,
+                    skip_tags,
+                    ..
+                } => {
+                    past = Some(PastRun {
+                        run_id,
+                        playbook,
+                        playbook_sha256,
+                        inventory,
+                        inventory_sha256,
+                        extra_vars,
+                        limit,
+                        tags,
+                        skip_tags,
+                        done: Default::default(),
+                        outcome: None,
+                    });
+                }
+                Record::NodeFinish {
+                    step,
+                    host,
+                    status,
+                    result,
+                    undo,
+                    exec_host,
+                    ..
+                } => {
+                    if let Some(p) = past.as_mut()
+                        && matches!(status.as_str(), "changed" | "ok" | "skipped" | "ignored")
+                    {
+                        p.done
+                            .insert((step, host), (status, result, undo, exec_host));
+                    }
+                }
+                Record::RollbackNode {
+                    step, host, status, ..
+                } => {
+                    if let Some(p) = past.as_mut()
+                        && status == "done"
+                    {
+                        p.done.remove(&(step, host));
+                    }
+                }
+                Record::RunEnd { outcome, .. } => {
+                    if let Some(p) = past.as_mut() {
+                        p.outcome = Some(outcome);
+                    }
+                }
+                Record::NodeStart { .. } => {}
+            }
+        }
+        let mut past =
+            past.ok_or_else(|| format!("the journal of run {run_id} has no run_start record"))?;
+        // What later `lifeboat rollback`s of this run undid is undone.
+        if let Ok(entries) = std::fs::read_dir(state_dir.join("runs")) {
+            for e in entries.flatten() {
+                let Ok(records) = Journal::read(&e.path().join("journal.jsonl")) else {
+                    continue;
+                };
+                let continues = records.iter().any(|r| {
+                    matches!(r, Record::RunStart { continues: Some(c), .. } if c == &past.run_id)
+                });
+                if !continues {
+                    continue;
+                }
+                for r in records {
+                    if let Record::RollbackNode {
+                        step, host, status, ..
+                    } = r
+                        && status == "done"
+                    {
+                        past.done.remove(&(step, host));
+                    }
+                }
+            }
+        }
+        Ok(past)
+    }
 }

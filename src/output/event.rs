@@ -1,10 +1,10 @@
 //! The events of a run, in the order they happen, and the [`Observer`] that receives
 //! them. Every field is plain data so an event serialises to one JSON object.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How a (step, host) node ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeStatus {
     /// Ran and changed something.

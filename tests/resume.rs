@@ -1,0 +1,136 @@
+//! `lifeboat resume` and `lifeboat rollback RUN_ID`, from the run journal: a killed run
+//! resumes without running again what it finished (its registered results come back),
+//! a changed playbook is refused unless forced, and a past run is rolled back in
+//! reverse order from its journal.
+
+mod support;
+
+use std::path::Path;
+
+use support::Test;
+
+const PLAYBOOK: &str = r#"
+steps:
+  - id: one
+    shell: echo one >> {{ playbook_dir }}/log && echo first-result
+    register: first
+    rollback:
+      shell: echo undo-one >> {{ playbook_dir }}/log
+  - id: two
+    needs: one
+    shell: "[ -e {{ playbook_dir }}/go ] || { touch {{ playbook_dir }}/waiting; sleep 30; }; echo two >> {{ playbook_dir }}/log"
+    rollback:
+      shell: echo undo-two >> {{ playbook_dir }}/log
+  - id: three
+    needs: two
+    shell: echo "three {{ first.stdout | trim }}" >> {{ playbook_dir }}/log
+"#;
+
+fn run_id(dir: &Path) -> String {
+    let mut ids: Vec<String> = std::fs::read_dir(dir.join(".lifeboat/runs"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids.first().cloned().unwrap_or_default()
+}
+
+fn lifeboat_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run lifeboat")
+}
+
+#[test]
+fn a_killed_run_resumes_without_running_finished_steps_again() {
+    let mut run = Test::new().relative_playbook().playbook(PLAYBOOK).spawn();
+    run.wait_until(20, "step two to wait", |p| p.join("waiting").exists());
+    run.signal("KILL");
+    let killed = run.wait(20);
+    let dir = killed.path().to_path_buf();
+    std::fs::write(dir.join("go"), "").expect("write go");
+    let id = run_id(&dir);
+    let out = lifeboat_in(&dir, &["resume", &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert_eq!(
+        log, "one\ntwo\nthree first-result\n",
+        "each step exactly once, the result of one restored"
+    );
+}
+
+#[test]
+fn resume_refuses_a_changed_playbook_unless_forced() {
+    let mut run = Test::new().relative_playbook().playbook(PLAYBOOK).spawn();
+    run.wait_until(20, "step two to wait", |p| p.join("waiting").exists());
+    run.signal("KILL");
+    let killed = run.wait(20);
+    let dir = killed.path().to_path_buf();
+    let id = run_id(&dir);
+    let changed = PLAYBOOK.replace("echo two", "echo TWO");
+    std::fs::write(dir.join("playbook.yaml"), changed).expect("write");
+    std::fs::write(dir.join("go"), "").expect("write go");
+    let out = lifeboat_in(&dir, &["resume", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("changed since it ran"));
+    let out = lifeboat_in(&dir, &["resume", &id, "--force"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert_eq!(log, "one\nTWO\nthree first-result\n");
+}
+
+#[test]
+fn a_past_run_is_rolled_back_from_its_journal_once() {
+    let out = Test::new()
+        .relative_playbook()
+        .file("go", "")
+        .playbook(&PLAYBOOK.replace("echo \"three", "false && echo \"three"))
+        .args(&["--no-rollback"])
+        .run();
+    out.assert_code(3);
+    let dir = out.path().to_path_buf();
+    let id = run_id(&dir);
+    let rb = lifeboat_in(&dir, &["rollback", &id]);
+    assert_eq!(
+        rb.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&rb.stdout)
+    );
+    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert_eq!(
+        log, "one\ntwo\nundo-two\nundo-one\n",
+        "reverse order, from the journal"
+    );
+    let again = lifeboat_in(&dir, &["rollback", &id]);
+    assert_eq!(again.status.code(), Some(0));
+    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert_eq!(
+        log, "one\ntwo\nundo-two\nundo-one\n",
+        "a second rollback must not undo twice"
+    );
+}
+
+#[test]
+fn an_unknown_run_id_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = lifeboat_in(dir.path(), &["resume", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no journal for run nope"));
+}
