@@ -150,12 +150,29 @@ pub enum GraphFormat {
 pub struct ContinueArgs {
     /// The run's id (`lifeboat runs` lists them).
     pub run_id: String,
-    /// The state directory the run used.
-    #[arg(long, default_value = ".lifeboat")]
-    pub state_dir: PathBuf,
     /// Go on even though the playbook or inventory changed since the run.
     #[arg(long)]
     pub force: bool,
+    /// How it executes and reports.
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+/// Arguments of `drill`.
+#[derive(Debug, clap::Args)]
+pub struct DrillArgs {
+    /// Everything `run` takes.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Write the drill report here: .md (Markdown), .html or .json; repeatable.
+    #[arg(long)]
+    pub report: Vec<PathBuf>,
+}
+
+/// How a run executes and reports: shared by `run`, `plan`, `drill`, `resume` and
+/// `rollback`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExecArgs {
     /// Hosts with work running at once.
     #[arg(long, default_value_t = 64)]
     pub forks: usize,
@@ -174,20 +191,13 @@ pub struct ContinueArgs {
     /// Stream command output.
     #[arg(short, long)]
     pub verbose: bool,
-    /// SSH host key checking: strict, accept-new or off.
+    /// SSH host key checking: strict (default: unknown and changed keys are refused),
+    /// accept-new (unknown keys are added to known_hosts), off (warns on every run).
     #[arg(long, value_name = "POLICY")]
     pub host_key_checking: Option<crate::connection::ssh::HostKeyPolicy>,
-}
-
-/// Arguments of `drill`.
-#[derive(Debug, clap::Args)]
-pub struct DrillArgs {
-    /// Everything `run` takes.
-    #[command(flatten)]
-    pub run: RunArgs,
-    /// Write the drill report here: .md (Markdown), .html or .json; repeatable.
-    #[arg(long)]
-    pub report: Vec<PathBuf>,
+    /// Where run journals are kept (locked while a run uses it); dry runs keep none.
+    #[arg(long, default_value = ".lifeboat")]
+    pub state_dir: PathBuf,
 }
 
 /// Arguments of `run` and `plan`.
@@ -216,31 +226,9 @@ pub struct RunArgs {
     /// Not steps with these tags (comma separated).
     #[arg(long, value_delimiter = ',')]
     pub skip_tags: Vec<String>,
-    /// Hosts with work running at once.
-    #[arg(long, default_value_t = 64)]
-    pub forks: usize,
-    /// Steps running at once on one host.
-    #[arg(long, default_value_t = 8)]
-    pub host_parallelism: usize,
-    /// After a failure, leave everything as it is (exit 3).
-    #[arg(long)]
-    pub no_rollback: bool,
-    /// Write one JSON object per event to this file.
-    #[arg(long)]
-    pub events: Option<PathBuf>,
-    /// Write a JUnit XML report to this file.
-    #[arg(long)]
-    pub junit: Option<PathBuf>,
-    /// Stream command output.
-    #[arg(short, long)]
-    pub verbose: bool,
-    /// SSH host key checking: strict (default: unknown and changed keys are refused),
-    /// accept-new (unknown keys are added to known_hosts), off (warns on every run).
-    #[arg(long, value_name = "POLICY")]
-    pub host_key_checking: Option<crate::connection::ssh::HostKeyPolicy>,
-    /// Where run journals are kept (locked while a run uses it); dry runs keep none.
-    #[arg(long, default_value = ".lifeboat")]
-    pub state_dir: PathBuf,
+    /// How it executes and reports.
+    #[command(flatten)]
+    pub exec: ExecArgs,
 }
 
 /// This machine's name, for the journal.
@@ -454,7 +442,7 @@ enum Continuing {
 /// `lifeboat resume` / `lifeboat rollback`: the past run's playbook, inventory and
 /// selection, from its journal.
 fn continue_run(args: ContinueArgs, rollback: bool) -> Result<u8, InputErrors> {
-    let past = crate::journal::PastRun::load(&args.state_dir, &args.run_id).map_err(|e| {
+    let past = crate::journal::PastRun::load(&args.exec.state_dir, &args.run_id).map_err(|e| {
         SourceError::plain(e).with_help("`lifeboat runs` lists the runs of a state directory")
     })?;
     if !rollback && past.outcome.as_deref() == Some("success") {
@@ -473,14 +461,7 @@ fn continue_run(args: ContinueArgs, rollback: bool) -> Result<u8, InputErrors> {
         limit: past.limit.clone(),
         tags: past.tags.clone(),
         skip_tags: past.skip_tags.clone(),
-        forks: args.forks,
-        host_parallelism: args.host_parallelism,
-        no_rollback: args.no_rollback,
-        events: args.events,
-        junit: args.junit,
-        verbose: args.verbose,
-        host_key_checking: args.host_key_checking,
-        state_dir: args.state_dir,
+        exec: args.exec.clone(),
     };
     let hashes_checked = args.force;
     let continuing = if rollback {
@@ -604,9 +585,10 @@ fn run_full(
         "lifeboat".to_string(),
         json!({"run_id": run_id, "check_mode": check, "playbook": playbook.name}),
     );
-    let mut observers: Vec<Arc<dyn Observer>> =
-        vec![Arc::new(Console::new(ConsoleOptions::detect(args.verbose)))];
-    if let Some(path) = &args.events {
+    let mut observers: Vec<Arc<dyn Observer>> = vec![Arc::new(Console::new(
+        ConsoleOptions::detect(args.exec.verbose),
+    ))];
+    if let Some(path) = &args.exec.events {
         let log = EventLog::create(path).map_err(|e| {
             SourceError::plain(format!(
                 "cannot write the events file {}: {e}",
@@ -615,13 +597,13 @@ fn run_full(
         })?;
         observers.push(Arc::new(log));
     }
-    if let Some(path) = &args.junit {
+    if let Some(path) = &args.exec.junit {
         observers.push(Arc::new(JunitReport::new(path, &playbook.name)));
     }
     let mut ssh_options = crate::connection::ssh::SshOptions::from_env().map_err(|e| {
         SourceError::plain(e).with_help("check the LIFEBOAT_* SSH environment variables")
     })?;
-    if let Some(policy) = args.host_key_checking {
+    if let Some(policy) = args.exec.host_key_checking {
         ssh_options.host_key_policy = Some(policy);
     }
     let emitter = Arc::new(Emitter::new(observers, secrets));
@@ -629,7 +611,7 @@ fn run_full(
     let mut state = None;
     let mut journal = None;
     if !check {
-        let dir = crate::journal::StateDir::lock(&args.state_dir, &run_id).map_err(|e| {
+        let dir = crate::journal::StateDir::lock(&args.exec.state_dir, &run_id).map_err(|e| {
             SourceError::plain(e).with_help("one run at a time may use a state directory")
         })?;
         let mask = {
@@ -686,10 +668,10 @@ fn run_full(
         opts: RunOptions {
             check,
             diff: args.diff,
-            forks: args.forks,
-            host_parallelism: args.host_parallelism,
-            no_rollback: args.no_rollback,
-            verbose: args.verbose,
+            forks: args.exec.forks,
+            host_parallelism: args.exec.host_parallelism,
+            no_rollback: args.exec.no_rollback,
+            verbose: args.exec.verbose,
             run_id,
         },
         emitter: emitter.clone(),

@@ -441,6 +441,23 @@ impl Run {
                 (false, false) => RunOutcome::RollbackIncomplete,
             }
         };
+        self.end_run(outcome, &records, rollback_report.as_ref(), started);
+        RunReport {
+            outcome,
+            records,
+            rollback: rollback_report,
+            stop_reason,
+        }
+    }
+
+    /// Records the run's end in the journal and tells the observers, with the recap.
+    fn end_run(
+        &self,
+        outcome: RunOutcome,
+        records: &[NodeRecord],
+        rollback: Option<&RollbackReport>,
+        started: Instant,
+    ) {
         if let Err(e) = self.journal(&crate::journal::Record::RunEnd {
             outcome: json_word(&outcome),
             exit_code: outcome.exit_code(),
@@ -448,19 +465,12 @@ impl Run {
         }) {
             self.emitter.emit(Event::Warning { msg: e });
         }
-        let recap = crate::report::recap(&self, &records, rollback_report.as_ref());
         self.emitter.emit(Event::RunEnd {
             outcome,
             exit_code: outcome.exit_code(),
             duration: started.elapsed().as_secs_f64(),
-            recap,
+            recap: crate::report::recap(self, records, rollback),
         });
-        RunReport {
-            outcome,
-            records,
-            rollback: rollback_report,
-            stop_reason,
-        }
     }
 
     /// Registers again what a past run's node produced (its result, and `set_fact`'s facts).
@@ -507,20 +517,7 @@ impl Run {
             (false, true) => RunOutcome::Success,
             (false, false) => RunOutcome::RollbackIncomplete,
         };
-        if let Err(e) = self.journal(&crate::journal::Record::RunEnd {
-            outcome: json_word(&outcome),
-            exit_code: outcome.exit_code(),
-            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        }) {
-            self.emitter.emit(Event::Warning { msg: e });
-        }
-        let recap = crate::report::recap(&self, &records, Some(&report));
-        self.emitter.emit(Event::RunEnd {
-            outcome,
-            exit_code: outcome.exit_code(),
-            duration: started.elapsed().as_secs_f64(),
-            recap,
-        });
+        self.end_run(outcome, &records, Some(&report), started);
         RunReport {
             outcome,
             records,
@@ -913,6 +910,14 @@ impl Run {
         rec.status = NodeStatus::Unknown;
         rec.result = json!({"changed": false, "failed": false, "unknown": true});
         self.register(step, host, &rec.result, true);
+        // The facts an unknown set_fact would set are unknown too, not undefined.
+        if step.module_name() == "set_fact"
+            && let Some(keys) = step.args.as_object()
+        {
+            for k in keys.keys() {
+                self.vars.facts.set_unknown(host, k);
+            }
+        }
         self.finish_event(i, &rec, 0, None, Some(why));
         rec
     }

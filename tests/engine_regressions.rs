@@ -229,3 +229,28 @@ fn delegate_to_a_host_outside_the_inventory_fails() {
         out.msg("a", "d1")
     );
 }
+
+#[test]
+fn a_dry_run_carries_unknown_through_set_fact() {
+    let out = Test::new()
+        .command("plan")
+        .playbook(
+            r#"
+steps:
+  - id: read
+    shell: echo hello
+    register: read
+  - id: remember
+    needs: read
+    set_fact:
+      greeting: "{{ read.stdout | trim }}"
+  - id: use
+    needs: remember
+    shell: echo {{ greeting }}
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.status("remember", "localhost"), "unknown");
+    assert_eq!(out.status("use", "localhost"), "unknown");
+}
