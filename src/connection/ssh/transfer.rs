@@ -28,13 +28,12 @@ fn hex(bytes: &[u8]) -> String {
 /// An SFTP session on its own channel, or `None` when the server has no SFTP.
 async fn open_sftp(
     conn: &SshConnection,
-    live: &Live,
 ) -> Result<Option<(SftpSession, OwnedSemaphorePermit)>, ConnectionError> {
-    if live.sftp.load(Ordering::Relaxed) == SFTP_NO {
+    if conn.live().await?.sftp.load(Ordering::Relaxed) == SFTP_NO {
         return Ok(None);
     }
-    let permit = conn.permit().await?;
-    let mut ch = conn.open_channel(live).await?;
+    let (live, permit, mut ch) = conn.session_channel().await?;
+    let live: &Live = &live;
     ch.request_subsystem(true, "sftp")
         .await
         .map_err(|e| conn.err(format!("cannot start sftp: {}", describe_russh(&e))))?;
@@ -120,7 +119,6 @@ pub(super) async fn put_file(
     remote: &str,
 ) -> Result<(), ConnectionError> {
     let what = format!("copying {} to {remote}", local.display());
-    let live = conn.live().await?;
     let mut file = tokio::fs::File::open(local)
         .await
         .map_err(|e| conn.err(format!("{what}: cannot open {}: {e}", local.display())))?;
@@ -128,7 +126,7 @@ pub(super) async fn put_file(
     let mut buf = vec![0u8; CHUNK];
     let read_err =
         |e: std::io::Error| conn.err(format!("{what}: cannot read {}: {e}", local.display()));
-    if let Some((sftp, _permit)) = open_sftp(conn, &live).await? {
+    if let Some((sftp, _permit)) = open_sftp(conn).await? {
         let mut out = sftp
             .create(remote)
             .await
@@ -148,8 +146,8 @@ pub(super) async fn put_file(
             .map_err(|e| conn.err(format!("{what}: {e}")))?;
         let _ = sftp.close().await;
     } else {
-        let (ch, _permit) = conn
-            .exec_channel(&live, &format!("cat > {}", quote(remote)))
+        let (_live, ch, _permit) = conn
+            .exec_channel(&format!("cat > {}", quote(remote)))
             .await?;
         let (mut rd, wr) = ch.split();
         // Drain the channel while writing: stderr, exit status.
@@ -195,14 +193,13 @@ pub(super) async fn get_file(
     local: &Path,
 ) -> Result<(), ConnectionError> {
     let what = format!("copying {remote} to {}", local.display());
-    let live = conn.live().await?;
     let mut file = tokio::fs::File::create(local)
         .await
         .map_err(|e| conn.err(format!("{what}: cannot create {}: {e}", local.display())))?;
     let write_err =
         |e: std::io::Error| conn.err(format!("{what}: cannot write {}: {e}", local.display()));
     let mut hasher = Sha256::new();
-    if let Some((sftp, _permit)) = open_sftp(conn, &live).await? {
+    if let Some((sftp, _permit)) = open_sftp(conn).await? {
         let mut input = sftp
             .open(remote)
             .await
@@ -222,8 +219,8 @@ pub(super) async fn get_file(
         let _ = input.shutdown().await;
         let _ = sftp.close().await;
     } else {
-        let (mut ch, _permit) = conn
-            .exec_channel(&live, &format!("cat -- {}", quote(remote)))
+        let (live, mut ch, _permit) = conn
+            .exec_channel(&format!("cat -- {}", quote(remote)))
             .await?;
         let _ = ch.eof().await;
         let mut stderr = Vec::new();
