@@ -186,14 +186,32 @@ pub(super) async fn put_file(
     verify(conn, remote, &hex(&hasher.finalize()), &what).await
 }
 
-/// Copies a host file to the controller.
+/// The permission bits of a host file (following links), or `None` when the host cannot
+/// say.
+async fn remote_mode(conn: &SshConnection, remote: &str) -> Result<Option<u32>, ConnectionError> {
+    let line = format!("stat -L -c %a -- {}", quote(remote));
+    let out = conn.run(&CommandSpec::shell(line), None).await?;
+    Ok(out
+        .success()
+        .then(|| u32::from_str_radix(out.stdout_text().trim(), 8).ok())
+        .flatten())
+}
+
+/// Copies a host file to the controller. The local file gets the host file's permission
+/// bits, as a local copy would (it is private to its owner until then), so a 0600 file
+/// stays private.
 pub(super) async fn get_file(
     conn: &SshConnection,
     remote: &str,
     local: &Path,
 ) -> Result<(), ConnectionError> {
     let what = format!("copying {remote} to {}", local.display());
-    let mut file = tokio::fs::File::create(local)
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(local)
         .await
         .map_err(|e| conn.err(format!("{what}: cannot create {}: {e}", local.display())))?;
     let write_err =
@@ -252,7 +270,19 @@ pub(super) async fn get_file(
     }
     file.flush().await.map_err(write_err)?;
     file.sync_all().await.map_err(write_err)?;
-    verify(conn, remote, &hex(&hasher.finalize()), &what).await
+    verify(conn, remote, &hex(&hasher.finalize()), &what).await?;
+    match remote_mode(conn, remote).await? {
+        Some(mode) => {
+            use std::os::unix::fs::PermissionsExt;
+            tokio::fs::set_permissions(local, std::fs::Permissions::from_mode(mode & 0o777))
+                .await
+                .map_err(write_err)
+        }
+        None => {
+            tracing::debug!("{what}: the host did not give the file's mode; it stays 0600");
+            Ok(())
+        }
+    }
 }
 
 /// Reads a host file of at most `max` bytes; `None` when it does not exist.
