@@ -196,6 +196,11 @@ fn common_checks(f: &Fixture, ev: &[Value], text: &str) {
         "old\n"
     );
     assert!(!f.base.join("second/later").exists());
+    assert!(
+        f.second.log().contains("Accepted publickey"),
+        "{}",
+        f.second.log()
+    );
 }
 
 #[test]
