@@ -379,7 +379,9 @@ fn started_sink() -> (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_server_times_the_command_out() {
     let s = ok(Sshd::start("127.0.0.9"));
-    let c = Arc::new(conn(&s));
+    let mut t = target(&s);
+    t.connect_timeout = Some(Duration::from_secs(2));
+    let c = Arc::new(ok(SshConnection::new("h1", &t, &options())));
     let (tx, mut rx) = started_sink();
     let run = {
         let c = c.clone();
@@ -401,6 +403,14 @@ async fn a_stopped_server_times_the_command_out() {
     assert!(out.timed_out, "{out:?}");
     assert_eq!(out.rc, None);
     assert_eq!(out.stdout_text(), "started\n");
+    // The frozen connection does not answer a new channel request within the connect
+    // timeout: it is given up and the command runs on a new connection (the listener
+    // still accepts).
+    let started = std::time::Instant::now();
+    let out = ok(tokio::time::timeout(Duration::from_secs(20), sh(&c, "echo again")).await);
+    assert_eq!(out.stdout_text(), "again\n");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(s.connection_processes().len(), 2);
     for p in s.descendants() {
         sshd::signal(p, nix::sys::signal::Signal::SIGCONT);
     }

@@ -103,6 +103,12 @@ pub struct Options {
     pub sftp: bool,
     /// More `sshd_config` lines.
     pub extra: Vec<String>,
+    /// Sign the host key with this certificate authority's private key and present the
+    /// certificate (`HostCertificate`), valid for the listen address.
+    pub host_ca: Option<PathBuf>,
+    /// Keyboard-interactive authentication on (through PAM: OpenSSH has no other
+    /// keyboard-interactive device on Linux).
+    pub kbd_interactive: bool,
 }
 
 impl Default for Options {
@@ -113,6 +119,8 @@ impl Default for Options {
             password: false,
             sftp: true,
             extra: Vec::new(),
+            host_ca: None,
+            kbd_interactive: false,
         }
     }
 }
@@ -133,6 +141,8 @@ pub struct Sshd {
     pub ed25519_key: PathBuf,
     /// A client RSA key in authorized_keys.
     pub rsa_key: PathBuf,
+    /// A client ECDSA (nistp256) key in authorized_keys.
+    pub ecdsa_key: PathBuf,
     child: Child,
 }
 
@@ -176,8 +186,9 @@ impl Sshd {
         keygen(&d.join("host_ed25519_key"), "ed25519")?;
         keygen(&d.join("id_ed25519"), "ed25519")?;
         keygen(&d.join("id_rsa"), "rsa")?;
+        keygen(&d.join("id_ecdsa"), "ecdsa")?;
         let mut auth = String::new();
-        for k in ["id_ed25519.pub", "id_rsa.pub"] {
+        for k in ["id_ed25519.pub", "id_rsa.pub", "id_ecdsa.pub"] {
             auth.push_str(&std::fs::read_to_string(d.join(k)).map_err(|e| e.to_string())?);
         }
         std::fs::write(d.join("authorized_keys"), auth).map_err(|e| e.to_string())?;
@@ -186,6 +197,13 @@ impl Sshd {
             .map_err(|e| e.to_string())?
             .trim()
             .to_string();
+        if let Some(ca) = &o.host_ca {
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-s"])
+                .arg(ca)
+                .args(["-h", "-I", "lifeboat-test-host", "-n", &o.addr])
+                .arg(d.join("host_ed25519_key.pub")))?;
+        }
         let mut last_err = String::new();
         for _ in 0..5 {
             let port = free_port(&o.addr)?;
@@ -194,20 +212,29 @@ impl Sshd {
                 format!("HostKey {}", d.join("host_ed25519_key").display()),
                 format!("PidFile {}", d.join("sshd.pid").display()),
                 format!("AuthorizedKeysFile {}", d.join("authorized_keys").display()),
-                "UsePAM no".into(),
+                format!("UsePAM {}", if o.kbd_interactive { "yes" } else { "no" }),
                 "StrictModes no".into(),
                 "PubkeyAuthentication yes".into(),
                 format!(
                     "PasswordAuthentication {}",
                     if o.password { "yes" } else { "no" }
                 ),
-                "KbdInteractiveAuthentication no".into(),
+                format!(
+                    "KbdInteractiveAuthentication {}",
+                    if o.kbd_interactive { "yes" } else { "no" }
+                ),
                 format!("MaxSessions {}", o.max_sessions),
                 "MaxStartups 100".into(),
                 "AllowTcpForwarding yes".into(),
                 format!("AllowUsers {USER}"),
                 "LogLevel VERBOSE".into(),
             ];
+            if o.host_ca.is_some() {
+                conf.push(format!(
+                    "HostCertificate {}",
+                    d.join("host_ed25519_key-cert.pub").display()
+                ));
+            }
             if o.sftp {
                 conf.push("Subsystem sftp internal-sftp".into());
             }
@@ -239,6 +266,7 @@ impl Sshd {
                         host_key,
                         ed25519_key: d.join("id_ed25519"),
                         rsa_key: d.join("id_rsa"),
+                        ecdsa_key: d.join("id_ecdsa"),
                         child,
                         dir,
                     });
@@ -267,6 +295,16 @@ impl Sshd {
     /// Every process started under the listener (connection handlers, sessions).
     pub fn descendants(&self) -> Vec<u32> {
         descendants(self.pid())
+    }
+
+    /// Adds a public key file's line to authorized_keys.
+    pub fn authorize(&self, public_key: &Path) -> Result<(), String> {
+        let line = std::fs::read_to_string(public_key)
+            .map_err(|e| format!("{}: {e}", public_key.display()))?;
+        let ak = self.dir.path().join("authorized_keys");
+        let mut keys = std::fs::read_to_string(&ak).map_err(|e| e.to_string())?;
+        keys.push_str(&line);
+        std::fs::write(&ak, keys).map_err(|e| e.to_string())
     }
 
     /// The per-connection sshd processes (direct children of the listener).

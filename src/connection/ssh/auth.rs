@@ -3,13 +3,13 @@
 //! `id_ecdsa`, `id_rsa`; ed25519, ECDSA and RSA with the best hash the server accepts;
 //! an optional passphrase), then the password and keyboard-interactive with it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use russh::client::{AuthResult, Handle, KeyboardInteractiveAuthResponse};
 use russh::keys::agent::AgentIdentity;
 use russh::keys::agent::client::AgentClient;
-use russh::keys::{PrivateKeyWithHashAlg, load_secret_key};
+use russh::keys::{Error as KeyError, PrivateKey, PrivateKeyWithHashAlg, load_secret_key};
 
 use super::Client;
 
@@ -92,10 +92,10 @@ pub async fn authenticate(handle: &mut Handle<Client>, s: &AuthSettings) -> Resu
         if !path.exists() {
             continue;
         }
-        let key = match load_secret_key(path, s.passphrase.as_deref()) {
+        let key = match load_key(path, s.passphrase.as_deref()) {
             Ok(k) => k,
             Err(e) => {
-                notes.push(format!("key {}: {e}", path.display()));
+                notes.push(e);
                 continue;
             }
         };
@@ -140,6 +140,29 @@ pub async fn authenticate(handle: &mut Handle<Client>, s: &AuthSettings) -> Resu
         msg.push_str(&format!("; {}", notes.join("; ")));
     }
     Err(msg)
+}
+
+/// Reads a private key file; says plainly when a passphrase is missing or wrong (an
+/// encrypted key that cannot be opened is skipped, like a refused key).
+fn load_key(path: &Path, passphrase: Option<&str>) -> Result<PrivateKey, String> {
+    let err = match load_secret_key(path, passphrase) {
+        Ok(k) => return Ok(k),
+        Err(e) => e,
+    };
+    let encrypted = matches!(err, KeyError::KeyIsEncrypted)
+        || (passphrase.is_some()
+            && matches!(load_secret_key(path, None), Err(KeyError::KeyIsEncrypted)));
+    Err(match (encrypted, passphrase) {
+        (true, None) => format!(
+            "key {} is encrypted and no passphrase was given (set lifeboat_ssh_key_passphrase)",
+            path.display()
+        ),
+        (true, Some(_)) => format!(
+            "key {}: wrong passphrase (lifeboat_ssh_key_passphrase does not open it)",
+            path.display()
+        ),
+        (false, _) => format!("key {}: {err}", path.display()),
+    })
 }
 
 fn closed(tried: &[String]) -> String {

@@ -4,7 +4,7 @@
 //! (`[user@]host[:port]`, comma separated, `ssh://` allowed).
 
 use std::borrow::Cow;
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicBool, AtomicU8};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use russh::client::{self, Handle};
@@ -59,13 +59,38 @@ fn parse_hop(spec: &str) -> Result<Hop, String> {
 /// The jump hosts of a ProxyJump spec, each resolved through the ssh config. They share
 /// the target's known_hosts override, host key policy, key passphrase and (after their
 /// own) key file; never its password.
+///
+/// As with OpenSSH's `-J`, the first jump host's own `ProxyJump` (from the ssh config)
+/// is followed, recursively: `ProxyJump inner` with `Host inner / ProxyJump outer` in
+/// the config goes outer, inner, target. Later hops of a list are reached through the
+/// hop before them, so their own `ProxyJump` does not apply.
 pub(crate) fn resolve_hops(
     spec: &str,
     target: &Explicit,
     options: &SshOptions,
 ) -> Result<Vec<Endpoint>, String> {
+    resolve_hops_at(spec, target, options, &mut Vec::new())
+}
+
+/// Jump hosts followed through the config at most this deep.
+const MAX_JUMP_DEPTH: usize = 8;
+
+fn resolve_hops_at(
+    spec: &str,
+    target: &Explicit,
+    options: &SshOptions,
+    seen: &mut Vec<String>,
+) -> Result<Vec<Endpoint>, String> {
+    if seen.len() > MAX_JUMP_DEPTH || seen.iter().any(|s| s == spec.trim()) {
+        seen.push(spec.trim().to_string());
+        return Err(format!(
+            "ProxyJump loops or nests deeper than {MAX_JUMP_DEPTH} jump hosts: {}",
+            seen.join(" <- ")
+        ));
+    }
+    seen.push(spec.trim().to_string());
     let mut hops = Vec::new();
-    for part in spec.split(',').filter(|p| !p.trim().is_empty()) {
+    for (i, part) in spec.split(',').filter(|p| !p.trim().is_empty()).enumerate() {
         let hop = parse_hop(part)?;
         let ex = Explicit {
             port: hop.port,
@@ -78,8 +103,13 @@ pub(crate) fn resolve_hops(
             policy: target.policy,
             connect_timeout: target.connect_timeout,
         };
-        let (mut endpoint, _) =
+        let (mut endpoint, own_jump) =
             resolve(&hop.host, &ex, options).map_err(|e| format!("jump host {}: {e}", hop.host))?;
+        if i == 0
+            && let Some(own) = own_jump
+        {
+            hops.extend(resolve_hops_at(&own, target, options, seen)?);
+        }
         if let Some(k) = &target.key_file {
             let home = options.home();
             let path = std::path::PathBuf::from(super::config::expand_tilde(k, &home));
@@ -199,6 +229,8 @@ pub(crate) async fn connect_chain(hops: &[Endpoint], target: &Endpoint) -> Resul
         _jumps: opened,
         lost,
         sftp: AtomicU8::new(0),
+        answer_timeout: target.connect_timeout,
+        dead: AtomicBool::new(false),
     })
 }
 

@@ -31,7 +31,7 @@ pub mod known_hosts;
 mod transfer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
@@ -510,11 +510,20 @@ pub(crate) struct Live {
     lost: Arc<StdMutex<Option<String>>>,
     /// SFTP: 0 not tried, 1 offered, 2 not offered.
     sftp: AtomicU8,
+    /// How long the server may take to answer a channel request.
+    answer_timeout: Duration,
+    /// The server stopped answering (a channel request timed out): reconnect.
+    dead: AtomicBool,
 }
 
 impl Live {
     fn lost_reason(&self) -> String {
         get(&self.lost).unwrap_or_else(|| "the connection was closed".into())
+    }
+
+    /// Whether the connection can no longer be used.
+    fn is_gone(&self) -> bool {
+        self.handle.is_closed() || self.dead.load(Ordering::Relaxed)
     }
 }
 
@@ -626,7 +635,7 @@ impl SshConnection {
         let asked = Instant::now();
         let mut st = self.state.lock().await;
         if let Some(l) = &st.live {
-            if !l.handle.is_closed() {
+            if !l.is_gone() {
                 return Ok(l.clone());
             }
             tracing::debug!("{}: {}; reconnecting", self.label, l.lost_reason());
@@ -660,12 +669,45 @@ impl SshConnection {
             .map_err(|_| self.err("the connection is shutting down"))
     }
 
+    /// A permit and a new session channel on the open connection. When the server does
+    /// not answer the channel request in time (a hung or stopped server process), the
+    /// connection is dropped and the request is tried once more on a new connection:
+    /// nothing ran yet, so trying again is safe.
+    async fn session_channel(
+        &self,
+    ) -> Result<(Arc<Live>, OwnedSemaphorePermit, russh::Channel<Msg>), ConnectionError> {
+        let mut retried = false;
+        loop {
+            let live = self.live().await?;
+            let permit = self.permit().await?;
+            match self.open_channel(&live).await {
+                Ok(ch) => return Ok((live, permit, ch)),
+                Err(e) if !retried && live.is_gone() => {
+                    tracing::debug!("{}: {e}; trying a new connection", self.label);
+                    retried = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Opens a session channel, retrying briefly when the server refuses one (its
-    /// `MaxSessions` reached by channels still closing).
+    /// `MaxSessions` reached by channels still closing). A server that does not answer
+    /// within the connect timeout marks the connection dead.
     async fn open_channel(&self, live: &Live) -> Result<russh::Channel<Msg>, ConnectionError> {
         let mut delay = Duration::from_millis(20);
         for attempt in 0..8 {
-            match live.handle.channel_open_session().await {
+            let answer =
+                tokio::time::timeout(live.answer_timeout, live.handle.channel_open_session()).await;
+            let Ok(answer) = answer else {
+                live.dead.store(true, Ordering::Relaxed);
+                return Err(self.err(format!(
+                    "the server did not answer a channel request within {}s; the connection \
+                     is given up",
+                    live.answer_timeout.as_secs_f64()
+                )));
+            };
+            match answer {
                 Ok(c) => return Ok(c),
                 Err(russh::Error::ChannelOpenFailure(reason)) => {
                     if attempt == 7 {
@@ -691,15 +733,13 @@ impl SshConnection {
     /// Runs `line` as it is (no pid marker) on a fresh channel: for transfers.
     async fn exec_channel(
         &self,
-        live: &Live,
         line: &str,
-    ) -> Result<(russh::Channel<Msg>, OwnedSemaphorePermit), ConnectionError> {
-        let permit = self.permit().await?;
-        let ch = self.open_channel(live).await?;
+    ) -> Result<(Arc<Live>, russh::Channel<Msg>, OwnedSemaphorePermit), ConnectionError> {
+        let (live, permit, ch) = self.session_channel().await?;
         ch.exec(true, line)
             .await
             .map_err(|e| self.err(format!("cannot start `{line}`: {}", describe_russh(&e))))?;
-        Ok((ch, permit))
+        Ok((live, ch, permit))
     }
 }
 
@@ -900,9 +940,7 @@ impl Connection for SshConnection {
         spec: &CommandSpec,
         sink: Option<mpsc::UnboundedSender<OutputChunk>>,
     ) -> Result<CommandOutput, ConnectionError> {
-        let live = self.live().await?;
-        let permit = self.permit().await?;
-        let channel = self.open_channel(&live).await?;
+        let (live, permit, channel) = self.session_channel().await?;
         let line = wrap(&spec.to_shell_line());
         channel.exec(true, line).await.map_err(|e| {
             self.err(format!(

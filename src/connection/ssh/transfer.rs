@@ -28,13 +28,12 @@ fn hex(bytes: &[u8]) -> String {
 /// An SFTP session on its own channel, or `None` when the server has no SFTP.
 async fn open_sftp(
     conn: &SshConnection,
-    live: &Live,
 ) -> Result<Option<(SftpSession, OwnedSemaphorePermit)>, ConnectionError> {
-    if live.sftp.load(Ordering::Relaxed) == SFTP_NO {
+    if conn.live().await?.sftp.load(Ordering::Relaxed) == SFTP_NO {
         return Ok(None);
     }
-    let permit = conn.permit().await?;
-    let mut ch = conn.open_channel(live).await?;
+    let (live, permit, mut ch) = conn.session_channel().await?;
+    let live: &Live = &live;
     ch.request_subsystem(true, "sftp")
         .await
         .map_err(|e| conn.err(format!("cannot start sftp: {}", describe_russh(&e))))?;
@@ -120,7 +119,6 @@ pub(super) async fn put_file(
     remote: &str,
 ) -> Result<(), ConnectionError> {
     let what = format!("copying {} to {remote}", local.display());
-    let live = conn.live().await?;
     let mut file = tokio::fs::File::open(local)
         .await
         .map_err(|e| conn.err(format!("{what}: cannot open {}: {e}", local.display())))?;
@@ -128,7 +126,7 @@ pub(super) async fn put_file(
     let mut buf = vec![0u8; CHUNK];
     let read_err =
         |e: std::io::Error| conn.err(format!("{what}: cannot read {}: {e}", local.display()));
-    if let Some((sftp, _permit)) = open_sftp(conn, &live).await? {
+    if let Some((sftp, _permit)) = open_sftp(conn).await? {
         let mut out = sftp
             .create(remote)
             .await
@@ -148,8 +146,8 @@ pub(super) async fn put_file(
             .map_err(|e| conn.err(format!("{what}: {e}")))?;
         let _ = sftp.close().await;
     } else {
-        let (ch, _permit) = conn
-            .exec_channel(&live, &format!("cat > {}", quote(remote)))
+        let (_live, ch, _permit) = conn
+            .exec_channel(&format!("cat > {}", quote(remote)))
             .await?;
         let (mut rd, wr) = ch.split();
         // Drain the channel while writing: stderr, exit status.
@@ -188,21 +186,38 @@ pub(super) async fn put_file(
     verify(conn, remote, &hex(&hasher.finalize()), &what).await
 }
 
-/// Copies a host file to the controller.
+/// The permission bits of a host file (following links), or `None` when the host cannot
+/// say.
+async fn remote_mode(conn: &SshConnection, remote: &str) -> Result<Option<u32>, ConnectionError> {
+    let line = format!("stat -L -c %a -- {}", quote(remote));
+    let out = conn.run(&CommandSpec::shell(line), None).await?;
+    Ok(out
+        .success()
+        .then(|| u32::from_str_radix(out.stdout_text().trim(), 8).ok())
+        .flatten())
+}
+
+/// Copies a host file to the controller. The local file gets the host file's permission
+/// bits, as a local copy would (it is private to its owner until then), so a 0600 file
+/// stays private.
 pub(super) async fn get_file(
     conn: &SshConnection,
     remote: &str,
     local: &Path,
 ) -> Result<(), ConnectionError> {
     let what = format!("copying {remote} to {}", local.display());
-    let live = conn.live().await?;
-    let mut file = tokio::fs::File::create(local)
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(local)
         .await
         .map_err(|e| conn.err(format!("{what}: cannot create {}: {e}", local.display())))?;
     let write_err =
         |e: std::io::Error| conn.err(format!("{what}: cannot write {}: {e}", local.display()));
     let mut hasher = Sha256::new();
-    if let Some((sftp, _permit)) = open_sftp(conn, &live).await? {
+    if let Some((sftp, _permit)) = open_sftp(conn).await? {
         let mut input = sftp
             .open(remote)
             .await
@@ -222,8 +237,8 @@ pub(super) async fn get_file(
         let _ = input.shutdown().await;
         let _ = sftp.close().await;
     } else {
-        let (mut ch, _permit) = conn
-            .exec_channel(&live, &format!("cat -- {}", quote(remote)))
+        let (live, mut ch, _permit) = conn
+            .exec_channel(&format!("cat -- {}", quote(remote)))
             .await?;
         let _ = ch.eof().await;
         let mut stderr = Vec::new();
@@ -255,7 +270,19 @@ pub(super) async fn get_file(
     }
     file.flush().await.map_err(write_err)?;
     file.sync_all().await.map_err(write_err)?;
-    verify(conn, remote, &hex(&hasher.finalize()), &what).await
+    verify(conn, remote, &hex(&hasher.finalize()), &what).await?;
+    match remote_mode(conn, remote).await? {
+        Some(mode) => {
+            use std::os::unix::fs::PermissionsExt;
+            tokio::fs::set_permissions(local, std::fs::Permissions::from_mode(mode & 0o777))
+                .await
+                .map_err(write_err)
+        }
+        None => {
+            tracing::debug!("{what}: the host did not give the file's mode; it stays 0600");
+            Ok(())
+        }
+    }
 }
 
 /// Reads a host file of at most `max` bytes; `None` when it does not exist.

@@ -1,0 +1,285 @@
+//! Runs that lose a host half-way, against real OpenSSH servers on loopback (see
+//! `support/sshd.rs`): the `lifeboat` binary runs a playbook over two sshd hosts; while a
+//! step runs on the first, its sshd connection is killed, or its whole sshd is stopped
+//! (SIGSTOP). The failure names the host, later steps do not start, the other host is
+//! rolled back, and nothing hangs.
+
+#[path = "support/sshd.rs"]
+mod sshd;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use sshd::{Sshd, USER};
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `prepare` changes a file on both hosts; `long` runs on `first` only (and writes its
+/// pid, then waits); `later` on both waits for it.
+fn playbook(step_timeout: Option<&str>) -> String {
+    let timeout = step_timeout
+        .map(|t| format!("    timeout: {t}\n"))
+        .unwrap_or_default();
+    format!(
+        r#"
+name: lose-a-host
+hosts: all
+vars:
+  dir: "{{{{ base }}}}/{{{{ inventory_hostname }}}}"
+steps:
+  - id: prepare
+    copy:
+      content: "new\n"
+      dest: "{{{{ dir }}}}/state.txt"
+  - id: long
+    needs: prepare
+    hosts: first
+{timeout}    shell: echo $$ > {{{{ base }}}}/long.pid; exec sleep 20
+  - id: later
+    needs: long
+    file:
+      path: "{{{{ dir }}}}/later"
+      state: touch
+"#
+    )
+}
+
+struct Fixture {
+    first: Sshd,
+    second: Sshd,
+    dir: tempfile::TempDir,
+    base: PathBuf,
+}
+
+fn fixture(addrs: [&str; 2], step_timeout: Option<&str>, host_vars: &str) -> (Fixture, Child) {
+    let first = ok(Sshd::start(addrs[0]));
+    let second = ok(Sshd::start(addrs[1]));
+    let dir = ok(tempfile::tempdir());
+    ok(std::fs::set_permissions(
+        dir.path(),
+        std::fs::Permissions::from_mode(0o755),
+    ));
+    let base = dir.path().join("base");
+    let (uid, gid) = (id("-u"), id("-g"));
+    for sub in ["", "first", "second"] {
+        let d = base.join(sub);
+        ok(std::fs::create_dir_all(&d));
+        ok(std::os::unix::fs::chown(&d, Some(uid), Some(gid)));
+        if !sub.is_empty() {
+            ok(std::fs::write(d.join("state.txt"), "old\n"));
+            ok(std::os::unix::fs::chown(
+                d.join("state.txt"),
+                Some(uid),
+                Some(gid),
+            ));
+        }
+    }
+    ok(std::fs::write(
+        dir.path().join("playbook.yml"),
+        playbook(step_timeout),
+    ));
+    let mut inv = String::new();
+    for (name, s) in [("first", &first), ("second", &second)] {
+        inv.push_str(&format!(
+            "{name} ansible_host={} ansible_port={} ansible_user={USER} ansible_ssh_private_key_file={} lifeboat_known_hosts={} {host_vars}\n",
+            s.addr,
+            s.port,
+            s.ed25519_key.display(),
+            s.known_hosts.display()
+        ));
+    }
+    ok(std::fs::write(dir.path().join("hosts.ini"), inv));
+    let child = ok(Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .arg("run")
+        .arg(dir.path().join("playbook.yml"))
+        .arg("-i")
+        .arg(dir.path().join("hosts.ini"))
+        .arg("-e")
+        .arg(format!("base={}", base.display()))
+        .arg("--events")
+        .arg(dir.path().join("events"))
+        .env("HOME", dir.path())
+        .env("LIFEBOAT_SSH_CONFIG", "none")
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("LIFEBOAT_KNOWN_HOSTS")
+        .env_remove("LIFEBOAT_HOST_KEY_CHECKING")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn());
+    (
+        Fixture {
+            first,
+            second,
+            dir,
+            base,
+        },
+        child,
+    )
+}
+
+fn id(flag: &str) -> u32 {
+    let out = ok(Command::new("id").args([flag, USER]).output());
+    ok(String::from_utf8_lossy(&out.stdout).trim().parse())
+}
+
+/// The pid `long` wrote once it runs.
+fn long_pid(base: &Path) -> u32 {
+    let file = base.join("long.pid");
+    let mut pid = None;
+    let started = sshd::wait_until(Duration::from_secs(30), || {
+        pid = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        pid.is_some()
+    });
+    assert!(started, "the long step never started");
+    pid.unwrap_or_default()
+}
+
+/// Waits for the run to end (at most `limit`); its exit code and output.
+fn finish(mut child: Child, limit: Duration) -> (i32, String) {
+    let ended = sshd::wait_until(limit, || matches!(child.try_wait(), Ok(Some(_))));
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = ok(child.wait_with_output());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(ended, "the run did not end within {limit:?}:\n{text}");
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn events(dir: &Path) -> Vec<Value> {
+    ok(std::fs::read_to_string(dir.join("events")))
+        .lines()
+        .map(|l| ok(serde_json::from_str::<Value>(l)))
+        .collect()
+}
+
+fn find<'a>(events: &'a [Value], event: &str, step: &str, host: &str) -> Option<&'a Value> {
+    events
+        .iter()
+        .find(|v| v["event"] == event && v["step"] == step && v["host"] == host)
+}
+
+fn is_sshd(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sshd")
+}
+
+/// What both fault tests expect of the events and of the second host.
+fn common_checks(f: &Fixture, ev: &[Value], text: &str) {
+    // The later step never started anywhere.
+    assert!(
+        !ev.iter()
+            .any(|v| v["event"] == "node_start" && v["step"] == "later"),
+        "{text}"
+    );
+    // The second host was rolled back: its file is as before.
+    let rb = find(ev, "rollback_node", "prepare", "second");
+    assert_eq!(
+        rb.map(|v| v["status"].clone()),
+        Some("done".into()),
+        "{ev:#?}"
+    );
+    assert_eq!(
+        ok(std::fs::read_to_string(f.base.join("second/state.txt"))),
+        "old\n"
+    );
+    assert!(!f.base.join("second/later").exists());
+    assert!(
+        f.second.log().contains("Accepted publickey"),
+        "{}",
+        f.second.log()
+    );
+}
+
+#[test]
+fn a_killed_connection_fails_the_step_naming_the_host_and_the_run_rolls_back() {
+    let started = Instant::now();
+    let (f, child) = fixture(["127.0.0.60", "127.0.0.61"], None, "");
+    let pid = long_pid(&f.base);
+    // Kill the first host's per-connection sshd processes (not its listener), as an
+    // sshd crash or an OOM kill would.
+    let procs: Vec<u32> = f
+        .first
+        .descendants()
+        .into_iter()
+        .filter(|p| is_sshd(*p))
+        .collect();
+    assert!(!procs.is_empty());
+    for p in procs {
+        sshd::signal(p, Signal::SIGKILL);
+    }
+    let (code, text) = finish(child, Duration::from_secs(40));
+    sshd::signal(pid, Signal::SIGKILL);
+    let ev = events(f.dir.path());
+    // A step failed and the rollback completed: exit 2.
+    assert_eq!(code, 2, "{text}\n{ev:#?}");
+    let long = find(&ev, "node_finish", "long", "first");
+    let long = long.unwrap_or_else(|| panic!("{ev:#?}"));
+    assert_eq!(long["status"], "failed");
+    let msg = long["msg"].as_str().unwrap_or_default();
+    assert!(msg.contains("first ("), "{msg}");
+    assert!(
+        msg.contains(&format!("{}:{}", f.first.addr, f.first.port)),
+        "{msg}"
+    );
+    assert!(msg.contains("connection was lost"), "{msg}");
+    common_checks(&f, &ev, &text);
+    // The first host's listener still answers: its change is undone on a new connection.
+    let rb = find(&ev, "rollback_node", "prepare", "first");
+    assert_eq!(rb.map(|v| v["status"].clone()), Some("done".into()));
+    assert_eq!(
+        ok(std::fs::read_to_string(f.base.join("first/state.txt"))),
+        "old\n"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn a_stopped_sshd_times_the_step_out_and_the_run_rolls_back_without_hanging() {
+    let started = Instant::now();
+    let (f, child) = fixture(
+        ["127.0.0.62", "127.0.0.63"],
+        Some("2s"),
+        "ansible_ssh_timeout=2",
+    );
+    let pid = long_pid(&f.base);
+    // The whole sshd of the first host stops answering: listener and connection.
+    let mut frozen = vec![f.first.pid()];
+    frozen.extend(f.first.descendants().into_iter().filter(|p| is_sshd(*p)));
+    for p in &frozen {
+        sshd::signal(*p, Signal::SIGSTOP);
+    }
+    let (code, text) = finish(child, Duration::from_secs(40));
+    for p in &frozen {
+        sshd::signal(*p, Signal::SIGCONT);
+    }
+    sshd::signal(pid, Signal::SIGKILL);
+    let ev = events(f.dir.path());
+    let long = find(&ev, "node_finish", "long", "first");
+    let long = long.unwrap_or_else(|| panic!("{ev:#?}"));
+    assert_eq!(long["status"], "failed", "{long}");
+    let msg = long["msg"].as_str().unwrap_or_default();
+    assert!(msg.contains("timed out"), "{msg}");
+    common_checks(&f, &ev, &text);
+    // The first host cannot be reached for its own rollback: that is reported (exit 3,
+    // rollback incomplete), naming the host and the connect timeout, not waited on.
+    assert_eq!(code, 3, "{text}\n{ev:#?}");
+    let rb = find(&ev, "rollback_node", "prepare", "first");
+    let rb = rb.unwrap_or_else(|| panic!("{ev:#?}"));
+    assert_eq!(rb["status"], "failed", "{rb}");
+    let why = rb["msg"].as_str().unwrap_or_default();
+    assert!(why.contains(&f.first.addr), "{why}");
+    assert!(started.elapsed() < Duration::from_secs(45));
+}
