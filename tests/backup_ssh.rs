@@ -363,6 +363,26 @@ fn rsync_push_and_pull_between_the_controller_and_an_sshd_host() {
     assert!(!ctl.join("pulled2").exists(), "{f:?}");
     assert!(host_dir.join("pushed/nova.conf").exists());
     assert!(ctl.join("pulled/img-1").exists());
+
+    // Known hosts from the controller's environment, as the run's own connection takes
+    // them: rsync's ssh verifies the host with the same file.
+    let bare = inventory.replace(
+        &format!("lifeboat_known_hosts={}", s(&host.known_hosts)),
+        "",
+    );
+    assert!(!bare.contains("lifeboat_known_hosts"));
+    let e = harness::lifeboat_env(
+        dir.path(),
+        "env",
+        &play("pushed3", "pulled3", "true"),
+        &bare,
+        &[],
+        &[("LIFEBOAT_KNOWN_HOSTS", s(&host.known_hosts))],
+    );
+    e.assert_code(0);
+    assert_eq!(e.status("push", "host1"), "changed");
+    assert_eq!(tree(&host_dir.join("pushed3")), tree(&ctl_src));
+    assert_eq!(tree(&ctl.join("pulled3")), tree(&host_src));
 }
 
 // ---------------------------------------------------------------- service

@@ -32,7 +32,10 @@ the host; `pull` from `src` on the host to a controller `dest`. With `dest_host`
 KEY -o BatchMode=yes ...'` built from the inventory's connection variables (`ansible_host`, \
 `ansible_port`, `ansible_user`, `ansible_ssh_private_key_file`, `ansible_ssh_common_args`, \
 `lifeboat_known_hosts` as UserKnownHostsFile, `lifeboat_host_key_checking`, `lifeboat_proxy_jump` \
-as -J, `ansible_ssh_timeout`), run by the OpenSSH client: no password authentication. With dest_host the ssh runs on the source host, so its key file (and \
+as -J, `ansible_ssh_timeout`), run by the OpenSSH client: no password authentication. For push \
+and pull (ssh on the controller) the controller's `LIFEBOAT_KNOWN_HOSTS`, \
+`LIFEBOAT_HOST_KEY_CHECKING` and `LIFEBOAT_SSH_CONFIG` (as `-F`) apply where the host's variables \
+say nothing, as for the run's own connection. With dest_host the ssh runs on the source host, so its key file (and \
 known_hosts entry) must exist there. When the far end is on the local connection, paths are used \
 directly. Options: `archive` (`-a`, on by default) does NOT include `hardlinks` (`-H`), `acls` \
 (`-A`), `xattrs` (`-X`) or `numeric_ids` (`--numeric-ids`): turn them on for faithful backups. \
@@ -201,8 +204,52 @@ fn var(vars: &minijinja::Value, names: &[&str]) -> Option<String> {
     })
 }
 
+/// The controller's own SSH settings from its environment, as its transport reads them
+/// (`LIFEBOAT_KNOWN_HOSTS`, `LIFEBOAT_HOST_KEY_CHECKING`, `LIFEBOAT_SSH_CONFIG`): an ssh
+/// that runs on the controller (push, pull) must verify and configure like the run's own
+/// connection to the same host, or it refuses a host the run reached.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct ControllerSsh {
+    /// The known_hosts file to use when the host sets no `lifeboat_known_hosts`.
+    pub known_hosts: Option<String>,
+    /// `strict`, `accept-new` or `off`, when the host sets no policy.
+    pub host_key_checking: Option<String>,
+    /// `-F` value: an ssh config file, or `none`.
+    pub config: Option<String>,
+}
+
+impl ControllerSsh {
+    /// From the controller's environment; an invalid value is an argument error.
+    pub(crate) fn from_env() -> Result<ControllerSsh, ModuleError> {
+        use crate::connection::ssh::{HostKeyPolicy, SshOptions};
+        let o = SshOptions::from_env().map_err(|e| ModuleError::Args(format!("rsync: {e}")))?;
+        Ok(ControllerSsh {
+            known_hosts: o.known_hosts_file.map(|p| p.to_string_lossy().into_owned()),
+            host_key_checking: o.host_key_policy.map(|p| {
+                match p {
+                    HostKeyPolicy::Strict => "strict",
+                    HostKeyPolicy::AcceptNew => "accept-new",
+                    HostKeyPolicy::Off => "off",
+                }
+                .to_string()
+            }),
+            config: if o.read_config {
+                o.config_file.map(|p| p.to_string_lossy().into_owned())
+            } else {
+                Some("none".to_string())
+            },
+        })
+    }
+}
+
 /// `None` when the host is on the local connection, else how to reach it with ssh.
-pub(crate) fn remote_of(host: &str, vars: &minijinja::Value) -> Option<Remote> {
+/// `controller`: the ssh runs on the controller, whose environment settings apply where
+/// the host's variables say nothing (not for dest_host: that ssh runs on another host).
+pub(crate) fn remote_of(
+    host: &str,
+    vars: &minijinja::Value,
+    controller: Option<&ControllerSsh>,
+) -> Option<Remote> {
     let address = var(vars, &["ansible_host", "ansible_ssh_host", "host"]);
     let conn = var(vars, &["ansible_connection", "connection"]);
     let is_local = match conn.as_deref() {
@@ -213,7 +260,11 @@ pub(crate) fn remote_of(host: &str, vars: &minijinja::Value) -> Option<Remote> {
         return None;
     }
     let address = address.unwrap_or_else(|| host.to_string());
-    let mut ssh = vec!["ssh".to_string(), "-o".into(), "BatchMode=yes".into()];
+    let mut ssh = vec!["ssh".to_string()];
+    if let Some(f) = controller.and_then(|c| c.config.clone()) {
+        ssh.extend(["-F".to_string(), f]);
+    }
+    ssh.extend(["-o".to_string(), "BatchMode=yes".into()]);
     if let Some(p) = var(vars, &["ansible_port", "ansible_ssh_port", "port"]) {
         ssh.extend(["-p".to_string(), p]);
     }
@@ -227,13 +278,16 @@ pub(crate) fn remote_of(host: &str, vars: &minijinja::Value) -> Option<Remote> {
     ) {
         ssh.extend(["-i".to_string(), k]);
     }
-    if let Some(f) = var(vars, &["lifeboat_known_hosts"]) {
+    if let Some(f) = var(vars, &["lifeboat_known_hosts"])
+        .or_else(|| controller.and_then(|c| c.known_hosts.clone()))
+    {
         ssh.extend(["-o".to_string(), format!("UserKnownHostsFile={f}")]);
     }
     match var(
         vars,
         &["lifeboat_host_key_checking", "ansible_host_key_checking"],
     )
+    .or_else(|| controller.and_then(|c| c.host_key_checking.clone()))
     .as_deref()
     {
         Some("strict") => ssh.extend(["-o".into(), "StrictHostKeyChecking=yes".into()]),
@@ -379,7 +433,7 @@ impl Module for Rsync {
                                 "rsync: dest_host `{h}` is not in the inventory"
                             ))
                         })?;
-                    match remote_of(h, &hv) {
+                    match remote_of(h, &hv, None) {
                         None => (
                             ctx.conn.clone(),
                             a.src.clone(),
@@ -404,7 +458,8 @@ impl Module for Rsync {
                 }
                 (m, None) => {
                     let local = |p: &str| ctx.local_path(p).to_string_lossy().into_owned();
-                    let remote = remote_of(&ctx.host, &ctx.vars);
+                    let env = ControllerSsh::from_env()?;
+                    let remote = remote_of(&ctx.host, &ctx.vars, Some(&env));
                     if let Some(r) = &remote {
                         argv.extend(["-e".to_string(), r.ssh.clone(), "--protect-args".into()]);
                     }
@@ -641,16 +696,40 @@ mod tests {
             "ansible_ssh_private_key_file": "/keys/id ed",
             "ansible_ssh_common_args": "-o StrictHostKeyChecking=no",
         }));
-        let r = remote_of("ctl1", &vars).expect("ssh");
+        let r = remote_of("ctl1", &vars, None).expect("ssh");
         assert_eq!(r.target, "backup@10.0.0.5");
         assert_eq!(
             r.ssh,
             "ssh -o 'BatchMode=yes' -p 2222 -i '/keys/id ed' -o StrictHostKeyChecking=no"
         );
         let local = vars_of(serde_json::json!({"ansible_connection": "local"}));
-        assert_eq!(remote_of("ctl1", &local), None);
+        assert_eq!(remote_of("ctl1", &local, None), None);
         let implicit = vars_of(serde_json::json!({}));
-        assert_eq!(remote_of("localhost", &implicit), None);
-        assert!(remote_of("db1", &implicit).is_some());
+        assert_eq!(remote_of("localhost", &implicit, None), None);
+        assert!(remote_of("db1", &implicit, None).is_some());
+    }
+
+    #[test]
+    fn the_controllers_ssh_settings_apply_where_the_host_says_nothing() {
+        let env = ControllerSsh {
+            known_hosts: Some("/ctl/known hosts".into()),
+            host_key_checking: Some("accept-new".into()),
+            config: Some("none".into()),
+        };
+        let bare = vars_of(serde_json::json!({ "ansible_host": "10.0.0.5" }));
+        assert_eq!(
+            remote_of("ctl1", &bare, Some(&env)).expect("ssh").ssh,
+            "ssh -F none -o 'BatchMode=yes' -o 'UserKnownHostsFile=/ctl/known hosts' -o 'StrictHostKeyChecking=accept-new'"
+        );
+        // The host's own variables win.
+        let own = vars_of(serde_json::json!({
+            "ansible_host": "10.0.0.5",
+            "lifeboat_known_hosts": "/inv/kh",
+            "lifeboat_host_key_checking": "strict",
+        }));
+        assert_eq!(
+            remote_of("ctl1", &own, Some(&env)).expect("ssh").ssh,
+            "ssh -F none -o 'BatchMode=yes' -o 'UserKnownHostsFile=/inv/kh' -o 'StrictHostKeyChecking=yes'"
+        );
     }
 }
