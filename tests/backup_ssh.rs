@@ -385,6 +385,100 @@ fn rsync_push_and_pull_between_the_controller_and_an_sshd_host() {
     assert_eq!(tree(&ctl.join("pulled3")), tree(&host_src));
 }
 
+/// Lets the login user run rsync (only) through sudo without a password, as a backup
+/// host would for push and pull with become. (`sshd::ensure_sudo` gives it everything
+/// with its password; sudo -v still asks for that, as every entry must be NOPASSWD.)
+fn passwordless_rsync() {
+    let path = Path::new("/etc/sudoers.d/lifeboat-test-rsync");
+    let rsync = harness::sh("command -v rsync");
+    let line = format!("{} ALL=(ALL) NOPASSWD: {}\n", sshd::USER, rsync.trim());
+    if std::fs::read_to_string(path).ok().as_deref() != Some(line.as_str()) {
+        let tmp = path.with_file_name("lifeboat-test-rsync-tmp");
+        ok(std::fs::write(&tmp, &line));
+        chmod(&tmp, 0o440);
+        ok(std::fs::rename(&tmp, path));
+    }
+}
+
+const BECOME: &str = r#"
+name: rsync-become
+hosts: host1
+steps:
+  - id: pull
+    become: @BECOME@
+    rsync:
+      mode: pull
+      src: @HOST_SRC@/
+      dest: @CTL@/@PULLED@
+  - id: push
+    become: @BECOME@
+    rsync:
+      mode: push
+      src: @CTL_SRC@/
+      dest: @HOST@/@PUSHED@
+"#;
+
+#[test]
+fn rsync_push_and_pull_with_become_run_the_far_end_as_root() {
+    passwordless_rsync();
+    let host = ok(Sshd::start("127.0.0.46"));
+    let dir = workdir();
+    let inventory = format!("[backup]\n{}", host_line("host1", &host, ""));
+    let ctl = dir.path().join("controller");
+    let ctl_src = ctl.join("etc-nova");
+    write(&ctl_src.join("nova.conf"), "[DEFAULT]\n");
+    // On the host: a file only root reads, as /etc/nova/nova.conf is.
+    let host_dir = user_dir(dir.path(), "host");
+    let host_src = host_dir.join("etc-keystone");
+    write(&host_src.join("keystone.conf"), "[token]\n");
+    chmod(&host_src.join("keystone.conf"), 0o600);
+    let play = |become_: &str, n: &str| {
+        fill(
+            BECOME,
+            &[
+                ("BECOME", become_.to_string()),
+                ("HOST_SRC", s(&host_src)),
+                ("CTL", s(&ctl)),
+                ("PULLED", format!("pulled{n}")),
+                ("CTL_SRC", s(&ctl_src)),
+                ("HOST", s(&host_dir)),
+                ("PUSHED", format!("pushed{n}")),
+            ],
+        )
+    };
+
+    // Without become the login user cannot read it: exit 23.
+    let r = lifeboat(dir.path(), "plain", &play("false", "1"), &inventory, &[]);
+    assert_eq!(r.status("pull", "host1"), "failed", "{r:?}");
+    assert!(r.msg("pull", "host1").contains("exit 23"), "{r:?}");
+
+    // With become (sudo without a password, for rsync): it is read, and the pushed
+    // files belong to root as on the controller.
+    let r = lifeboat(dir.path(), "become", &play("true", "2"), &inventory, &[]);
+    r.assert_code(0);
+    assert_eq!(
+        ok(std::fs::read_to_string(ctl.join("pulled2/keystone.conf"))),
+        "[token]\n"
+    );
+    assert_eq!(
+        ok(std::fs::metadata(host_dir.join("pushed2/nova.conf"))).uid(),
+        0
+    );
+
+    // With a become password (sudo would need it on the far end's stdin): refused.
+    let with_pw = format!(
+        "[backup]\n{}",
+        host_line("host1", &host, "ansible_become_password=x")
+    );
+    let r = lifeboat(dir.path(), "pw", &play("true", "3"), &with_pw, &[]);
+    assert_eq!(r.status("pull", "host1"), "failed", "{r:?}");
+    assert!(
+        r.msg("pull", "host1").contains("without a password"),
+        "{r:?}"
+    );
+    assert!(!ctl.join("pulled3").exists());
+}
+
 // ---------------------------------------------------------------- service
 
 /// Whether a process runs (a zombie does not count).

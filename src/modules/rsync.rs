@@ -35,7 +35,10 @@ KEY -o BatchMode=yes ...'` built from the inventory's connection variables (`ans
 as -J, `ansible_ssh_timeout`), run by the OpenSSH client: no password authentication. For push \
 and pull (ssh on the controller) the controller's `LIFEBOAT_KNOWN_HOSTS`, \
 `LIFEBOAT_HOST_KEY_CHECKING` and `LIFEBOAT_SSH_CONFIG` (as `-F`) apply where the host's variables \
-say nothing, as for the run's own connection. With dest_host the ssh runs on the source host, so its key file (and \
+say nothing, as for the run's own connection. With `become`, push and pull start the far end's \
+rsync as `sudo -n -H -u USER rsync` (`--rsync-path`): that needs sudo without a password for rsync \
+on the host (the rsync protocol holds its standard input), and a become password or `su` is \
+refused; with dest_host and mode local, become applies to the rsync on the host (and so to its ssh). With dest_host the ssh runs on the source host, so its key file (and \
 known_hosts entry) must exist there. When the far end is on the local connection, paths are used \
 directly. Options: `archive` (`-a`, on by default) does NOT include `hardlinks` (`-H`), `acls` \
 (`-A`), `xattrs` (`-X`) or `numeric_ids` (`--numeric-ids`): turn them on for faithful backups. \
@@ -460,9 +463,18 @@ impl Module for Rsync {
                     let local = |p: &str| ctx.local_path(p).to_string_lossy().into_owned();
                     let env = ControllerSsh::from_env()?;
                     let remote = remote_of(&ctx.host, &ctx.vars, Some(&env));
-                    if let Some(r) = &remote {
-                        argv.extend(["-e".to_string(), r.ssh.clone(), "--protect-args".into()]);
-                    }
+                    // Over ssh the step's become applies at the far end, through the
+                    // rsync it starts; on a local host, to rsync itself (ctx.run).
+                    let runner = match &remote {
+                        Some(r) => {
+                            argv.extend(["-e".to_string(), r.ssh.clone(), "--protect-args".into()]);
+                            if let Some(b) = &ctx.become_ {
+                                argv.push(format!("--rsync-path={}", rsync_path_for(b)?));
+                            }
+                            controller.clone()
+                        }
+                        None => ctx.conn.clone(),
+                    };
                     let far = |p: &str| match &remote {
                         Some(r) => remote_path(r, p),
                         None => p.to_string(),
@@ -477,18 +489,13 @@ impl Module for Rsync {
                     };
                     if m == "push" {
                         (
-                            controller.clone(),
+                            runner,
                             keep_slash(&a.src, local(&a.src)),
                             far(&a.dest),
                             DestSide::Host,
                         )
                     } else {
-                        (
-                            controller.clone(),
-                            far(&a.src),
-                            local(&a.dest),
-                            DestSide::Controller,
-                        )
+                        (runner, far(&a.src), local(&a.dest), DestSide::Controller)
                     }
                 }
             };
@@ -523,16 +530,17 @@ impl Module for Rsync {
                 }
                 (Some(true), Some(c)) if a.rollback_snapshot => {
                     let snap = sibling(&abs_dest, "snapshot-", &ctx.run_id);
-                    let out = c
-                        .run(
-                            &CommandSpec::shell(format!(
-                                "cp -al -- {} {}",
-                                quote(&abs_dest),
-                                quote(&snap)
-                            )),
-                            None,
-                        )
-                        .await?;
+                    let spec = CommandSpec::shell(format!(
+                        "cp -al -- {} {}",
+                        quote(&abs_dest),
+                        quote(&snap)
+                    ));
+                    // On the host with the step's become, like the sync itself.
+                    let out = if std::sync::Arc::ptr_eq(&c, &ctx.conn) {
+                        ctx.probe(spec).await?
+                    } else {
+                        c.run(&spec, None).await?
+                    };
                     if !out.success() {
                         return Err(failed_with(
                             &format!("cannot take a rollback snapshot of {abs_dest}"),
@@ -660,6 +668,31 @@ impl Module for Rsync {
         }
         Ok(Outcome::changed().with_msg(what))
     }
+}
+
+/// `--rsync-path` for the far end of a push or pull with become: rsync under
+/// `sudo -n`. The rsync protocol holds the far end's standard input, so sudo cannot be
+/// given a password there, nor su a terminal: those are refused rather than running the
+/// far end as the login user (a pull would miss root-only files, a push would give
+/// every file to the login user).
+fn rsync_path_for(b: &crate::connection::Become) -> Result<String, ModuleError> {
+    if b.method.as_deref().is_some_and(|m| m != "sudo") {
+        return Err(ModuleError::Args(format!(
+            "rsync: push and pull run rsync at the far end through ssh; become_method {} cannot \
+             be used there (only sudo without a password)",
+            b.method.as_deref().unwrap_or_default()
+        )));
+    }
+    if b.password.is_some() {
+        return Err(ModuleError::Args(
+            "rsync: push and pull with become need sudo without a password on the host (NOPASSWD \
+             for rsync): the rsync protocol holds the far end's standard input, so the become \
+             password cannot be given there"
+                .into(),
+        ));
+    }
+    let user = b.user.as_deref().unwrap_or("root");
+    Ok(format!("sudo -n -H -u {} rsync", quote(user)))
 }
 
 fn side_name(s: &DestSide) -> &'static str {
