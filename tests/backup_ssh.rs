@@ -4,10 +4,12 @@
 //! files and processes the runs leave.
 //!
 //! - rsync from one sshd host to another (`dest_host`) with `link_dest` snapshots;
-//! - rsync push and pull between the controller and an sshd host, dry run and rollback;
+//! - rsync push and pull between the controller and an sshd host, dry run, rollback,
+//!   known_hosts from the controller's environment, and become at the far end;
 //! - a daemon managed with `manager: command`: stop, start, and rollback, seen by pids;
 //! - manifest, archive, move_aside, unarchive and verify_manifest as a restore, and
-//!   move_aside's rollback.
+//!   move_aside's rollback;
+//! - prune on an sshd host.
 //!
 //! What `rsync` with `dest_host` needs (the ssh runs ON the source host, as its login
 //! user, with the dest host's inventory variables): the file named by the dest host's
@@ -795,4 +797,78 @@ steps:
     assert_eq!(tree(&etc.join("nova")), original, "{f:?}");
     assert_eq!(names(&etc), vec!["nova"], "nothing left aside");
     assert_eq!(names(&backup), Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------- prune
+
+const PRUNE: &str = r#"
+name: prune-over-ssh
+hosts: ctl1
+steps:
+  - id: prune
+    prune:
+      path: @DIR@
+      pattern: "nova-*.tar.gz"
+      older_than: 1h
+    register: pruned
+  - id: show
+    needs: prune
+    debug:
+      msg: "removed={{ pruned.data.removed | join(',') }} kept={{ pruned.data.kept | join(',') }}"
+"#;
+
+#[test]
+fn prune_over_ssh_keeps_the_newest_complete_backup() {
+    let host = ok(Sshd::start("127.0.0.47"));
+    let dir = workdir();
+    let inventory = format!("[control]\n{}", host_line("ctl1", &host, ""));
+    let backups = user_dir(dir.path(), "backups");
+    let now = ok(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)).as_secs();
+    // nova-1 and nova-2 complete (with a manifest), nova-3 from a failed run.
+    for (name, days, complete) in [
+        ("nova-1", 10, true),
+        ("nova-2", 9, true),
+        ("nova-3", 8, false),
+    ] {
+        let mut files = vec![(format!("{name}.tar.gz"), name.to_string())];
+        if complete {
+            files.push((format!("{name}.tar.gz.manifest.json"), "{}".to_string()));
+        }
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        user_tree(&backups, &refs);
+        harness::sh(&format!(
+            "touch -d @{} {}",
+            now - days * 86400,
+            s(&backups.join(format!("{name}.tar.gz")))
+        ));
+    }
+    let before = names(&backups);
+    let play = fill(PRUNE, &[("DIR", s(&backups))]);
+
+    let d = lifeboat(dir.path(), "dry", &play, &inventory, &["--check"]);
+    d.assert_code(0);
+    assert_eq!(d.status("prune", "ctl1"), "would_change");
+    assert!(
+        d.msg("prune", "ctl1")
+            .ends_with(": nova-3.tar.gz, nova-1.tar.gz"),
+        "{d:?}"
+    );
+    assert_eq!(names(&backups), before, "the dry run removed nothing");
+
+    let r = lifeboat(dir.path(), "prune", &play, &inventory, &[]);
+    r.assert_code(0);
+    assert_eq!(r.status("prune", "ctl1"), "changed");
+    assert_eq!(
+        r.msg("show", "ctl1"),
+        "removed=nova-3.tar.gz,nova-1.tar.gz kept=nova-2.tar.gz"
+    );
+    assert_eq!(
+        names(&backups),
+        vec!["nova-2.tar.gz", "nova-2.tar.gz.manifest.json"]
+    );
+    let again = lifeboat(dir.path(), "again", &play, &inventory, &[]);
+    assert_eq!(again.status("prune", "ctl1"), "ok", "{again:?}");
 }
