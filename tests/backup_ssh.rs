@@ -247,6 +247,41 @@ fn rsync_from_host_to_host_makes_link_dest_snapshots() {
     assert_eq!(accepted(&dest_host) - before, 4, "{}", dest_host.log());
 }
 
+const TO_CONTROLLER: &str = r#"
+name: rsync-to-the-controller
+hosts: src1
+steps:
+  - id: copy
+    rsync:
+      src: @SRC@/
+      dest: @DEST@
+      dest_host: vault
+"#;
+
+#[test]
+fn rsync_to_a_dest_host_on_the_local_connection_lands_on_the_controller() {
+    let src_host = ok(Sshd::start("127.0.0.48"));
+    let dir = workdir();
+    let src = user_dir(dir.path(), "src-data");
+    user_tree(&src, &[("nova.conf", "[DEFAULT]\n"), ("sub/a", "a\n")]);
+    // The controller's store: root's, not writable by the source host's login user.
+    let store = dir.path().join("vault-store");
+    ok(std::fs::create_dir(&store));
+    chmod(&store, 0o755);
+    let inventory = format!(
+        "[backup]\n{}vault ansible_connection=local\n",
+        host_line("src1", &src_host, "")
+    );
+    let dest = store.join("nova");
+    let play = fill(TO_CONTROLLER, &[("SRC", s(&src)), ("DEST", s(&dest))]);
+    let r = lifeboat(dir.path(), "copy", &play, &inventory, &[]);
+    r.assert_code(0);
+    assert_eq!(r.status("copy", "src1"), "changed");
+    assert_eq!(tree(&dest), tree(&src));
+    let again = lifeboat(dir.path(), "again", &play, &inventory, &[]);
+    assert_eq!(again.status("copy", "src1"), "ok", "{again:?}");
+}
+
 // ---------------------------------------------------------------- rsync push and pull
 
 const PUSH_PULL: &str = r#"

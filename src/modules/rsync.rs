@@ -38,9 +38,14 @@ and pull (ssh on the controller) the controller's `LIFEBOAT_KNOWN_HOSTS`, \
 say nothing, as for the run's own connection. With `become`, push and pull start the far end's \
 rsync as `sudo -n -H -u USER rsync` (`--rsync-path`): that needs sudo without a password for rsync \
 on the host (the rsync protocol holds its standard input), and a become password or `su` is \
-refused; with dest_host and mode local, become applies to the rsync on the host (and so to its ssh). With dest_host the ssh runs on the source host, so its key file (and \
-known_hosts entry) must exist there. When the far end is on the local connection, paths are used \
-directly. Options: `archive` (`-a`, on by default) does NOT include `hardlinks` (`-H`), `acls` \
+refused; with dest_host and mode local, become applies to the rsync on the host (and so to its ssh). \
+With dest_host the ssh runs on the source host, as its login user (or \
+the become user), with dest_host's variables: the key file they name must exist there, readable by \
+that user only, the known_hosts file they name must exist there with dest_host's key as the source \
+host reaches it, and ansible_host must be reachable from it. When dest_host is on the local \
+connection (the controller) and the host is not, the controller pulls src from the host instead \
+(as `mode: pull`); when both are local, paths are used directly. Options: `archive` (`-a`, on \
+by default) does NOT include `hardlinks` (`-H`), `acls` \
 (`-A`), `xattrs` (`-X`) or `numeric_ids` (`--numeric-ids`): turn them on for faithful backups. \
 `delete` removes files in dest that are not in src. `link_dest` (`--link-dest`) hard-links \
 unchanged files to an earlier snapshot for cheap incremental snapshots; a relative link_dest is \
@@ -436,14 +441,37 @@ impl Module for Rsync {
                                 "rsync: dest_host `{h}` is not in the inventory"
                             ))
                         })?;
-                    match remote_of(h, &hv, None) {
-                        None => (
+                    let env = ControllerSsh::from_env()?;
+                    match (
+                        remote_of(h, &hv, None),
+                        remote_of(&ctx.host, &ctx.vars, Some(&env)),
+                    ) {
+                        // Both on the controller: one local rsync.
+                        (None, None) => (
                             ctx.conn.clone(),
                             a.src.clone(),
                             a.dest.clone(),
                             DestSide::Other,
                         ),
-                        Some(r) => {
+                        // dest_host is the controller, the host is not: an rsync on the
+                        // host would write dest on the host itself. The controller pulls.
+                        (None, Some(me)) => {
+                            argv.extend([
+                                "-e".to_string(),
+                                me.ssh.clone(),
+                                "--protect-args".into(),
+                            ]);
+                            if let Some(b) = &ctx.become_ {
+                                argv.push(format!("--rsync-path={}", rsync_path_for(b)?));
+                            }
+                            (
+                                controller.clone(),
+                                remote_path(&me, &a.src),
+                                a.dest.clone(),
+                                DestSide::Other,
+                            )
+                        }
+                        (Some(r), _) => {
                             argv.extend(["-e".to_string(), r.ssh.clone(), "--protect-args".into()]);
                             (
                                 ctx.conn.clone(),
