@@ -280,6 +280,37 @@ fn rsync_to_a_dest_host_on_the_local_connection_lands_on_the_controller() {
     assert_eq!(tree(&dest), tree(&src));
     let again = lifeboat(dir.path(), "again", &play, &inventory, &[]);
     assert_eq!(again.status("copy", "src1"), "ok", "{again:?}");
+
+    // The other way: from a host on the local connection to an sshd host. That ssh runs
+    // on the controller, so the controller's LIFEBOAT_KNOWN_HOSTS verifies the host.
+    let inventory = format!(
+        "[backup]\nsrc1 ansible_connection=local\n{}",
+        host_line("vault", &src_host, "")
+    )
+    .replace(
+        &format!("lifeboat_known_hosts={}", s(&src_host.known_hosts)),
+        "",
+    );
+    let back = user_dir(dir.path(), "back");
+    let play = fill(
+        TO_CONTROLLER,
+        &[("SRC", s(&dest)), ("DEST", s(&back.join("nova")))],
+    );
+    let r = harness::lifeboat_env(
+        dir.path(),
+        "back",
+        &play,
+        &inventory,
+        &[],
+        &[("LIFEBOAT_KNOWN_HOSTS", s(&src_host.known_hosts))],
+    );
+    r.assert_code(0);
+    assert_eq!(tree(&back.join("nova")), tree(&src));
+    assert_eq!(
+        ok(std::fs::metadata(back.join("nova/sub/a"))).uid(),
+        login_ids().0,
+        "written by the login user at the far end"
+    );
 }
 
 // ---------------------------------------------------------------- rsync push and pull

@@ -442,10 +442,11 @@ impl Module for Rsync {
                             ))
                         })?;
                     let env = ControllerSsh::from_env()?;
-                    match (
-                        remote_of(h, &hv, None),
-                        remote_of(&ctx.host, &ctx.vars, Some(&env)),
-                    ) {
+                    let me = remote_of(&ctx.host, &ctx.vars, Some(&env));
+                    // The ssh to dest_host runs where rsync runs: on the controller when
+                    // the host is local (its environment applies), else on the host.
+                    let there = remote_of(h, &hv, me.is_none().then_some(&env));
+                    match (there, me) {
                         // Both on the controller: one local rsync.
                         (None, None) => (
                             ctx.conn.clone(),
