@@ -606,10 +606,13 @@ impl Module for Rsync {
         let warning = match classify(out.rc) {
             Ok(w) => w,
             Err(why) => {
-                return Err(failed_with(
-                    &format!("rsync {src} -> {dest} failed: {why}"),
-                    out,
-                ));
+                // failed_with adds "(exit N)": say the bare status once.
+                let what = if out.rc.is_some_and(|c| why == format!("rsync exit {c}")) {
+                    format!("rsync {src} -> {dest} failed")
+                } else {
+                    format!("rsync {src} -> {dest} failed: {why}")
+                };
+                return Err(failed_with(&what, out));
             }
         };
         let lines: Vec<String> = out
