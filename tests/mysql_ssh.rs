@@ -9,6 +9,9 @@
 //!    digests are the same (an `assert` step, the events, and the server itself).
 //! 2. A restore whose import fails half way undoes itself: checksums prove the data is
 //!    as it was before the restore.
+//! 3. A run that fails after a restore rolls the restore back (the safety dump).
+//! 4. With become (sudo with the inventory's password): a dump where only root writes,
+//!    a query; neither password shows.
 
 #[path = "fixtures/backup_ssh/harness.rs"]
 mod harness;
@@ -418,4 +421,80 @@ fn a_run_that_fails_after_a_restore_over_ssh_rolls_the_restore_back() {
     run.assert_hidden(PASSWORD);
     run.assert_hidden("p4ss");
     assert_eq!(entries(&tmp), Vec::<String>::new());
+}
+
+const BECOME: &str = r#"
+name: db-with-become-over-ssh
+hosts: db
+secrets:
+  db_password: { file: db-password }
+steps:
+  - id: whoami
+    become: true
+    command: id -un
+  - id: dump
+    become: true
+    mysql_dump:
+      databases: [@P@_glance]
+      dest: @ROOT_ONLY@/glance.sql.zst@LOGIN@
+  - id: count
+    become: true
+    needs: dump
+    mysql_query:
+      query: SELECT COUNT(*) AS n FROM @P@_glance.images@LOGIN@
+    register: count
+  - id: check
+    needs: count
+    assert: count.data.rows[0].n == "500"
+"#;
+
+#[test]
+fn the_modules_run_with_become_over_ssh() {
+    ok(sshd::ensure_sudo());
+    let db = server();
+    db.load_openstack("sshbe");
+    let dir = workdir();
+    let tmp = user_dir(dir.path(), "host-tmp");
+    // Only root writes here: the dump needs the become.
+    let root_only = dir.path().join("root-only");
+    ok(std::fs::create_dir(&root_only));
+    std::fs::set_permissions(&root_only, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let host = ok(Sshd::with(Options {
+        addr: "127.0.0.34".into(),
+        extra: vec![format!("SetEnv TMPDIR={}", s(&tmp))],
+        ..Options::default()
+    }));
+    let inventory = format!(
+        "[db]\n{}",
+        host_line(
+            "db1",
+            &host,
+            &format!("ansible_become_password={}", sshd::PASSWORD)
+        )
+    );
+    ok(std::fs::write(dir.path().join("db-password"), PASSWORD));
+    let playbook = fill(
+        BECOME,
+        &[
+            ("LOGIN", LOGIN.to_string()),
+            ("PORT", db.port.to_string()),
+            ("P", "sshbe".to_string()),
+            ("ROOT_ONLY", s(&root_only)),
+        ],
+    );
+    let run = lifeboat(dir.path(), "become", &playbook, &inventory, &["-v"]);
+    run.assert_code(0);
+    assert_eq!(
+        run.finish("whoami", "db1")["stdout"].as_str(),
+        Some("root\n")
+    );
+    assert_eq!(run.status("dump", "db1"), "changed");
+    assert_eq!(run.status("check", "db1"), "ok");
+    assert_eq!(
+        ok(std::fs::metadata(root_only.join("glance.sql.zst"))).uid(),
+        0
+    );
+    run.assert_hidden(PASSWORD);
+    run.assert_hidden("p4ss");
+    run.assert_hidden(sshd::PASSWORD);
 }
