@@ -668,8 +668,9 @@ fn services_over_ssh_stop_start_and_roll_back_seen_by_their_pids() {
 
     // Stop api and worker (not running), then fail: while the run goes on api is gone;
     // the rollback starts api again (a new pid), and leaves worker stopped.
+    // Exit 7 when api's process is gone (a zombie counts as gone) and its pid file too.
     let then = format!(
-        "! kill -0 {api1} 2>/dev/null && test ! -e {}; exit 7",
+        "if [ -d /proc/{api1} ] && ! grep -q '^State:[[:space:]]*Z' /proc/{api1}/status; then exit 1; fi; test ! -e {} || exit 2; exit 7",
         s(&pidfile("api"))
     );
     let r = lifeboat(
