@@ -32,9 +32,20 @@ the host; `pull` from `src` on the host to a controller `dest`. With `dest_host`
 KEY -o BatchMode=yes ...'` built from the inventory's connection variables (`ansible_host`, \
 `ansible_port`, `ansible_user`, `ansible_ssh_private_key_file`, `ansible_ssh_common_args`, \
 `lifeboat_known_hosts` as UserKnownHostsFile, `lifeboat_host_key_checking`, `lifeboat_proxy_jump` \
-as -J, `ansible_ssh_timeout`), run by the OpenSSH client: no password authentication. With dest_host the ssh runs on the source host, so its key file (and \
-known_hosts entry) must exist there. When the far end is on the local connection, paths are used \
-directly. Options: `archive` (`-a`, on by default) does NOT include `hardlinks` (`-H`), `acls` \
+as -J, `ansible_ssh_timeout`), run by the OpenSSH client: no password authentication. For push \
+and pull (ssh on the controller) the controller's `LIFEBOAT_KNOWN_HOSTS`, \
+`LIFEBOAT_HOST_KEY_CHECKING` and `LIFEBOAT_SSH_CONFIG` (as `-F`) apply where the host's variables \
+say nothing, as for the run's own connection. With `become`, push and pull start the far end's \
+rsync as `sudo -n -H -u USER rsync` (`--rsync-path`): that needs sudo without a password for rsync \
+on the host (the rsync protocol holds its standard input), and a become password or `su` is \
+refused; with dest_host and mode local, become applies to the rsync on the host (and so to its ssh). \
+With dest_host the ssh runs on the source host, as its login user (or \
+the become user), with dest_host's variables: the key file they name must exist there, readable by \
+that user only, the known_hosts file they name must exist there with dest_host's key as the source \
+host reaches it, and ansible_host must be reachable from it. When dest_host is on the local \
+connection (the controller) and the host is not, the controller pulls src from the host instead \
+(as `mode: pull`); when both are local, paths are used directly. Options: `archive` (`-a`, on \
+by default) does NOT include `hardlinks` (`-H`), `acls` \
 (`-A`), `xattrs` (`-X`) or `numeric_ids` (`--numeric-ids`): turn them on for faithful backups. \
 `delete` removes files in dest that are not in src. `link_dest` (`--link-dest`) hard-links \
 unchanged files to an earlier snapshot for cheap incremental snapshots; a relative link_dest is \
@@ -201,8 +212,52 @@ fn var(vars: &minijinja::Value, names: &[&str]) -> Option<String> {
     })
 }
 
+/// The controller's own SSH settings from its environment, as its transport reads them
+/// (`LIFEBOAT_KNOWN_HOSTS`, `LIFEBOAT_HOST_KEY_CHECKING`, `LIFEBOAT_SSH_CONFIG`): an ssh
+/// that runs on the controller (push, pull) must verify and configure like the run's own
+/// connection to the same host, or it refuses a host the run reached.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct ControllerSsh {
+    /// The known_hosts file to use when the host sets no `lifeboat_known_hosts`.
+    pub known_hosts: Option<String>,
+    /// `strict`, `accept-new` or `off`, when the host sets no policy.
+    pub host_key_checking: Option<String>,
+    /// `-F` value: an ssh config file, or `none`.
+    pub config: Option<String>,
+}
+
+impl ControllerSsh {
+    /// From the controller's environment; an invalid value is an argument error.
+    pub(crate) fn from_env() -> Result<ControllerSsh, ModuleError> {
+        use crate::connection::ssh::{HostKeyPolicy, SshOptions};
+        let o = SshOptions::from_env().map_err(|e| ModuleError::Args(format!("rsync: {e}")))?;
+        Ok(ControllerSsh {
+            known_hosts: o.known_hosts_file.map(|p| p.to_string_lossy().into_owned()),
+            host_key_checking: o.host_key_policy.map(|p| {
+                match p {
+                    HostKeyPolicy::Strict => "strict",
+                    HostKeyPolicy::AcceptNew => "accept-new",
+                    HostKeyPolicy::Off => "off",
+                }
+                .to_string()
+            }),
+            config: if o.read_config {
+                o.config_file.map(|p| p.to_string_lossy().into_owned())
+            } else {
+                Some("none".to_string())
+            },
+        })
+    }
+}
+
 /// `None` when the host is on the local connection, else how to reach it with ssh.
-pub(crate) fn remote_of(host: &str, vars: &minijinja::Value) -> Option<Remote> {
+/// `controller`: the ssh runs on the controller, whose environment settings apply where
+/// the host's variables say nothing (not for dest_host: that ssh runs on another host).
+pub(crate) fn remote_of(
+    host: &str,
+    vars: &minijinja::Value,
+    controller: Option<&ControllerSsh>,
+) -> Option<Remote> {
     let address = var(vars, &["ansible_host", "ansible_ssh_host", "host"]);
     let conn = var(vars, &["ansible_connection", "connection"]);
     let is_local = match conn.as_deref() {
@@ -213,7 +268,11 @@ pub(crate) fn remote_of(host: &str, vars: &minijinja::Value) -> Option<Remote> {
         return None;
     }
     let address = address.unwrap_or_else(|| host.to_string());
-    let mut ssh = vec!["ssh".to_string(), "-o".into(), "BatchMode=yes".into()];
+    let mut ssh = vec!["ssh".to_string()];
+    if let Some(f) = controller.and_then(|c| c.config.clone()) {
+        ssh.extend(["-F".to_string(), f]);
+    }
+    ssh.extend(["-o".to_string(), "BatchMode=yes".into()]);
     if let Some(p) = var(vars, &["ansible_port", "ansible_ssh_port", "port"]) {
         ssh.extend(["-p".to_string(), p]);
     }
@@ -227,13 +286,16 @@ pub(crate) fn remote_of(host: &str, vars: &minijinja::Value) -> Option<Remote> {
     ) {
         ssh.extend(["-i".to_string(), k]);
     }
-    if let Some(f) = var(vars, &["lifeboat_known_hosts"]) {
+    if let Some(f) = var(vars, &["lifeboat_known_hosts"])
+        .or_else(|| controller.and_then(|c| c.known_hosts.clone()))
+    {
         ssh.extend(["-o".to_string(), format!("UserKnownHostsFile={f}")]);
     }
     match var(
         vars,
         &["lifeboat_host_key_checking", "ansible_host_key_checking"],
     )
+    .or_else(|| controller.and_then(|c| c.host_key_checking.clone()))
     .as_deref()
     {
         Some("strict") => ssh.extend(["-o".into(), "StrictHostKeyChecking=yes".into()]),
@@ -379,14 +441,38 @@ impl Module for Rsync {
                                 "rsync: dest_host `{h}` is not in the inventory"
                             ))
                         })?;
-                    match remote_of(h, &hv) {
-                        None => (
+                    let env = ControllerSsh::from_env()?;
+                    let me = remote_of(&ctx.host, &ctx.vars, Some(&env));
+                    // The ssh to dest_host runs where rsync runs: on the controller when
+                    // the host is local (its environment applies), else on the host.
+                    let there = remote_of(h, &hv, me.is_none().then_some(&env));
+                    match (there, me) {
+                        // Both on the controller: one local rsync.
+                        (None, None) => (
                             ctx.conn.clone(),
                             a.src.clone(),
                             a.dest.clone(),
                             DestSide::Other,
                         ),
-                        Some(r) => {
+                        // dest_host is the controller, the host is not: an rsync on the
+                        // host would write dest on the host itself. The controller pulls.
+                        (None, Some(me)) => {
+                            argv.extend([
+                                "-e".to_string(),
+                                me.ssh.clone(),
+                                "--protect-args".into(),
+                            ]);
+                            if let Some(b) = &ctx.become_ {
+                                argv.push(format!("--rsync-path={}", rsync_path_for(b)?));
+                            }
+                            (
+                                controller.clone(),
+                                remote_path(&me, &a.src),
+                                a.dest.clone(),
+                                DestSide::Other,
+                            )
+                        }
+                        (Some(r), _) => {
                             argv.extend(["-e".to_string(), r.ssh.clone(), "--protect-args".into()]);
                             (
                                 ctx.conn.clone(),
@@ -404,10 +490,20 @@ impl Module for Rsync {
                 }
                 (m, None) => {
                     let local = |p: &str| ctx.local_path(p).to_string_lossy().into_owned();
-                    let remote = remote_of(&ctx.host, &ctx.vars);
-                    if let Some(r) = &remote {
-                        argv.extend(["-e".to_string(), r.ssh.clone(), "--protect-args".into()]);
-                    }
+                    let env = ControllerSsh::from_env()?;
+                    let remote = remote_of(&ctx.host, &ctx.vars, Some(&env));
+                    // Over ssh the step's become applies at the far end, through the
+                    // rsync it starts; on a local host, to rsync itself (ctx.run).
+                    let runner = match &remote {
+                        Some(r) => {
+                            argv.extend(["-e".to_string(), r.ssh.clone(), "--protect-args".into()]);
+                            if let Some(b) = &ctx.become_ {
+                                argv.push(format!("--rsync-path={}", rsync_path_for(b)?));
+                            }
+                            controller.clone()
+                        }
+                        None => ctx.conn.clone(),
+                    };
                     let far = |p: &str| match &remote {
                         Some(r) => remote_path(r, p),
                         None => p.to_string(),
@@ -422,18 +518,13 @@ impl Module for Rsync {
                     };
                     if m == "push" {
                         (
-                            controller.clone(),
+                            runner,
                             keep_slash(&a.src, local(&a.src)),
                             far(&a.dest),
                             DestSide::Host,
                         )
                     } else {
-                        (
-                            controller.clone(),
-                            far(&a.src),
-                            local(&a.dest),
-                            DestSide::Controller,
-                        )
+                        (runner, far(&a.src), local(&a.dest), DestSide::Controller)
                     }
                 }
             };
@@ -468,16 +559,17 @@ impl Module for Rsync {
                 }
                 (Some(true), Some(c)) if a.rollback_snapshot => {
                     let snap = sibling(&abs_dest, "snapshot-", &ctx.run_id);
-                    let out = c
-                        .run(
-                            &CommandSpec::shell(format!(
-                                "cp -al -- {} {}",
-                                quote(&abs_dest),
-                                quote(&snap)
-                            )),
-                            None,
-                        )
-                        .await?;
+                    let spec = CommandSpec::shell(format!(
+                        "cp -al -- {} {}",
+                        quote(&abs_dest),
+                        quote(&snap)
+                    ));
+                    // On the host with the step's become, like the sync itself.
+                    let out = if std::sync::Arc::ptr_eq(&c, &ctx.conn) {
+                        ctx.probe(spec).await?
+                    } else {
+                        c.run(&spec, None).await?
+                    };
                     if !out.success() {
                         return Err(failed_with(
                             &format!("cannot take a rollback snapshot of {abs_dest}"),
@@ -514,10 +606,13 @@ impl Module for Rsync {
         let warning = match classify(out.rc) {
             Ok(w) => w,
             Err(why) => {
-                return Err(failed_with(
-                    &format!("rsync {src} -> {dest} failed: {why}"),
-                    out,
-                ));
+                // failed_with adds "(exit N)": say the bare status once.
+                let what = if out.rc.is_some_and(|c| why == format!("rsync exit {c}")) {
+                    format!("rsync {src} -> {dest} failed")
+                } else {
+                    format!("rsync {src} -> {dest} failed: {why}")
+                };
+                return Err(failed_with(&what, out));
             }
         };
         let lines: Vec<String> = out
@@ -607,6 +702,31 @@ impl Module for Rsync {
     }
 }
 
+/// `--rsync-path` for the far end of a push or pull with become: rsync under
+/// `sudo -n`. The rsync protocol holds the far end's standard input, so sudo cannot be
+/// given a password there, nor su a terminal: those are refused rather than running the
+/// far end as the login user (a pull would miss root-only files, a push would give
+/// every file to the login user).
+fn rsync_path_for(b: &crate::connection::Become) -> Result<String, ModuleError> {
+    if b.method.as_deref().is_some_and(|m| m != "sudo") {
+        return Err(ModuleError::Args(format!(
+            "rsync: push and pull run rsync at the far end through ssh; become_method {} cannot \
+             be used there (only sudo without a password)",
+            b.method.as_deref().unwrap_or_default()
+        )));
+    }
+    if b.password.is_some() {
+        return Err(ModuleError::Args(
+            "rsync: push and pull with become need sudo without a password on the host (NOPASSWD \
+             for rsync): the rsync protocol holds the far end's standard input, so the become \
+             password cannot be given there"
+                .into(),
+        ));
+    }
+    let user = b.user.as_deref().unwrap_or("root");
+    Ok(format!("sudo -n -H -u {} rsync", quote(user)))
+}
+
 fn side_name(s: &DestSide) -> &'static str {
     match s {
         DestSide::Host => "host",
@@ -641,16 +761,40 @@ mod tests {
             "ansible_ssh_private_key_file": "/keys/id ed",
             "ansible_ssh_common_args": "-o StrictHostKeyChecking=no",
         }));
-        let r = remote_of("ctl1", &vars).expect("ssh");
+        let r = remote_of("ctl1", &vars, None).expect("ssh");
         assert_eq!(r.target, "backup@10.0.0.5");
         assert_eq!(
             r.ssh,
             "ssh -o 'BatchMode=yes' -p 2222 -i '/keys/id ed' -o StrictHostKeyChecking=no"
         );
         let local = vars_of(serde_json::json!({"ansible_connection": "local"}));
-        assert_eq!(remote_of("ctl1", &local), None);
+        assert_eq!(remote_of("ctl1", &local, None), None);
         let implicit = vars_of(serde_json::json!({}));
-        assert_eq!(remote_of("localhost", &implicit), None);
-        assert!(remote_of("db1", &implicit).is_some());
+        assert_eq!(remote_of("localhost", &implicit, None), None);
+        assert!(remote_of("db1", &implicit, None).is_some());
+    }
+
+    #[test]
+    fn the_controllers_ssh_settings_apply_where_the_host_says_nothing() {
+        let env = ControllerSsh {
+            known_hosts: Some("/ctl/known hosts".into()),
+            host_key_checking: Some("accept-new".into()),
+            config: Some("none".into()),
+        };
+        let bare = vars_of(serde_json::json!({ "ansible_host": "10.0.0.5" }));
+        assert_eq!(
+            remote_of("ctl1", &bare, Some(&env)).expect("ssh").ssh,
+            "ssh -F none -o 'BatchMode=yes' -o 'UserKnownHostsFile=/ctl/known hosts' -o 'StrictHostKeyChecking=accept-new'"
+        );
+        // The host's own variables win.
+        let own = vars_of(serde_json::json!({
+            "ansible_host": "10.0.0.5",
+            "lifeboat_known_hosts": "/inv/kh",
+            "lifeboat_host_key_checking": "strict",
+        }));
+        assert_eq!(
+            remote_of("ctl1", &own, Some(&env)).expect("ssh").ssh,
+            "ssh -F none -o 'BatchMode=yes' -o 'UserKnownHostsFile=/inv/kh' -o 'StrictHostKeyChecking=yes'"
+        );
     }
 }
