@@ -207,3 +207,41 @@ fn a_restore_that_fails_half_way_leaves_the_cloud_as_it_was() {
         .collect();
     assert_ne!(after, pids);
 }
+
+#[test]
+fn the_shipped_drills_and_verify_backups_pass_on_the_minicloud() {
+    let cloud = MiniCloud::start("mc3", 47);
+    let files = cloud.node_files();
+    let sums = cloud.db_checksums();
+    let running = cloud.running();
+
+    let drill = |file: &str| {
+        let path = minicloud::shipped(file).display().to_string();
+        let out = cloud.lifeboat(&["drill", &path]);
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0), "{file} failed\n{text}");
+        text
+    };
+    let text = drill("drills/service-restore.yml");
+    assert!(text.contains("RPO"), "{text}");
+    assert_eq!(cloud.node_files(), files, "nova is back as it was");
+    assert_eq!(cloud.db_checksums(), sums);
+    assert_eq!(cloud.running(), running);
+
+    drill("drills/db-sandbox.yml");
+    assert!(!mariadb::server().has_database("lifeboat_sandbox"));
+
+    expect(cloud.run("playbooks/openstack/verify-backups.yml", &[]), 0);
+    // A damaged copy in the backup is found.
+    let snap = cloud
+        .backups_of("ctl01")
+        .join(latest(&cloud, "ctl01"))
+        .join("files/etc/keystone/keystone.conf");
+    ok(std::fs::write(&snap, "tampered\n"));
+    let out = expect(cloud.run("playbooks/openstack/verify-backups.yml", &[]), 2);
+    assert!(out.contains("keystone.conf"), "{out}");
+}
