@@ -52,7 +52,11 @@ fn backup(cloud: &MiniCloud) -> String {
         "db/nova.sql.gz.manifest.json",
         "db/keystone.sql.gz",
     ] {
-        assert!(snap.join(f).exists(), "{f} is missing from {}", snap.display());
+        assert!(
+            snap.join(f).exists(),
+            "{f} is missing from {}",
+            snap.display()
+        );
     }
     let cmp = cloud.backups_of("cmp01").join(latest(cloud, "cmp01"));
     assert!(cmp.join("files/etc/nova/nova.conf").exists());
@@ -90,7 +94,11 @@ fn backup_sabotage_and_restore_nova_and_glance() {
     assert_eq!(running["ctl01"].len(), minicloud::CONTROL_UNITS.len());
 
     backup(&cloud);
-    assert_eq!(cloud.node_files(), files, "a backup changes nothing on the nodes");
+    assert_eq!(
+        cloud.node_files(),
+        files,
+        "a backup changes nothing on the nodes"
+    );
 
     sabotage(&cloud);
     assert_ne!(cloud.db_checksums(), sums);
@@ -98,10 +106,7 @@ fn backup_sabotage_and_restore_nova_and_glance() {
     let compute_before = cloud.unit_pid("cmp01", "nova-compute");
 
     let out = expect(
-        cloud.run(
-            "playbooks/openstack/restore-service.yml",
-            &["service=nova"],
-        ),
+        cloud.run("playbooks/openstack/restore-service.yml", &["service=nova"]),
         0,
     );
     assert!(out.contains("verify-files"), "{out}");
@@ -115,8 +120,16 @@ fn backup_sabotage_and_restore_nova_and_glance() {
         0,
     );
 
-    assert_eq!(cloud.node_files(), files, "files are as they were backed up");
-    assert_eq!(cloud.db_checksums(), sums, "databases are as they were backed up");
+    assert_eq!(
+        cloud.node_files(),
+        files,
+        "files are as they were backed up"
+    );
+    assert_eq!(
+        cloud.db_checksums(),
+        sums,
+        "databases are as they were backed up"
+    );
     assert_eq!(cloud.running(), running, "every daemon runs again");
     // The live directory of glance was moved aside, not deleted.
     let aside = ok(std::fs::read_dir(cloud.root("ctl01").join("etc")))
@@ -142,10 +155,13 @@ fn corrupt_dump(dump: &Path) {
     ok(std::fs::write(dump, &cut));
     let manifest_path = dump.with_file_name(format!(
         "{}.manifest.json",
-        dump.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        dump.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
     ));
-    let mut manifest: serde_json::Value =
-        ok(serde_json::from_str(&ok(std::fs::read_to_string(&manifest_path))));
+    let mut manifest: serde_json::Value = ok(serde_json::from_str(&ok(std::fs::read_to_string(
+        &manifest_path,
+    ))));
     manifest["sha256"] = serde_json::Value::String(hex(&Sha256::digest(&cut)));
     manifest["size"] = serde_json::Value::from(cut.len());
     ok(std::fs::write(
@@ -170,15 +186,15 @@ fn a_restore_that_fails_half_way_leaves_the_cloud_as_it_was() {
         cloud.root("ctl01").join("etc/nova/nova.conf"),
         "[DEFAULT]\ntransport_url = rabbit://wrong\n",
     ));
-    ok(std::fs::remove_file(cloud.root("cmp01").join("etc/nova/nova.conf")));
-    ok(std::fs::write(cloud.root("cmp01").join("etc/nova/extra.conf"), "x\n"));
+    ok(std::fs::remove_file(
+        cloud.root("cmp01").join("etc/nova/nova.conf"),
+    ));
+    ok(std::fs::write(
+        cloud.root("cmp01").join("etc/nova/extra.conf"),
+        "x\n",
+    ));
     cloud.stop_unit("ctl01", "nova-api");
-    corrupt_dump(
-        &cloud
-            .backups_of("ctl01")
-            .join(&name)
-            .join("db/nova.sql.gz"),
-    );
+    corrupt_dump(&cloud.backups_of("ctl01").join(&name).join("db/nova.sql.gz"));
 
     let files = cloud.node_files();
     let sums = cloud.db_checksums();
@@ -189,16 +205,17 @@ fn a_restore_that_fails_half_way_leaves_the_cloud_as_it_was() {
         .collect();
 
     let out = expect(
-        cloud.run(
-            "playbooks/openstack/restore-service.yml",
-            &["service=nova"],
-        ),
+        cloud.run("playbooks/openstack/restore-service.yml", &["service=nova"]),
         2,
     );
     assert!(out.contains("import-database"), "{out}");
 
     assert_eq!(cloud.node_files(), files, "files are as before the restore");
-    assert_eq!(cloud.db_checksums(), sums, "databases are as before the restore");
+    assert_eq!(
+        cloud.db_checksums(),
+        sums,
+        "databases are as before the restore"
+    );
     assert_eq!(cloud.running(), running, "the same daemons run");
     // They were really stopped and started again by the rollback.
     let after: Vec<Option<u32>> = ["nova-conductor", "nova-scheduler"]

@@ -290,7 +290,9 @@ impl MiniCloud {
             u = sshd::USER,
             d = daemon.display()
         ));
-        wait("the daemon's pid file", || self.unit_pid(host, unit).is_some());
+        wait("the daemon's pid file", || {
+            self.unit_pid(host, unit).is_some()
+        });
     }
 
     /// Stops a daemon (sabotage) and waits until it is gone.
@@ -305,7 +307,10 @@ impl MiniCloud {
         wait("the daemon's end", || {
             !Path::new(&format!("/proc/{pid}")).exists()
                 || std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    .map(|s| s.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
+                    .map(|s| {
+                        s.lines()
+                            .any(|l| l.starts_with("State:") && l.contains('Z'))
+                    })
                     .unwrap_or(true)
         });
     }
@@ -374,7 +379,10 @@ impl MiniCloud {
                     }
                 } else if meta.file_type().is_symlink() {
                     let t = ok(std::fs::read_link(&p));
-                    out.insert(format!("{key}@"), (mode, t.display().to_string().into_bytes()));
+                    out.insert(
+                        format!("{key}@"),
+                        (mode, t.display().to_string().into_bytes()),
+                    );
                 } else {
                     out.insert(key, (mode, ok(std::fs::read(&p))));
                 }
@@ -393,7 +401,11 @@ impl Drop for MiniCloud {
     fn drop(&mut self) {
         // Stop the daemons this cloud started (by their pid files), then the sshds.
         for root in self.roots.values() {
-            for e in std::fs::read_dir(root.join("run")).into_iter().flatten().flatten() {
+            for e in std::fs::read_dir(root.join("run"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 if let Some(pid) = std::fs::read_to_string(e.path())
                     .ok()
                     .and_then(|s| s.trim().parse::<u32>().ok())
@@ -420,10 +432,19 @@ fn seed_controller(root: &Path, db: &MariaDb) {
         "etc/nova/nova.conf",
         "[DEFAULT]\ntransport_url = rabbit://openstack@ctl01\n[api_database]\nconnection = mysql+pymysql://nova@ctl01/nova_api\n",
     );
-    w("etc/nova/api-paste.ini", "[composite:osapi_compute]\nuse = call:nova.api.openstack.urlmap:urlmap_factory\n");
-    w("etc/nova/rootwrap.d/compute.filters", "[Filters]\nkill: KillFilter, root, /bin/kill\n");
+    w(
+        "etc/nova/api-paste.ini",
+        "[composite:osapi_compute]\nuse = call:nova.api.openstack.urlmap:urlmap_factory\n",
+    );
+    w(
+        "etc/nova/rootwrap.d/compute.filters",
+        "[Filters]\nkill: KillFilter, root, /bin/kill\n",
+    );
     w("var/lib/nova/keys/README", "nova state on the controller\n");
-    w("etc/glance/glance-api.conf", "[DEFAULT]\nbind_port = 9292\n[glance_store]\nfilesystem_store_datadir = /var/lib/glance/images/\n");
+    w(
+        "etc/glance/glance-api.conf",
+        "[DEFAULT]\nbind_port = 9292\n[glance_store]\nfilesystem_store_datadir = /var/lib/glance/images/\n",
+    );
     for (i, id) in [
         "3f1c1a8e-6a2b-4b8e-9d0e-1b2c3d4e5f60",
         "8d7e6f5a-4b3c-2d1e-0f9a-8b7c6d5e4f30",
@@ -437,9 +458,18 @@ fn seed_controller(root: &Path, db: &MariaDb) {
         );
     }
     w("etc/keystone/keystone.conf", "[token]\nprovider = fernet\n");
-    w("etc/keystone/fernet-keys/0", "Zm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyMDA=\n");
-    w("etc/keystone/fernet-keys/1", "YmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vMTE=\n");
-    w("etc/keystone/credential-keys/0", "Y3JlZGVudGlhbGtleWNyZWRlbnRpYWxrZXljcmVkMDA=\n");
+    w(
+        "etc/keystone/fernet-keys/0",
+        "Zm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyMDA=\n",
+    );
+    w(
+        "etc/keystone/fernet-keys/1",
+        "YmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vMTE=\n",
+    );
+    w(
+        "etc/keystone/credential-keys/0",
+        "Y3JlZGVudGlhbGtleWNyZWRlbnRpYWxrZXljcmVkMDA=\n",
+    );
     w("var/lib/keystone/README", "keystone state\n");
     // The database login of the playbooks: a 0600 client option file.
     w(
