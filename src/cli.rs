@@ -78,7 +78,7 @@ pub enum Command {
     /// List the runs recorded in the state directory, with their outcome.
     Runs {
         /// The state directory.
-        #[arg(long, default_value = ".lifeboat")]
+        #[arg(long, env = "LIFEBOAT_STATE_DIR", default_value = ".lifeboat")]
         state_dir: PathBuf,
         /// As JSON.
         #[arg(long)]
@@ -196,7 +196,7 @@ pub struct ExecArgs {
     #[arg(long, value_name = "POLICY")]
     pub host_key_checking: Option<crate::connection::ssh::HostKeyPolicy>,
     /// Where run journals are kept (locked while a run uses it); dry runs keep none.
-    #[arg(long, default_value = ".lifeboat")]
+    #[arg(long, env = "LIFEBOAT_STATE_DIR", default_value = ".lifeboat")]
     pub state_dir: PathBuf,
 }
 

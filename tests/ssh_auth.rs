@@ -195,6 +195,10 @@ fn the_key_passphrase_comes_from_a_host_variable() {
         ));
         let events = dir.path().join(format!("{tag}.events"));
         let out = ok(Command::cargo_bin("lifeboat"))
+            .env(
+                "LIFEBOAT_STATE_DIR",
+                dir.path().join(format!("{tag}.state")),
+            )
             .arg("run")
             .arg(dir.path().join("playbook.yml"))
             .arg("-i")

@@ -424,6 +424,7 @@ impl Setup {
         ok(std::fs::create_dir_all(&home));
         let events = self.dir.path().join(format!("{tag}.events"));
         let out = ok(Command::cargo_bin("lifeboat"))
+            .env("LIFEBOAT_STATE_DIR", self.dir.path().join("state"))
             .arg(cmd)
             .arg(self.dir.path().join(playbook))
             .arg("-i")

@@ -127,7 +127,15 @@ fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
 /// port is a port, no value holds a line break (it would break the option file).
 pub(crate) fn validate_login(args: &Node, file: &SourceFile) -> Vec<SourceError> {
     let mut errors = Vec::new();
-    if let (Some(_), Some(sock)) = (args.get("login_host"), args.get("login_socket")) {
+    // Only literal values can be judged now: a template may render to nothing.
+    let literal = |k: &str| {
+        args.get(k).filter(|n| match &n.value {
+            Value::Null => false,
+            Value::Str(s) => !Templates::is_template(s) && !s.is_empty(),
+            _ => true,
+        })
+    };
+    if let (Some(_), Some(sock)) = (literal("login_host"), literal("login_socket")) {
         errors.push(
             sock.error(file, "give `login_host` or `login_socket`, not both")
                 .with_help(
@@ -348,13 +356,25 @@ impl Client {
         } else if let Some(df) = &login.defaults_file {
             opts.push(format!("--defaults-file={df}"));
         }
-        if let Some(h) = &login.login_host {
+        // A template that rendered to nothing means "not given".
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .filter(|s| !s.trim().is_empty())
+                .map(str::to_string)
+        };
+        let (host, socket) = (given(&login.login_host), given(&login.login_socket));
+        if host.is_some() && socket.is_some() {
+            return Err(ModuleError::Args(
+                "give `login_host` or `login_socket`, not both (after rendering, both have a value)".into(),
+            ));
+        }
+        if let Some(h) = &host {
             opts.push(format!("--host={h}"));
         }
         if let Some(p) = login.login_port {
             opts.push(format!("--port={p}"));
         }
-        if let Some(s) = &login.login_socket {
+        if let Some(s) = &socket {
             opts.push(format!("--socket={s}"));
         }
         if let Some(u) = &login.login_user {

@@ -217,6 +217,7 @@ impl MiniCloud {
     /// Runs `lifeboat ARGS... -i INVENTORY` (plus `extra`) as the controller.
     pub fn lifeboat(&self, args: &[&str]) -> std::process::Output {
         let out = ok(assert_cmd::Command::cargo_bin("lifeboat"))
+            .env("LIFEBOAT_STATE_DIR", self.dir.path().join("state"))
             .args(args)
             .arg("-i")
             .arg(&self.inventory)
