@@ -93,6 +93,24 @@ fn backup_sabotage_and_restore_nova_and_glance() {
     let running = cloud.running();
     assert_eq!(running["ctl01"].len(), minicloud::CONTROL_UNITS.len());
 
+    // The dry run of the first backup: every node planned (what earlier steps would
+    // create is predicted, not failed), and nothing changed anywhere.
+    let backup_yml = minicloud::shipped("playbooks/openstack/backup.yml");
+    let plan = cloud.lifeboat(&["plan", &backup_yml.display().to_string()]);
+    let text = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert_eq!(plan.status.code(), Some(0), "{text}");
+    assert!(!text.contains("FAILED"), "{text}");
+    assert_eq!(cloud.node_files(), files, "the dry run changed files");
+    assert_eq!(
+        cloud.db_checksums(),
+        sums,
+        "the dry run changed the databases"
+    );
+    assert!(
+        !cloud.backups_of("ctl01").exists(),
+        "the dry run wrote a backup"
+    );
+
     backup(&cloud);
     assert_eq!(
         cloud.node_files(),

@@ -186,7 +186,7 @@ impl Module for Archive {
             let (size, sha) = if ctx.check {
                 (Json::Null, Json::Null)
             } else {
-                let size = ctx.conn.stat(&a.dest).await?.map(|s| s.size);
+                let size = ctx.stat(&a.dest).await?.map(|s| s.size);
                 (json!(size), json!(host_sha256(ctx, &a.dest).await?))
             };
             return Ok(Outcome::ok()
@@ -235,7 +235,7 @@ impl Module for Archive {
             quote(&a.dest)
         );
         script_ok(ctx, &format!("tar could not write {}", a.dest), script).await?;
-        let size = ctx.conn.stat(&a.dest).await?.map(|s| s.size);
+        let size = ctx.stat(&a.dest).await?.map(|s| s.size);
         let sha = host_sha256(ctx, &a.dest).await?;
         Ok(Outcome::changed()
             .with_data(data(json!(size), json!(sha)))

@@ -122,7 +122,7 @@ pub(crate) async fn host_epoch(ctx: &ModuleContext) -> Result<f64, ModuleError> 
 
 /// Whether a host path exists (a dangling link counts).
 pub(crate) async fn exists(ctx: &ModuleContext, path: &str) -> Result<bool, ModuleError> {
-    Ok(ctx.conn.stat(path).await?.is_some())
+    Ok(ctx.stat(path).await?.is_some())
 }
 
 /// Whether a path inside an archive or a tree would stay below its root: not absolute,

@@ -183,7 +183,7 @@ impl Module for Manifest {
 
     async fn run(&self, ctx: &ModuleContext, args: &Json) -> Result<Outcome, ModuleError> {
         let a: Args = parse_args("manifest", args)?;
-        let st = ctx.conn.stat(&a.path).await?;
+        let st = ctx.stat(&a.path).await?;
         match st.as_ref().map(|s| s.kind.as_str()) {
             Some("directory") => {}
             None if ctx.check => {

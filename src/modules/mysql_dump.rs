@@ -178,15 +178,15 @@ impl Module for MysqlDump {
             .collect();
         let dest = a.dest.clone();
         let (dir, _) = split_path(&dest);
-        match ctx.conn.stat(&dir).await? {
-            Some(s) if s.kind == "directory" => {}
-            _ => {
-                return Err(ModuleError::failed(format!(
-                    "cannot write {dest}: the directory {dir} does not exist (create it with a `file` step, state: directory)"
-                )));
-            }
+        // In a dry run an earlier step may be about to create the directory: that is
+        // a prediction to report, not a failure.
+        let dir_missing = !matches!(ctx.stat(&dir).await?, Some(s) if s.kind == "directory");
+        if dir_missing && !ctx.check {
+            return Err(ModuleError::failed(format!(
+                "cannot write {dest}: the directory {dir} does not exist (create it with a `file` step, state: directory)"
+            )));
         }
-        if let Some(s) = ctx.conn.stat(&dest).await?
+        if let Some(s) = ctx.stat(&dest).await?
             && s.kind != "file"
         {
             return Err(ModuleError::failed(format!(
@@ -246,6 +246,8 @@ async fn run_dump(
     let server_version = client.server_version(ctx).await?;
     let manifest_path = manifest_path(dest);
     if ctx.check {
+        let (dir, _) = split_path(dest);
+        let dir_missing = !matches!(ctx.stat(&dir).await?, Some(s) if s.kind == "directory");
         return Ok(Outcome::changed()
             .with_data(json!({
                 "path": dest,
@@ -256,8 +258,13 @@ async fn run_dump(
                 "databases": names,
             }))
             .with_msg(format!(
-                "would dump {} to {dest}",
-                describe_dbs(databases, &names)
+                "would dump {} to {dest}{}",
+                describe_dbs(databases, &names),
+                if dir_missing {
+                    format!(" ({dir} does not exist yet: an earlier step must create it)")
+                } else {
+                    String::new()
+                }
             )));
     }
 

@@ -155,7 +155,7 @@ impl Module for MysqlRestore {
         if let Some(d) = &a.database {
             Databases::from_json(Some(&json!(d)), "mysql_restore")?;
         }
-        match ctx.conn.stat(&a.src).await? {
+        match ctx.stat(&a.src).await? {
             Some(s) if s.kind == "file" => {}
             Some(s) => {
                 return Err(ModuleError::failed(format!(
@@ -263,7 +263,7 @@ impl Module for MysqlRestore {
 /// The manifest beside src, when there is one.
 async fn read_manifest(ctx: &ModuleContext, src: &str) -> Result<Option<Json>, ModuleError> {
     let path = manifest_path(src);
-    match ctx.conn.read_file(&path, 4 * 1024 * 1024).await? {
+    match ctx.read_file(&path, 4 * 1024 * 1024).await? {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)

@@ -535,7 +535,7 @@ impl Module for Rsync {
         if !ctx.check {
             let dest_path = a.dest.trim_end_matches('/').to_string();
             let existed = match side {
-                DestSide::Host => Some(ctx.conn.stat(&dest_path).await?.is_some()),
+                DestSide::Host => Some(ctx.stat(&dest_path).await?.is_some()),
                 DestSide::Controller => {
                     let p = ctx.local_path(&dest_path);
                     Some(tokio::fs::symlink_metadata(&p).await.is_ok())
@@ -603,6 +603,16 @@ impl Module for Rsync {
             }
             out
         };
+        // A dry run's source may be made by an earlier step of the same run: rsync -n
+        // cannot see it yet (exit 23), which predicts a change rather than a failure.
+        if ctx.check
+            && out.rc == Some(23)
+            && out.stderr_text().contains("No such file or directory")
+        {
+            return Ok(Outcome::changed().with_msg(format!(
+                "would copy {src} to {dest} ({src} does not exist yet: an earlier step must create it)"
+            )));
+        }
         let warning = match classify(out.rc) {
             Ok(w) => w,
             Err(why) => {

@@ -188,7 +188,7 @@ impl Module for Unarchive {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let dest_stat = ctx.conn.stat(&dest).await?;
+        let dest_stat = ctx.stat(&dest).await?;
         let created_dest = match dest_stat.as_ref().map(|s| s.kind.as_str()) {
             None => true,
             Some("directory") => false,

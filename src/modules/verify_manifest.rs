@@ -113,7 +113,7 @@ impl Module for VerifyManifest {
             ModuleError::failed(format!("{} is not a lifeboat manifest: {e}", a.manifest))
         })?;
         let path = a.path.clone().unwrap_or_else(|| m.path.clone());
-        match ctx.conn.stat(&path).await?.map(|s| s.kind) {
+        match ctx.stat(&path).await?.map(|s| s.kind) {
             Some(k) if k == "directory" => {}
             Some(k) => {
                 return Err(ModuleError::failed(format!(
