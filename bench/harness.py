@@ -40,8 +40,11 @@ WORKLOADS = {
     "W4-small": dict(hosts=4, kind="put", count=200, size=64 * 1024),
     "W4-big": dict(hosts=4, kind="put", count=1, size=512 * 1024 * 1024),
 }
-CMD_TOOLS = ["lifeboat", "floor", "pyinfra", "ansible"]
+# lifeboat-tmpfs: the same lifeboat run with its state directory (the journal, fsync per
+# record) on /dev/shm, where fsync costs nothing: what the journal's disk syncs cost.
+CMD_TOOLS = ["lifeboat", "lifeboat-tmpfs", "floor", "pyinfra", "ansible"]
 PUT_TOOLS = ["lifeboat", "floor", "scp", "rsync", "pyinfra", "ansible"]
+SHM_STATE = Path("/dev/shm")
 
 
 def log(msg):
@@ -330,10 +333,11 @@ def command_for(tool, w, wdir, work, n, args, tag=None, kh=None):
     tag = tag or f"hosts{n}"
     kh = kh or work / "known_hosts"
     inv_ini = str(work / f"{tag}.ini")
-    if tool == "lifeboat":
+    if tool in ("lifeboat", "lifeboat-tmpfs"):
+        state = work / "state" if tool == "lifeboat" else SHM_STATE / f"{work.name}-state"
         return [
             args.lifeboat, "run", str(wdir / "lifeboat.yml"), "-i", inv_ini,
-            "--forks", str(n), "--state-dir", str(work / "state"),
+            "--forks", str(n), "--state-dir", str(state),
         ]
     if tool == "ansible":
         return [
@@ -530,12 +534,14 @@ def run_workload(wname, w, work, hosts, args, results):
     wdir.mkdir()
     tools = list(CMD_TOOLS if w["kind"] == "cmd" else PUT_TOOLS)
     tools = [t for t in tools if t in args.tools or t in ("lifeboat",)]
+    tools = [t for t in tools if f"{t}@{wname}" not in args.skip or t == "lifeboat"]
     if w["kind"] == "cmd":
         gen_cmd(wdir, w)
     else:
         gen_put(wdir, w, work)
         gen_copy_scripts(wdir, w, work, hosts)
     env = tool_env(work)
+    load0 = loadavg()
     res = {t: [] for t in tools}
     logf = wdir / "log"
     for rep in range(args.reps):
@@ -574,7 +580,9 @@ def run_workload(wname, w, work, hosts, args, results):
             rss_mib=med([r["rss_mib"] for r in ok]),
             ratio=med(ratios),
         )
-    results["workloads"][wname] = dict(spec={k: v for k, v in w.items()}, tools=out)
+    results["workloads"][wname] = dict(
+        spec={k: v for k, v in w.items()}, tools=out, load_at_start=load0, load_at_end=loadavg()
+    )
     write_json(args, results)
 
 
@@ -617,7 +625,7 @@ def versions(args):
     return dict(
         lifeboat=first_line([args.lifeboat, "--version"]),
         ansible=first_line([str(args.venv / "bin" / "ansible-playbook"), "--version"]),
-        pyinfra=first_line([str(args.venv / "bin" / "pyinfra"), "--version"]),
+        pyinfra=first_line([str(args.venv / "bin" / "pyinfra"), "--version"]).replace("pyinfra: ", ""),
         openssh=first_line(["ssh", "-V"]),
         rsync=first_line(["rsync", "--version"]),
         python=sys.version.split()[0],
@@ -628,8 +636,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
-    ap.add_argument("--tools", default="lifeboat,floor,pyinfra,ansible,scp,rsync")
+    ap.add_argument("--tools", default="lifeboat,lifeboat-tmpfs,floor,pyinfra,ansible,scp,rsync")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--skip", default="", help="TOOL@WORKLOAD pairs not to run, comma separated")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--lifeboat", required=True)
     ap.add_argument("--floor", required=True)
@@ -638,6 +647,7 @@ def main():
     ap.add_argument("--load-note", default="")
     args = ap.parse_args()
     args.tools = set(args.tools.split(","))
+    args.skip = set(x for x in args.skip.split(",") if x)
     names = [w for w in args.workloads.split(",") if w]
     for w in names:
         if w not in WORKLOADS:
@@ -655,6 +665,7 @@ def main():
     results = dict(
         started=time.strftime("%Y-%m-%d %H:%M:%S %z"),
         reps=args.reps,
+        skipped=sorted(args.skip),
         machine=machine(),
         versions=versions(args),
         load_before=loadavg(),
@@ -678,6 +689,7 @@ def main():
     for w in names:
         log(f"workload {w}: {WORKLOADS[w]}")
         run_workload(w, WORKLOADS[w], work, hosts, args, results)
+    shutil.rmtree(SHM_STATE / f"{work.name}-state", ignore_errors=True)
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
     results["load_after"] = loadavg()
     write_json(args, results)

@@ -24,6 +24,7 @@ ROW_TARGETS = {
 }
 TOOL_NAMES = {
     "lifeboat": "lifeboat",
+    "lifeboat-tmpfs": "lifeboat, journal on tmpfs",
     "floor": "floor (russh, no engine)",
     "pyinfra": "pyinfra",
     "ansible": "ansible-playbook",
@@ -57,7 +58,9 @@ def render(res):
     m, v = res["machine"], res["versions"]
     out.append(
         f"Measured {res['started']} – {res.get('finished', '(unfinished)')}, "
-        f"{res['reps']} repetitions, medians.\n"
+        f"{res['reps']} repetitions, medians."
+        + (f" Not run: {', '.join(res['skipped'])}." if res.get("skipped") else "")
+        + "\n"
     )
     out.append(
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB, {m['os']}, Linux {m['kernel']}."
@@ -96,6 +99,14 @@ def render(res):
                 f"| {w} | {TOOL_NAMES.get(t, t)} | {fmt(r['wall'])} | {fmt(r['cpu'])} | "
                 f"{fmt(r['rss_mib'], 1)} | {ratio} | {thr} | {r['ok']}/{len(r['runs'])} | {target} | {met} |"
             )
+    loads = [
+        f"{w} {' '.join(r['load_at_start'][:1])}→{' '.join(r['load_at_end'][:1])}"
+        for w, r in res["workloads"].items()
+        if "load_at_start" in r
+    ]
+    if loads:
+        out.append("")
+        out.append("1-minute load average at the start and end of each workload: " + "; ".join(loads) + ".")
     out.append("")
     out.append("Targets that are not a ratio to one other tool:")
     out.append("")
@@ -123,18 +134,19 @@ def render(res):
         spec = wres["spec"]
         if spec["kind"] != "cmd":
             continue
-        l, f = lb(res, w), tool(res, w, "floor")
-        lc, fc = lb(res, w, "cpu"), tool(res, w, "floor", "cpu")
-        if l is None or f is None:
-            continue
-        per_step = (l - f) / spec["steps"] * 1000
-        nodes = spec["steps"] * spec["branches"] * spec["hosts"]
-        cpu_node = (lc - fc) / nodes * 1000 if lc is not None and fc is not None else None
-        out.append(
-            f"| {w}: engine overhead over the floor < 1 ms per step | "
-            f"wall {fmt(per_step, 2)} ms per step along a chain of {spec['steps']}; "
-            f"CPU {fmt(cpu_node, 2)} ms per (step, host) node | {yes(per_step < 1)} |"
-        )
+        f, fc = tool(res, w, "floor"), tool(res, w, "floor", "cpu")
+        for variant, label in (("lifeboat", "lifeboat"), ("lifeboat-tmpfs", "lifeboat, journal on tmpfs")):
+            l, lc = tool(res, w, variant), tool(res, w, variant, "cpu")
+            if l is None or f is None:
+                continue
+            per_step = (l - f) / spec["steps"] * 1000
+            nodes = spec["steps"] * spec["branches"] * spec["hosts"]
+            cpu_node = (lc - fc) / nodes * 1000 if lc is not None and fc is not None else None
+            out.append(
+                f"| {w}: engine overhead over the floor < 1 ms per step ({label}) | "
+                f"wall {fmt(per_step, 2)} ms per step along a chain of {spec['steps']}; "
+                f"CPU {fmt(cpu_node, 2)} ms per (step, host) node | {yes(per_step < 1)} |"
+            )
     out.append("")
     return "\n".join(out)
 
