@@ -142,10 +142,12 @@ def render(res):
             per_step = (l - f) / spec["steps"] * 1000
             nodes = spec["steps"] * spec["branches"] * spec["hosts"]
             cpu_node = (lc - fc) / nodes * 1000 if lc is not None and fc is not None else None
+            per_node = (l - f) / nodes * 1000
             out.append(
                 f"| {w}: engine overhead over the floor < 1 ms per step ({label}) | "
-                f"wall {fmt(per_step, 2)} ms per step along a chain of {spec['steps']}; "
-                f"CPU {fmt(cpu_node, 2)} ms per (step, host) node | {yes(per_step < 1)} |"
+                f"wall {fmt(per_step, 2)} ms per step along a chain of {spec['steps']} "
+                f"({fmt(per_node, 2)} ms per (step, host) node of {nodes}); "
+                f"CPU {fmt(cpu_node, 2)} ms per node | {yes(per_step < 1)} |"
             )
     out.append("")
     return "\n".join(out)
