@@ -5,7 +5,6 @@
 #[path = "support/sshd.rs"]
 mod sshd;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,33 +12,11 @@ use std::time::Duration;
 use lifeboat::connection::ssh::{HostKeyPolicy, SshConnection, SshOptions, SshTarget};
 use lifeboat::connection::{CommandSpec, Connection, Stream};
 use sha2::{Digest, Sha256};
-use sshd::{Options, Sshd, USER};
+use sshd::{Options, Sshd, USER, options, target};
 use tokio::sync::mpsc;
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Options that ignore the machine's own ~/.ssh and agent.
-fn options() -> SshOptions {
-    SshOptions {
-        use_agent: false,
-        read_config: false,
-        home: Some(PathBuf::from("/nonexistent-lifeboat-home")),
-        connect_timeout: Duration::from_secs(5),
-        ..SshOptions::default()
-    }
-}
-
-fn target(s: &Sshd) -> SshTarget {
-    SshTarget {
-        address: s.addr.clone(),
-        port: Some(s.port),
-        user: Some(USER.into()),
-        key_file: Some(s.ed25519_key.to_string_lossy().into_owned()),
-        known_hosts_file: Some(s.known_hosts.clone()),
-        ..SshTarget::default()
-    }
 }
 
 fn conn(s: &Sshd) -> SshConnection {

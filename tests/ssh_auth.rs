@@ -13,32 +13,10 @@ use std::time::Duration;
 use assert_cmd::Command;
 use lifeboat::connection::ssh::{HostKeyPolicy, SshConnection, SshOptions, SshTarget};
 use lifeboat::connection::{CommandSpec, Connection};
-use sshd::{Options, Sshd, USER};
+use sshd::{Options, Sshd, USER, options, target};
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Options that ignore the machine's own ~/.ssh and agent.
-fn options() -> SshOptions {
-    SshOptions {
-        use_agent: false,
-        read_config: false,
-        home: Some(PathBuf::from("/nonexistent-lifeboat-home")),
-        connect_timeout: Duration::from_secs(5),
-        ..SshOptions::default()
-    }
-}
-
-fn target(s: &Sshd) -> SshTarget {
-    SshTarget {
-        address: s.addr.clone(),
-        port: Some(s.port),
-        user: Some(USER.into()),
-        key_file: Some(s.ed25519_key.to_string_lossy().into_owned()),
-        known_hosts_file: Some(s.known_hosts.clone()),
-        ..SshTarget::default()
-    }
 }
 
 async fn echo(t: &SshTarget, o: &SshOptions, word: &str) -> Result<String, String> {

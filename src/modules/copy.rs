@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use super::{
-    ArgKind, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, parse_args, parse_mode,
-    unified_diff,
+    ArgKind, ArgSpec, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, parse_args,
+    parse_mode, unified_diff,
 };
 use crate::connection::{CommandOutput, CommandSpec, FileStat, quote};
 use crate::error::{SourceError, SourceFile};
@@ -35,6 +35,28 @@ pub(crate) const UNDO_MAX: u64 = 64 * 1024 * 1024;
 
 /// Files up to this size are read to show a content diff.
 const DIFF_MAX: u64 = 1024 * 1024;
+
+/// The `mode` argument of modules that place files (`copy`, `template`).
+pub(crate) const MODE_ARG: ArgSpec = arg(
+    "mode",
+    ArgKind::Mode,
+    false,
+    "octal permission bits, quoted, e.g. \"0640\" (default: keep the existing file's, umask for a new one)",
+);
+/// The `owner` argument of modules that place files.
+pub(crate) const OWNER_ARG: ArgSpec = arg(
+    "owner",
+    ArgKind::Str,
+    false,
+    "owner user name (default: keep the existing file's)",
+);
+/// The `group` argument of modules that place files.
+pub(crate) const GROUP_ARG: ArgSpec = arg(
+    "group",
+    ArgKind::Str,
+    false,
+    "group name (default: keep the existing file's)",
+);
 
 static DOC: ModuleDoc = ModuleDoc {
     name: "copy",
@@ -70,24 +92,9 @@ Owner and group are compared by name.",
             true,
             "host path to write; an existing directory means dest/<src's file name>",
         ),
-        arg(
-            "mode",
-            ArgKind::Mode,
-            false,
-            "octal permission bits, quoted, e.g. \"0640\" (default: keep the existing file's, umask for a new one)",
-        ),
-        arg(
-            "owner",
-            ArgKind::Str,
-            false,
-            "owner user name (default: keep the existing file's)",
-        ),
-        arg(
-            "group",
-            ArgKind::Str,
-            false,
-            "group name (default: keep the existing file's)",
-        ),
+        MODE_ARG,
+        OWNER_ARG,
+        GROUP_ARG,
     ],
     open_args: false,
     example: "- id: keystone-conf\n  copy:\n    src: files/keystone.conf\n    dest: /etc/keystone/keystone.conf\n    mode: \"0640\"\n    owner: root\n    group: keystone\n",

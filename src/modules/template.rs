@@ -6,7 +6,10 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::copy::{Content, Placement, mode_arg, place, undo_place, validate_mode, word};
+use super::copy::{
+    Content, GROUP_ARG, MODE_ARG, OWNER_ARG, Placement, mode_arg, place, undo_place, validate_mode,
+    word,
+};
 use super::{ArgKind, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, parse_args};
 use crate::error::{SourceError, SourceFile};
 use crate::yaml::Node;
@@ -32,24 +35,9 @@ reports whether it would change and with --diff shows the unified diff.",
             "template file on the controller (relative to the playbook)",
         ),
         arg("dest", ArgKind::Str, true, "host path to write"),
-        arg(
-            "mode",
-            ArgKind::Mode,
-            false,
-            "octal permission bits, quoted, e.g. \"0640\" (default: keep the existing file's, umask for a new one)",
-        ),
-        arg(
-            "owner",
-            ArgKind::Str,
-            false,
-            "owner user name (default: keep the existing file's)",
-        ),
-        arg(
-            "group",
-            ArgKind::Str,
-            false,
-            "group name (default: keep the existing file's)",
-        ),
+        MODE_ARG,
+        OWNER_ARG,
+        GROUP_ARG,
     ],
     open_args: false,
     example: "- id: backup-conf\n  template:\n    src: templates/backup.conf.j2\n    dest: /etc/lifeboat/backup.conf\n    mode: \"0600\"\n",

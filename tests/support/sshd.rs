@@ -397,3 +397,26 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Client options that ignore the machine's own ~/.ssh and agent.
+pub fn options() -> lifeboat::connection::ssh::SshOptions {
+    lifeboat::connection::ssh::SshOptions {
+        use_agent: false,
+        read_config: false,
+        home: Some(PathBuf::from("/nonexistent-lifeboat-home")),
+        connect_timeout: Duration::from_secs(5),
+        ..lifeboat::connection::ssh::SshOptions::default()
+    }
+}
+
+/// How a client reaches `s` as the test user, with its ed25519 key and known_hosts.
+pub fn target(s: &Sshd) -> lifeboat::connection::ssh::SshTarget {
+    lifeboat::connection::ssh::SshTarget {
+        address: s.addr.clone(),
+        port: Some(s.port),
+        user: Some(USER.into()),
+        key_file: Some(s.ed25519_key.to_string_lossy().into_owned()),
+        known_hosts_file: Some(s.known_hosts.clone()),
+        ..lifeboat::connection::ssh::SshTarget::default()
+    }
+}
