@@ -2,7 +2,8 @@
 //!
 //! A node is a (step, host) pair. When step B `needs` step A, B on host h waits for A
 //! on h if A runs on h; otherwise B on h waits for A on every host A runs on (a
-//! barrier). `run_once` steps have one node, on the first of their hosts. Steps left
+//! barrier) and for the steps A needs (transitively) on h, so `needs` stays transitive
+//! per host. `run_once` steps have one node, on the first of their hosts. Steps left
 //! out by `--tags`/`--skip-tags` are looked through: B then waits for what A waited
 //! for. A cycle between steps is an error naming every step in it. This module only
 //! builds and describes the graph; the executor schedules it.
@@ -141,17 +142,29 @@ impl Graph {
         for n in 0..nodes.len() {
             let mut deps = Vec::new();
             let own_step = nodes[n].step;
+            // A run_once node stands for its whole pattern: it waits for the needed
+            // step everywhere, like a barrier, and for what ran before it on each host
+            // of its pattern.
+            let run_once = pb.steps[own_step].run_once;
+            let hosts: Vec<&str> = if run_once {
+                step_hosts[own_step].iter().map(String::as_str).collect()
+            } else {
+                vec![nodes[n].host.as_str()]
+            };
             for need in effective_needs(pb, &index, &present, own_step) {
-                // A run_once node stands for its whole pattern: it waits for the needed
-                // step everywhere, like a barrier.
-                let same_host = if pb.steps[own_step].run_once {
+                let same_host = if run_once {
                     None
                 } else {
                     node_of.get(&(need, nodes[n].host.as_str()))
                 };
                 match same_host {
                     Some(&d) => deps.push(d),
-                    None => deps.extend(nodes_of_step[need].iter().copied()),
+                    None => {
+                        deps.extend(nodes_of_step[need].iter().copied());
+                        for h in &hosts {
+                            same_host_ancestors(pb, &index, &present, &node_of, need, h, &mut deps);
+                        }
+                    }
                 }
             }
             deps.sort_unstable();
@@ -242,6 +255,32 @@ impl Graph {
             "{:?}",
             petgraph::dot::Dot::with_config(&g, &[petgraph::dot::Config::EdgeNoLabel])
         )
+    }
+}
+
+/// Adds, for a needed step that does not run on `host`, the nodes on `host` of the
+/// steps it needs in turn (looking through those that do not run there either). This
+/// keeps `needs` transitive per host: when B needs A and A needs X, B on h runs after
+/// X on h even though A never runs on h.
+fn same_host_ancestors(
+    pb: &Playbook,
+    index: &HashMap<&str, usize>,
+    present: &[bool],
+    node_of: &HashMap<(usize, &str), usize>,
+    step: usize,
+    host: &str,
+    deps: &mut Vec<usize>,
+) {
+    let mut seen = HashSet::new();
+    let mut stack = effective_needs(pb, index, present, step);
+    while let Some(s) = stack.pop() {
+        if !seen.insert(s) {
+            continue;
+        }
+        match node_of.get(&(s, host)) {
+            Some(&d) => deps.push(d),
+            None => stack.extend(effective_needs(pb, index, present, s)),
+        }
     }
 }
 

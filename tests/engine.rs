@@ -1102,6 +1102,45 @@ steps:
     assert!(!out.has_node("stop", "cmp01"));
 }
 
+/// The drill shape that once restored cmp01 before its backup finished: the sabotage
+/// runs on ctl01 only, so the restore on cmp01 waits for it as a barrier, and must
+/// also wait for what the sabotage needed on cmp01.
+#[test]
+fn needs_stays_transitive_on_each_host() {
+    let playbook = r#"
+hosts: all
+steps:
+  - id: backup
+    shell: sleep {{ '0.5' if inventory_hostname == 'cmp01' else '0' }}; touch {{ inventory_hostname }}.done
+  - id: sabotage
+    hosts: ctl[0]
+    needs: [backup]
+    shell: echo break
+  - id: restore
+    needs: [sabotage]
+    shell: test -e {{ inventory_hostname }}.done
+"#;
+    let out = Test::new()
+        .command("graph")
+        .inventory(INVENTORY)
+        .playbook(playbook)
+        .run();
+    out.assert_code(0);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("restore @ cmp01"))
+        .unwrap_or_default();
+    assert!(line.contains("sabotage@ctl01"), "{out:?}");
+    assert!(line.contains("backup@cmp01"), "{out:?}");
+    let out = Test::new().inventory(INVENTORY).playbook(playbook).run();
+    out.assert_code(0);
+    assert!(
+        out.interval("restore", "cmp01").0 >= out.interval("backup", "cmp01").1,
+        "{out:?}"
+    );
+}
+
 #[test]
 fn needs_on_the_same_hosts_waits_per_host() {
     let out = Test::new()
