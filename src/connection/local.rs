@@ -228,12 +228,20 @@ pub async fn stat_via_command(
     if first == "absent" || !out.success() {
         return Ok(None);
     }
-    let parts: Vec<&str> = first.split('|').collect();
-    if parts.len() != 5 {
-        return Err(ConnectionError {
+    file_stat_from(first, lines.next().map(str::to_string))
+        .map(Some)
+        .map_err(|message| ConnectionError {
             host: conn.describe(),
-            message: format!("unexpected stat output for {path}: {first}"),
-        });
+            message: format!("{message} for {path}"),
+        })
+}
+
+/// A [`FileStat`] from the output of `stat -c '%F|%a|%U|%G|%s'` and, for a symbolic
+/// link, its `readlink`.
+pub(crate) fn file_stat_from(fields: &str, link: Option<String>) -> Result<FileStat, String> {
+    let parts: Vec<&str> = fields.split('|').collect();
+    if parts.len() != 5 {
+        return Err(format!("unexpected stat output `{fields}`"));
     }
     let kind = match parts[0] {
         "directory" => "directory",
@@ -241,14 +249,14 @@ pub async fn stat_via_command(
         k if k.contains("regular") => "file",
         _ => "other",
     };
-    Ok(Some(FileStat {
+    Ok(FileStat {
         kind: kind.to_string(),
         mode: u32::from_str_radix(parts[1], 8).unwrap_or(0),
         owner: parts[2].to_string(),
         group: parts[3].to_string(),
         size: parts[4].parse().unwrap_or(0),
-        link_target: lines.next().filter(|_| kind == "link").map(str::to_string),
-    }))
+        link_target: link.filter(|_| kind == "link"),
+    })
 }
 
 /// Kills a command's process group when dropped while the command still runs.

@@ -63,13 +63,15 @@ static DOC: ModuleDoc = ModuleDoc {
     summary: "Put a controller file or inline content at a path on the host, atomically",
     description: "Writes `src` (a file on the controller, relative to the playbook) or `content` to \
 `dest` on the host. The data goes to a temporary name in dest's directory \
-(`.<name>.lifeboat-<run_id>-<random>`), gets its mode/owner/group and is checked against its sha256 \
-there, then is renamed over dest: readers never see a half-written file. When dest is an existing \
+(`.<name>.lifeboat-<run_id>-<random>`), gets its mode/owner/group and has its size checked there \
+(the bytes themselves are protected in transit by SSH's authenticated encryption), then is renamed \
+over dest: readers never see a half-written file. When dest is an existing \
 directory (or ends with `/`), the file is copied into it under src's name. Changed when the \
 sha256 of the content or a given mode/owner/group differs from the host's; otherwise ok and \
 nothing is written. When mode/owner/group are not given, an existing file keeps its own. A \
-symbolic link at dest is refused (point dest at the link's target). In a dry run only probes \
-(stat, sha256sum) run and the step reports whether it would change; with --diff it shows a \
+symbolic link at dest is refused (point dest at the link's target). One command inspects dest \
+(stat; sha256sum only when the sizes match), the transfer follows, and one command finishes the \
+file. In a dry run only the inspection runs and the step reports whether it would change; with --diff it shows a \
 unified diff of text content (\"binary files differ\" otherwise) and the attribute changes. \
 Owner and group are compared by name.",
     free_form: None,
@@ -160,6 +162,9 @@ pub(crate) enum Content {
 pub(crate) struct Placement {
     /// Host path of the file.
     pub dest: String,
+    /// When `dest` turns out to be a directory (or ends with `/`), the file goes into it
+    /// under this name (`copy` with `src`); `None`: dest must be a file path.
+    pub into_name: Option<String>,
     /// The content.
     pub content: Content,
     /// Permission bits, when given.
@@ -263,7 +268,54 @@ pub(crate) fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// sha256 and size of a controller file, read in constant memory; `None` when absent.
+/// The answer is kept for the life of the process, keyed by the file's identity and
+/// modification time, so a file copied to many hosts is read once, however many nodes
+/// ask at the same time.
 pub(crate) async fn local_sha256(path: &Path) -> Result<Option<(String, u64)>, ModuleError> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::{Arc, Mutex};
+    type Key = (PathBuf, u64, u64, u64, i64, i64);
+    type Cell = Arc<tokio::sync::OnceCell<(String, u64)>>;
+    static CACHE: Mutex<Option<HashMap<Key, Cell>>> = Mutex::new(None);
+    let meta = match tokio::fs::metadata(path).await {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(ModuleError::failed(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let key = (
+        path.to_path_buf(),
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+    );
+    let cell: Cell = {
+        let mut guard = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .get_or_insert_with(HashMap::new)
+            .entry(key)
+            .or_default()
+            .clone()
+    };
+    let got = cell
+        .get_or_try_init(|| async {
+            hash_local_file(path)
+                .await?
+                .ok_or_else(|| ModuleError::failed(format!("{} vanished", path.display())))
+        })
+        .await?;
+    Ok(Some(got.clone()))
+}
+
+/// sha256 and size of a controller file, read now.
+async fn hash_local_file(path: &Path) -> Result<Option<(String, u64)>, ModuleError> {
     let mut f = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -382,16 +434,20 @@ pub(crate) fn attr_script(
 }
 
 /// Writes `data` (or a controller file) to a temporary sibling of `dest`, gives it its
-/// attributes, checks its sha256 and renames it over `dest`.
+/// attributes, checks its size and renames it over `dest`; returns the mode the file
+/// ended with. The bytes are protected in transit by the connection (SSH's
+/// authenticated encryption, or a local copy); reading them back on the host would
+/// come from its page cache and prove nothing more, so the check after the transfer is
+/// the size, which catches a short write.
 async fn write_atomically(
     ctx: &ModuleContext,
     dest: &str,
     content: &Content,
-    sha256: &str,
+    size: u64,
     mode: Option<u32>,
     owner: Option<&str>,
     group: Option<&str>,
-) -> Result<(), ModuleError> {
+) -> Result<Option<u32>, ModuleError> {
     let tmp = sibling(dest, "", &ctx.run_id);
     let put = match content {
         Content::Bytes(b) => ctx.upload(Upload::Bytes(b), &tmp).await,
@@ -405,14 +461,103 @@ async fn write_atomically(
     }
     let t = quote(&tmp);
     let script = format!(
-        "set -e\ntmp={t}\ntrap 'rm -f -- \"$tmp\"' EXIT\n{attrs}sum=$(sha256sum < {t} | cut -c1-64)\n\
-[ \"$sum\" = {sha256} ] || {{ echo \"checksum mismatch after transfer: $sum\" >&2; exit 1; }}\n\
-mv -f -- {t} {d}\n",
+        "set -e\ntmp={t}\ntrap 'rm -f -- \"$tmp\"' EXIT\n{attrs}got=$(stat -c %s -- {t})\n\
+[ \"$got\" = {size} ] || {{ echo \"the transfer wrote $got bytes of {size}\" >&2; exit 1; }}\n\
+stat -c %a -- {t}\nmv -f -- {t} {d}\n",
         attrs = attr_script(&tmp, mode, owner, group),
         d = quote(dest),
     );
-    quiet_ok(ctx, &format!("cannot write {dest}"), script).await?;
-    Ok(())
+    let out = quiet_ok(ctx, &format!("cannot write {dest}"), script).await?;
+    Ok(u32::from_str_radix(out.stdout_text().trim(), 8).ok())
+}
+
+/// What one probe of the host says about a destination.
+struct DestProbe {
+    /// The file path (dest, or dest/<name> when dest is a directory).
+    dest: String,
+    /// Its metadata, when it exists.
+    stat: Option<FileStat>,
+    /// Whether its directory exists (asked only when the file does not).
+    dir_exists: bool,
+    /// Its sha256, asked only when it is a regular file of the expected size.
+    sha256: Option<String>,
+}
+
+/// Resolves `dest` (into a directory when it is one and `into_name` is given), and
+/// stats it, checks its directory and hashes it when its size matches, in one command.
+async fn probe_dest(
+    ctx: &ModuleContext,
+    dest: &str,
+    into_name: Option<&str>,
+    size: u64,
+) -> Result<DestProbe, ModuleError> {
+    let joined = |name: &str| format!("{}/{name}", dest.trim_end_matches('/'));
+    let (path, into_flag) = match into_name {
+        Some(name) if dest.ends_with('/') => (joined(name), None),
+        Some(name) => (dest.to_string(), Some(joined(name))),
+        None if dest.ends_with('/') => {
+            return Err(ModuleError::failed(format!(
+                "dest {dest} is a directory; with content, dest must name the file"
+            )));
+        }
+        None => (dest.to_string(), None),
+    };
+    let mut script = format!("d={}\n", quote(&path));
+    if let Some(inside) = &into_flag {
+        script.push_str(&format!(
+            "if [ -d \"$d\" ] && [ ! -L \"$d\" ]; then d={}; echo into; fi\n",
+            quote(inside)
+        ));
+    }
+    script.push_str(&format!(
+        "if [ -e \"$d\" ] || [ -L \"$d\" ]; then\n\
+  echo \"stat $(stat -c '%F|%a|%U|%G|%s' -- \"$d\")\"\n\
+  if [ -L \"$d\" ]; then echo \"link $(readlink -- \"$d\")\"\n\
+  elif [ -f \"$d\" ] && [ \"$(stat -c %s -- \"$d\")\" = {size} ]; then echo \"sha $(sha256sum < \"$d\")\"; fi\n\
+else\n\
+  case \"$d\" in */*) p=${{d%/*}}; p=${{p:-/}};; *) p=.;; esac\n\
+  if [ -d \"$p\" ]; then echo dir; else echo nodir; fi\n\
+fi\n"
+    ));
+    let out = ctx.probe(CommandSpec::shell(script)).await?;
+    if !out.success() {
+        return Err(ModuleError::Failed {
+            message: format!("cannot inspect {path}: {}", out.stderr_text().trim()),
+            output: Some(out),
+        });
+    }
+    let text = out.stdout_text();
+    let mut probe = DestProbe {
+        dest: path,
+        stat: None,
+        dir_exists: true,
+        sha256: None,
+    };
+    let mut link = None;
+    let mut fields = None;
+    for line in text.lines() {
+        match line.split_once(' ').unwrap_or((line, "")) {
+            ("into", _) => probe.dest = into_flag.clone().unwrap_or(probe.dest),
+            ("stat", rest) => fields = Some(rest.to_string()),
+            ("link", rest) => link = Some(rest.to_string()),
+            ("sha", rest) => {
+                probe.sha256 = rest
+                    .split_whitespace()
+                    .next()
+                    .filter(|h| h.len() == 64)
+                    .map(str::to_ascii_lowercase)
+            }
+            ("nodir", _) => probe.dir_exists = false,
+            _ => {}
+        }
+    }
+    if let Some(f) = fields {
+        probe.stat = Some(
+            crate::connection::local::file_stat_from(&f, link)
+                .map_err(|e| ModuleError::failed(format!("cannot inspect {}: {e}", probe.dest)))?,
+        );
+    }
+    Ok(probe)
 }
 
 fn existing_file(path: &str, st: Option<FileStat>) -> Result<Option<FileStat>, ModuleError> {
@@ -435,26 +580,24 @@ fn existing_file(path: &str, st: Option<FileStat>) -> Result<Option<FileStat>, M
 /// Places content at `p.dest` atomically, idempotently, with pre-state captured for
 /// [`undo_place`]; in a dry run only probes and predicts. Shared by `copy` and `template`.
 pub(crate) async fn place(ctx: &ModuleContext, p: Placement) -> Result<Outcome, ModuleError> {
-    let dest = p.dest.as_str();
     let (sha256, size) = match &p.content {
         Content::Bytes(b) => (sha256_hex(b), b.len() as u64),
         Content::LocalFile(path) => local_sha256(path)
             .await?
             .ok_or_else(|| ModuleError::failed(format!("src {} does not exist", path.display())))?,
     };
-    let before = existing_file(dest, ctx.stat(dest).await?)?;
+    let probe = probe_dest(ctx, &p.dest, p.into_name.as_deref(), size).await?;
+    let dest = probe.dest.as_str();
+    let before = existing_file(dest, probe.stat.clone())?;
     // In a dry run a missing directory may still come from an earlier step.
     let mut note = String::new();
-    if before.is_none() {
+    if before.is_none() && !probe.dir_exists {
         let (dir, _) = split_path(dest);
-        let out = ctx
-            .probe(CommandSpec::argv(["test", "-d", dir.as_str()]))
-            .await?;
-        if !out.success() && ctx.check {
+        if ctx.check {
             note = format!(
                 " (the directory {dir} does not exist now: an earlier step must create it)"
             );
-        } else if !out.success() {
+        } else {
             return Err(ModuleError::failed(format!(
                 "cannot write {dest}: the directory {dir} does not exist (create it with a `file` step, state: directory)"
             )));
@@ -462,7 +605,7 @@ pub(crate) async fn place(ctx: &ModuleContext, p: Placement) -> Result<Outcome, 
     }
     let content_changed = match &before {
         None => true,
-        Some(st) => st.size != size || host_sha256(ctx, dest).await? != sha256,
+        Some(st) => st.size != size || probe.sha256.as_deref() != Some(sha256.as_str()),
     };
     let mut changed_attributes = Vec::new();
     let mut attr_lines = Vec::new();
@@ -581,21 +724,23 @@ pub(crate) async fn place(ctx: &ModuleContext, p: Placement) -> Result<Outcome, 
         }
     };
 
-    if content_changed {
+    let final_mode = if content_changed {
         // Attributes not given keep the existing file's.
         let mode = p.mode.or(before.as_ref().map(|s| s.mode));
         let owner = p.owner.as_deref().or(owner_old.as_deref());
         let group = p.group.as_deref().or(group_old.as_deref());
-        write_atomically(ctx, dest, &p.content, &sha256, mode, owner, group).await?;
+        write_atomically(ctx, dest, &p.content, size, mode, owner, group).await?
     } else {
         let script = format!(
-            "set -e\n{}",
-            attr_script(dest, p.mode, p.owner.as_deref(), p.group.as_deref())
+            "set -e\n{}stat -L -c %a -- {}\n",
+            attr_script(dest, p.mode, p.owner.as_deref(), p.group.as_deref()),
+            quote(dest)
         );
-        quiet_ok(ctx, &format!("cannot set attributes of {dest}"), script).await?;
-    }
-    if let Some(st) = ctx.stat(dest).await? {
-        data["mode"] = json!(mode_text(st.mode));
+        let out = quiet_ok(ctx, &format!("cannot set attributes of {dest}"), script).await?;
+        u32::from_str_radix(out.stdout_text().trim(), 8).ok()
+    };
+    if let Some(m) = final_mode {
+        data["mode"] = json!(mode_text(m));
     }
     let mut o = Outcome::changed()
         .with_data(data)
@@ -649,8 +794,8 @@ pub(crate) async fn undo_place(ctx: &ModuleContext, undo: &Json) -> Result<Outco
     }
     if let Some(content) = undo.get("content") {
         let bytes = decode_content(content)?;
-        let sha = sha256_hex(&bytes);
-        write_atomically(ctx, path, &Content::Bytes(bytes), &sha, mode, owner, group).await?;
+        let size = bytes.len() as u64;
+        write_atomically(ctx, path, &Content::Bytes(bytes), size, mode, owner, group).await?;
         return Ok(Outcome::changed().with_msg(format!("restored {path}")));
     }
     if let Some(backup) = undo.get("backup").and_then(Json::as_str) {
@@ -752,26 +897,11 @@ impl Module for Copy {
                 ));
             }
         };
-        let into_dir = a.dest.ends_with('/')
-            || ctx
-                .conn
-                .stat(&a.dest)
-                .await?
-                .is_some_and(|s| s.kind == "directory");
-        let dest = match (into_dir, src_name) {
-            (false, _) => a.dest.clone(),
-            (true, Some(name)) => format!("{}/{name}", a.dest.trim_end_matches('/')),
-            (true, None) => {
-                return Err(ModuleError::failed(format!(
-                    "copy: dest {} is a directory; with content, dest must name the file",
-                    a.dest
-                )));
-            }
-        };
         place(
             ctx,
             Placement {
-                dest,
+                dest: a.dest,
+                into_name: src_name,
                 content,
                 mode,
                 owner: a.owner,

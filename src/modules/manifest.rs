@@ -219,6 +219,7 @@ impl Module for Manifest {
             ctx,
             Placement {
                 dest: a.dest.clone(),
+                into_name: None,
                 content: Content::Bytes(text.into_bytes()),
                 mode: None,
                 owner: None,

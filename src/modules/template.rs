@@ -95,6 +95,7 @@ impl Module for Template {
             ctx,
             Placement {
                 dest: a.dest,
+                into_name: None,
                 content: Content::Bytes(text.into_bytes()),
                 mode,
                 owner: a.owner,

@@ -510,6 +510,10 @@ pub(crate) struct Live {
     lost: Arc<StdMutex<Option<String>>>,
     /// SFTP: 0 not tried, 1 offered, 2 not offered.
     sftp: AtomicU8,
+    /// The connection's SFTP session, opened on first use and kept (with the channel
+    /// permit it holds) for every later transfer: starting `sftp-server` on the host
+    /// costs a process per session.
+    sftp_session: tokio::sync::Mutex<Option<transfer::SharedSftp>>,
     /// How long the server may take to answer a channel request.
     answer_timeout: Duration,
     /// The server stopped answering (a channel request timed out): reconnect.

@@ -1,9 +1,12 @@
-//! File transfer over SSH: SFTP when the server offers the subsystem, else a stream
-//! through `cat` on an exec channel. Both move data in fixed-size chunks (constant
-//! memory for any size) and compare the SHA-256 of what was sent or received with the
-//! remote `sha256sum` afterwards. Also `read_file` with its size limit.
+//! File transfer over SSH: SFTP when the server offers the subsystem (one session per
+//! connection, kept for every transfer), else a stream through `cat` on an exec
+//! channel. Both move data in fixed-size chunks (constant memory for any size).
+//! Downloads compare the SHA-256 of what was received with the remote `sha256sum`;
+//! uploads are checked by their callers before they are renamed into place. Also
+//! `read_file` with its size limit.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -25,18 +28,62 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// An SFTP session on its own channel, or `None` when the server has no SFTP.
-async fn open_sftp(
-    conn: &SshConnection,
-) -> Result<Option<(SftpSession, OwnedSemaphorePermit)>, ConnectionError> {
-    if conn.live().await?.sftp.load(Ordering::Relaxed) == SFTP_NO {
-        return Ok(None);
+/// An SFTP session shared by the transfers of one connection, and the channel permit it
+/// holds.
+pub(super) type SharedSftp = Arc<(SftpSession, OwnedSemaphorePermit)>;
+
+/// The connection's SFTP session (opened now if need be), or `None` when the server
+/// has no SFTP.
+async fn open_sftp(conn: &SshConnection) -> Result<Option<(Arc<Live>, SharedSftp)>, ConnectionError> {
+    let mut retried = false;
+    loop {
+        let live = conn.live().await?;
+        if live.sftp.load(Ordering::Relaxed) == SFTP_NO {
+            return Ok(None);
+        }
+        let mut cached = live.sftp_session.lock().await;
+        if let Some(s) = cached.as_ref() {
+            return Ok(Some((live.clone(), s.clone())));
+        }
+        let permit = conn.permit().await?;
+        let ch = match conn.open_channel(&live).await {
+            Ok(ch) => ch,
+            Err(e) if !retried && live.is_gone() => {
+                tracing::debug!("{}: {e}; trying a new connection", conn.describe());
+                retried = true;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let opened = start_sftp(conn, &live, ch).await?;
+        return Ok(opened.map(|session| {
+            let shared: SharedSftp = Arc::new((session, permit));
+            *cached = Some(shared.clone());
+            (live.clone(), shared)
+        }));
     }
-    let (live, permit, mut ch) = conn.session_channel().await?;
-    let live: &Live = &live;
+}
+
+/// Forgets a connection's SFTP session after a transfer on it failed, so the next
+/// transfer opens a new one.
+async fn drop_sftp(live: &Live, shared: &SharedSftp) {
+    let mut cached = live.sftp_session.lock().await;
+    if cached.as_ref().is_some_and(|s| Arc::ptr_eq(s, shared)) {
+        *cached = None;
+    }
+}
+
+/// Starts the SFTP subsystem on a fresh session channel; `None` when the server does
+/// not offer it (remembered for the connection).
+async fn start_sftp(
+    conn: &SshConnection,
+    live: &Live,
+    ch: russh::Channel<russh::client::Msg>,
+) -> Result<Option<SftpSession>, ConnectionError> {
     ch.request_subsystem(true, "sftp")
         .await
         .map_err(|e| conn.err(format!("cannot start sftp: {}", describe_russh(&e))))?;
+    let mut ch = ch;
     let accepted = loop {
         match tokio::time::timeout(Duration::from_secs(10), ch.wait()).await {
             Ok(Some(ChannelMsg::Success)) => break true,
@@ -52,10 +99,17 @@ async fn open_sftp(
         let _ = ch.close().await;
         return Ok(None);
     }
-    match SftpSession::new(ch.into_stream()).await {
+    // Up to 64 writes of 64 KiB in flight: the SSH window, not the round trip per
+    // write, bounds the throughput.
+    let config = russh_sftp::client::Config {
+        max_concurrent_writes: 64,
+        max_write_packet_len: 64 * 1024,
+        ..Default::default()
+    };
+    match SftpSession::new_with_config(ch.into_stream(), config).await {
         Ok(s) => {
             live.sftp.store(SFTP_YES, Ordering::Relaxed);
-            Ok(Some((s, permit)))
+            Ok(Some(s))
         }
         Err(e) => {
             if live.sftp.load(Ordering::Relaxed) == SFTP_UNKNOWN {
@@ -112,7 +166,9 @@ async fn verify(
     }
 }
 
-/// Copies a controller file to the host.
+/// Copies a controller file to the host. Not verified here: SSH's authenticated
+/// encryption protects the bytes in transit, and callers check the size (or content)
+/// of the temporary file before they rename it into place.
 pub(super) async fn put_file(
     conn: &SshConnection,
     local: &Path,
@@ -122,29 +178,34 @@ pub(super) async fn put_file(
     let mut file = tokio::fs::File::open(local)
         .await
         .map_err(|e| conn.err(format!("{what}: cannot open {}: {e}", local.display())))?;
-    let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let read_err =
         |e: std::io::Error| conn.err(format!("{what}: cannot read {}: {e}", local.display()));
-    if let Some((sftp, _permit)) = open_sftp(conn).await? {
-        let mut out = sftp
-            .create(remote)
-            .await
-            .map_err(|e| conn.err(format!("{what}: cannot create {remote}: {e}")))?;
-        loop {
-            let n = file.read(&mut buf).await.map_err(read_err)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])
+    if let Some((live, shared)) = open_sftp(conn).await? {
+        let sent = async {
+            let mut out = shared
+                .0
+                .create(remote)
                 .await
-                .map_err(|e| conn.err(format!("{what}: {e}")))?;
+                .map_err(|e| conn.err(format!("{what}: cannot create {remote}: {e}")))?;
+            loop {
+                let n = file.read(&mut buf).await.map_err(read_err)?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n])
+                    .await
+                    .map_err(|e| conn.err(format!("{what}: {e}")))?;
+            }
+            out.shutdown()
+                .await
+                .map_err(|e| conn.err(format!("{what}: {e}")))
         }
-        out.shutdown()
-            .await
-            .map_err(|e| conn.err(format!("{what}: {e}")))?;
-        let _ = sftp.close().await;
+        .await;
+        if sent.is_err() {
+            drop_sftp(&live, &shared).await;
+        }
+        sent?;
     } else {
         let (_live, ch, _permit) = conn
             .exec_channel(&format!("cat > {}", quote(remote)))
@@ -169,7 +230,6 @@ pub(super) async fn put_file(
             if n == 0 {
                 break;
             }
-            hasher.update(&buf[..n]);
             if wr.data(&buf[..n]).await.is_err() {
                 break;
             }
@@ -183,7 +243,7 @@ pub(super) async fn put_file(
             )));
         }
     }
-    verify(conn, remote, &hex(&hasher.finalize()), &what).await
+    Ok(())
 }
 
 /// The permission bits of a host file (following links), or `None` when the host cannot
@@ -217,25 +277,33 @@ pub(super) async fn get_file(
     let write_err =
         |e: std::io::Error| conn.err(format!("{what}: cannot write {}: {e}", local.display()));
     let mut hasher = Sha256::new();
-    if let Some((sftp, _permit)) = open_sftp(conn).await? {
-        let mut input = sftp
-            .open(remote)
-            .await
-            .map_err(|e| conn.err(format!("{what}: cannot open {remote}: {e}")))?;
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = input
-                .read(&mut buf)
+    if let Some((live, shared)) = open_sftp(conn).await? {
+        let got = async {
+            let mut input = shared
+                .0
+                .open(remote)
                 .await
-                .map_err(|e| conn.err(format!("{what}: {e}")))?;
-            if n == 0 {
-                break;
+                .map_err(|e| conn.err(format!("{what}: cannot open {remote}: {e}")))?;
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = input
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| conn.err(format!("{what}: {e}")))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                file.write_all(&buf[..n]).await.map_err(write_err)?;
             }
-            hasher.update(&buf[..n]);
-            file.write_all(&buf[..n]).await.map_err(write_err)?;
+            let _ = input.shutdown().await;
+            Ok::<(), ConnectionError>(())
         }
-        let _ = input.shutdown().await;
-        let _ = sftp.close().await;
+        .await;
+        if got.is_err() {
+            drop_sftp(&live, &shared).await;
+        }
+        got?;
     } else {
         let (live, mut ch, _permit) = conn
             .exec_channel(&format!("cat -- {}", quote(remote)))
