@@ -34,7 +34,9 @@ pub(super) type SharedSftp = Arc<(SftpSession, OwnedSemaphorePermit)>;
 
 /// The connection's SFTP session (opened now if need be), or `None` when the server
 /// has no SFTP.
-async fn open_sftp(conn: &SshConnection) -> Result<Option<(Arc<Live>, SharedSftp)>, ConnectionError> {
+async fn open_sftp(
+    conn: &SshConnection,
+) -> Result<Option<(Arc<Live>, SharedSftp)>, ConnectionError> {
     let mut retried = false;
     loop {
         let live = conn.live().await?;
