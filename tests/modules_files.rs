@@ -366,6 +366,116 @@ async fn copy_undo_restores_content_and_mode_or_removes_a_new_file() {
     assert!(!new.exists(), "undo of a new file removes it");
 }
 
+/// A source tree on the controller: a.txt, sub/b.txt, sub/deeper/c.bin.
+fn source_tree(root: &Path) -> PathBuf {
+    let src = root.join("src-tree");
+    std::fs::create_dir_all(src.join("sub/deeper")).expect("dirs");
+    std::fs::write(src.join("a.txt"), "alpha\n").expect("a");
+    std::fs::write(src.join("sub/b.txt"), "beta\n").expect("b");
+    std::fs::write(src.join("sub/deeper/c.bin"), [0u8, 1, 2, 255]).expect("c");
+    src
+}
+
+#[tokio::test]
+async fn copy_of_a_directory_copies_the_tree_idempotently_and_undoes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = source_tree(dir.path());
+    let dest = dir.path().join("dest");
+    std::fs::create_dir_all(&dest).expect("dest");
+    write(&dest.join("a.txt"), "old alpha\n", 0o600);
+    write(&dest.join("untouched"), "mine\n", 0o644);
+    let before = tree(dir.path());
+
+    // `src/` copies the contents into dest.
+    let args = json!({ "src": format!("{}/", s(&src)), "dest": s(&dest), "mode": "0640" });
+    let plan = run("copy", &ctx_with(true, false), args.clone())
+        .await
+        .expect("dry run");
+    assert!(plan.changed);
+    assert_eq!(tree(dir.path()), before, "the dry run changed something");
+    let o = run("copy", &ctx(), args.clone()).await.expect("copy runs");
+    assert!(o.changed);
+    assert_eq!(o.data["files"], json!(3));
+    assert_eq!(o.data["created_dirs"], json!(2));
+    assert_eq!(
+        o.data["changed_files"],
+        json!(["a.txt", "sub/b.txt", "sub/deeper/c.bin"])
+    );
+    assert_eq!(plan.data["changed_files"], o.data["changed_files"]);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("a.txt")).expect("a"),
+        "alpha\n"
+    );
+    assert_eq!(
+        std::fs::read(dest.join("sub/deeper/c.bin")).expect("c"),
+        vec![0u8, 1, 2, 255]
+    );
+    assert_eq!(mode_of(&dest.join("sub/b.txt")), 0o640);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("untouched")).expect("kept"),
+        "mine\n"
+    );
+
+    // Again: nothing to do. One file changed locally: only it is sent.
+    let again = run("copy", &ctx(), args.clone()).await.expect("copy runs");
+    assert!(!again.changed, "{again:?}");
+    std::fs::write(src.join("sub/b.txt"), "beta 2\n").expect("edit");
+    let third = run("copy", &ctx(), args.clone()).await.expect("copy runs");
+    assert_eq!(third.data["changed_files"], json!(["sub/b.txt"]));
+    undo("copy", &ctx(), args.clone(), &third)
+        .await
+        .expect("undo runs");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("sub/b.txt")).expect("b"),
+        "beta\n"
+    );
+
+    // Undoing the first copy puts back the old a.txt (content and mode) and removes
+    // what it made: the tree is as it was, with no backup left beside it.
+    undo("copy", &ctx(), args, &o).await.expect("undo runs");
+    let after = tree(dir.path());
+    let keys = |t: &BTreeMap<PathBuf, String>| -> Vec<PathBuf> {
+        t.keys()
+            .filter(|k| !k.starts_with("src-tree"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(keys(&after), keys(&before));
+    assert_eq!(
+        std::fs::read_to_string(dest.join("a.txt")).expect("a"),
+        "old alpha\n"
+    );
+    assert_eq!(mode_of(&dest.join("a.txt")), 0o600);
+
+    // `src` without a slash copies the directory itself.
+    let args = json!({ "src": s(&src), "dest": s(&dest) });
+    run("copy", &ctx(), args).await.expect("copy runs");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("src-tree/sub/b.txt")).expect("b"),
+        "beta 2\n"
+    );
+}
+
+#[tokio::test]
+async fn copy_of_a_directory_never_writes_through_links_on_the_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = source_tree(dir.path());
+    let dest = dir.path().join("dest");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&dest).expect("dest");
+    std::fs::create_dir_all(&outside).expect("outside");
+    std::os::unix::fs::symlink(&outside, dest.join("sub")).expect("link");
+    let args = json!({ "src": format!("{}/", s(&src)), "dest": s(&dest) });
+    let msg = failure(run("copy", &ctx(), args).await);
+    assert!(msg.contains("sub is a symbolic link"), "{msg}");
+    assert!(msg.contains("move it away first"), "{msg}");
+    assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0);
+    assert!(
+        !dest.join("a.txt").exists(),
+        "nothing written before the refusal"
+    );
+}
+
 #[tokio::test]
 async fn copy_fails_clearly_on_missing_directory_links_and_missing_src() {
     let dir = tempfile::tempdir().expect("tempdir");

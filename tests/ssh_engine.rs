@@ -209,6 +209,12 @@ steps:
     file:
       path: "{{ dir }}/made/inner"
       state: directory
+  # A tree: replaces tree/payload.txt, makes tree/sub and tree/sub/extra.txt.
+  - id: tree
+    copy:
+      src: files/
+      dest: "{{ dir }}/tree"
+      mode: "0640"
   - id: relink
     file:
       path: "{{ dir }}/current"
@@ -225,12 +231,12 @@ steps:
   # A barrier: boom on h2 starts once every host made its changes.
   - id: synced
     hosts: h1,h3
-    needs: [replace, add, render, newdir, relink, remove, chmod]
+    needs: [replace, add, render, newdir, tree, relink, remove, chmod]
     debug:
       msg: changes made
   - id: boom
     hosts: h2
-    needs: [replace, add, render, newdir, relink, remove, chmod, synced]
+    needs: [replace, add, render, newdir, tree, relink, remove, chmod, synced]
     shell: echo failing on {{ inventory_hostname }}; exit 3
   - id: never
     needs: boom
@@ -368,6 +374,11 @@ fn setup(addrs: [&str; 3]) -> Setup {
     ok(std::fs::write(
         dir.path().join("files/payload.txt"),
         "payload line 1\npayload line 2\n",
+    ));
+    ok(std::fs::create_dir_all(dir.path().join("files/sub")));
+    ok(std::fs::write(
+        dir.path().join("files/sub/extra.txt"),
+        "extra\n",
     ));
     ok(std::fs::write(
         dir.path().join("templates/motd.j2"),
@@ -603,9 +614,13 @@ fn seed(base: &Path, owner: Option<(u32, u32)>) {
             ));
         }
         ok(std::os::unix::fs::symlink("old.txt", d.join("current")));
+        ok(std::fs::create_dir_all(d.join("tree")));
+        ok(std::fs::write(d.join("tree/payload.txt"), "old payload\n"));
         if let Some((uid, gid)) = owner {
             for p in [
                 "",
+                "tree",
+                "tree/payload.txt",
                 "keep.txt",
                 "old.txt",
                 "victim.txt",
@@ -647,6 +662,9 @@ fn a_failing_step_rolls_back_over_ssh_as_it_does_locally() {
     assert_eq!(boom.2, "failing on h2\n");
     assert_eq!(a[&key("synced", "h1")].0, "\"ok\"");
     for h in ["h1", "h2", "h3"] {
+        assert_eq!(a[&key("tree", h)].0, "\"changed\"", "tree on {h}");
+    }
+    for h in ["h1", "h2", "h3"] {
         assert_eq!(a[&key("never", h)].0, "\"not_run\"");
     }
     // The step after the failure never started.
@@ -660,7 +678,7 @@ fn a_failing_step_rolls_back_over_ssh_as_it_does_locally() {
     assert_same(&ra, &rb);
     for h in ["h1", "h2", "h3"] {
         for step in [
-            "replace", "add", "render", "newdir", "relink", "remove", "chmod",
+            "replace", "add", "render", "newdir", "tree", "relink", "remove", "chmod",
         ] {
             assert_eq!(
                 ra.get(&key(step, h)).map(String::as_str),

@@ -66,7 +66,13 @@ static DOC: ModuleDoc = ModuleDoc {
 (`.<name>.lifeboat-<run_id>-<random>`), gets its mode/owner/group and has its size checked there \
 (the bytes themselves are protected in transit by SSH's authenticated encryption), then is renamed \
 over dest: readers never see a half-written file. When dest is an existing \
-directory (or ends with `/`), the file is copied into it under src's name. Changed when the \
+directory (or ends with `/`), the file is copied into it under src's name. When src is a \
+directory, the tree is copied (links followed): `src: conf/` copies conf's contents into dest, `src: \
+conf` copies the directory itself to dest/conf; missing directories are made, files that are the \
+same are left alone, mode applies to the files and owner/group to files and made directories; the \
+whole tree takes four commands and one transfer per changed file, and files it replaces are kept in \
+one backup directory beside dest (`.<name>.lifeboat-backup-<run_id>-<random>`) until rollback or \
+for you to remove. Changed when the \
 sha256 of the content or a given mode/owner/group differs from the host's; otherwise ok and \
 nothing is written. When mode/owner/group are not given, an existing file keeps its own. A \
 symbolic link at dest is refused (point dest at the link's target). One command inspects dest \
@@ -80,7 +86,7 @@ Owner and group are compared by name.",
             "src",
             ArgKind::Str,
             false,
-            "controller file to copy (relative to the playbook); exactly one of src and content",
+            "controller file or directory to copy (relative to the playbook); a directory ending in / copies its contents; exactly one of src and content",
         ),
         arg(
             "content",
@@ -115,12 +121,22 @@ Owner and group are compared by name.",
             "changed_attributes",
             "what differed: any of content, mode, owner, group",
         ),
+        ("files", "directory src: the number of files in the tree"),
+        (
+            "changed_files",
+            "directory src: the files written or given new attributes, relative to the tree",
+        ),
+        (
+            "created_dirs",
+            "directory src: how many directories were made",
+        ),
     ],
     rollback: "restores the previous content, mode, owner and group atomically, or removes the file \
 when it did not exist before. Previous content up to 64 MiB is kept in the run's undo data; a larger \
 file is kept on the host as a hard link (or `cp -p` copy) named `.<name>.lifeboat-backup-<run_id>-<random>` \
 next to it, which rollback renames back and which stays there after a successful run (delete it when \
-no longer needed).",
+no longer needed). For a directory src: replaced files come back (content, mode, owner, group) from \
+the backup directory, new files are removed and new directories are removed when empty.",
 };
 
 #[derive(Debug, Deserialize)]
@@ -872,9 +888,23 @@ impl Module for Copy {
                 let meta = tokio::fs::metadata(&path).await.map_err(|e| {
                     ModuleError::failed(format!("copy: cannot read src {}: {e}", path.display()))
                 })?;
+                if meta.is_dir() {
+                    return super::copy_tree::copy_tree(
+                        ctx,
+                        &path,
+                        &a.dest,
+                        src.ends_with('/'),
+                        super::copy_tree::TreeAttrs {
+                            mode,
+                            owner: a.owner,
+                            group: a.group,
+                        },
+                    )
+                    .await;
+                }
                 if !meta.is_file() {
                     return Err(ModuleError::failed(format!(
-                        "copy: src {} is not a regular file (copying directories is not supported)",
+                        "copy: src {} is neither a regular file nor a directory",
                         path.display()
                     )));
                 }
@@ -917,6 +947,9 @@ impl Module for Copy {
         _args: &Json,
         undo: &Json,
     ) -> Result<Outcome, ModuleError> {
+        if undo.get("tree").is_some() {
+            return super::copy_tree::undo_tree(ctx, undo).await;
+        }
         undo_place(ctx, undo).await
     }
 }

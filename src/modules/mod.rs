@@ -9,6 +9,7 @@ pub mod assert;
 pub mod backup_common;
 pub mod command;
 pub mod copy;
+pub mod copy_tree;
 pub mod debug;
 pub mod fetch;
 pub mod file;
