@@ -2,9 +2,11 @@
 //! playbooks. Three sshd hosts (see `sshd.rs`): a controller `ctl01`, a compute node
 //! `cmp01` and a backup host `bak01`, each with its own `host_root` (a temporary
 //! directory owned by the login user) holding its config trees and glance images; a
-//! real MariaDB (see `mariadb.rs`) with the nova, glance and keystone databases of a
-//! scenario's prefix; and the OpenStack daemons played by small real processes
-//! (`tests/fixtures/minicloud/daemon.sh`, `service_manager: command`).
+//! real MariaDB (see `mariadb.rs`: the shared server, or one of the binary's own such
+//! as its Galera node) with the nova, glance and keystone databases of a scenario's
+//! prefix; and the OpenStack daemons played by small real processes
+//! (`tests/fixtures/minicloud/daemon.sh`, `service_manager: command`). Also: reading a
+//! run's events file (`--events`), to prove in which order its steps ran.
 //!
 //! Include it with `#[path = "support/minicloud.rs"] mod minicloud;` next to
 //! `sshd` and `mariadb`.
@@ -47,6 +49,8 @@ pub struct MiniCloud {
     pub roots: BTreeMap<String, PathBuf>,
     /// The database prefix of this cloud.
     pub prefix: String,
+    /// Its MariaDB server.
+    pub db: &'static MariaDb,
     /// The inventory file.
     pub inventory: PathBuf,
 }
@@ -100,8 +104,14 @@ pub fn shipped(rel: &str) -> PathBuf {
 
 impl MiniCloud {
     /// Starts a cloud whose hosts listen on `127.0.0.<first>`, `<first+1>`, `<first+2>`
-    /// and whose databases are `<prefix>_nova`, `<prefix>_glance`, `<prefix>_keystone`.
+    /// and whose databases are `<prefix>_nova`, `<prefix>_glance`, `<prefix>_keystone`
+    /// on the shared MariaDB server.
     pub fn start(prefix: &str, first: u8) -> MiniCloud {
+        MiniCloud::start_on(prefix, first, mariadb::server())
+    }
+
+    /// Like [`MiniCloud::start`], with its databases on `db`.
+    pub fn start_on(prefix: &str, first: u8, db: &'static MariaDb) -> MiniCloud {
         let dir = ok(tempfile::Builder::new().prefix("minicloud-").tempdir());
         ok(std::fs::set_permissions(
             dir.path(),
@@ -113,7 +123,6 @@ impl MiniCloud {
             let addr = format!("127.0.0.{}", first as usize + i);
             hosts.insert(n.to_string(), ok(Sshd::start(&addr)));
         }
-        let db = mariadb::server();
         db.load_openstack(prefix);
         db.sql(&format!(
             "CREATE USER IF NOT EXISTS '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}';
@@ -198,6 +207,7 @@ impl MiniCloud {
             hosts,
             roots,
             prefix: prefix.to_string(),
+            db,
             inventory: inv_path,
         };
         for u in CONTROL_UNITS {
@@ -250,6 +260,31 @@ impl MiniCloud {
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             ),
+        )
+    }
+
+    /// Runs a shipped playbook with `--events` and returns (exit code, console output,
+    /// its nodes as they finished).
+    pub fn run_events(&self, playbook: &str, extra: &[&str]) -> (i32, String, Vec<NodeRun>) {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let events = self.dir.path().join(format!("events-{n}.jsonl"));
+        let path = shipped(playbook).display().to_string();
+        let events_arg = events.display().to_string();
+        let mut args = vec!["run", path.as_str(), "--events", events_arg.as_str()];
+        for e in extra {
+            args.push("-e");
+            args.push(e);
+        }
+        let out = self.lifeboat(&args);
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            node_runs(&events),
         )
     }
 
@@ -326,7 +361,12 @@ impl MiniCloud {
 
     /// `db.table -> (rows, CHECKSUM TABLE)` of every table of this cloud's databases.
     pub fn db_checksums(&self) -> BTreeMap<String, String> {
-        let db = mariadb::server();
+        self.db_checksums_on(self.db)
+    }
+
+    /// [`MiniCloud::db_checksums`] of this cloud's databases on another server (where a
+    /// dump of them was imported).
+    pub fn db_checksums_on(&self, db: &MariaDb) -> BTreeMap<String, String> {
         let list = self
             .databases()
             .iter()
@@ -416,6 +456,45 @@ impl Drop for MiniCloud {
             }
         }
     }
+}
+
+/// One node of a run, read from its `node_finish` event.
+#[derive(Debug, Clone)]
+pub struct NodeRun {
+    /// Step id.
+    pub step: String,
+    /// Inventory host.
+    pub host: String,
+    /// `ok`, `changed`, `skipped`, `failed`, ...
+    pub status: String,
+    /// Seconds since the run began, when the node started and when it ended.
+    pub start: f64,
+    pub end: f64,
+    /// Its message.
+    pub msg: String,
+}
+
+/// The nodes of a run from its events file (`--events`), in the order they finished.
+pub fn node_runs(events: &Path) -> Vec<NodeRun> {
+    let text = ok(std::fs::read_to_string(events));
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let e: serde_json::Value = ok(serde_json::from_str(line));
+        if e["event"] != "node_finish" {
+            continue;
+        }
+        let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+        let start = e["started"].as_f64().unwrap_or(f64::NAN);
+        out.push(NodeRun {
+            step: s("step"),
+            host: s("host"),
+            status: s("status"),
+            start,
+            end: start + e["duration"].as_f64().unwrap_or(f64::NAN),
+            msg: s("msg"),
+        });
+    }
+    out
 }
 
 /// Polls until `f` holds, failing after 15 seconds.
