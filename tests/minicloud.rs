@@ -430,8 +430,9 @@ fn the_control_plane_is_restored_database_first_then_service_by_service_compute_
     assert_ne!(cloud.db_checksums(), sums);
     assert_ne!(cloud.running(), running);
 
-    let (code, out, nodes) = cloud.run_events("playbooks/openstack/restore-control-plane.yml", &[]);
-    assert_eq!(code, 0, "{out}");
+    let run = cloud.run_events("playbooks/openstack/restore-control-plane.yml", &[]);
+    let (out, nodes) = (&run.out, &run.nodes);
+    assert_eq!(run.code, 0, "{out}");
 
     // The proofs: files byte for byte, databases, daemons.
     assert_eq!(
@@ -447,13 +448,7 @@ fn the_control_plane_is_restored_database_first_then_service_by_service_compute_
     assert_eq!(cloud.running(), running, "every daemon runs again");
 
     // The work was really done, by the steps whose order is checked below.
-    let status = |step: &str, host: &str| -> String {
-        nodes
-            .iter()
-            .find(|n| n.step == step && n.host == host)
-            .map(|n| format!("{step}@{host} {}", n.status))
-            .unwrap_or_else(|| panic!("no node {step} @ {host}\n{out}"))
-    };
+    let status = |step: &str, host: &str| format!("{step}@{host} {}", run.node(step, host).status);
     for service in ["keystone", "glance", "nova"] {
         // /etc/nova is gone from ctl01: there is nothing to move aside.
         let aside = if service == "nova" { "ok" } else { "changed" };
@@ -496,59 +491,59 @@ fn the_control_plane_is_restored_database_first_then_service_by_service_compute_
     }
 
     // The order, from the events' timestamps.
-    let stops_compute = span(&nodes, "the compute stops", |n| {
+    let stops_compute = span(nodes, "the compute stops", |n| {
         n.step.ends_with("-stop-compute.daemons")
     });
-    let stops_control = span(&nodes, "the control stops", |n| {
+    let stops_control = span(nodes, "the control stops", |n| {
         n.step.ends_with("-stop.daemons")
     });
-    let databases = span(&nodes, "the database imports", |n| {
+    let databases = span(nodes, "the database imports", |n| {
         n.step.ends_with("-database.import-database")
     });
     before(
-        &nodes,
+        nodes,
         ("the compute stops", stops_compute),
         ("the control stops", stops_control),
     );
     before(
-        &nodes,
+        nodes,
         ("every stop", stops_control),
         ("the databases", databases),
     );
     // Each node stops the control plane in the reverse order.
     let stop_of = |s: &str| {
-        span(&nodes, s, |n| {
+        span(nodes, s, |n| {
             n.step == format!("{s}-stop.daemons") && n.host == "ctl01"
         })
     };
     for pair in CONTROL_PLANE.windows(2) {
         before(
-            &nodes,
+            nodes,
             (pair[1], stop_of(pair[1])),
             (pair[0], stop_of(pair[0])),
         );
     }
     let turns: Vec<(f64, f64)> = CONTROL_PLANE
         .iter()
-        .map(|s| span(&nodes, s, |n| turn_of(s, n)))
+        .map(|s| span(nodes, s, |n| turn_of(s, n)))
         .collect();
-    before(&nodes, ("the databases", databases), ("keystone", turns[0]));
+    before(nodes, ("the databases", databases), ("keystone", turns[0]));
     for i in 1..CONTROL_PLANE.len() {
         before(
-            &nodes,
+            nodes,
             (CONTROL_PLANE[i - 1], turns[i - 1]),
             (CONTROL_PLANE[i], turns[i]),
         );
     }
-    let compute = span(&nodes, "the compute starts", |n| {
+    let compute = span(nodes, "the compute starts", |n| {
         n.step.ends_with("-start-compute.daemons")
     });
-    before(&nodes, ("heat", turns[6]), ("the compute nodes", compute));
-    let every_service = span(&nodes, "the services", |n| {
+    before(nodes, ("heat", turns[6]), ("the compute nodes", compute));
+    let every_service = span(nodes, "the services", |n| {
         CONTROL_PLANE.iter().any(|s| turn_of(s, n))
     });
     before(
-        &nodes,
+        nodes,
         ("every service", every_service),
         ("the compute nodes", compute),
     );

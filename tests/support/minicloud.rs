@@ -224,13 +224,21 @@ impl MiniCloud {
         &self.roots[host]
     }
 
-    /// Runs `lifeboat ARGS... -i INVENTORY` (plus `extra`) as the controller.
+    /// Runs `lifeboat ARGS... -i INVENTORY` as the controller.
     pub fn lifeboat(&self, args: &[&str]) -> std::process::Output {
-        let out = ok(assert_cmd::Command::cargo_bin("lifeboat"))
-            .env("LIFEBOAT_STATE_DIR", self.dir.path().join("state"))
-            .args(args)
-            .arg("-i")
-            .arg(&self.inventory)
+        self.lifeboat_with(args, true)
+    }
+
+    /// Runs `lifeboat ARGS...` as the controller, with `-i INVENTORY` when `inventory`
+    /// (`rollback` and `resume` take none: the journal names it).
+    pub fn lifeboat_with(&self, args: &[&str], inventory: bool) -> std::process::Output {
+        let mut cmd = ok(assert_cmd::Command::cargo_bin("lifeboat"));
+        cmd.env("LIFEBOAT_STATE_DIR", self.dir.path().join("state"))
+            .args(args);
+        if inventory {
+            cmd.arg("-i").arg(&self.inventory);
+        }
+        let out = cmd
             .env("HOME", self.dir.path().join("home"))
             .env("NO_COLOR", "1")
             .env("LIFEBOAT_SSH_CONFIG", "none")
@@ -263,29 +271,28 @@ impl MiniCloud {
         )
     }
 
-    /// Runs a shipped playbook with `--events` and returns (exit code, console output,
-    /// its nodes as they finished).
-    pub fn run_events(&self, playbook: &str, extra: &[&str]) -> (i32, String, Vec<NodeRun>) {
+    /// Runs a shipped playbook with `--events` (and `extra` arguments, e.g. `-e k=v` or
+    /// `--no-rollback`) and returns what the run did.
+    pub fn run_events(&self, playbook: &str, extra: &[&str]) -> RunResult {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let events = self.dir.path().join(format!("events-{n}.jsonl"));
         let path = shipped(playbook).display().to_string();
         let events_arg = events.display().to_string();
         let mut args = vec!["run", path.as_str(), "--events", events_arg.as_str()];
-        for e in extra {
-            args.push("-e");
-            args.push(e);
-        }
+        args.extend(extra);
         let out = self.lifeboat(&args);
-        (
-            out.status.code().unwrap_or(-1),
-            format!(
+        let (run_id, nodes) = read_events(&events);
+        RunResult {
+            code: out.status.code().unwrap_or(-1),
+            out: format!(
                 "{}\n{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             ),
-            node_runs(&events),
-        )
+            run_id,
+            nodes,
+        }
     }
 
     /// The pid of a running daemon, when it runs.
@@ -458,6 +465,30 @@ impl Drop for MiniCloud {
     }
 }
 
+/// What a run did, from its exit code, console and events file.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// The exit code.
+    pub code: i32,
+    /// stdout and stderr.
+    pub out: String,
+    /// The run's id (its `run_start` event).
+    pub run_id: String,
+    /// Its nodes, in the order they finished.
+    pub nodes: Vec<NodeRun>,
+}
+
+impl RunResult {
+    /// The node of `step` on `host`.
+    #[track_caller]
+    pub fn node(&self, step: &str, host: &str) -> &NodeRun {
+        self.nodes
+            .iter()
+            .find(|n| n.step == step && n.host == host)
+            .unwrap_or_else(|| panic!("no node {step} @ {host}\n{}", self.out))
+    }
+}
+
 /// One node of a run, read from its `node_finish` event.
 #[derive(Debug, Clone)]
 pub struct NodeRun {
@@ -470,20 +501,26 @@ pub struct NodeRun {
     /// Seconds since the run began, when the node started and when it ended.
     pub start: f64,
     pub end: f64,
-    /// Its message.
+    /// Its message and standard output.
     pub msg: String,
+    pub stdout: String,
 }
 
-/// The nodes of a run from its events file (`--events`), in the order they finished.
-pub fn node_runs(events: &Path) -> Vec<NodeRun> {
+/// The run id and the nodes of a run from its events file (`--events`), the nodes in
+/// the order they finished.
+pub fn read_events(events: &Path) -> (String, Vec<NodeRun>) {
     let text = ok(std::fs::read_to_string(events));
+    let mut run_id = String::new();
     let mut out = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let e: serde_json::Value = ok(serde_json::from_str(line));
+        let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+        if e["event"] == "run_start" {
+            run_id = s("run_id");
+        }
         if e["event"] != "node_finish" {
             continue;
         }
-        let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
         let start = e["started"].as_f64().unwrap_or(f64::NAN);
         out.push(NodeRun {
             step: s("step"),
@@ -492,9 +529,10 @@ pub fn node_runs(events: &Path) -> Vec<NodeRun> {
             start,
             end: start + e["duration"].as_f64().unwrap_or(f64::NAN),
             msg: s("msg"),
+            stdout: s("stdout"),
         });
     }
-    out
+    (run_id, out)
 }
 
 /// Polls until `f` holds, failing after 15 seconds.
