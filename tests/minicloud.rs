@@ -7,7 +7,11 @@
 //!    to before, database checksums identical, every daemon running again;
 //! 2. a restore that fails half way (a corrupt dump): the rollback leaves the cloud
 //!    exactly as it was before the restore began;
-//! 3. the shipped drills pass on the mini-cloud.
+//! 3. the shipped drills pass on the mini-cloud;
+//! 4. restore-control-plane.yml after keystone, glance and nova are broken: the
+//!    databases first, then the services one by one in their order, the compute node
+//!    last (proved from the events file's timestamps), the services this cloud does not
+//!    have skipped; restore-service.yml refuses a service the backup does not cover.
 
 #[path = "support/mariadb.rs"]
 mod mariadb;
@@ -18,7 +22,7 @@ mod sshd;
 
 use std::path::Path;
 
-use minicloud::MiniCloud;
+use minicloud::{MiniCloud, NodeRun};
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
@@ -279,4 +283,268 @@ fn the_shipped_drills_and_verify_backups_pass_on_the_minicloud() {
     ok(std::fs::write(&snap, "tampered\n"));
     let out = expect(cloud.run("playbooks/openstack/verify-backups.yml", &[]), 2);
     assert!(out.contains("keystone.conf"), "{out}");
+}
+
+/// Breaks keystone, glance and nova: tables dropped and rows deleted, configuration
+/// changed and deleted, a fernet key and a glance image deleted, daemons stopped on
+/// both nodes.
+fn sabotage_control_plane(cloud: &MiniCloud) {
+    let p = &cloud.prefix;
+    cloud.db.sql(&format!(
+        "DROP TABLE `{p}_keystone`.`assignment`; DELETE FROM `{p}_keystone`.`user` WHERE enabled = 0;
+         DELETE FROM `{p}_glance`.`image_properties` WHERE id % 3 = 0;
+         DROP TABLE `{p}_nova`.`instances`; UPDATE `{p}_nova`.`block_device_mapping` SET boot_index = 7;"
+    ));
+    let ctl = cloud.root("ctl01");
+    ok(std::fs::write(
+        ctl.join("etc/keystone/keystone.conf"),
+        "[token]\nprovider = uuid\n",
+    ));
+    ok(std::fs::remove_file(ctl.join("etc/keystone/fernet-keys/1")));
+    ok(std::fs::write(
+        ctl.join("etc/glance/glance-api.conf"),
+        "[DEFAULT]\nbind_port = 1\n",
+    ));
+    ok(std::fs::remove_file(ctl.join(
+        "var/lib/glance/images/8d7e6f5a-4b3c-2d1e-0f9a-8b7c6d5e4f30",
+    )));
+    ok(std::fs::remove_dir_all(ctl.join("etc/nova")));
+    let cmp = cloud.root("cmp01");
+    ok(std::fs::write(
+        cmp.join("etc/nova/nova.conf"),
+        "[DEFAULT]\ncompute_driver = fake.FakeDriver\n",
+    ));
+    // A stray file in /var/lib/nova (synchronised in place with --delete).
+    let stray = cmp.join("var/lib/nova/.ssh/known_hosts");
+    ok(std::fs::write(&stray, "stray\n"));
+    let owner = ok(std::fs::metadata(cmp.join("var/lib/nova/.ssh/config")));
+    ok(std::os::unix::fs::chown(
+        &stray,
+        Some(std::os::unix::fs::MetadataExt::uid(&owner)),
+        Some(std::os::unix::fs::MetadataExt::gid(&owner)),
+    ));
+    for unit in ["keystone", "glance-api", "nova-api"] {
+        cloud.stop_unit("ctl01", unit);
+    }
+    cloud.stop_unit("cmp01", "nova-compute");
+}
+
+/// The earliest start and the latest end of the nodes that `pick` selects.
+#[track_caller]
+fn span(nodes: &[NodeRun], what: &str, pick: impl Fn(&NodeRun) -> bool) -> (f64, f64) {
+    let picked: Vec<&NodeRun> = nodes.iter().filter(|n| pick(n)).collect();
+    assert!(!picked.is_empty(), "no node of {what} ran");
+    (
+        picked.iter().map(|n| n.start).fold(f64::INFINITY, f64::min),
+        picked
+            .iter()
+            .map(|n| n.end)
+            .fold(f64::NEG_INFINITY, f64::max),
+    )
+}
+
+/// Every node of `first` ended before any node of `then` started.
+#[track_caller]
+fn before(nodes: &[NodeRun], first: (&str, (f64, f64)), then: (&str, (f64, f64))) {
+    // The end is start + duration: allow for the rounding of that sum.
+    assert!(
+        first.1.1 <= then.1.0 + 1e-9,
+        "{} ended at {:.4}s, after {} began at {:.4}s\n{}",
+        first.0,
+        first.1.1,
+        then.0,
+        then.1.0,
+        timeline(nodes)
+    );
+}
+
+/// The nodes that did something, by start time: `start-end step@host status`.
+fn timeline(nodes: &[NodeRun]) -> String {
+    let mut busy: Vec<&NodeRun> = nodes.iter().filter(|n| n.status != "skipped").collect();
+    busy.sort_by(|a, b| a.start.total_cmp(&b.start));
+    busy.iter()
+        .map(|n| {
+            format!(
+                "{:8.4}-{:8.4} {}@{} {}",
+                n.start, n.end, n.step, n.host, n.status
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The control plane's services, in the order restore-control-plane.yml restores them.
+const CONTROL_PLANE: [&str; 7] = [
+    "keystone",
+    "glance",
+    "placement",
+    "nova",
+    "neutron",
+    "cinder",
+    "heat",
+];
+
+/// The nodes of a service's turn: its files, its control daemons, its verification.
+fn turn_of(service: &str, n: &NodeRun) -> bool {
+    ["files", "start", "verify"]
+        .iter()
+        .any(|phase| n.step.starts_with(&format!("{service}-{phase}.")))
+        || n.step == format!("{service}-up")
+}
+
+#[test]
+fn the_control_plane_is_restored_database_first_then_service_by_service_compute_last() {
+    let cloud = MiniCloud::start("mc4", 50);
+    let files = cloud.node_files();
+    let sums = cloud.db_checksums();
+    let running = cloud.running();
+    backup(&cloud);
+
+    // restore-service.yml refuses what it cannot restore, before touching anything.
+    let out = expect(
+        cloud.run(
+            "playbooks/openstack/restore-service.yml",
+            &["service=placement"],
+        ),
+        2,
+    );
+    assert!(
+        out.contains(
+            "placement is not in backup latest of ctl01 (it covers keystone, glance, nova)"
+        ),
+        "{out}"
+    );
+    let out = expect(cloud.run("playbooks/openstack/restore-service.yml", &[]), 2);
+    assert!(
+        out.contains("give it with -e service=NAME, NAME being one of ceilometer, cinder, glance, heat, keystone, neutron, nova, placement, swift"),
+        "{out}"
+    );
+    assert_eq!(
+        cloud.node_files(),
+        files,
+        "a refused restore changes nothing"
+    );
+
+    sabotage_control_plane(&cloud);
+    assert_ne!(cloud.node_files(), files);
+    assert_ne!(cloud.db_checksums(), sums);
+    assert_ne!(cloud.running(), running);
+
+    let run = cloud.run_events("playbooks/openstack/restore-control-plane.yml", &[]);
+    let (out, nodes) = (&run.out, &run.nodes);
+    assert_eq!(run.code, 0, "{out}");
+
+    // The proofs: files byte for byte, databases, daemons.
+    assert_eq!(
+        cloud.node_files(),
+        files,
+        "files are as they were backed up"
+    );
+    assert_eq!(
+        cloud.db_checksums(),
+        sums,
+        "databases are as they were backed up"
+    );
+    assert_eq!(cloud.running(), running, "every daemon runs again");
+
+    // The work was really done, by the steps whose order is checked below.
+    let status = |step: &str, host: &str| format!("{step}@{host} {}", run.node(step, host).status);
+    for service in ["keystone", "glance", "nova"] {
+        // /etc/nova is gone from ctl01: there is nothing to move aside.
+        let aside = if service == "nova" { "ok" } else { "changed" };
+        for (step, host, want) in [
+            (
+                format!("{service}-database.import-database"),
+                "ctl01",
+                "changed",
+            ),
+            (format!("{service}-files.move-aside"), "ctl01", aside),
+            (format!("{service}-files.put-files"), "ctl01", "changed"),
+            (format!("{service}-start.daemons"), "ctl01", "changed"),
+            (format!("{service}-verify.verify-files"), "ctl01", "ok"),
+        ] {
+            assert_eq!(status(&step, host), format!("{step}@{host} {want}"));
+        }
+    }
+    for (step, host, want) in [
+        ("nova-stop.daemons", "ctl01", "changed"),
+        // stopped by the sabotage already
+        ("nova-stop-compute.daemons", "cmp01", "ok"),
+        ("nova-files.move-aside", "cmp01", "changed"),
+        ("nova-files.sync-files", "cmp01", "changed"),
+        ("nova-start-compute.daemons", "cmp01", "changed"),
+    ] {
+        assert_eq!(status(step, host), format!("{step}@{host} {want}"));
+    }
+    // The services this cloud does not have (nor its backup) are skipped, every step.
+    for service in ["placement", "neutron", "cinder", "heat"] {
+        let theirs: Vec<&NodeRun> = nodes
+            .iter()
+            .filter(|n| {
+                n.step.starts_with(&format!("{service}-")) && n.step != format!("{service}-up")
+            })
+            .collect();
+        assert!(theirs.len() >= 20, "{service}: {theirs:#?}");
+        for n in theirs {
+            assert_eq!(n.status, "skipped", "{n:?}");
+        }
+    }
+
+    // The order, from the events' timestamps.
+    let stops_compute = span(nodes, "the compute stops", |n| {
+        n.step.ends_with("-stop-compute.daemons")
+    });
+    let stops_control = span(nodes, "the control stops", |n| {
+        n.step.ends_with("-stop.daemons")
+    });
+    let databases = span(nodes, "the database imports", |n| {
+        n.step.ends_with("-database.import-database")
+    });
+    before(
+        nodes,
+        ("the compute stops", stops_compute),
+        ("the control stops", stops_control),
+    );
+    before(
+        nodes,
+        ("every stop", stops_control),
+        ("the databases", databases),
+    );
+    // Each node stops the control plane in the reverse order.
+    let stop_of = |s: &str| {
+        span(nodes, s, |n| {
+            n.step == format!("{s}-stop.daemons") && n.host == "ctl01"
+        })
+    };
+    for pair in CONTROL_PLANE.windows(2) {
+        before(
+            nodes,
+            (pair[1], stop_of(pair[1])),
+            (pair[0], stop_of(pair[0])),
+        );
+    }
+    let turns: Vec<(f64, f64)> = CONTROL_PLANE
+        .iter()
+        .map(|s| span(nodes, s, |n| turn_of(s, n)))
+        .collect();
+    before(nodes, ("the databases", databases), ("keystone", turns[0]));
+    for i in 1..CONTROL_PLANE.len() {
+        before(
+            nodes,
+            (CONTROL_PLANE[i - 1], turns[i - 1]),
+            (CONTROL_PLANE[i], turns[i]),
+        );
+    }
+    let compute = span(nodes, "the compute starts", |n| {
+        n.step.ends_with("-start-compute.daemons")
+    });
+    before(nodes, ("heat", turns[6]), ("the compute nodes", compute));
+    let every_service = span(nodes, "the services", |n| {
+        CONTROL_PLANE.iter().any(|s| turn_of(s, n))
+    });
+    before(
+        nodes,
+        ("every service", every_service),
+        ("the compute nodes", compute),
+    );
 }

@@ -39,8 +39,9 @@ dir being safety_dir or src's directory. When the import fails, the step undoes 
 failing: the databases it touched are dropped and the safety dump is imported again (databases \
 it created are just dropped). A restore is always `changed`. Like mysql_dump, the password goes \
 through a 0600 option file in a private temporary directory, never a command line. In a dry \
-run it checks that src exists and matches its manifest's sha256, that the server answers, and \
-says which databases would be overwritten and which created.",
+run it checks that src matches its manifest's sha256, that the server answers, and says which \
+databases would be overwritten and which created; a src that does not exist yet is reported as a \
+change (an earlier step of the run may put it there).",
     free_form: None,
     args: with_login_args![
         arg(
@@ -161,6 +162,14 @@ impl Module for MysqlRestore {
                 return Err(ModuleError::failed(format!(
                     "src {} is a {}, not a dump file",
                     a.src, s.kind
+                )));
+            }
+            // In a dry run an earlier step may be about to put it there (a copy from the
+            // backup host): a prediction to report, not a failure.
+            None if ctx.check => {
+                return Ok(Outcome::changed().with_msg(format!(
+                    "would import {} ({} does not exist yet: an earlier step must create it)",
+                    a.src, a.src
                 )));
             }
             None => {

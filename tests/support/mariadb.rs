@@ -7,6 +7,11 @@
 //! Also: loading databases shaped like OpenStack's (nova, glance, keystone: a few
 //! tables, thousands of rows, a trigger, a procedure and a function), running SQL as
 //! root, and the login arguments the modules take.
+//!
+//! Besides the shared server, a binary may start private ones ([`start`]): a one-node
+//! Galera cluster (Debian's `galera-4` provider, bootstrapped as a new cluster on
+//! loopback ports of its own; [`galera`] is the binary's shared one), and a server that
+//! logs every statement it receives (`general.log`), to prove what ran in which order.
 
 #![allow(dead_code)]
 
@@ -56,13 +61,39 @@ fn free_port() -> u16 {
     l.local_addr().expect("local address").port()
 }
 
+/// How a server is set up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// A one-node Galera cluster: `wsrep_on`, the galera-4 provider, ROW binlog format,
+    /// bootstrapped with `--wsrep-new-cluster`, its group port on loopback.
+    pub galera: bool,
+    /// Log every statement received to `general.log` in the server's directory.
+    pub general_log: bool,
+}
+
+/// Where Debian's galera-4 package puts the provider.
+pub const GALERA_PROVIDER: &str = "/usr/lib/galera/libgalera_smm.so";
+
 /// The shared server, started on first use.
 pub fn server() -> &'static MariaDb {
     static SERVER: OnceLock<MariaDb> = OnceLock::new();
-    SERVER.get_or_init(start)
+    SERVER.get_or_init(|| start(Options::default()))
 }
 
-fn start() -> MariaDb {
+/// The binary's one-node Galera cluster (with a general log), started on first use.
+pub fn galera() -> &'static MariaDb {
+    static GALERA: OnceLock<MariaDb> = OnceLock::new();
+    GALERA.get_or_init(|| {
+        start(Options {
+            galera: true,
+            general_log: true,
+        })
+    })
+}
+
+/// Starts a private server. It is stopped and its directory removed when the test
+/// process ends.
+pub fn start(opts: Options) -> MariaDb {
     let dir = tempfile::Builder::new()
         .prefix("lifeboat-mariadb-")
         .tempdir()
@@ -85,14 +116,41 @@ fn start() -> MariaDb {
         String::from_utf8_lossy(&install.stderr)
     );
     let port = free_port();
+    let mut extra: Vec<String> = Vec::new();
+    if opts.galera {
+        assert!(
+            Path::new(GALERA_PROVIDER).exists(),
+            "{GALERA_PROVIDER} is missing: apt-get install galera-4"
+        );
+        // Its own group communication port, so parallel test binaries never meet.
+        let gcomm = free_port();
+        extra.extend([
+            "--wsrep-on=ON".to_string(),
+            format!("--wsrep-provider={GALERA_PROVIDER}"),
+            "--wsrep-cluster-address=gcomm://".to_string(),
+            "--wsrep-new-cluster".to_string(),
+            "--wsrep-cluster-name=lifeboat-test".to_string(),
+            "--wsrep-node-address=127.0.0.1".to_string(),
+            format!("--wsrep-provider-options=gmcast.listen_addr=tcp://127.0.0.1:{gcomm}"),
+            "--binlog-format=ROW".to_string(),
+            "--default-storage-engine=InnoDB".to_string(),
+            "--innodb-autoinc-lock-mode=2".to_string(),
+        ]);
+    }
+    if opts.general_log {
+        extra.extend([
+            "--general-log=1".to_string(),
+            format!("--general-log-file={}", dir.join("general.log").display()),
+        ]);
+    }
     // The watchdog: runs the server, and when the test process (or the server) ends,
     // stops the server and removes the directory.
     let script = r#"
-test_pid=$1; dir=$2; mariadbd=$3; port=$4
+test_pid=$1; dir=$2; mariadbd=$3; port=$4; shift 4
 "$mariadbd" --no-defaults --user=root --datadir="$dir/data" --socket="$dir/mysqld.sock" \
   --port="$port" --bind-address=127.0.0.1 --pid-file="$dir/mysqld.pid" \
   --log-error="$dir/error.log" --skip-name-resolve --innodb-buffer-pool-size=64M \
-  --innodb-log-file-size=16M --skip-log-bin --max-connections=200 &
+  --innodb-log-file-size=16M --skip-log-bin --max-connections=200 "$@" &
 m=$!
 trap 'kill "$m" 2>/dev/null; wait "$m" 2>/dev/null; rm -rf -- "$dir"' EXIT
 while kill -0 "$test_pid" 2>/dev/null && kill -0 "$m" 2>/dev/null; do sleep 0.2; done
@@ -105,6 +163,7 @@ while kill -0 "$test_pid" 2>/dev/null && kill -0 "$m" 2>/dev/null; do sleep 0.2;
         .arg(&dir)
         .arg(find("mariadbd"))
         .arg(port.to_string())
+        .args(&extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -137,6 +196,18 @@ while kill -0 "$test_pid" 2>/dev/null && kill -0 "$m" 2>/dev/null; do sleep 0.2;
     }
     // The watchdog keeps running after this handle is dropped.
     drop(watchdog);
+    if opts.galera {
+        // The node accepts connections before it has joined its (new) cluster.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while server.status("wsrep_local_state_comment") != "Synced" {
+            assert!(
+                Instant::now() < deadline,
+                "the Galera node did not reach Synced within 60s: {}",
+                std::fs::read_to_string(server.dir.join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     let pw = sql_literal(PASSWORD);
     server.sql(&format!(
         "CREATE USER '{USER}'@'127.0.0.1' IDENTIFIED BY {pw};
@@ -145,6 +216,30 @@ while kill -0 "$test_pid" 2>/dev/null && kill -0 "$m" 2>/dev/null; do sleep 0.2;
          GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'localhost' WITH GRANT OPTION;"
     ));
     server
+}
+
+/// Whether a general log line starts an entry: `[YYMMDD HH:MM:SS]<TAB>...<id> <Command><TAB>`
+/// (the command being `Query`, `Connect`, `Init DB`, ...); other lines continue one.
+fn log_entry_start(line: &str) -> bool {
+    let mut fields = line.split('\t');
+    let time = fields.next().unwrap_or("");
+    if !time
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == ' ' || c == ':')
+    {
+        return false;
+    }
+    let Some(head) = fields.find(|f| !f.trim().is_empty()) else {
+        return false;
+    };
+    let Some((id, command)) = head.trim_start().split_once(' ') else {
+        return false;
+    };
+    !id.is_empty()
+        && id.chars().all(|c| c.is_ascii_digit())
+        && !command.is_empty()
+        && command.chars().all(|c| c.is_ascii_alphabetic() || c == ' ')
+        && fields.next().is_some()
 }
 
 /// A SQL string literal.
@@ -183,6 +278,43 @@ impl MariaDb {
         } else {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
+    }
+
+    /// A global status value (`SHOW GLOBAL STATUS`), empty when there is none.
+    pub fn status(&self, name: &str) -> String {
+        self.sql(&format!("SHOW GLOBAL STATUS LIKE {}", sql_literal(name)))
+            .split('\t')
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    }
+
+    /// A global variable's value (`SHOW GLOBAL VARIABLES`), empty when there is none.
+    pub fn variable(&self, name: &str) -> String {
+        self.sql(&format!("SHOW GLOBAL VARIABLES LIKE {}", sql_literal(name)))
+            .split('\t')
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    }
+
+    /// The statements logged so far (with `general_log`): one entry per statement, in
+    /// the order the server received them. Multi-line statements are one entry.
+    pub fn general_log(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir.join("general.log")).unwrap_or_default();
+        let mut out: Vec<String> = Vec::new();
+        for line in text.lines() {
+            match out.last_mut() {
+                Some(last) if !log_entry_start(line) => {
+                    last.push('\n');
+                    last.push_str(line);
+                }
+                _ => out.push(line.to_string()),
+            }
+        }
+        out
     }
 
     /// Login arguments for the password user over TCP.

@@ -2,9 +2,11 @@
 //! playbooks. Three sshd hosts (see `sshd.rs`): a controller `ctl01`, a compute node
 //! `cmp01` and a backup host `bak01`, each with its own `host_root` (a temporary
 //! directory owned by the login user) holding its config trees and glance images; a
-//! real MariaDB (see `mariadb.rs`) with the nova, glance and keystone databases of a
-//! scenario's prefix; and the OpenStack daemons played by small real processes
-//! (`tests/fixtures/minicloud/daemon.sh`, `service_manager: command`).
+//! real MariaDB (see `mariadb.rs`: the shared server, or one of the binary's own such
+//! as its Galera node) with the nova, glance and keystone databases of a scenario's
+//! prefix; and the OpenStack daemons played by small real processes
+//! (`tests/fixtures/minicloud/daemon.sh`, `service_manager: command`). Also: reading a
+//! run's events file (`--events`), to prove in which order its steps ran.
 //!
 //! Include it with `#[path = "support/minicloud.rs"] mod minicloud;` next to
 //! `sshd` and `mariadb`.
@@ -47,6 +49,8 @@ pub struct MiniCloud {
     pub roots: BTreeMap<String, PathBuf>,
     /// The database prefix of this cloud.
     pub prefix: String,
+    /// Its MariaDB server.
+    pub db: &'static MariaDb,
     /// The inventory file.
     pub inventory: PathBuf,
 }
@@ -100,8 +104,14 @@ pub fn shipped(rel: &str) -> PathBuf {
 
 impl MiniCloud {
     /// Starts a cloud whose hosts listen on `127.0.0.<first>`, `<first+1>`, `<first+2>`
-    /// and whose databases are `<prefix>_nova`, `<prefix>_glance`, `<prefix>_keystone`.
+    /// and whose databases are `<prefix>_nova`, `<prefix>_glance`, `<prefix>_keystone`
+    /// on the shared MariaDB server.
     pub fn start(prefix: &str, first: u8) -> MiniCloud {
+        MiniCloud::start_on(prefix, first, mariadb::server())
+    }
+
+    /// Like [`MiniCloud::start`], with its databases on `db`.
+    pub fn start_on(prefix: &str, first: u8, db: &'static MariaDb) -> MiniCloud {
         let dir = ok(tempfile::Builder::new().prefix("minicloud-").tempdir());
         ok(std::fs::set_permissions(
             dir.path(),
@@ -113,7 +123,6 @@ impl MiniCloud {
             let addr = format!("127.0.0.{}", first as usize + i);
             hosts.insert(n.to_string(), ok(Sshd::start(&addr)));
         }
-        let db = mariadb::server();
         db.load_openstack(prefix);
         db.sql(&format!(
             "CREATE USER IF NOT EXISTS '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}';
@@ -198,6 +207,7 @@ impl MiniCloud {
             hosts,
             roots,
             prefix: prefix.to_string(),
+            db,
             inventory: inv_path,
         };
         for u in CONTROL_UNITS {
@@ -214,13 +224,21 @@ impl MiniCloud {
         &self.roots[host]
     }
 
-    /// Runs `lifeboat ARGS... -i INVENTORY` (plus `extra`) as the controller.
+    /// Runs `lifeboat ARGS... -i INVENTORY` as the controller.
     pub fn lifeboat(&self, args: &[&str]) -> std::process::Output {
-        let out = ok(assert_cmd::Command::cargo_bin("lifeboat"))
-            .env("LIFEBOAT_STATE_DIR", self.dir.path().join("state"))
-            .args(args)
-            .arg("-i")
-            .arg(&self.inventory)
+        self.lifeboat_with(args, true)
+    }
+
+    /// Runs `lifeboat ARGS...` as the controller, with `-i INVENTORY` when `inventory`
+    /// (`rollback` and `resume` take none: the journal names it).
+    pub fn lifeboat_with(&self, args: &[&str], inventory: bool) -> std::process::Output {
+        let mut cmd = ok(assert_cmd::Command::cargo_bin("lifeboat"));
+        cmd.env("LIFEBOAT_STATE_DIR", self.dir.path().join("state"))
+            .args(args);
+        if inventory {
+            cmd.arg("-i").arg(&self.inventory);
+        }
+        let out = cmd
             .env("HOME", self.dir.path().join("home"))
             .env("NO_COLOR", "1")
             .env("LIFEBOAT_SSH_CONFIG", "none")
@@ -251,6 +269,30 @@ impl MiniCloud {
                 String::from_utf8_lossy(&out.stderr)
             ),
         )
+    }
+
+    /// Runs a shipped playbook with `--events` (and `extra` arguments, e.g. `-e k=v` or
+    /// `--no-rollback`) and returns what the run did.
+    pub fn run_events(&self, playbook: &str, extra: &[&str]) -> RunResult {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let events = self.dir.path().join(format!("events-{n}.jsonl"));
+        let path = shipped(playbook).display().to_string();
+        let events_arg = events.display().to_string();
+        let mut args = vec!["run", path.as_str(), "--events", events_arg.as_str()];
+        args.extend(extra);
+        let out = self.lifeboat(&args);
+        let (run_id, nodes) = read_events(&events);
+        RunResult {
+            code: out.status.code().unwrap_or(-1),
+            out: format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            run_id,
+            nodes,
+        }
     }
 
     /// The pid of a running daemon, when it runs.
@@ -326,7 +368,12 @@ impl MiniCloud {
 
     /// `db.table -> (rows, CHECKSUM TABLE)` of every table of this cloud's databases.
     pub fn db_checksums(&self) -> BTreeMap<String, String> {
-        let db = mariadb::server();
+        self.db_checksums_on(self.db)
+    }
+
+    /// [`MiniCloud::db_checksums`] of this cloud's databases on another server (where a
+    /// dump of them was imported).
+    pub fn db_checksums_on(&self, db: &MariaDb) -> BTreeMap<String, String> {
         let list = self
             .databases()
             .iter()
@@ -416,6 +463,76 @@ impl Drop for MiniCloud {
             }
         }
     }
+}
+
+/// What a run did, from its exit code, console and events file.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// The exit code.
+    pub code: i32,
+    /// stdout and stderr.
+    pub out: String,
+    /// The run's id (its `run_start` event).
+    pub run_id: String,
+    /// Its nodes, in the order they finished.
+    pub nodes: Vec<NodeRun>,
+}
+
+impl RunResult {
+    /// The node of `step` on `host`.
+    #[track_caller]
+    pub fn node(&self, step: &str, host: &str) -> &NodeRun {
+        self.nodes
+            .iter()
+            .find(|n| n.step == step && n.host == host)
+            .unwrap_or_else(|| panic!("no node {step} @ {host}\n{}", self.out))
+    }
+}
+
+/// One node of a run, read from its `node_finish` event.
+#[derive(Debug, Clone)]
+pub struct NodeRun {
+    /// Step id.
+    pub step: String,
+    /// Inventory host.
+    pub host: String,
+    /// `ok`, `changed`, `skipped`, `failed`, ...
+    pub status: String,
+    /// Seconds since the run began, when the node started and when it ended.
+    pub start: f64,
+    pub end: f64,
+    /// Its message and standard output.
+    pub msg: String,
+    pub stdout: String,
+}
+
+/// The run id and the nodes of a run from its events file (`--events`), the nodes in
+/// the order they finished.
+pub fn read_events(events: &Path) -> (String, Vec<NodeRun>) {
+    let text = ok(std::fs::read_to_string(events));
+    let mut run_id = String::new();
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let e: serde_json::Value = ok(serde_json::from_str(line));
+        let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+        if e["event"] == "run_start" {
+            run_id = s("run_id");
+        }
+        if e["event"] != "node_finish" {
+            continue;
+        }
+        let start = e["started"].as_f64().unwrap_or(f64::NAN);
+        out.push(NodeRun {
+            step: s("step"),
+            host: s("host"),
+            status: s("status"),
+            start,
+            end: start + e["duration"].as_f64().unwrap_or(f64::NAN),
+            msg: s("msg"),
+            stdout: s("stdout"),
+        });
+    }
+    (run_id, out)
 }
 
 /// Polls until `f` holds, failing after 15 seconds.

@@ -1,0 +1,261 @@
+//! backup.yml's database paths on a one-node Galera cluster (support/mariadb.rs: Debian's
+//! galera-4 provider, bootstrapped on loopback, with a general log) under the mini-cloud
+//! (support/minicloud.rs):
+//!
+//! 1. `galera: true`: the node is desynchronised (`wsrep_desync = ON`) before the first
+//!    dump statement reaches the server and put back in sync after the last one, as the
+//!    server's general log shows; afterwards it is in sync (`Synced`) again;
+//! 2. a dump that fails half way (a view over a dropped table): the rollback puts the
+//!    node back in sync and leaves no half backup; with `--no-rollback` the node stays
+//!    desynchronised until `lifeboat rollback RUN_ID`;
+//! 3. `db_dump_all: true`: `db/all.sql.gz` holds every database and the grants, tests
+//!    clean in verify-backups.yml, and rebuilds a whole (fresh) server with
+//!    `mysql_restore`, tables checksum for checksum.
+
+#[path = "support/mariadb.rs"]
+mod mariadb;
+#[path = "support/minicloud.rs"]
+mod minicloud;
+#[path = "support/sshd.rs"]
+mod sshd;
+
+use std::time::{Duration, Instant};
+
+use minicloud::{MiniCloud, RunResult};
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+const DESYNC: &str = "SET GLOBAL wsrep_desync = ON";
+const RESYNC: &str = "SET GLOBAL wsrep_desync = OFF";
+
+/// The thread id of a general log entry (`[time]<TAB><TAB>  12 Query<TAB>...`).
+fn thread(entry: &str) -> String {
+    entry
+        .split('\t')
+        .find(|f| !f.trim().is_empty() && !f.contains(':'))
+        .and_then(|f| f.split_whitespace().next())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// What the server received during one run: the positions of the desync and resync
+/// statements, and of every statement of a dump tool's sessions (those that read a
+/// table with `SQL_NO_CACHE`), with the number of such sessions.
+struct Seen {
+    desync: Vec<usize>,
+    resync: Vec<usize>,
+    dump: Vec<usize>,
+    dump_sessions: usize,
+    log: Vec<String>,
+}
+
+fn seen(db: &mariadb::MariaDb, from: usize) -> Seen {
+    let log: Vec<String> = db.general_log().split_off(from);
+    let at = |needle: &str| -> Vec<usize> {
+        log.iter()
+            .enumerate()
+            .filter(|(_, e)| e.contains(needle))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let sessions: std::collections::BTreeSet<String> = log
+        .iter()
+        .filter(|e| e.contains("SQL_NO_CACHE"))
+        .map(|e| thread(e))
+        .collect();
+    let dump: Vec<usize> = log
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| sessions.contains(&thread(e)) && e.contains("Query"))
+        .map(|(i, _)| i)
+        .collect();
+    Seen {
+        desync: at(DESYNC),
+        resync: at(RESYNC),
+        dump,
+        dump_sessions: sessions.len(),
+        log,
+    }
+}
+
+impl Seen {
+    /// Desync once, before every dump statement; resync after every one of them.
+    #[track_caller]
+    fn dumps_inside_desync(&self, resyncs: usize) {
+        let log = self.log.join("\n");
+        assert_eq!(self.desync.len(), 1, "one desync\n{log}");
+        assert_eq!(self.resync.len(), resyncs, "resyncs\n{log}");
+        assert!(!self.dump.is_empty(), "no dump reached the server\n{log}");
+        let first = self.dump[0];
+        let last = self.dump[self.dump.len() - 1];
+        assert!(
+            self.desync[0] < first,
+            "the node was desynchronised only after the dump began\n{log}"
+        );
+        assert!(
+            self.resync[0] > last,
+            "the node was put back in sync before the dump ended\n{log}"
+        );
+    }
+}
+
+/// The node is in sync again: `wsrep_desync` is OFF at once; the state follows shortly.
+#[track_caller]
+fn in_sync(db: &mariadb::MariaDb) {
+    assert_eq!(db.variable("wsrep_desync"), "OFF");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = db.status("wsrep_local_state_comment");
+        if state == "Synced" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node is still {state} 30s after its resync"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[track_caller]
+fn expect_code(run: &RunResult, code: i32) {
+    assert_eq!(run.code, code, "unexpected exit code\n{}", run.out);
+}
+
+fn latest(cloud: &MiniCloud) -> String {
+    ok(std::fs::read_link(cloud.backups_of("ctl01").join("latest")))
+        .display()
+        .to_string()
+}
+
+#[test]
+fn galera_desync_around_the_dumps_and_the_all_databases_dump() {
+    let db = mariadb::galera();
+    assert_eq!(db.status("wsrep_cluster_size"), "1");
+    let cloud = MiniCloud::start_on("gal", 56, db);
+
+    // 1. A backup of a Galera node, with the all-databases dump.
+    let from = db.general_log().len();
+    let run = cloud.run_events(
+        "playbooks/openstack/backup.yml",
+        &["-e", "galera=true", "-e", "db_dump_all=true"],
+    );
+    expect_code(&run, 0);
+    let s = seen(db, from);
+    // The three services' dumps and the all-databases one.
+    assert_eq!(s.dump_sessions, 4, "{}", s.log.join("\n"));
+    s.dumps_inside_desync(1);
+    in_sync(db);
+    assert_eq!(run.node("galera-desync", "ctl01").status, "changed");
+    assert_eq!(run.node("galera-resync", "ctl01").status, "changed");
+    let good = latest(&cloud);
+
+    // 3. The all-databases dump: every database and the grants.
+    let snap = cloud.backups_of("ctl01").join(&good);
+    let all = snap.join("db/all.sql.gz");
+    let manifest: serde_json::Value = ok(serde_json::from_str(&ok(std::fs::read_to_string(
+        snap.join("db/all.sql.gz.manifest.json"),
+    ))));
+    assert_eq!(manifest["all_databases"], true, "{manifest}");
+    let names: Vec<&str> = manifest["databases"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    for want in ["gal_nova", "gal_glance", "gal_keystone", "mysql"] {
+        assert!(names.contains(&want), "{want} is not in {manifest}");
+    }
+    let verify = cloud.run_events("playbooks/openstack/verify-backups.yml", &[]);
+    expect_code(&verify, 0);
+    let dumps = &verify.node("dumps", "ctl01").stdout;
+    for want in [
+        "all.sql.gz ok",
+        "nova.sql.gz ok",
+        "glance.sql.gz ok",
+        "keystone.sql.gz ok",
+    ] {
+        assert!(dumps.contains(want), "{want}: {dumps}");
+    }
+    // A fresh server, rebuilt whole from it by the mysql_restore module.
+    let scratch = mariadb::start(mariadb::Options::default());
+    let rebuild = cloud.dir.path().join("rebuild.yml");
+    ok(std::fs::write(
+        &rebuild,
+        format!(
+            "name: rebuild\nhosts: localhost\nsteps:\n  - id: import\n    mysql_restore:\n      src: {}\n      login_socket: {}\n      login_user: root\n",
+            all.display(),
+            scratch.socket.display()
+        ),
+    ));
+    let out = cloud.lifeboat_with(&["run", &rebuild.display().to_string()], false);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        cloud.db_checksums_on(&scratch),
+        cloud.db_checksums(),
+        "the rebuilt server holds the same tables"
+    );
+    let grants = scratch.sql(&format!(
+        "SELECT COUNT(*) FROM mysql.global_priv WHERE User = {}",
+        mariadb::sql_literal(minicloud::DB_USER)
+    ));
+    assert_eq!(grants.trim(), "1", "the grants came with the dump");
+
+    // 2. A dump that fails half way through: a view over a table that is gone makes
+    // the dump tool stop in the middle of nova's database.
+    db.sql(
+        "USE `gal_nova`; CREATE TABLE doomed (id INT) ENGINE=InnoDB;
+         CREATE VIEW broken AS SELECT id FROM doomed; DROP TABLE doomed;",
+    );
+    let from = db.general_log().len();
+    let run = cloud.run_events("playbooks/openstack/backup.yml", &["-e", "galera=true"]);
+    expect_code(&run, 2);
+    let s = seen(db, from);
+    assert!(
+        s.log.iter().any(|e| e.contains("broken")),
+        "the dump reached the view\n{}",
+        s.log.join("\n")
+    );
+    // Put back in sync by the rollback of the desync step.
+    s.dumps_inside_desync(1);
+    in_sync(db);
+    assert_eq!(run.node("dump-databases", "ctl01").status, "failed");
+    assert_eq!(run.node("galera-resync", "ctl01").status, "not_run");
+    assert_eq!(latest(&cloud), good, "latest still names the good backup");
+    let snapshots: Vec<String> = ok(std::fs::read_dir(cloud.backups_of("ctl01")))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "latest")
+        .collect();
+    assert_eq!(
+        snapshots,
+        vec![good.clone()],
+        "the failed backup left nothing"
+    );
+
+    // Without the rollback the node stays desynchronised, until the run is rolled back.
+    let from = db.general_log().len();
+    let run = cloud.run_events(
+        "playbooks/openstack/backup.yml",
+        &["-e", "galera=true", "--no-rollback"],
+    );
+    expect_code(&run, 3);
+    assert_eq!(db.variable("wsrep_desync"), "ON");
+    let out = cloud.lifeboat_with(&["rollback", &run.run_id], false);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    seen(db, from).dumps_inside_desync(1);
+    in_sync(db);
+    db.sql("DROP VIEW `gal_nova`.`broken`");
+}
