@@ -67,6 +67,11 @@ struct State {
     changed: Vec<NodeKey>,
     rolled_back: HashSet<NodeKey>,
     left_undone: Option<Vec<(String, String, String)>>,
+    /// The run whose nodes a rollback undoes: this run, or the past run of
+    /// `lifeboat rollback RUN_ID`.
+    run_id: String,
+    /// A compensation failed (not only left undone behind another).
+    rollback_failed: bool,
 }
 
 /// Width of the status column of node lines (`would change` fits).
@@ -103,6 +108,8 @@ impl Console {
                 changed: Vec::new(),
                 rolled_back: HashSet::new(),
                 left_undone: None,
+                run_id: String::new(),
+                rollback_failed: false,
             }),
         }
     }
@@ -142,6 +149,7 @@ impl Console {
                 ..
             } => {
                 st.check = *check;
+                st.run_id = run_id.clone();
                 st.hosts = hosts.clone();
                 st.host_width = hosts
                     .iter()
@@ -265,6 +273,10 @@ impl Console {
                 }
             }
             Event::RollbackStart { reason, nodes } => {
+                // `lifeboat rollback RUN_ID` undoes that past run's nodes.
+                if let Some(past) = reason.strip_prefix("rollback of run ") {
+                    st.run_id = past.trim().to_string();
+                }
                 let header = format!(
                     "ROLLBACK ({reason}): {} to consider",
                     plural(*nodes, "node")
@@ -289,6 +301,7 @@ impl Console {
                 if *status == RollbackStatus::Done {
                     st.rolled_back.insert((step.clone(), host.clone()));
                 }
+                st.rollback_failed |= *status == RollbackStatus::Failed;
                 let mut text = format!(
                     "  {}  {:<sw$}  {:<hw$}  {:>7}",
                     self.paint(&format!("{label:<ROLLBACK_WIDTH$}"), style),
@@ -543,6 +556,10 @@ impl Console {
         };
         let text = self.paint(&text, style);
         st.emit(&text);
+        if let Some(next) = st.next_step(outcome) {
+            let next = self.paint(&format!("next: {next}"), Style::new().bold());
+            st.emit(&next);
+        }
     }
 }
 
@@ -568,6 +585,36 @@ impl State {
         };
         if let Err(e) = result {
             error.get_or_insert(e);
+        }
+    }
+
+    /// What the operator should do after this outcome, if anything.
+    fn next_step(&self, outcome: RunOutcome) -> Option<String> {
+        let id = &self.run_id;
+        let anything_left = match &self.left_undone {
+            Some(list) => !list.is_empty(),
+            None => self.changed.iter().any(|k| !self.rolled_back.contains(k)),
+        };
+        match outcome {
+            _ if self.check => None,
+            RunOutcome::Success => None,
+            RunOutcome::RolledBack => {
+                Some("fix the cause of the failure shown above, then run the playbook again".into())
+            }
+            RunOutcome::RollbackIncomplete | RunOutcome::Interrupted if anything_left => {
+                Some(if self.rollback_failed {
+                    format!(
+                        "fix what made the rollback fail (shown above), then run `lifeboat rollback {id}` \
+                         to undo what is left; what is already undone is not undone again"
+                    )
+                } else {
+                    format!(
+                        "`lifeboat rollback {id}` undoes what is left; `lifeboat resume {id}` carries \
+                         the run on instead"
+                    )
+                })
+            }
+            RunOutcome::RollbackIncomplete | RunOutcome::Interrupted => None,
         }
     }
 
