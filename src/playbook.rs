@@ -461,7 +461,18 @@ impl Loader {
                                     pb.vars.entry(k).or_insert(val);
                                 }
                             }
-                            Err(e) => self.err(e),
+                            Err(mut e) => {
+                                // A file that cannot be read: point at where it is named.
+                                if e.location.is_none() {
+                                    let item = v.as_seq().and_then(|items| {
+                                        items
+                                            .iter()
+                                            .find(|i| i.scalar_text().as_ref() == Some(&path))
+                                    });
+                                    e.location = Some(item.unwrap_or(v).location(file));
+                                }
+                                self.err(e)
+                            }
                         }
                     }
                 }
