@@ -217,8 +217,8 @@ impl<'a> Lines<'a> {
         }
         let mut yaml_starts = vec![0];
         let mut starts = vec![0];
-        for i in 0..bytes.len() {
-            if bytes[i] == b'\n' {
+        for (i, b) in bytes.iter().enumerate() {
+            if *b == b'\n' {
                 yaml_starts.push(i + 1);
                 starts.push(i + 1);
             } else if lone_cr(i) {
