@@ -818,3 +818,44 @@ fn emitter_masks_every_text_field_of_every_event() {
     assert_eq!(text.matches("********").count(), 27, "{text}");
     assert!(!text.contains(s), "{text}");
 }
+
+#[test]
+fn console_advice_follows_the_failure() {
+    let cases = [
+        (
+            "cannot write /srv/b: No space left on device (os error 28)",
+            "next: free space on ctl02: its disk is full, then run the playbook again",
+        ),
+        (
+            "ctl02 (root@10.0.0.2:22): cannot connect to 10.0.0.2:22: no answer within 10s",
+            "next: check that ctl02 is up and reachable over SSH (address, port, user, key), then run the playbook again",
+        ),
+        (
+            "timed out after 30s",
+            "next: find out why `dump-db` on ctl02 ran past its timeout, or raise its `timeout:`, then run the playbook again",
+        ),
+    ];
+    for (msg, advice) in cases {
+        let events = vec![
+            run_start(false, 1),
+            start("dump-db", "ctl02"),
+            finish("dump-db", "ctl02", NodeStatus::Failed, Some(msg)),
+            Event::RollbackStart {
+                reason: "dump-db failed on ctl02".into(),
+                nodes: 0,
+            },
+            Event::RollbackFinish {
+                complete: true,
+                left_undone: vec![],
+            },
+            Event::RunEnd {
+                outcome: RunOutcome::RolledBack,
+                exit_code: 2,
+                duration: 1.0,
+                recap: vec![],
+            },
+        ];
+        let text = console_text(false, &events);
+        assert_eq!(outcome_and_next(&text).1, Some(advice), "{text}");
+    }
+}
