@@ -9,6 +9,8 @@
 //! Where the RPO comes from: the newest of `data.backup_time`, `data.manifest.time`
 //! (RFC 3339) in the results of restore-phase steps, or a `drill_backup_time` fact set
 //! by any step. The RPO is the time between that moment and the end of the restore.
+//!
+//! Reports mask secrets and hide the messages of `no_log` steps, like every output.
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
@@ -123,6 +125,12 @@ impl DrillReport {
         facts_backup_time: Option<String>,
     ) -> DrillReport {
         let records = &run.records;
+        // The report is an output like any other: secrets and no_log values are hidden.
+        let masker = crate::output::emitter::Masker::new(
+            pb.secret_values()
+                .into_iter()
+                .map(|v| zeroize::Zeroizing::new(v.to_string())),
+        );
         let phase_of = |i: usize| pb.steps[graph.nodes[i].step].phase.clone();
         let mut phases = Vec::new();
         for name in PHASES {
@@ -171,12 +179,11 @@ impl DrillReport {
                         r.status,
                         NodeStatus::Ok | NodeStatus::Changed | NodeStatus::Skipped
                     ),
-                    msg: r
-                        .result
-                        .get("msg")
-                        .and_then(Json::as_str)
-                        .unwrap_or("")
-                        .to_string(),
+                    msg: match r.result.get("msg").and_then(Json::as_str) {
+                        None | Some("") => String::new(),
+                        Some(_) if step.no_log => "(hidden by no_log)".to_string(),
+                        Some(m) => masker.redact(m),
+                    },
                 }
             })
             .collect();

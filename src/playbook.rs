@@ -7,11 +7,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde_json::Value as Json;
+use zeroize::Zeroizing;
 
 use crate::error::{InputErrors, Location, SourceError, SourceFile, did_you_mean};
 use crate::modules::{self, Module, normalize_args, parse_duration, validate_args};
@@ -122,9 +123,21 @@ impl std::fmt::Debug for Playbook {
     }
 }
 
-/// Where a secret's value comes from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SecretSource {
+/// Where a secret's value comes from, and the value once read.
+///
+/// The value is read once ([`SecretSource::resolve`]: a command source runs once) and
+/// kept in [`Zeroizing`] storage, wiped when the last copy of the playbook is dropped,
+/// so every output of the run (drill reports too) can mask it. `Debug` never shows it.
+#[derive(Clone)]
+pub struct SecretSource {
+    /// Where the value comes from.
+    pub from: SecretFrom,
+    value: Arc<OnceLock<Zeroizing<String>>>,
+}
+
+/// The kinds of secret sources.
+#[derive(Clone, PartialEq)]
+pub enum SecretFrom {
     /// An environment variable of the controller.
     Env(String),
     /// A file on the controller (trailing newline removed).
@@ -132,34 +145,82 @@ pub enum SecretSource {
     /// A command's standard output (trailing newline removed).
     Command(String),
     /// A literal value (for tests and demos).
-    Value(String),
+    Value(Zeroizing<String>),
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let from = match &self.from {
+            SecretFrom::Env(v) => format!("env {v}"),
+            SecretFrom::File(p) => format!("file {}", p.display()),
+            SecretFrom::Command(_) => "command".to_string(),
+            SecretFrom::Value(_) => "value".to_string(),
+        };
+        write!(f, "SecretSource({from})")
+    }
+}
+
+impl PartialEq for SecretSource {
+    fn eq(&self, other: &Self) -> bool {
+        self.from == other.from
+    }
 }
 
 impl SecretSource {
-    /// Reads the secret's value.
+    /// A source not read yet.
+    pub fn new(from: SecretFrom) -> SecretSource {
+        SecretSource {
+            from,
+            value: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Reads the secret's value (once: later calls give the value read first). The
+    /// playbook keeps it, zeroized on drop; the copy returned is the caller's to keep.
     pub fn resolve(&self, name: &str) -> Result<String, String> {
-        let trim = |s: String| s.trim_end_matches(['\n', '\r']).to_string();
-        match self {
-            SecretSource::Env(var) => std::env::var(var)
+        if let Some(v) = self.value.get() {
+            return Ok(v.to_string());
+        }
+        let value = self.read(name)?;
+        let kept = self.value.get_or_init(|| value);
+        Ok(kept.to_string())
+    }
+
+    /// The value, once [`SecretSource::resolve`] has read it.
+    pub fn value(&self) -> Option<&str> {
+        self.value.get().map(|v| v.as_str())
+    }
+
+    fn read(&self, name: &str) -> Result<Zeroizing<String>, String> {
+        let trim =
+            |s: Zeroizing<String>| Zeroizing::new(s.trim_end_matches(['\n', '\r']).to_string());
+        match &self.from {
+            SecretFrom::Env(var) => std::env::var(var)
+                .map(Zeroizing::new)
                 .map_err(|_| format!("secret `{name}`: environment variable {var} is not set")),
-            SecretSource::File(path) => std::fs::read_to_string(path)
-                .map(trim)
+            SecretFrom::File(path) => std::fs::read_to_string(path)
+                .map(|s| trim(Zeroizing::new(s)))
                 .map_err(|e| format!("secret `{name}`: cannot read {}: {e}", path.display())),
-            SecretSource::Command(cmd) => {
+            SecretFrom::Command(cmd) => {
                 let out = std::process::Command::new("/bin/sh")
                     .arg("-c")
                     .arg(cmd)
+                    .stdin(std::process::Stdio::null())
                     .output()
                     .map_err(|e| format!("secret `{name}`: cannot run `{cmd}`: {e}"))?;
+                let stdout = Zeroizing::new(out.stdout);
                 if !out.status.success() {
                     return Err(format!(
-                        "secret `{name}`: `{cmd}` failed: {}",
+                        "secret `{name}`: `{cmd}` failed ({}): {}",
+                        out.status,
                         String::from_utf8_lossy(&out.stderr).trim()
                     ));
                 }
-                Ok(trim(String::from_utf8_lossy(&out.stdout).into_owned()))
+                Ok(trim(Zeroizing::new(
+                    String::from_utf8_lossy(&stdout).into_owned(),
+                )))
             }
-            SecretSource::Value(v) => Ok(v.clone()),
+            SecretFrom::Value(v) => Ok(v.clone()),
         }
     }
 }
@@ -276,6 +337,14 @@ impl Step {
 }
 
 impl Playbook {
+    /// The values of the secrets read so far (see [`SecretSource::resolve`]), to mask.
+    pub fn secret_values(&self) -> Vec<&str> {
+        self.secrets
+            .values()
+            .filter_map(SecretSource::value)
+            .collect()
+    }
+
     /// Reads and checks a playbook file and everything it imports.
     pub fn load(path: &Path) -> Result<Playbook, InputErrors> {
         let file = SourceFile::read(path)?;
@@ -392,7 +461,18 @@ impl Loader {
                                     pb.vars.entry(k).or_insert(val);
                                 }
                             }
-                            Err(e) => self.err(e),
+                            Err(mut e) => {
+                                // A file that cannot be read: point at where it is named.
+                                if e.location.is_none() {
+                                    let item = v.as_seq().and_then(|items| {
+                                        items
+                                            .iter()
+                                            .find(|i| i.scalar_text().as_ref() == Some(&path))
+                                    });
+                                    e.location = Some(item.unwrap_or(v).location(file));
+                                }
+                                self.err(e)
+                            }
                         }
                     }
                 }
@@ -958,10 +1038,10 @@ impl Loader {
                     let kind = sk.scalar_text().unwrap_or_default();
                     let text = sv.scalar_text();
                     match (kind.as_str(), text) {
-                        ("env", Some(t)) => Some(SecretSource::Env(t)),
-                        ("file", Some(t)) => Some(SecretSource::File(base.join(t))),
-                        ("command", Some(t)) => Some(SecretSource::Command(t)),
-                        ("value", Some(t)) => Some(SecretSource::Value(t)),
+                        ("env", Some(t)) => Some(SecretFrom::Env(t)),
+                        ("file", Some(t)) => Some(SecretFrom::File(base.join(t))),
+                        ("command", Some(t)) => Some(SecretFrom::Command(t)),
+                        ("value", Some(t)) => Some(SecretFrom::Value(Zeroizing::new(t))),
                         _ => None,
                     }
                 }
@@ -969,7 +1049,7 @@ impl Loader {
             };
             match source {
                 Some(s) => {
-                    out.insert(name, s);
+                    out.insert(name, SecretSource::new(s));
                 }
                 None => self.err(
                     v.error(file, format!("secret `{name}` needs exactly one source"))

@@ -3,6 +3,8 @@
 //! `shell`, rollback commands) shell-quote every interpolated value unless it is marked
 //! `| safe`. A string that is exactly one `{{ expression }}` renders to the expression's
 //! own value, so lists and numbers pass through as such ("native" rendering).
+//! Quoting ([`shell_quote`]) is context-free, so a secret is written the same way in
+//! every command line and outputs can mask it there.
 
 use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
@@ -76,7 +78,7 @@ impl Templates {
                 && !value.is_safe()
             {
                 let text = value.to_string();
-                out.write_str(&crate::connection::quote(&text))?;
+                out.write_str(&shell_quote(&text))?;
                 Ok(())
             } else {
                 minijinja::escape_formatter(out, state, value)
@@ -84,7 +86,7 @@ impl Templates {
         });
         // Already quoted: marked safe so shell rendering does not quote it twice.
         env.add_filter("quote", |s: String| {
-            Value::from_safe_string(crate::connection::quote(&s))
+            Value::from_safe_string(shell_quote(&s))
         });
         env.add_filter("basename", |s: String| {
             std::path::Path::new(&s)
@@ -207,6 +209,25 @@ impl Templates {
     }
 }
 
+/// Quotes a value as one shell word, the same way wherever the value appears: as it is
+/// when every character is plain (letters, digits, `+-./:@]_`), otherwise in single
+/// quotes with each `'` written `'\''`. A NUL byte, which no shell word can hold, is
+/// dropped. Because the quoting of a part never depends on what surrounds it, a secret
+/// inside a longer value is always written the same way, so outputs can mask it (see
+/// [`sq_content`]).
+pub fn shell_quote(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "+-./:@]_".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        return s.to_string();
+    }
+    format!("'{}'", sq_content(s))
+}
+
+/// How [`shell_quote`] writes a text between its single quotes.
+pub fn sq_content(s: &str) -> String {
+    s.replace('\0', "").replace('\'', "'\\''")
+}
+
 /// The expression of a string that is exactly `{{ expr }}`.
 fn sole_expression(s: &str) -> Option<&str> {
     let t = s.trim();
@@ -244,6 +265,29 @@ mod tests {
             .render_str("echo {{ 'a b' | safe }}", &ctx(), true)
             .unwrap_or_default();
         assert_eq!(safe, "echo a b");
+    }
+
+    #[test]
+    fn quoting_is_one_word_and_does_not_depend_on_the_context() {
+        for s in [
+            "",
+            "plain-1.2:x@y/z",
+            "it's",
+            "a b",
+            "$(x)`y`",
+            "\\",
+            "\n",
+            "ü",
+            "-rf",
+            "*",
+        ] {
+            let q = shell_quote(s);
+            assert_eq!(shlex::split(&q), Some(vec![s.to_string()]), "{s:?} -> {q}");
+        }
+        let secret = "pw'x";
+        for word in ["pw'x", "a pw'x", "pw'x$", "'pw'x'"] {
+            assert!(shell_quote(word).contains(&sq_content(secret)), "{word}");
+        }
     }
 
     #[test]

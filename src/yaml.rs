@@ -146,7 +146,17 @@ impl Node {
     }
 }
 
+/// How deep YAML may nest (mappings and lists inside each other). Real playbooks and
+/// inventories stay far below it; deeper input is refused with an error.
+pub const MAX_DEPTH: usize = 64;
+
+/// Stack of the thread that reads YAML: deserialising takes stack per level of nesting
+/// (a lot in debug builds), more than a test thread's default 2 MiB at [`MAX_DEPTH`].
+const PARSE_STACK: usize = 64 << 20;
+
 /// Parses a YAML document of `file` into a located tree. An empty document is `Null`.
+/// Hostile input (nesting deeper than [`MAX_DEPTH`], alias bombs, huge documents) ends
+/// in a located error, never in a crash.
 pub fn parse(file: &SourceFile) -> Result<Node, SourceError> {
     if file.text.trim().is_empty() {
         return Ok(Node {
@@ -155,27 +165,160 @@ pub fn parse(file: &SourceFile) -> Result<Node, SourceError> {
             column: 1,
         });
     }
+    let text = &*file.text;
+    let outcome = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("yaml".into())
+            .stack_size(PARSE_STACK)
+            .spawn_scoped(scope, || parse_text(text))
+            .map(|h| h.join())
+    });
+    let result = match outcome {
+        Ok(Ok(result)) => result,
+        // The parser panicked on this input.
+        Ok(Err(_)) => Err((
+            Some((1, 1)),
+            "the YAML parser failed on this document".to_string(),
+        )),
+        // No thread to spare: read on this one.
+        Err(_) => parse_text(text),
+    };
+    result.map_err(|(at, message)| match at {
+        Some((line, column)) => SourceError::at(
+            Location::new(file, line, column, 1),
+            format!("invalid YAML: {message}"),
+        )
+        .with_help("fix the YAML syntax at this place"),
+        None => SourceError::at(
+            Location::new(file, 1, 1, 1),
+            format!("invalid YAML: {message}"),
+        )
+        .with_help("fix the YAML syntax of this file"),
+    })
+}
+
+/// Converts the parser's places (YAML counts a lone `\r` as a line break too) into
+/// lines as counted everywhere else (`\n`, `\r\n`), so snippets show the right line.
+struct Lines<'a> {
+    text: &'a str,
+    /// Byte offset where each of the parser's lines starts.
+    yaml_starts: Vec<usize>,
+    /// Byte offset where each of our lines starts.
+    starts: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    /// `None` when both count alike (no lone `\r`): nothing to convert.
+    fn new(text: &'a str) -> Option<Lines<'a>> {
+        let bytes = text.as_bytes();
+        let lone_cr = |i: usize| bytes[i] == b'\r' && bytes.get(i + 1).is_none_or(|b| *b != b'\n');
+        if !(0..bytes.len()).any(lone_cr) {
+            return None;
+        }
+        let mut yaml_starts = vec![0];
+        let mut starts = vec![0];
+        for (i, b) in bytes.iter().enumerate() {
+            if *b == b'\n' {
+                yaml_starts.push(i + 1);
+                starts.push(i + 1);
+            } else if lone_cr(i) {
+                yaml_starts.push(i + 1);
+            }
+        }
+        Some(Lines {
+            text,
+            yaml_starts,
+            starts,
+        })
+    }
+
+    /// Our (line, column) of the parser's (line, column), all 1-based, columns in chars.
+    fn convert(&self, line: usize, column: usize) -> (usize, usize) {
+        let start = self
+            .yaml_starts
+            .get(line.saturating_sub(1))
+            .copied()
+            .unwrap_or(self.text.len());
+        let offset = self.text[start..]
+            .char_indices()
+            .nth(column.saturating_sub(1))
+            .map_or(self.text.len(), |(o, _)| start + o);
+        let idx = self.starts.partition_point(|&s| s <= offset).max(1) - 1;
+        let col = self.text[self.starts[idx]..offset].chars().count() + 1;
+        (idx + 1, col)
+    }
+
+    fn fix(&self, node: &mut Node) {
+        if node.line > 0 {
+            (node.line, node.column) = self.convert(node.line, node.column);
+        }
+        match &mut node.value {
+            Value::Seq(items) => items.iter_mut().for_each(|n| self.fix(n)),
+            Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+                self.fix(k);
+                self.fix(v);
+            }),
+            _ => {}
+        }
+    }
+}
+
+/// A parse error: where (line, column), when the parser knows, and what.
+type ParseError = (Option<(usize, usize)>, String);
+
+fn parse_text(text: &str) -> Result<Node, ParseError> {
     let options = serde_saphyr::options! {
         strict_booleans: true,
         leading_zero_numbers_as_strings: true,
+        budget: serde_saphyr::budget! { max_depth: MAX_DEPTH },
     };
-    match serde_saphyr::from_str_with_options::<Spanned<Value>>(&file.text, options) {
-        Ok(spanned) => Ok(from_spanned(spanned)),
-        Err(e) => {
-            let message = first_line(&e.to_string());
-            match e.location() {
-                Some(loc) => Err(SourceError::at(
-                    Location::new(file, loc.line() as usize, loc.column() as usize, 1),
-                    format!("invalid YAML: {message}"),
-                )
-                .with_help("fix the YAML syntax at this place")),
-                None => Err(SourceError::plain(format!(
-                    "invalid YAML in {}: {message}",
-                    file.path.display()
-                ))),
+    let lines = Lines::new(text);
+    match serde_saphyr::from_str_with_options::<Spanned<Value>>(text, options) {
+        Ok(spanned) => {
+            let mut node = from_spanned(spanned);
+            if let Some(lines) = &lines {
+                lines.fix(&mut node);
             }
+            Ok(node)
+        }
+        Err(e) => {
+            let message = readable(&first_line(&e.to_string()));
+            let at = e.location().map(|loc| {
+                let (line, column) = (loc.line() as usize, loc.column() as usize);
+                lines
+                    .as_ref()
+                    .map_or((line, column), |l| l.convert(line, column))
+            });
+            Err((at, message))
         }
     }
+}
+
+/// The parser's message without the place it repeats, and its limits in words.
+fn readable(message: &str) -> String {
+    let mut m = message.trim_start_matches("error:").trim();
+    // `what at line 3, column 7`: the place is shown on its own, counted our way.
+    if let Some(at) = m.rfind(" at line ")
+        && m[at..].contains(", column ")
+    {
+        m = &m[..at];
+    }
+    // `line 3 column 7: what`: the place is shown on its own.
+    if let Some(rest) = m.strip_prefix("line ")
+        && let Some((place, what)) = rest.split_once(": ")
+        && place
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ' ' || c.is_ascii_alphabetic())
+    {
+        m = what;
+    }
+    if m.contains("budget breached: Depth") || m.contains("recursion limit exceeded") {
+        return format!("nested deeper than {MAX_DEPTH} levels");
+    }
+    if let Some(what) = m.strip_prefix("budget breached: ") {
+        return format!("the document is too large or repeats aliases too much ({what})");
+    }
+    m.to_string()
 }
 
 fn first_line(s: &str) -> String {
@@ -291,6 +434,40 @@ mod tests {
             Some(Value::Bool(true))
         );
         assert_eq!(root.get("d").map(|n| n.value.clone()), Some(Value::Int(12)));
+    }
+
+    #[test]
+    fn deep_nesting_is_a_located_error_not_a_crash() {
+        for text in [
+            format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+            format!("a: {}{}\n", "{b: ".repeat(100_000), "}".repeat(100_000)),
+            (0..200)
+                .map(|i| format!("{}- \n", " ".repeat(i * 2)))
+                .collect(),
+        ] {
+            let e = parse(&SourceFile::new("deep.yml", text.as_str())).err();
+            let text = e.map(|e| e.to_string()).unwrap_or_default();
+            assert!(text.contains("nested deeper than 64 levels"), "{text}");
+            assert!(text.contains("deep.yml:"), "{text}");
+        }
+        assert!(parse(&SourceFile::new("ok.yml", "a: [[[[1]]]]\n")).is_ok());
+    }
+
+    #[test]
+    fn a_lone_carriage_return_does_not_move_the_place() {
+        let file = SourceFile::new("cr.yml", "a: 1\rb: 2\r\nc: [\n");
+        let e = parse(&file).err();
+        let loc = e.as_ref().and_then(|e| e.location.clone());
+        let lines = file.text.lines().count();
+        assert!(loc.as_ref().is_some_and(|l| l.line <= lines + 1), "{e:?}");
+        let root = parse(&SourceFile::new("cr.yml", "a: 1\rb: 2\nc: 3\n")).ok();
+        let c = root
+            .as_ref()
+            .and_then(|r| r.get("c"))
+            .map(|n| (n.line, n.column));
+        assert_eq!(c, Some((2, 4)));
+        let text = e.map(|e| e.to_string()).unwrap_or_default();
+        assert!(!text.contains(" at line "), "{text}");
     }
 
     #[test]

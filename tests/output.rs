@@ -1,6 +1,8 @@
 //! The run observers (console view, JSON-lines event log, JUnit report), driven with
 //! hand-written event sequences: a real run on two hosts where a step fails and the
 //! rollback fails too, a run where the rollback completes, and a dry run with a plan.
+//! Also the emitter in front of them: secrets masked in every event, streamed output
+//! included when a secret is cut across two chunks.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
@@ -9,7 +11,7 @@ use lifeboat::output::console::{Console, ConsoleOptions};
 use lifeboat::output::event::HostRecap;
 use lifeboat::output::events::EventLog;
 use lifeboat::output::junit::JunitReport;
-use lifeboat::output::{Event, NodeStatus, Observer, RollbackStatus, RunOutcome};
+use lifeboat::output::{Emitter, Event, NodeStatus, Observer, RollbackStatus, RunOutcome};
 
 /// A writer the test keeps a handle on.
 #[derive(Clone, Default)]
@@ -250,6 +252,19 @@ fn console_text_with(verbose: bool, interactive: bool, events: &[Event]) -> Stri
     buf.text()
 }
 
+/// The outcome sentence (the line with the exit code) and the advice after it.
+fn outcome_and_next(text: &str) -> (&str, Option<&str>) {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .rposition(|l| l.contains("(exit "))
+        .unwrap_or_default();
+    (
+        lines.get(at).copied().unwrap_or_default(),
+        lines.get(at + 1).copied(),
+    )
+}
+
 /// The line of `text` that contains every one of `parts`, in order.
 fn line_with<'a>(text: &'a str, parts: &[&str]) -> Option<&'a str> {
     text.lines().find(|line| {
@@ -431,11 +446,20 @@ fn console_shows_a_failed_run_its_rollback_and_what_is_left_undone() {
         "{text}"
     );
     assert!(line_with(&text, &["ctl02", "changed=0 ok=1 skipped=0 failed=2"]).is_some());
-    let last = text.lines().last().unwrap_or_default();
+    let (last, next) = outcome_and_next(&text);
     assert!(last.contains("exit 3"), "{last}");
     assert!(
         last.contains("left undone: write-conf [ctl01] (waits for stop-api)"),
         "{last}"
+    );
+    // A compensation failed: fix it, then `lifeboat rollback` the run again.
+    assert_eq!(
+        next,
+        Some(
+            "next: fix what made the rollback fail (shown above), then run `lifeboat rollback \
+             r-123` to undo what is left; what is already undone is not undone again"
+        ),
+        "{text}"
     );
     assert!(!text.contains('\u{1b}'), "no escapes with color off");
 }
@@ -465,7 +489,11 @@ fn console_outcome_of_a_completed_rollback() {
     });
     let text = console_text(false, &events);
     assert!(text.contains("rollback complete"), "{text}");
-    let last = text.lines().last().unwrap_or_default();
+    let (last, next) = outcome_and_next(&text);
+    assert_eq!(
+        next,
+        Some("next: fix the cause of the failure shown above, then run the playbook again")
+    );
     assert!(
         last.contains("rollback completed") && last.contains("exit 2"),
         "{last}"
@@ -483,10 +511,17 @@ fn console_rollback_disabled_lists_changed_nodes_as_left_undone() {
         )
     });
     let text = console_text(false, &events);
-    let last = text.lines().last().unwrap_or_default();
+    let (last, next) = outcome_and_next(&text);
     assert!(
         last.contains("left undone: stop-api [ctl01], write-conf [ctl01]"),
         "{last}"
+    );
+    assert_eq!(
+        next,
+        Some(
+            "next: `lifeboat rollback r-123` undoes what is left; `lifeboat resume r-123` \
+             carries the run on instead"
+        )
     );
 }
 
@@ -600,4 +635,227 @@ fn console_keeps_going_after_a_panic_poisoned_its_lock() {
     );
     drive(&console, &events[1..]);
     assert!(buf.text().contains("wave 2"), "{}", buf.text());
+}
+
+#[test]
+fn console_names_the_past_run_to_roll_back_again() {
+    let mut events = failed_run();
+    for e in &mut events {
+        if let Event::RollbackStart { reason, .. } = e {
+            *reason = "rollback of run 20250101-old1".into();
+        }
+    }
+    let text = console_text(false, &events);
+    let (_, next) = outcome_and_next(&text);
+    assert!(
+        next.is_some_and(|n| n.contains("`lifeboat rollback 20250101-old1`")),
+        "{text}"
+    );
+}
+
+fn output(step: &str, stream: &str, text: &str) -> Event {
+    Event::NodeOutput {
+        step: step.into(),
+        host: "ctl01".into(),
+        stream: stream.into(),
+        text: text.into(),
+    }
+}
+
+/// The events an emitter with these secrets sends on, as JSON lines.
+fn through_emitter(secrets: &[&str], events: Vec<Event>) -> Vec<serde_json::Value> {
+    let buf = Shared::default();
+    let log: Arc<dyn Observer> = Arc::new(EventLog::with_writer(Box::new(buf.clone())));
+    let emitter = Emitter::new(vec![log], secrets.iter().map(|s| s.to_string()).collect());
+    for e in events {
+        emitter.emit(e);
+    }
+    emitter.finish().expect("finish");
+    buf.text()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+fn streamed(events: &[serde_json::Value], stream: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "node_output" && e["stream"] == stream)
+        .map(|e| e["text"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn emitter_masks_a_secret_cut_across_chunks_of_streamed_output() {
+    let events = through_emitter(
+        &["hunter2-secret"],
+        vec![
+            start("dump", "ctl01"),
+            output("dump", "stdout", "password=hun"),
+            output("dump", "stderr", "warn: hunter"),
+            output("dump", "stdout", "ter2-sec"),
+            output("dump", "stdout", "ret; done\nnext line hunt"),
+            output("dump", "stderr", "2-secret!\n"),
+            output("dump", "stdout", "ing\n"),
+            finish("dump", "ctl01", NodeStatus::Ok, Some("hunter2-secret")),
+        ],
+    );
+    let out = streamed(&events, "stdout");
+    assert_eq!(
+        out.concat(),
+        "password=********; done\nnext line hunting\n",
+        "{out:?}"
+    );
+    // Nothing that could start the secret goes out before the rest of it is known.
+    assert!(
+        out.iter()
+            .all(|t| !t.ends_with("hun") && !t.contains("ter2")),
+        "{out:?}"
+    );
+    assert_eq!(streamed(&events, "stderr").concat(), "warn: ********!\n");
+    let text = serde_json::to_string(&events).unwrap_or_default();
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[test]
+fn emitter_shows_what_it_held_back_before_the_node_ends() {
+    let events = through_emitter(
+        &["hunter2-secret"],
+        vec![
+            start("dump", "ctl01"),
+            output("dump", "stdout", "almost hunter2-"),
+            finish("dump", "ctl01", NodeStatus::Ok, None),
+            output("other", "stdout", "hunter2"),
+        ],
+    );
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "node_start",
+            "node_output",
+            "node_output",
+            "node_finish",
+            "node_output"
+        ]
+    );
+    assert_eq!(
+        streamed(&events, "stdout").concat(),
+        "almost hunter2-hunter2"
+    );
+}
+
+#[test]
+fn emitter_masks_every_text_field_of_every_event() {
+    let s = "s3cr3t-value";
+    let t = |x: &str| format!("{x} {s}");
+    let events = vec![
+        Event::RunStart {
+            run_id: "r-1".into(),
+            playbook: t("pb"),
+            check: false,
+            hosts: vec![t("h")],
+            nodes: 1,
+            time: "2025-01-01T00:00:00Z".into(),
+        },
+        Event::Plan {
+            waves: vec![vec![(t("step"), t("h"))]],
+        },
+        Event::NodeStart {
+            step: t("step"),
+            name: t("name"),
+            host: t("h"),
+            at: 0.0,
+        },
+        Event::NodeOutput {
+            step: t("step"),
+            host: t("h"),
+            stream: "stdout".into(),
+            text: t("out"),
+        },
+        Event::NodeFinish {
+            step: t("step"),
+            name: t("name"),
+            host: t("h"),
+            status: NodeStatus::Failed,
+            started: 0.0,
+            duration: 0.0,
+            attempts: 1,
+            rc: Some(1),
+            msg: Some(t("msg")),
+            diff: Some(t("+diff")),
+            stdout: t("stdout"),
+            stderr: t("stderr"),
+        },
+        Event::RollbackStart {
+            reason: t("reason"),
+            nodes: 1,
+        },
+        Event::RollbackNode {
+            step: t("step"),
+            name: t("name"),
+            host: t("h"),
+            status: RollbackStatus::Failed,
+            started: 0.0,
+            duration: 0.0,
+            msg: Some(t("msg")),
+        },
+        Event::RollbackFinish {
+            complete: false,
+            left_undone: vec![(t("step"), t("h"), t("why"))],
+        },
+        Event::Warning { msg: t("warning") },
+        Event::RunEnd {
+            outcome: RunOutcome::RollbackIncomplete,
+            exit_code: 3,
+            duration: 1.0,
+            recap: vec![recap(&t("h"), 0, 0, 0, 1)],
+        },
+    ];
+    let out = through_emitter(&[s], events);
+    assert_eq!(out.len(), 10);
+    let text = serde_json::to_string(&out).unwrap_or_default();
+    assert_eq!(text.matches("********").count(), 27, "{text}");
+    assert!(!text.contains(s), "{text}");
+}
+
+#[test]
+fn console_advice_follows_the_failure() {
+    let cases = [
+        (
+            "cannot write /srv/b: No space left on device (os error 28)",
+            "next: free space on ctl02: its disk is full, then run the playbook again",
+        ),
+        (
+            "ctl02 (root@10.0.0.2:22): cannot connect to 10.0.0.2:22: no answer within 10s",
+            "next: check that ctl02 is up and reachable over SSH (address, port, user, key), then run the playbook again",
+        ),
+        (
+            "timed out after 30s",
+            "next: find out why `dump-db` on ctl02 ran past its timeout, or raise its `timeout:`, then run the playbook again",
+        ),
+    ];
+    for (msg, advice) in cases {
+        let events = vec![
+            run_start(false, 1),
+            start("dump-db", "ctl02"),
+            finish("dump-db", "ctl02", NodeStatus::Failed, Some(msg)),
+            Event::RollbackStart {
+                reason: "dump-db failed on ctl02".into(),
+                nodes: 0,
+            },
+            Event::RollbackFinish {
+                complete: true,
+                left_undone: vec![],
+            },
+            Event::RunEnd {
+                outcome: RunOutcome::RolledBack,
+                exit_code: 2,
+                duration: 1.0,
+                recap: vec![],
+            },
+        ];
+        let text = console_text(false, &events);
+        assert_eq!(outcome_and_next(&text).1, Some(advice), "{text}");
+    }
 }

@@ -1,8 +1,9 @@
 //! Runs that lose a host half-way, against real OpenSSH servers on loopback (see
 //! `support/sshd.rs`): the `lifeboat` binary runs a playbook over two sshd hosts; while a
-//! step runs on the first, its sshd connection is killed, or its whole sshd is stopped
-//! (SIGSTOP). The failure names the host, later steps do not start, the other host is
-//! rolled back, and nothing hangs.
+//! step runs on the first, its sshd connection is killed, reset (a TCP RST), or its whole
+//! sshd is stopped (SIGSTOP) or killed (the host dies). The failure names the host, later
+//! steps do not start, the other host is rolled back, nothing hangs, the journal records
+//! it, and the console says what to do next.
 
 #[path = "support/sshd.rs"]
 mod sshd;
@@ -58,6 +59,16 @@ struct Fixture {
 }
 
 fn fixture(addrs: [&str; 2], step_timeout: Option<&str>, host_vars: &str) -> (Fixture, Child) {
+    fixture_with(addrs, step_timeout, host_vars, None)
+}
+
+/// [`fixture`], with an ssh config file for the client (`None`: none read).
+fn fixture_with(
+    addrs: [&str; 2],
+    step_timeout: Option<&str>,
+    host_vars: &str,
+    ssh_config: Option<&str>,
+) -> (Fixture, Child) {
     let first = ok(Sshd::start(addrs[0]));
     let second = ok(Sshd::start(addrs[1]));
     let dir = ok(tempfile::tempdir());
@@ -95,6 +106,14 @@ fn fixture(addrs: [&str; 2], step_timeout: Option<&str>, host_vars: &str) -> (Fi
         ));
     }
     ok(std::fs::write(dir.path().join("hosts.ini"), inv));
+    let config = match ssh_config {
+        Some(text) => {
+            let path = dir.path().join("ssh_config");
+            ok(std::fs::write(&path, text));
+            path.display().to_string()
+        }
+        None => "none".to_string(),
+    };
     let child = ok(Command::new(env!("CARGO_BIN_EXE_lifeboat"))
         .env("LIFEBOAT_STATE_DIR", dir.path().join("state"))
         .arg("run")
@@ -106,7 +125,8 @@ fn fixture(addrs: [&str; 2], step_timeout: Option<&str>, host_vars: &str) -> (Fi
         .arg("--events")
         .arg(dir.path().join("events"))
         .env("HOME", dir.path())
-        .env("LIFEBOAT_SSH_CONFIG", "none")
+        .env("LIFEBOAT_SSH_CONFIG", config)
+        .env("NO_COLOR", "1")
         .env_remove("SSH_AUTH_SOCK")
         .env_remove("LIFEBOAT_KNOWN_HOSTS")
         .env_remove("LIFEBOAT_HOST_KEY_CHECKING")
@@ -283,4 +303,193 @@ fn a_stopped_sshd_times_the_step_out_and_the_run_rolls_back_without_hanging() {
     let why = rb["msg"].as_str().unwrap_or_default();
     assert!(why.contains(&f.first.addr), "{why}");
     assert!(started.elapsed() < Duration::from_secs(45));
+}
+
+/// The run's journal records.
+fn journal(dir: &Path) -> Vec<Value> {
+    let runs = dir.join("state/runs");
+    let run = ok(std::fs::read_dir(&runs))
+        .flatten()
+        .map(|e| e.path())
+        .next()
+        .unwrap_or_else(|| panic!("no run in {}", runs.display()));
+    ok(std::fs::read_to_string(run.join("journal.jsonl")))
+        .lines()
+        .map(|l| ok(serde_json::from_str::<Value>(l)))
+        .collect()
+}
+
+fn record<'a>(journal: &'a [Value], kind: &str, step: &str, host: &str) -> &'a Value {
+    journal
+        .iter()
+        .find(|v| v["record"] == kind && v["step"] == step && v["host"] == host)
+        .unwrap_or_else(|| panic!("no journal {kind} for {step} on {host}: {journal:#?}"))
+}
+
+/// The console's advice line.
+fn next_line(text: &str) -> &str {
+    text.lines()
+        .find(|l| l.starts_with("next: "))
+        .unwrap_or_else(|| panic!("no advice in:\n{text}"))
+}
+
+/// The receive queue of the server side of TCP connections to `addr:port`, from
+/// /proc/net/tcp (IPv4 loopback addresses only).
+fn server_rx_queues(addr: &str, port: u16) -> Vec<u64> {
+    let octets: Vec<u8> = addr.split('.').filter_map(|o| o.parse().ok()).collect();
+    let local = format!(
+        "{:02X}{:02X}{:02X}{:02X}:{port:04X}",
+        octets[3], octets[2], octets[1], octets[0]
+    );
+    ok(std::fs::read_to_string("/proc/net/tcp"))
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // local, remote, state 01 = established, tx:rx queues
+            (f.len() > 4 && f[1] == local && f[3] == "01")
+                .then(|| {
+                    f[4].split(':')
+                        .nth(1)
+                        .and_then(|rx| u64::from_str_radix(rx, 16).ok())
+                })
+                .flatten()
+        })
+        .collect()
+}
+
+#[test]
+fn a_reset_connection_fails_the_step_and_the_host_is_rolled_back_on_a_new_one() {
+    let started = Instant::now();
+    // Keepalives every second: something arrives for the server while it is stopped.
+    let (f, child) = fixture_with(
+        ["127.0.0.64", "127.0.0.65"],
+        None,
+        "",
+        Some("Host *\n  ServerAliveInterval 1\n"),
+    );
+    let pid = long_pid(&f.base);
+    let procs: Vec<u32> = f
+        .first
+        .descendants()
+        .into_iter()
+        .filter(|p| is_sshd(*p))
+        .collect();
+    assert!(!procs.is_empty());
+    // Stop the connection's sshd processes until a keepalive sits unread in their
+    // socket, then kill them: closing a socket with unread data sends a TCP RST.
+    for p in &procs {
+        sshd::signal(*p, Signal::SIGSTOP);
+    }
+    let unread = sshd::wait_until(Duration::from_secs(20), || {
+        server_rx_queues(&f.first.addr, f.first.port)
+            .iter()
+            .any(|q| *q > 0)
+    });
+    assert!(unread, "no keepalive reached the stopped sshd");
+    for p in &procs {
+        sshd::signal(*p, Signal::SIGKILL);
+    }
+    let (code, text) = finish(child, Duration::from_secs(40));
+    sshd::signal(pid, Signal::SIGKILL);
+    let ev = events(f.dir.path());
+    assert_eq!(code, 2, "{text}\n{ev:#?}");
+    let long = find(&ev, "node_finish", "long", "first").unwrap_or_else(|| panic!("{ev:#?}"));
+    assert_eq!(long["status"], "failed");
+    let msg = long["msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&format!("{}:{}", f.first.addr, f.first.port)),
+        "{msg}"
+    );
+    assert!(msg.contains("connection was lost"), "{msg}");
+    common_checks(&f, &ev, &text);
+    // The listener still answers: the first host's change is undone on a new connection.
+    assert_eq!(
+        ok(std::fs::read_to_string(f.base.join("first/state.txt"))),
+        "old\n"
+    );
+    let j = journal(f.dir.path());
+    assert_eq!(
+        record(&j, "node_finish", "long", "first")["status"],
+        "failed"
+    );
+    assert_eq!(
+        record(&j, "rollback_node", "prepare", "first")["status"],
+        "done"
+    );
+    assert_eq!(
+        next_line(&text),
+        "next: check that first is up and reachable over SSH (address, port, user, key), then \
+         run the playbook again"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn a_host_that_dies_mid_step_is_left_undone_and_the_console_says_how_to_finish() {
+    let started = Instant::now();
+    let (f, child) = fixture(["127.0.0.66", "127.0.0.67"], None, "ansible_ssh_timeout=2");
+    let pid = long_pid(&f.base);
+    // The whole host goes: its sshd listener and every connection.
+    let mut all = vec![f.first.pid()];
+    all.extend(f.first.descendants().into_iter().filter(|p| is_sshd(*p)));
+    for p in &all {
+        sshd::signal(*p, Signal::SIGKILL);
+    }
+    let (code, text) = finish(child, Duration::from_secs(40));
+    sshd::signal(pid, Signal::SIGKILL);
+    let ev = events(f.dir.path());
+    // Its own change cannot be undone: exit 3, and it says so.
+    assert_eq!(code, 3, "{text}\n{ev:#?}");
+    let long = find(&ev, "node_finish", "long", "first").unwrap_or_else(|| panic!("{ev:#?}"));
+    assert_eq!(long["status"], "failed");
+    assert!(
+        long["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("connection was lost")),
+        "{long}"
+    );
+    common_checks(&f, &ev, &text);
+    let rb = find(&ev, "rollback_node", "prepare", "first").unwrap_or_else(|| panic!("{ev:#?}"));
+    assert_eq!(rb["status"], "failed");
+    assert!(
+        rb["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot connect")),
+        "{rb}"
+    );
+    assert_eq!(
+        ok(std::fs::read_to_string(f.base.join("first/state.txt"))),
+        "new\n",
+        "nothing could undo it"
+    );
+    let j = journal(f.dir.path());
+    assert_eq!(
+        record(&j, "node_finish", "long", "first")["status"],
+        "failed"
+    );
+    assert_eq!(
+        record(&j, "rollback_node", "prepare", "first")["status"],
+        "failed"
+    );
+    assert_eq!(
+        record(&j, "rollback_node", "prepare", "second")["status"],
+        "done"
+    );
+    let run_id = ev
+        .iter()
+        .find(|e| e["event"] == "run_start")
+        .and_then(|e| e["run_id"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(text.contains("left undone: prepare [first]"), "{text}");
+    assert_eq!(
+        next_line(&text),
+        format!(
+            "next: check that first is up and reachable over SSH (address, port, user, key), then \
+             run `lifeboat rollback {run_id}` to undo what is left; what is already undone is not \
+             undone again"
+        )
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
 }

@@ -1,6 +1,7 @@
 //! `fetch`: copies a host file to the controller, into `dest/<host>/<src path>` (or to
 //! `dest` itself with `flat`), through a temporary file and a rename, with its sha256
-//! checked, never writing outside `dest`, and keeping what it replaced for rollback.
+//! checked, never writing outside `dest` (no `..`, no symbolic link below dest), and
+//! keeping what it replaced for rollback.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -22,7 +23,8 @@ static DOC: ModuleDoc = ModuleDoc {
     description: "Copies the host file `src` to the controller: to `<dest>/<inventory host>/<src path>` \
 (so several hosts never overwrite each other), or with `flat: true` to `dest` itself (to \
 `dest/<src's name>` when dest ends with `/` or is a directory). A computed path with a `..` \
-component is refused: fetch never writes outside dest. The file is written to a temporary name \
+component is refused, and so is a symbolic link at the target or between dest and it: fetch never \
+writes outside dest. The file is written to a temporary name \
 next to its destination and renamed into place once its sha256 matched the host's \
 (`validate_checksum`). Changed when the local file was missing or differed; ok (nothing \
 transferred) when the sha256 already match. A dry run compares the sha256 of the host file with \
@@ -134,6 +136,38 @@ fn local_target(ctx: &ModuleContext, a: &FetchArgs) -> Result<PathBuf, ModuleErr
     Ok(path)
 }
 
+/// Refuses a target reached through a symbolic link below `dest` (or that is one): a
+/// link there could point anywhere, and fetch never writes outside dest. `dest` itself
+/// may be a link (the operator chose it).
+fn no_links_below(dest: &Path, target: &Path) -> Result<(), ModuleError> {
+    let rest = target.strip_prefix(dest).unwrap_or(Path::new(""));
+    let mut path = if rest.as_os_str().is_empty() {
+        // flat: the target is dest itself.
+        return refuse_link(target).map(|_| ());
+    } else {
+        dest.to_path_buf()
+    };
+    for c in rest.components() {
+        path.push(c);
+        if !refuse_link(&path)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// An error when `path` is a symbolic link; whether it exists.
+fn refuse_link(path: &Path) -> Result<bool, ModuleError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(ModuleError::failed(format!(
+            "fetch: {} is a symbolic link; fetch never writes through links below dest (remove it, or point dest elsewhere)",
+            path.display()
+        ))),
+        Ok(_) => Ok(true),
+        Err(_) => Ok(false),
+    }
+}
+
 /// A temporary or backup name next to a controller file.
 fn local_sibling(path: &Path, tag: &str, run_id: &str) -> PathBuf {
     let name = path
@@ -156,6 +190,7 @@ impl Module for Fetch {
     async fn run(&self, ctx: &ModuleContext, args: &Json) -> Result<Outcome, ModuleError> {
         let a: FetchArgs = parse_args("fetch", args)?;
         let target = local_target(ctx, &a)?;
+        no_links_below(&ctx.local_path(&a.dest), &target)?;
         let src = a.src.as_str();
         match ctx.stat(src).await? {
             None if ctx.check => {

@@ -244,7 +244,7 @@ impl Module for Unarchive {
             remove_entries(&dest, &new_entries)
         };
         let script = format!(
-            "mkdir -p -- {d} || exit\nif tar --extract {flag} --file={} -C {d} -p --numeric-owner; then exit 0; fi\nrc=$?\n{cleanup}exit $rc\n",
+            "mkdir -p -- {d} || exit\ntar --extract {flag} --file={} -C {d} -p --numeric-owner && exit 0\nrc=$?\n{cleanup}exit $rc\n",
             quote(&a.src)
         );
         let out = ctx.run(CommandSpec::shell(script)).await?;

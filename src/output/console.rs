@@ -67,7 +67,17 @@ struct State {
     changed: Vec<NodeKey>,
     rolled_back: HashSet<NodeKey>,
     left_undone: Option<Vec<(String, String, String)>>,
+    /// The run whose nodes a rollback undoes: this run, or the past run of
+    /// `lifeboat rollback RUN_ID`.
+    run_id: String,
+    /// Failed nodes (step, host, message and standard error), in the order they ended.
+    failures: Vec<NodeKeyText>,
+    /// Failed compensations (step, host, message), in the order they ended.
+    rollback_failures: Vec<NodeKeyText>,
 }
+
+/// A node and what it said: (step, host, text).
+type NodeKeyText = (String, String, String);
 
 /// Width of the status column of node lines (`would change` fits).
 const STATUS_WIDTH: usize = 12;
@@ -103,6 +113,9 @@ impl Console {
                 changed: Vec::new(),
                 rolled_back: HashSet::new(),
                 left_undone: None,
+                run_id: String::new(),
+                failures: Vec::new(),
+                rollback_failures: Vec::new(),
             }),
         }
     }
@@ -142,6 +155,7 @@ impl Console {
                 ..
             } => {
                 st.check = *check;
+                st.run_id = run_id.clone();
                 st.hosts = hosts.clone();
                 st.host_width = hosts
                     .iter()
@@ -212,6 +226,10 @@ impl Console {
                 if *status == NodeStatus::Changed {
                     st.changed.push(key);
                 }
+                if *status == NodeStatus::Failed {
+                    let text = format!("{}\n{stderr}", msg.as_deref().unwrap_or_default());
+                    st.failures.push((step.clone(), host.clone(), text));
+                }
                 let failed = matches!(status, NodeStatus::Failed | NodeStatus::Ignored);
                 // A dry run shows its nodes at the end, as a plan; only failures (and
                 // everything with -v) are shown as they happen.
@@ -265,6 +283,10 @@ impl Console {
                 }
             }
             Event::RollbackStart { reason, nodes } => {
+                // `lifeboat rollback RUN_ID` undoes that past run's nodes.
+                if let Some(past) = reason.strip_prefix("rollback of run ") {
+                    st.run_id = past.trim().to_string();
+                }
                 let header = format!(
                     "ROLLBACK ({reason}): {} to consider",
                     plural(*nodes, "node")
@@ -288,6 +310,11 @@ impl Console {
                 };
                 if *status == RollbackStatus::Done {
                     st.rolled_back.insert((step.clone(), host.clone()));
+                }
+                if *status == RollbackStatus::Failed {
+                    let text = msg.clone().unwrap_or_default();
+                    st.rollback_failures
+                        .push((step.clone(), host.clone(), text));
                 }
                 let mut text = format!(
                     "  {}  {:<sw$}  {:<hw$}  {:>7}",
@@ -543,6 +570,10 @@ impl Console {
         };
         let text = self.paint(&text, style);
         st.emit(&text);
+        if let Some(next) = st.next_step(outcome) {
+            let next = self.paint(&format!("next: {next}"), Style::new().bold());
+            st.emit(&next);
+        }
     }
 }
 
@@ -568,6 +599,45 @@ impl State {
         };
         if let Err(e) = result {
             error.get_or_insert(e);
+        }
+    }
+
+    /// What the operator should do after this outcome, if anything: what the first
+    /// failure calls for (a full disk, a host out of reach, a timeout), then how to go on.
+    fn next_step(&self, outcome: RunOutcome) -> Option<String> {
+        let id = &self.run_id;
+        let anything_left = match &self.left_undone {
+            Some(list) => !list.is_empty(),
+            None => self.changed.iter().any(|k| !self.rolled_back.contains(k)),
+        };
+        match outcome {
+            _ if self.check => None,
+            RunOutcome::Success => None,
+            RunOutcome::RolledBack => Some(format!(
+                "{}, then run the playbook again",
+                remedy(
+                    self.failures.first(),
+                    "fix the cause of the failure shown above"
+                )
+            )),
+            RunOutcome::RollbackIncomplete | RunOutcome::Interrupted if anything_left => {
+                Some(if self.rollback_failures.is_empty() {
+                    format!(
+                        "`lifeboat rollback {id}` undoes what is left; `lifeboat resume {id}` carries \
+                         the run on instead"
+                    )
+                } else {
+                    format!(
+                        "{}, then run `lifeboat rollback {id}` to undo what is left; what is already \
+                         undone is not undone again",
+                        remedy(
+                            self.rollback_failures.first(),
+                            "fix what made the rollback fail (shown above)"
+                        )
+                    )
+                })
+            }
+            RunOutcome::RollbackIncomplete | RunOutcome::Interrupted => None,
         }
     }
 
@@ -609,6 +679,34 @@ impl Observer for Console {
             return Err(e);
         }
         st.out.flush()
+    }
+}
+
+/// What a failure calls for, from its message: `fallback` when nothing specific.
+fn remedy(failure: Option<&NodeKeyText>, fallback: &str) -> String {
+    let Some((step, host, text)) = failure else {
+        return fallback.to_string();
+    };
+    let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
+    // tar says `Wrote only 4096 of 10240 bytes` when the disk fills up under it.
+    if has(&[
+        "No space left on device",
+        "Disk quota exceeded",
+        "Wrote only ",
+    ]) {
+        format!("free space on {host}: its disk is full")
+    } else if has(&[
+        "cannot connect",
+        "connection was lost",
+        "Connection reset",
+        "unreachable",
+        "no answer within",
+    ]) {
+        format!("check that {host} is up and reachable over SSH (address, port, user, key)")
+    } else if has(&["timed out after"]) {
+        format!("find out why `{step}` on {host} ran past its timeout, or raise its `timeout:`")
+    } else {
+        fallback.to_string()
     }
 }
 
