@@ -251,7 +251,6 @@ def gen_put(wdir, w, work):
         names.append(name)
     (wdir / "files.txt").write_text("\n".join(names) + "\n")
     dest = f"{DEST_ROOT}/TOOL/{{{{ inventory_hostname }}}}"
-    items = "[" + ", ".join(names) + "]"
     lb = [
         "name: bench-copy",
         "hosts: bench",
@@ -262,8 +261,7 @@ def gen_put(wdir, w, work):
         "    file: {path: \"{{ dest }}\", state: directory}",
         "  - id: copy",
         "    needs: [mkdir]",
-        f"    loop: {items}",
-        "    copy: {src: \"src/{{ item }}\", dest: \"{{ dest }}/{{ item }}\"}",
+        "    copy: {src: \"src/\", dest: \"{{ dest }}\"}",
     ]
     (wdir / "lifeboat.yml").write_text("\n".join(lb) + "\n")
     an = [
@@ -275,8 +273,7 @@ def gen_put(wdir, w, work):
         "    - name: mkdir",
         "      file: {path: \"{{ dest }}\", state: directory}",
         "    - name: copy",
-        "      copy: {src: \"src/{{ item }}\", dest: \"{{ dest }}/{{ item }}\"}",
-        f"      loop: {items}",
+        "      copy: {src: \"src/\", dest: \"{{ dest }}/\"}",
     ]
     (wdir / "ansible.yml").write_text("\n".join(an) + "\n")
     pi = [
@@ -285,8 +282,7 @@ def gen_put(wdir, w, work):
         "",
         f"dest = {str(DEST_ROOT)!r} + '/pyinfra/' + host.name",
         "files.directory(name='mkdir', path=dest)",
-        f"for name in {names!r}:",
-        f"    files.put(name='copy ' + name, src={str(src)!r} + '/' + name, dest=dest + '/' + name)",
+        f"files.sync(name='copy', src={str(src)!r}, dest=dest)",
     ]
     (wdir / "pyinfra_deploy.py").write_text("\n".join(pi) + "\n")
 

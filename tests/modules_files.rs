@@ -456,6 +456,29 @@ async fn copy_of_a_directory_copies_the_tree_idempotently_and_undoes_it() {
     );
 }
 
+/// Hundreds of files with long names: the scripts that prepare and finish the tree are
+/// far longer than one command-line argument may be (128 KiB on Linux).
+#[tokio::test]
+async fn copy_of_a_directory_with_many_long_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("many");
+    std::fs::create_dir_all(&src).expect("src");
+    let long = "n".repeat(200);
+    for i in 0..400 {
+        std::fs::write(src.join(format!("{long}-{i:03}")), format!("{i}\n")).expect("file");
+    }
+    let dest = dir.path().join("dest");
+    let args = json!({ "src": format!("{}/", s(&src)), "dest": s(&dest), "mode": "0600" });
+    let o = run("copy", &ctx(), args.clone()).await.expect("copy runs");
+    assert_eq!(o.data["changed_files"].as_array().map(Vec::len), Some(400));
+    assert_eq!(
+        std::fs::read_to_string(dest.join(format!("{long}-399"))).expect("last"),
+        "399\n"
+    );
+    undo("copy", &ctx(), args, &o).await.expect("undo runs");
+    assert!(!dest.exists(), "undo removes the tree it made");
+}
+
 #[tokio::test]
 async fn copy_of_a_directory_never_writes_through_links_on_the_host() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value as Json, json};
 
-use super::copy::{attr_script, local_sha256, mode_text, quiet_ok, sibling, split_path};
+use super::copy::{attr_script, local_sha256, mode_text, sibling, split_path};
 use super::{ModuleContext, ModuleError, Outcome, Upload};
+use crate::connection::CommandOutput;
 use crate::connection::{CommandSpec, quote};
 
 /// One entry of the controller's tree, relative to the copied directory.
@@ -400,7 +401,7 @@ pub(crate) async fn copy_tree(
         "files": undo_files,
         "backup_dir": if backed_up { json!(backup_dir) } else { Json::Null },
     });
-    if let Err(e) = quiet_ok(ctx, &format!("cannot prepare {dest}"), prep).await {
+    if let Err(e) = script_ok(ctx, &format!("cannot prepare {dest}"), prep).await {
         let _ = undo_tree(ctx, &undo).await;
         return Err(e);
     }
@@ -452,7 +453,7 @@ pub(crate) async fn copy_tree(
     for (tmp, f) in &sent {
         fin.push_str(&format!("mv -f -- {} {}\n", quote(tmp), quote(&f.path)));
     }
-    if let Err(e) = quiet_ok(ctx, &format!("cannot write into {dest}"), fin).await {
+    if let Err(e) = script_ok(ctx, &format!("cannot write into {dest}"), fin).await {
         let mut rm = String::from("rm -f --");
         for (t, _) in &sent {
             rm.push(' ');
@@ -469,6 +470,27 @@ pub(crate) async fn copy_tree(
         .with_data(data)
         .with_undo(undo)
         .with_msg(summary))
+}
+
+/// Runs a script that grows with the number of files: it goes to `sh` on stdin, as a
+/// command line is limited (128 KiB for one argument on Linux). Fails with its
+/// standard error unless it exits 0.
+async fn script_ok(
+    ctx: &ModuleContext,
+    what: &str,
+    script: String,
+) -> Result<CommandOutput, ModuleError> {
+    let out = ctx
+        .probe(CommandSpec::shell("exec /bin/sh -s").stdin(script.into_bytes()))
+        .await?;
+    if out.success() {
+        Ok(out)
+    } else {
+        Err(ModuleError::Failed {
+            message: format!("{what}: {}", out.stderr_text().trim()),
+            output: Some(out),
+        })
+    }
 }
 
 fn describe(found: &Found) -> String {
@@ -534,7 +556,7 @@ pub(crate) async fn undo_tree(ctx: &ModuleContext, undo: &Json) -> Result<Outcom
         s.push_str(&format!("[ $rc = 0 ] && rm -rf -- {}\n", quote(b)));
     }
     s.push_str("exit $rc\n");
-    let out = quiet_ok(ctx, &format!("cannot put {dest} back"), s).await?;
+    let out = script_ok(ctx, &format!("cannot put {dest} back"), s).await?;
     let mut msg = format!("{dest}: restored {restored} file(s), removed {removed}");
     let left = out.stderr_text();
     if !left.trim().is_empty() {
