@@ -7,7 +7,8 @@
 //! `run_start` (run id, playbook and inventory paths with the sha256 of their content,
 //! the controller), `node_start`, `node_finish` (status, registered result and the
 //! pre-state captured for rollback), `rollback_node`, `run_end`. Secrets are masked in
-//! every record. `lifeboat runs` lists the journals.
+//! every record. `lifeboat runs` lists the journals. [`PastRun`] reads a run back for
+//! `resume` and `rollback RUN_ID`, following the chain of runs it continues.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
@@ -51,6 +52,9 @@ pub enum Record {
         /// The run this one resumes or rolls back.
         #[serde(default)]
         continues: Option<String>,
+        /// The lock directory on the hosts (`--lock-dir`), where its completion markers are.
+        #[serde(default)]
+        lock_dir: Option<String>,
         /// The controller's host name and process id.
         controller: String,
         /// RFC 3339 time.
@@ -294,99 +298,148 @@ pub struct PastRun {
     /// `--skip-tags`.
     pub skip_tags: Vec<String>,
     /// Nodes that ended and were not undone since, by (step id, host): status,
-    /// registered result, undo data, and where they ran.
+    /// registered result, undo data, and where they ran. A run that continues another
+    /// (`resume`) includes what that one did.
     pub done: std::collections::HashMap<(String, String), (String, Json, Json, String)>,
+    /// Nodes that started and never recorded their end (the controller was killed), by
+    /// (step id, host): the runs that started them without an end, newest first. Their
+    /// completion markers on the host say whether they completed.
+    pub in_doubt: std::collections::HashMap<(String, String), Vec<String>>,
+    /// This run, then the run it continues, and so on: newest first.
+    pub lineage: Vec<String>,
+    /// The lock directory it used on the hosts (`--lock-dir`), when its journal says.
+    pub lock_dir: Option<String>,
     /// Its outcome, if it ended.
     pub outcome: Option<String>,
 }
 
 impl PastRun {
-    /// Reads run `run_id` from a state directory.
+    /// Reads run `run_id` from a state directory, with the runs it continues (a resumed
+    /// run, resumed again, goes on from where each left off).
     pub fn load(state_dir: &Path, run_id: &str) -> Result<PastRun, String> {
-        if run_id.is_empty() || run_id.contains(['/', '\\']) || run_id.starts_with('.') {
+        if !crate::lock::is_run_id(run_id) {
             return Err(format!("`{run_id}` is not a run id"));
         }
-        let path = state_dir.join("runs").join(run_id).join("journal.jsonl");
-        let records = Journal::read(&path).map_err(|e| {
+        let journal_of = |id: &str| state_dir.join("runs").join(id).join("journal.jsonl");
+        let records = Journal::read(&journal_of(run_id)).map_err(|e| {
             format!(
                 "no journal for run {run_id} in {} ({e}); `lifeboat runs` lists the runs",
                 state_dir.display()
             )
         })?;
         let mut past = None;
-        for r in records {
-            match r {
-                Record::RunStart {
-                    run_id,
-                    playbook,
-                    playbook_sha256,
-                    inventory,
-                    inventory_sha256,
-                    extra_vars,
-                    limit,
-                    tags,
-                    skip_tags,
-                    ..
-                } => {
-                    past = Some(PastRun {
-                        run_id,
-                        playbook,
-                        playbook_sha256,
-                        inventory,
-                        inventory_sha256,
-                        extra_vars,
-                        limit,
-                        tags,
-                        skip_tags,
-                        done: Default::default(),
-                        outcome: None,
-                    });
-                }
-                Record::NodeFinish {
-                    step,
-                    host,
-                    status,
-                    result,
-                    undo,
-                    exec_host,
-                    ..
-                } => {
-                    if let Some(p) = past.as_mut()
-                        && matches!(status.as_str(), "changed" | "ok" | "skipped" | "ignored")
-                    {
-                        p.done
-                            .insert((step, host), (status, result, undo, exec_host));
-                    }
-                }
-                Record::RollbackNode {
-                    step, host, status, ..
-                } => {
-                    if let Some(p) = past.as_mut()
-                        && status == "done"
-                    {
-                        p.done.remove(&(step, host));
-                    }
-                }
-                Record::RunEnd { outcome, .. } => {
-                    if let Some(p) = past.as_mut() {
-                        p.outcome = Some(outcome);
-                    }
-                }
-                Record::NodeStart { .. } => {}
+        for r in &records {
+            if let Record::RunStart {
+                run_id,
+                playbook,
+                playbook_sha256,
+                inventory,
+                inventory_sha256,
+                extra_vars,
+                limit,
+                tags,
+                skip_tags,
+                lock_dir,
+                ..
+            } = r
+            {
+                past = Some(PastRun {
+                    run_id: run_id.clone(),
+                    playbook: playbook.clone(),
+                    playbook_sha256: playbook_sha256.clone(),
+                    inventory: inventory.clone(),
+                    inventory_sha256: inventory_sha256.clone(),
+                    extra_vars: extra_vars.clone(),
+                    limit: limit.clone(),
+                    tags: tags.clone(),
+                    skip_tags: skip_tags.clone(),
+                    done: Default::default(),
+                    in_doubt: Default::default(),
+                    lineage: Vec::new(),
+                    lock_dir: lock_dir.clone(),
+                    outcome: None,
+                });
+                break;
             }
         }
         let mut past =
             past.ok_or_else(|| format!("the journal of run {run_id} has no run_start record"))?;
-        // What later `lifeboat rollback`s of this run undid is undone.
+        // The chain of runs this one continues, oldest first.
+        let mut chain = vec![(run_id.to_string(), records)];
+        while let Some(prev) = chain.last().and_then(|(_, recs)| continues(recs)) {
+            if !crate::lock::is_run_id(&prev)
+                || chain.iter().any(|(id, _)| *id == prev)
+                || chain.len() >= 1000
+            {
+                break;
+            }
+            let Ok(recs) = Journal::read(&journal_of(&prev)) else {
+                break;
+            };
+            chain.push((prev, recs));
+        }
+        past.lineage = chain.iter().map(|(id, _)| id.clone()).collect();
+        for (id, records) in chain.iter().rev() {
+            for r in records {
+                match r {
+                    Record::NodeStart { step, host, .. } => {
+                        let key = (step.clone(), host.clone());
+                        let runs = past.in_doubt.entry(key).or_default();
+                        runs.retain(|x| x != id);
+                        runs.insert(0, id.clone());
+                    }
+                    Record::NodeFinish {
+                        step,
+                        host,
+                        status,
+                        result,
+                        undo,
+                        exec_host,
+                        ..
+                    } => {
+                        let key = (step.clone(), host.clone());
+                        past.in_doubt.remove(&key);
+                        if matches!(status.as_str(), "changed" | "ok" | "skipped" | "ignored") {
+                            past.done.insert(
+                                key,
+                                (
+                                    status.clone(),
+                                    result.clone(),
+                                    undo.clone(),
+                                    exec_host.clone(),
+                                ),
+                            );
+                        } else {
+                            past.done.remove(&key);
+                        }
+                    }
+                    Record::RollbackNode {
+                        step, host, status, ..
+                    } => {
+                        if status == "done" {
+                            past.done.remove(&(step.clone(), host.clone()));
+                        }
+                    }
+                    Record::RunEnd { outcome, .. } => {
+                        if *id == past.run_id {
+                            past.outcome = Some(outcome.clone());
+                        }
+                    }
+                    Record::RunStart { .. } => {}
+                }
+            }
+        }
+        // What later `lifeboat rollback`s of these runs undid is undone.
         if let Ok(entries) = std::fs::read_dir(state_dir.join("runs")) {
             for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if past.lineage.contains(&name) {
+                    continue;
+                }
                 let Ok(records) = Journal::read(&e.path().join("journal.jsonl")) else {
                     continue;
                 };
-                let continues = records.iter().any(|r| {
-                    matches!(r, Record::RunStart { continues: Some(c), .. } if c == &past.run_id)
-                });
-                if !continues {
+                if !continues(&records).is_some_and(|c| past.lineage.contains(&c)) {
                     continue;
                 }
                 for r in records {
@@ -402,4 +455,12 @@ impl PastRun {
         }
         Ok(past)
     }
+}
+
+/// The run a journal's run continues, if any.
+fn continues(records: &[Record]) -> Option<String> {
+    records.iter().find_map(|r| match r {
+        Record::RunStart { continues, .. } => continues.clone(),
+        _ => None,
+    })
 }

@@ -147,6 +147,24 @@ pub async fn run_command(
     if matches!(&program, Program::Argv(v) if v.is_empty()) {
         return Err(ModuleError::Args(format!("{name}: the command is empty")));
     }
+    let display = match &program {
+        Program::Shell(s) => CommandSpec::shell(s.clone()).display(),
+        Program::Argv(v) => CommandSpec::argv(v.clone()).display(),
+    };
+    // In a real run the executor gives the command a completion marker; a run resumed
+    // after the controller was killed first looks whether the command completed then.
+    let marker = crate::marker::current().filter(|_| !ctx.check);
+    if let Some(m) = marker.as_ref().filter(|m| !m.adopt_from.is_empty())
+        && let Some((out, run)) = crate::marker::adopt(ctx, m).await?
+    {
+        return command_result(
+            out,
+            &display,
+            Some(format!(
+                "not run again: it completed under run {run}, whose controller was stopped; its result is adopted"
+            )),
+        );
+    }
     if let Some(path) = &a.creates
         && ctx.stat(path).await?.is_some()
     {
@@ -176,24 +194,35 @@ pub async fn run_command(
         .iter()
         .map(|(k, v)| (k.clone(), json_word(v)))
         .collect();
-    let out = ctx.run(spec.clone()).await?;
+    let out = match &marker {
+        Some(m) => crate::marker::run(ctx, m, &spec).await?,
+        None => ctx.run(spec.clone()).await?,
+    };
+    command_result(out, &display, None)
+}
+
+/// A command's outcome: changed when it exited 0, else a failure with its output.
+fn command_result(
+    out: crate::connection::CommandOutput,
+    display: &str,
+    msg: Option<String>,
+) -> Result<Outcome, ModuleError> {
     let outcome = Outcome {
         changed: true,
         rc: out.rc,
         stdout: out.stdout_text(),
         stderr: out.stderr_text(),
+        msg: msg.clone(),
         ..Outcome::default()
     };
     match out.rc {
         Some(0) => Ok(outcome),
         rc => Err(ModuleError::Failed {
             message: match rc {
-                Some(code) => format!("`{}` exited with status {code}", spec.display()),
-                None => format!(
-                    "`{}` ended without an exit status (killed?)",
-                    spec.display()
-                ),
-            },
+                Some(code) => format!("`{display}` exited with status {code}"),
+                None => format!("`{display}` ended without an exit status (killed?)"),
+            }
+            + &msg.map(|m| format!(" ({m})")).unwrap_or_default(),
             output: Some(out),
         }),
     }
