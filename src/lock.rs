@@ -102,7 +102,11 @@ impl LockInfo {
         }
         parts.push(format!("user {}", or_unknown(&self.user)));
         parts.push(format!("playbook {}", or_unknown(&self.playbook)));
-        parts.push(format!("since {}{}", or_unknown(&self.since), age(&self.since)));
+        parts.push(format!(
+            "since {}{}",
+            or_unknown(&self.since),
+            age(&self.since)
+        ));
         parts.join(", ")
     }
 }
@@ -651,7 +655,10 @@ mod tests {
             Decision::Take(None)
         );
         let d = judge("h1", "/l/h1.lock", "junk\n", &s);
-        assert!(matches!(&d, Decision::Refuse(m) if m.contains("names no run")), "{d:?}");
+        assert!(
+            matches!(&d, Decision::Refuse(m) if m.contains("names no run")),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `lifeboat resume` and `lifeboat rollback RUN_ID`, from the run journal: a killed run
 //! resumes without running again what it finished (its registered results come back),
-//! a changed playbook is refused unless forced, and a past run is rolled back in
-//! reverse order from its journal.
+//! nor the command that was running when it was killed if that command completed (its
+//! completion marker on the host), but runs again a command that died with it; a
+//! changed playbook is refused unless forced; a past run is rolled back in reverse
+//! order from its journal.
 
 mod support;
 
@@ -18,7 +20,7 @@ steps:
       shell: echo undo-one >> {{ playbook_dir }}/log
   - id: two
     needs: one
-    shell: "[ -e {{ playbook_dir }}/go ] || { touch {{ playbook_dir }}/waiting; sleep 30; }; echo two >> {{ playbook_dir }}/log"
+    shell: "touch {{ playbook_dir }}/waiting; while [ ! -e {{ playbook_dir }}/go ]; do sleep 0.05; done; echo two >> {{ playbook_dir }}/log"
     rollback:
       shell: echo undo-two >> {{ playbook_dir }}/log
   - id: three
@@ -43,8 +45,29 @@ fn lifeboat_in(dir: &Path, args: &[&str]) -> std::process::Output {
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
+        .env("LIFEBOAT_LOCK_DIR", dir.join(support::LOCK_DIR))
         .output()
         .expect("run lifeboat")
+}
+
+/// Kills the commands a killed controller left running (each wrapper's process group,
+/// from the pid its completion marker recorded), as if they had died with it.
+fn kill_left_commands(dir: &Path) {
+    let runs = std::fs::read_dir(dir.join(support::LOCK_DIR)).expect("the lock directory");
+    for run in runs.flatten().filter(|e| e.path().is_dir()) {
+        for marker in std::fs::read_dir(run.path())
+            .expect("a run directory")
+            .flatten()
+        {
+            if marker.path().extension().is_some_and(|e| e == "pid") {
+                let pid = std::fs::read_to_string(marker.path()).expect("a pid file");
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", pid.trim())])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+    }
 }
 
 #[test]
@@ -68,6 +91,38 @@ fn a_killed_run_resumes_without_running_finished_steps_again() {
         log, "one\ntwo\nthree first-result\n",
         "each step exactly once, the result of one restored"
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "not run again: it completed under run {id}, whose controller was stopped"
+        )),
+        "step two completed after the kill: its result is adopted\n{stdout}"
+    );
+}
+
+#[test]
+fn a_command_that_died_with_the_controller_runs_again() {
+    let mut run = Test::new().relative_playbook().playbook(PLAYBOOK).spawn();
+    run.wait_until(20, "step two to wait", |p| p.join("waiting").exists());
+    run.signal("KILL");
+    let killed = run.wait(20);
+    let dir = killed.path().to_path_buf();
+    kill_left_commands(&dir);
+    std::fs::write(dir.join("go"), "").expect("write go");
+    let id = run_id(&dir);
+    let out = lifeboat_in(&dir, &["resume", &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert_eq!(log, "one\ntwo\nthree first-result\n");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("not run again"),
+        "nothing completed step two: it must run again"
+    );
 }
 
 #[test]
@@ -77,6 +132,7 @@ fn resume_refuses_a_changed_playbook_unless_forced() {
     run.signal("KILL");
     let killed = run.wait(20);
     let dir = killed.path().to_path_buf();
+    kill_left_commands(&dir);
     let id = run_id(&dir);
     let changed = PLAYBOOK.replace("echo two", "echo TWO");
     std::fs::write(dir.join("playbook.yaml"), changed).expect("write");

@@ -221,8 +221,7 @@ fn command_result(
             message: match rc {
                 Some(code) => format!("`{display}` exited with status {code}"),
                 None => format!("`{display}` ended without an exit status (killed?)"),
-            }
-            + &msg.map(|m| format!(" ({m})")).unwrap_or_default(),
+            } + &msg.map(|m| format!(" ({m})")).unwrap_or_default(),
             output: Some(out),
         }),
     }
