@@ -636,14 +636,12 @@ fn run_full(
             let emitter = emitter.clone();
             Box::new(move |text: &str| emitter.redact(text))
         };
-        let j = crate::journal::Journal::create(&dir, &run_id, mask)
-            .map_err(|e| SourceError::plain(format!("cannot create the run journal: {e}")))?;
         let inventory_text = args
             .inventory
             .as_ref()
             .filter(|p| p.is_file())
             .and_then(|p| std::fs::read_to_string(p).ok());
-        j.append(&crate::journal::Record::RunStart {
+        let start = crate::journal::Record::RunStart {
             run_id: run_id.clone(),
             playbook: args.playbook.display().to_string(),
             playbook_sha256: crate::journal::hash_files(playbook.files.iter().map(|f| &*f.text)),
@@ -658,8 +656,9 @@ fn run_full(
             lock_dir: Some(lock_dir.clone()),
             controller: format!("{} pid {}", hostname(), std::process::id()),
             time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        })
-        .map_err(|e| SourceError::plain(format!("cannot write the run journal: {e}")))?;
+        };
+        let j = crate::journal::Journal::create(&dir, &run_id, &start, mask)
+            .map_err(|e| SourceError::plain(format!("cannot create the run journal: {e}")))?;
         journal = Some(Arc::new(j));
         state = Some(dir);
     }

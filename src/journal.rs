@@ -122,29 +122,52 @@ impl std::fmt::Debug for Journal {
 }
 
 impl Journal {
-    /// Creates `runs/<run_id>/journal.jsonl` under the state directory. `mask` hides
-    /// secrets in each record's text.
+    /// Creates `runs/<run_id>/journal.jsonl` under the state directory, beginning with
+    /// `first` (the `run_start` record). `mask` hides secrets in each record's text. The
+    /// run's directory appears with its first record already on disk (it is written
+    /// under a hidden name, then renamed), so a run killed at any point leaves either no
+    /// journal or one that says what the run was.
     pub fn create(
         state: &StateDir,
         run_id: &str,
+        first: &Record,
         mask: Box<dyn Fn(&str) -> String + Send + Sync>,
     ) -> std::io::Result<Journal> {
-        let dir = state.path.join("runs").join(run_id);
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join("journal.jsonl");
+        let runs = state.path.join("runs");
+        std::fs::create_dir_all(&runs)?;
+        let dir = runs.join(run_id);
+        if dir.exists() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists", dir.display()),
+            ));
+        }
+        // Journals of runs killed before their first record (this run holds the lock:
+        // nobody else is writing one).
+        for e in std::fs::read_dir(&runs)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".new") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let staging = runs.join(format!(".{run_id}.new"));
+        std::fs::create_dir(&staging)?;
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
-            .open(&path)?;
+            .open(staging.join("journal.jsonl"))?;
+        let journal = Journal {
+            file: Mutex::new(file),
+            path: dir.join("journal.jsonl"),
+            mask,
+        };
+        journal.append(first)?;
+        std::fs::rename(&staging, &dir)?;
         // The new directory entry must survive a crash too.
-        if let Ok(d) = File::open(&dir) {
+        if let Ok(d) = File::open(&runs) {
             let _ = d.sync_all();
         }
-        Ok(Journal {
-            file: Mutex::new(file),
-            path,
-            mask,
-        })
+        Ok(journal)
     }
 
     /// The journal file.
@@ -194,18 +217,32 @@ impl StateDir {
             .write(true)
             .open(&lock_path)
             .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
-                return Err(format!(
-                    "another lifeboat run holds the state directory {} ({}); wait for it to end, or use another --state-dir",
-                    path.display(),
-                    holder.trim()
-                ));
-            }
-            Err(TryLockError::Error(e)) => {
-                return Err(format!("cannot lock {}: {e}", lock_path.display()));
+        // A run killed while starting a command leaves that command's process holding
+        // the lock for the moment it takes to start (the descriptor closes when it
+        // does): when the run that holds it is gone, wait a little.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {
+                    let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
+                    let gone = holder
+                        .rsplit_once("pid ")
+                        .and_then(|(_, p)| p.trim().parse::<u32>().ok())
+                        .is_some_and(|p| crate::lock::controller_gone(p).is_some());
+                    if gone && std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
+                    }
+                    return Err(format!(
+                        "another lifeboat run holds the state directory {} ({}); wait for it to end, or use another --state-dir",
+                        path.display(),
+                        holder.trim()
+                    ));
+                }
+                Err(TryLockError::Error(e)) => {
+                    return Err(format!("cannot lock {}: {e}", lock_path.display()));
+                }
             }
         }
         let _ = file.set_len(0);
@@ -249,6 +286,7 @@ pub fn list_runs(state_dir: &Path) -> Vec<RunSummary> {
     };
     let mut out: Vec<RunSummary> = entries
         .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| {
             let records = Journal::read(&e.path().join("journal.jsonl")).ok()?;
             let mut s = RunSummary {
@@ -433,7 +471,7 @@ impl PastRun {
         if let Ok(entries) = std::fs::read_dir(state_dir.join("runs")) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if past.lineage.contains(&name) {
+                if name.starts_with('.') || past.lineage.contains(&name) {
                     continue;
                 }
                 let Ok(records) = Journal::read(&e.path().join("journal.jsonl")) else {

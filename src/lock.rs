@@ -412,21 +412,26 @@ impl HostLocks {
                 run_dir: run_dir.clone(),
                 conn: conn.clone(),
             };
-            let text = settings.me.to_text();
+            // The content travels in the script (not on stdin), and the lock appears
+            // whole (a hard link of a finished file, which fails when the lock exists):
+            // a controller killed meanwhile cannot leave a half-written lock.
+            let text = quote(&settings.me.to_text());
             let script = format!(
-                "d={d}; f={f}; r={r}\n\
+                "d={d}; f={f}; r={r}; t=\"$f.$$.tmp\"\n\
                  mkdir -p -m 1777 \"$d\" 2>/dev/null || [ -d \"$d\" ] || {{ echo \"cannot create the lock directory $d\" >&2; exit 3; }}\n\
-                 if e=$( (set -C; cat > \"$f\") 2>&1 ); then\n\
+                 e=$( (printf '%s' {text} > \"$t\") 2>&1 ) || {{ rm -f \"$t\"; echo \"cannot create the lock file $f: $e\" >&2; exit 3; }}\n\
+                 if ln \"$t\" \"$f\" 2>/dev/null; then\n\
+                   rm -f \"$t\"\n\
                    if {mk}; then echo lifeboat-lock:acquired; exit 0; fi\n\
                    rm -f \"$f\"; echo \"cannot create the run directory $r (it exists and is not this user's, or $d is not writable)\" >&2; exit 4\n\
-                 elif [ -f \"$f\" ]; then echo lifeboat-lock:held; cat \"$f\"\n\
-                 else echo \"cannot create the lock file $f: $e\" >&2; exit 3; fi",
+                 elif [ -f \"$f\" ]; then rm -f \"$t\"; echo lifeboat-lock:held; cat \"$f\"\n\
+                 else e=$(ln \"$t\" \"$f\" 2>&1); rm -f \"$t\"; echo \"cannot create the lock file $f: $e\" >&2; exit 3; fi",
                 d = quote(dir),
                 f = quote(&file),
                 r = quote(&run_dir),
                 mk = make_run_dir(),
             );
-            let found = run_lock_command(conn, host, &script, &text)
+            let found = run_lock_command(conn, host, &script)
                 .await
                 .map_err(LockError::Failed)?;
             let Some(found) = found else {
@@ -441,7 +446,7 @@ impl HostLocks {
                          cur=$(cat \"$f\" 2>/dev/null) || cur=\n\
                          if [ -n \"$cur\" ] && [ \"$cur\" != {old} ]; then echo lifeboat-lock:held; printf '%s\\n' \"$cur\"; exit 0; fi\n\
                          t=\"$f.$$.tmp\"\n\
-                         if ! e=$( (set -C; cat > \"$t\") 2>&1 && mv -f \"$t\" \"$f\" 2>&1 ); then rm -f \"$t\"; echo \"cannot replace the lock file $f: $e\" >&2; exit 3; fi\n\
+                         if ! e=$( (printf '%s' {text} > \"$t\") 2>&1 && mv -f \"$t\" \"$f\" 2>&1 ); then rm -f \"$t\"; echo \"cannot replace the lock file $f: $e\" >&2; exit 3; fi\n\
                          if {mk}; then echo lifeboat-lock:acquired; exit 0; fi\n\
                          echo \"cannot create the run directory $r (it exists and is not this user's, or $d is not writable)\" >&2; exit 4",
                         d = quote(dir),
@@ -450,7 +455,7 @@ impl HostLocks {
                         old = quote(found.trim_end_matches('\n')),
                         mk = make_run_dir(),
                     );
-                    match run_lock_command(conn, host, &script, &text)
+                    match run_lock_command(conn, host, &script)
                         .await
                         .map_err(LockError::Failed)?
                     {
@@ -559,17 +564,14 @@ impl HostLocks {
     }
 }
 
-/// Runs a lock command with our lock text on stdin. `Ok(None)`: we hold the lock;
-/// `Ok(Some(content))`: another lock is there.
+/// Runs a lock command. `Ok(None)`: we hold the lock; `Ok(Some(content))`: another
+/// lock is there.
 async fn run_lock_command(
     conn: &Arc<dyn Connection>,
     host: &str,
     script: &str,
-    text: &str,
 ) -> Result<Option<String>, String> {
-    let spec = CommandSpec::shell(script)
-        .stdin(text.as_bytes().to_vec())
-        .timeout(Some(LOCK_COMMAND_TIMEOUT));
+    let spec = CommandSpec::shell(script).timeout(Some(LOCK_COMMAND_TIMEOUT));
     let out = conn
         .run(&spec, None)
         .await
