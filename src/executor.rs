@@ -908,6 +908,7 @@ impl Run {
                     .filter(|r| crate::lock::is_run_id(r))
                     .map(|r| (r.clone(), crate::lock::run_dir(&h.past_dir, r)))
                     .collect(),
+                no_retry: Default::default(),
             });
             let ctx = match item {
                 Some(it) => self.vars.node_context(step, host, Some(it), &[]),
@@ -1048,8 +1049,15 @@ impl Run {
                 },
                 None => fut.await,
             };
+            // A command an earlier run started still runs: running it now would run
+            // it twice.
+            let retryable = !marker
+                .as_ref()
+                .is_some_and(|m| m.no_retry.load(std::sync::atomic::Ordering::SeqCst));
             match result {
-                Err(e) if tries <= step.retries && !matches!(e, ModuleError::Args(_)) => {
+                Err(e)
+                    if tries <= step.retries && retryable && !matches!(e, ModuleError::Args(_)) =>
+                {
                     tokio::time::sleep(step.retry_delay).await;
                 }
                 other => return (other, tries),

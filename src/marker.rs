@@ -16,12 +16,15 @@
 //! up to the step's timeout; otherwise the command did not complete and runs again.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::connection::{CommandOutput, CommandSpec, quote};
 use crate::modules::{ModuleContext, ModuleError};
 
 /// Where one command records its completion.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Marker {
     /// This run's marker directory on the host.
     pub dir: String,
@@ -34,6 +37,8 @@ pub struct Marker {
     /// Earlier runs that started this command without recording its end, newest
     /// first, with their marker directories: their result is adopted when they have one.
     pub adopt_from: Vec<(String, String)>,
+    /// Set when the command must not be retried: an earlier run's command still runs.
+    pub no_retry: Arc<AtomicBool>,
 }
 
 tokio::task_local! {
@@ -127,35 +132,70 @@ pub async fn run(
 
 /// Looks for the result of this command in the markers of the runs it is adopted from:
 /// `Some((output, run id))` when one of them completed it (waiting for a wrapper still
-/// running, up to the step's timeout); `None` when none did, and it must run.
+/// running, up to the step's timeout); `None` when none did, and it must run. Until it
+/// knows, the step must not be retried (an error, a timeout or a cancellation leaves
+/// [`Marker::no_retry`] set): the earlier run's command may still be running.
 pub async fn adopt(
     ctx: &ModuleContext,
     m: &Marker,
 ) -> Result<Option<(CommandOutput, String)>, ModuleError> {
+    m.no_retry.store(true, Ordering::SeqCst);
+    let found = look(ctx, m).await?;
+    m.no_retry.store(false, Ordering::SeqCst);
+    Ok(found)
+}
+
+async fn look(
+    ctx: &ModuleContext,
+    m: &Marker,
+) -> Result<Option<(CommandOutput, String)>, ModuleError> {
+    // The wait ends a little before the step's timeout, so ending the command fits in
+    // the time the executor gives the step.
+    let limit = ctx.timeout.map(|t| {
+        t.saturating_sub(Duration::from_secs(1))
+            .max(Duration::from_secs(1))
+    });
     for (run, dir) in &m.adopt_from {
         let script = format!(
-            "d={d}; n={n}\n\
+            "d={d}; n={n}; lim={lim}\n\
              alive() {{ kill -0 \"$1\" 2>/dev/null || [ -d \"/proc/$1\" ] || return 1; [ -r \"/proc/$1/cmdline\" ] || return 0; c=$(tr '\\0' ' ' < \"/proc/$1/cmdline\" 2>/dev/null) || return 0; case $c in *\"$n\"*) return 0;; esac; return 1; }}\n\
+             nap() {{ sleep 0.1 2>/dev/null || sleep 1; }}\n\
              done_() {{ echo \"done $(cat \"$d/$n.rc\")\"; cat \"$d/$n.out\" 2>/dev/null; cat \"$d/$n.err\" >&2 2>/dev/null; exit 0; }}\n\
              [ -f \"$d/$n.rc\" ] && done_\n\
              p=; [ -f \"$d/$n.pid\" ] && read -r p < \"$d/$n.pid\"\n\
              if [ -n \"$p\" ] && alive \"$p\"; then\n\
                echo \"running $p\"\n\
-               while [ ! -f \"$d/$n.rc\" ] && alive \"$p\"; do sleep 0.1 2>/dev/null || sleep 1; done\n\
+               end=; [ -n \"$lim\" ] && end=$(( $(date +%s) + lim ))\n\
+               while [ ! -f \"$d/$n.rc\" ] && alive \"$p\"; do\n\
+                 if [ -n \"$end\" ] && [ \"$(date +%s)\" -ge \"$end\" ]; then\n\
+                   kill -TERM -- \"-$p\" 2>/dev/null; i=0\n\
+                   while alive \"$p\" && [ $i -lt 5 ]; do nap; i=$((i + 1)); done\n\
+                   kill -KILL -- \"-$p\" 2>/dev/null\n\
+                   [ -f \"$d/$n.rc\" ] && done_\n\
+                   echo ended; exit 0\n\
+                 fi\n\
+                 nap\n\
+               done\n\
              fi\n\
              [ -f \"$d/$n.rc\" ] && done_\n\
              echo gone",
             d = quote(dir),
             n = quote(&m.key),
+            lim = limit.map_or_else(String::new, |l| l.as_secs().to_string()),
         );
-        let spec = CommandSpec::shell(script).timeout(ctx.timeout);
+        // A backstop only: the script keeps its own time.
+        let spec = CommandSpec::shell(script).timeout(limit.map(|l| l + Duration::from_secs(30)));
         let out = ctx.conn.run(&spec, None).await?;
         let text = out.stdout_text();
-        let waited = text.lines().next().and_then(|l| l.strip_prefix("running "));
+        let waited = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("running "))
+            .map(|p| p.trim().to_string());
         if out.timed_out {
             return Err(ModuleError::failed(format!(
-                "this command, started by run {run}, is still running on the host (pid {}) after the step's timeout: it is not started again; wait for it to end, then resume again",
-                waited.unwrap_or("?").trim()
+                "this command, started by run {run}, is still running on the host (pid {}): it is not started again; wait for it to end, then resume again",
+                waited.as_deref().unwrap_or("?")
             )));
         }
         let body = if waited.is_some() {
@@ -182,11 +222,23 @@ pub async fn adopt(
                 run.clone(),
             )));
         }
-        if header.trim() != "gone" {
-            return Err(ModuleError::failed(format!(
-                "cannot read the completion marker of this command from run {run} in {dir}: {}",
-                out.stderr_text().trim()
-            )));
+        match header.trim() {
+            "gone" => {}
+            "ended" => {
+                // As the step's timeout would have ended it in its own run.
+                m.no_retry.store(false, Ordering::SeqCst);
+                return Err(ModuleError::failed(format!(
+                    "this command, started by run {run}, was still running (pid {}) when the step's timeout ({}) ran out: it was ended, as a timeout ends any command",
+                    waited.as_deref().unwrap_or("?"),
+                    humantime::format_duration(ctx.timeout.unwrap_or_default())
+                )));
+            }
+            _ => {
+                return Err(ModuleError::failed(format!(
+                    "cannot read the completion marker of this command from run {run} in {dir}: {}",
+                    out.stderr_text().trim()
+                )));
+            }
         }
     }
     Ok(None)

@@ -190,3 +190,43 @@ fn an_unknown_run_id_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no journal for run nope"));
 }
+
+#[test]
+fn a_command_still_running_past_the_step_timeout_is_ended_not_run_twice() {
+    let playbook = PLAYBOOK.replace(
+        "  - id: two\n    needs: one\n",
+        "  - id: two\n    needs: one\n    timeout: 3s\n",
+    );
+    let mut run = Test::new().relative_playbook().playbook(&playbook).spawn();
+    run.wait_until(20, "step two to wait", |p| p.join("waiting").exists());
+    run.signal("KILL");
+    let killed = run.wait(20);
+    let dir = killed.path().to_path_buf();
+    let id = run_id(&dir);
+    // No `go`: the command the killed run started keeps waiting past the timeout.
+    let out = lifeboat_in(&dir, &["resume", &id, "--no-rollback"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    let prefix = format!("this command, started by run {id}, was still running (pid ");
+    let pid: u32 = stdout
+        .split_once(&prefix)
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .and_then(|(pid, _)| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in the message:\n{stdout}"));
+    assert!(
+        stdout.contains(
+            "when the step's timeout (3s) ran out: it was ended, as a timeout ends any command"
+        ),
+        "{stdout}"
+    );
+    support::wait_for(10, "the old command to be gone", || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true)
+    });
+    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert_eq!(log, "one\n", "step two ran");
+}

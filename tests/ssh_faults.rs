@@ -97,6 +97,7 @@ fn fixture(addrs: [&str; 2], step_timeout: Option<&str>, host_vars: &str) -> (Fi
     ok(std::fs::write(dir.path().join("hosts.ini"), inv));
     let child = ok(Command::new(env!("CARGO_BIN_EXE_lifeboat"))
         .env("LIFEBOAT_STATE_DIR", dir.path().join("state"))
+        .env("LIFEBOAT_LOCK_DIR", base.join("locks"))
         .arg("run")
         .arg(dir.path().join("playbook.yml"))
         .arg("-i")

@@ -218,6 +218,7 @@ impl MiniCloud {
     pub fn lifeboat(&self, args: &[&str]) -> std::process::Output {
         let out = ok(assert_cmd::Command::cargo_bin("lifeboat"))
             .env("LIFEBOAT_STATE_DIR", self.dir.path().join("state"))
+            .env("LIFEBOAT_LOCK_DIR", self.dir.path().join("roots/.locks"))
             .args(args)
             .arg("-i")
             .arg(&self.inventory)
