@@ -9,7 +9,11 @@
 //!
 //! Running a node: evaluate `when`, render `loop` and the module's arguments with the
 //! node's variables, reach the host (or its `delegate_to`) through the connection pool,
-//! run the module with the step's timeout and retries, register the result. In a dry
+//! lock it ([`crate::lock`], once per run; a refused host fails like an unreachable
+//! one), run the module with the step's timeout and retries and a completion marker
+//! for each loop item ([`crate::marker`]), register the result. At the end, after the
+//! rollback, the host locks are released. `resume` and `rollback RUN_ID` first lock
+//! every host the continued run changed. In a dry
 //! run, modules only probe (except `read_only` steps, which really run) and anything
 //! that depends on a result only a real run produces is marked `unknown`.
 

@@ -1,7 +1,9 @@
 //! `command`: runs a program without a shell. The command line is split into words
 //! after rendering, so interpolated values stay single words (they are shell-quoted);
-//! `creates` / `removes` make it idempotent. Also home of the argument handling that
-//! `shell` shares.
+//! `creates` / `removes` make it idempotent. Also home of the argument handling and the
+//! run that `shell` shares: in a real run the command goes through the completion
+//! marker wrapper ([`crate::marker`]), and a resumed run first adopts what an earlier
+//! run's command completed.
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -22,7 +24,10 @@ static DOC: ModuleDoc = ModuleDoc {
 rendered; interpolated values are quoted so each stays one word) or a list of words. No pipes, \
 redirections or variables: use `shell` for those. Fails when the exit status is not 0. Changed \
 unless `creates` exists or `removes` does not. In a dry run it does not run (unless the step is \
-`read_only: true`) and reports `would change`, or `ok` when creates/removes say it would be skipped.",
+`read_only: true`) and reports `would change`, or `ok` when creates/removes say it would be skipped. \
+In a real run it records its completion on the host, so `lifeboat resume` after the controller was \
+killed adopts its result instead of running it twice (docs/playbooks.md, Exactly-once steps); its \
+output reaches the controller when it ends.",
     free_form: Some("cmd"),
     args: &[
         arg(
