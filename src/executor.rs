@@ -624,6 +624,11 @@ impl Run {
         host: &str,
         conn: &Arc<dyn crate::connection::Connection>,
     ) -> Result<Option<crate::lock::Held>, crate::lock::LockError> {
+        if !self.opts.check
+            && let Some(done) = self.locks.cached(host).await
+        {
+            return done.map(Some);
+        }
         let (dir, past_dir) = self.lock_dirs(host);
         let settings = self.lock_settings();
         if self.opts.check {

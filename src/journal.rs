@@ -502,3 +502,102 @@ fn continues(records: &[Record]) -> Option<String> {
         _ => None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(state: &Path, id: &str, records: &[Record]) {
+        let dir = state.join("runs").join(id);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let text: String = records
+            .iter()
+            .map(|r| serde_json::to_string(r).expect("json") + "\n")
+            .collect();
+        std::fs::write(dir.join("journal.jsonl"), text).expect("write");
+    }
+
+    fn start(id: &str, continues: Option<&str>) -> Record {
+        Record::RunStart {
+            run_id: id.into(),
+            playbook: "pb.yml".into(),
+            playbook_sha256: String::new(),
+            inventory: None,
+            inventory_sha256: None,
+            check: false,
+            extra_vars: Json::Null,
+            limit: None,
+            tags: Vec::new(),
+            skip_tags: Vec::new(),
+            continues: continues.map(str::to_string),
+            lock_dir: Some("/locks".into()),
+            controller: "c pid 1".into(),
+            time: String::new(),
+        }
+    }
+
+    fn node_start(step: &str) -> Record {
+        Record::NodeStart {
+            node: 0,
+            step: step.into(),
+            host: "h".into(),
+        }
+    }
+
+    fn finish(step: &str, status: &str) -> Record {
+        Record::NodeFinish {
+            node: 0,
+            step: step.into(),
+            host: "h".into(),
+            status: status.into(),
+            result: Json::Null,
+            undo: Json::Null,
+            exec_host: "h".into(),
+        }
+    }
+
+    #[test]
+    fn a_chain_of_resumes_reads_as_one_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path();
+        // a: x done, y started, z started then failed.
+        write(
+            state,
+            "a",
+            &[
+                start("a", None),
+                node_start("x"),
+                finish("x", "changed"),
+                node_start("y"),
+                node_start("z"),
+                finish("z", "failed"),
+            ],
+        );
+        // b continues a: y started again (waiting for a's command) and killed; w done.
+        write(
+            state,
+            "b",
+            &[
+                start("b", Some("a")),
+                node_start("y"),
+                node_start("w"),
+                finish("w", "ok"),
+            ],
+        );
+        let past = PastRun::load(state, "b").expect("load");
+        assert_eq!(past.lineage, ["b", "a"]);
+        assert_eq!(past.lock_dir.as_deref(), Some("/locks"));
+        let mut done: Vec<&str> = past.done.keys().map(|(s, _)| s.as_str()).collect();
+        done.sort();
+        assert_eq!(done, ["w", "x"]);
+        assert_eq!(
+            past.in_doubt.get(&("y".to_string(), "h".to_string())),
+            Some(&vec!["b".to_string(), "a".to_string()])
+        );
+        assert_eq!(past.in_doubt.len(), 1, "z failed: not in doubt");
+        let a = PastRun::load(state, "a").expect("load a");
+        assert_eq!(a.lineage, ["a"]);
+        assert!(a.in_doubt.contains_key(&("y".to_string(), "h".to_string())));
+        assert!(PastRun::load(state, "../a").is_err());
+    }
+}

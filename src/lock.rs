@@ -380,10 +380,10 @@ impl HostLocks {
         self.settings.get_or_init(init)
     }
 
-    /// The lock held on `host`, when this run holds one.
-    pub async fn held(&self, host: &str) -> Option<Held> {
+    /// What locking `host` gave, when it was tried already.
+    pub async fn cached(&self, host: &str) -> Option<Result<Held, LockError>> {
         let cell = self.held.lock().await.get(host).cloned()?;
-        cell.get().and_then(|r| r.as_ref().ok()).cloned()
+        cell.get().cloned()
     }
 
     /// Locks `host` (once per run; later calls return the first answer): creates the

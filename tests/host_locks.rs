@@ -576,3 +576,17 @@ fn over_ssh_a_second_run_is_refused_and_the_first_releases_its_lock() {
     );
     assert!(shared.join("ran").exists());
 }
+
+#[test]
+fn a_lock_directory_that_cannot_be_made_fails_the_host_saying_what_to_do() {
+    let out = Test::new()
+        .playbook(SIMPLE)
+        .args(&["--lock-dir", "/proc/lifeboat-no-such-dir"])
+        .run();
+    out.assert_code(2);
+    assert_eq!(
+        out.msg("touch", "localhost"),
+        "cannot lock host localhost: cannot create the lock directory /proc/lifeboat-no-such-dir; check that the login user can write there, or choose another directory with `lifeboat_lock_dir` (host variable) or --lock-dir"
+    );
+    assert!(!out.exists("ran"));
+}

@@ -230,3 +230,65 @@ fn a_command_still_running_past_the_step_timeout_is_ended_not_run_twice() {
     let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
     assert_eq!(log, "one\n", "step two ran");
 }
+
+/// Three steps; the second and third wait for `go1` and `go2`.
+const CHAIN: &str = r#"
+steps:
+  - id: s1
+    shell: echo s1 >> {{ playbook_dir }}/log
+  - id: s2
+    needs: s1
+    shell: "touch {{ playbook_dir }}/waiting1; while [ ! -e {{ playbook_dir }}/go1 ]; do sleep 0.05; done; echo s2 >> {{ playbook_dir }}/log"
+  - id: s3
+    needs: s2
+    shell: "touch {{ playbook_dir }}/waiting2; while [ ! -e {{ playbook_dir }}/go2 ]; do sleep 0.05; done; echo s3 >> {{ playbook_dir }}/log"
+"#;
+
+#[test]
+fn a_resume_killed_in_turn_resumes_the_whole_chain() {
+    let mut run = Test::new().relative_playbook().playbook(CHAIN).spawn();
+    run.wait_until(20, "s2 to wait", |p| p.join("waiting1").exists());
+    run.signal("KILL");
+    let killed = run.wait(20);
+    let dir = killed.path().to_path_buf();
+    let first = run_id(&dir);
+    std::fs::write(dir.join("go1"), "").expect("go1");
+    // The first resume adopts s2 and is killed in turn while s3 waits.
+    let mut resume = std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(["resume", &first])
+        .current_dir(&dir)
+        .env("NO_COLOR", "1")
+        .env("LIFEBOAT_LOCK_DIR", dir.join(support::LOCK_DIR))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the resume");
+    support::wait_for(20, "s3 to wait", || dir.join("waiting2").exists());
+    resume.kill().expect("kill the resume");
+    resume.wait().expect("wait");
+    let mut ids: Vec<String> = std::fs::read_dir(dir.join(".lifeboat/runs"))
+        .expect("runs")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|id| *id != first)
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let second = ids.remove(0);
+    std::fs::write(dir.join("go2"), "").expect("go2");
+    let out = lifeboat_in(&dir, &["resume", &second]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert_eq!(
+        log, "s1\ns2\ns3\n",
+        "each step once across three runs\n{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("not run again: it completed under run {second}")),
+        "s3 completed under the killed resume: adopted\n{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("done by the resumed run").count(),
+        2,
+        "s1 (from the first run) and s2 (adopted by the second) are done\n{stdout}"
+    );
+}
