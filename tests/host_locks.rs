@@ -590,3 +590,32 @@ fn a_lock_directory_that_cannot_be_made_fails_the_host_saying_what_to_do() {
     );
     assert!(!out.exists("ran"));
 }
+
+#[test]
+fn resume_refuses_a_host_another_run_holds_and_changes_nothing() {
+    let out = Test::new()
+        .playbook(
+            "steps:\n  - id: a\n    shell: \"true\"\n  - id: b\n    needs: a\n    shell: \"[ -e {{ playbook_dir }}/go ] && touch {{ playbook_dir }}/b-ran\"\n",
+        )
+        .args(&["--no-rollback"])
+        .run();
+    out.assert_code(3);
+    let dir = out.path().to_path_buf();
+    let id = run_id(&dir);
+    std::fs::write(dir.join("go"), "").expect("go");
+    plant_lock(
+        &dir.join(LOCK_DIR),
+        "localhost",
+        "20260101000000-c0de",
+        "ctl02.example",
+        7,
+    );
+    let resumed = lifeboat_in(&dir, &["resume", &id]);
+    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    assert_eq!(resumed.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("the resume was refused: host localhost is locked by run 20260101000000-c0de from another controller"),
+        "{stdout}"
+    );
+    assert!(!dir.join("b-ran").exists(), "a refused resume ran a step");
+}
