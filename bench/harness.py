@@ -333,7 +333,7 @@ def command_for(tool, w, wdir, work, n, args, tag=None, kh=None):
         state = work / "state" if tool == "lifeboat" else SHM_STATE / f"{work.name}-state"
         return [
             args.lifeboat, "run", str(wdir / "lifeboat.yml"), "-i", inv_ini,
-            "--forks", str(n), "--state-dir", str(state),
+            "--forks", str(n), "--state-dir", str(state), "--lock-dir", str(DEST_ROOT / "locks"),
         ]
     if tool == "ansible":
         return [

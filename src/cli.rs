@@ -198,6 +198,15 @@ pub struct ExecArgs {
     /// Where run journals are kept (locked while a run uses it); dry runs keep none.
     #[arg(long, env = "LIFEBOAT_STATE_DIR", default_value = ".lifeboat")]
     pub state_dir: PathBuf,
+    /// Directory of the run locks on the target hosts (a host's `lifeboat_lock_dir`
+    /// variable wins) [default: /var/tmp/lifeboat/locks; resume and rollback: the one
+    /// the run used].
+    #[arg(long, env = "LIFEBOAT_LOCK_DIR", value_name = "DIR")]
+    pub lock_dir: Option<String>,
+    /// Replace the locks other runs hold on the hosts: stale ones (their controller is
+    /// gone), and with a loud warning any other.
+    #[arg(long)]
+    pub break_lock: bool,
 }
 
 /// Arguments of `run` and `plan`.
@@ -513,6 +522,7 @@ fn run_full(
         Continuing::Resume(p) | Continuing::Rollback(p) => Some(p),
     };
     let mut prior = std::collections::HashMap::new();
+    let mut in_doubt = std::collections::HashMap::new();
     if let Some(past) = past {
         let now = crate::journal::hash_files(playbook.files.iter().map(|f| &*f.text));
         let inv_now = args
@@ -546,9 +556,17 @@ fn run_full(
                         entered: true,
                     },
                 );
+            } else if let Some(runs) = past.in_doubt.get(&key) {
+                in_doubt.insert(i, runs.clone());
             }
         }
     }
+    let lock_dir = args
+        .exec
+        .lock_dir
+        .clone()
+        .or_else(|| past.and_then(|p| p.lock_dir.clone()))
+        .unwrap_or_else(|| crate::lock::DEFAULT_LOCK_DIR.to_string());
     let mut secrets = Vec::new();
     let mut playbook_vars: IndexMap<String, Json> = playbook.vars.clone();
     let mut errors = InputErrors::default();
@@ -618,14 +636,12 @@ fn run_full(
             let emitter = emitter.clone();
             Box::new(move |text: &str| emitter.redact(text))
         };
-        let j = crate::journal::Journal::create(&dir, &run_id, mask)
-            .map_err(|e| SourceError::plain(format!("cannot create the run journal: {e}")))?;
         let inventory_text = args
             .inventory
             .as_ref()
             .filter(|p| p.is_file())
             .and_then(|p| std::fs::read_to_string(p).ok());
-        j.append(&crate::journal::Record::RunStart {
+        let start = crate::journal::Record::RunStart {
             run_id: run_id.clone(),
             playbook: args.playbook.display().to_string(),
             playbook_sha256: crate::journal::hash_files(playbook.files.iter().map(|f| &*f.text)),
@@ -637,10 +653,12 @@ fn run_full(
             tags: args.tags.clone(),
             skip_tags: args.skip_tags.clone(),
             continues: past.map(|p| p.run_id.clone()),
+            lock_dir: Some(lock_dir.clone()),
             controller: format!("{} pid {}", hostname(), std::process::id()),
             time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        })
-        .map_err(|e| SourceError::plain(format!("cannot write the run journal: {e}")))?;
+        };
+        let j = crate::journal::Journal::create(&dir, &run_id, &start, mask)
+            .map_err(|e| SourceError::plain(format!("cannot create the run journal: {e}")))?;
         journal = Some(Arc::new(j));
         state = Some(dir);
     }
@@ -673,11 +691,17 @@ fn run_full(
             no_rollback: args.exec.no_rollback,
             verbose: args.exec.verbose,
             run_id,
+            lock_dir,
+            break_lock: args.exec.break_lock,
+            lineage: past.map(|p| p.lineage.clone()).unwrap_or_default(),
+            past_lock_dir: past.and_then(|p| p.lock_dir.clone()),
+            in_doubt,
         },
         emitter: emitter.clone(),
         partial: Default::default(),
         journal,
         prior,
+        locks: Default::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

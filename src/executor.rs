@@ -9,7 +9,11 @@
 //!
 //! Running a node: evaluate `when`, render `loop` and the module's arguments with the
 //! node's variables, reach the host (or its `delegate_to`) through the connection pool,
-//! run the module with the step's timeout and retries, register the result. In a dry
+//! lock it ([`crate::lock`], once per run; a refused host fails like an unreachable
+//! one), run the module with the step's timeout and retries and a completion marker
+//! for each loop item ([`crate::marker`]), register the result. At the end, after the
+//! rollback, the host locks are released. `resume` and `rollback RUN_ID` first lock
+//! every host the continued run changed. In a dry
 //! run, modules only probe (except `read_only` steps, which really run) and anything
 //! that depends on a result only a real run produces is marked `unknown`.
 
@@ -50,6 +54,17 @@ pub struct RunOptions {
     pub verbose: bool,
     /// This run's id.
     pub run_id: String,
+    /// Lock directory on hosts without `lifeboat_lock_dir` (`--lock-dir`).
+    pub lock_dir: String,
+    /// Break other runs' host locks (`--break-lock`).
+    pub break_lock: bool,
+    /// The runs this one continues (`resume`, `rollback RUN_ID`), newest first.
+    pub lineage: Vec<String>,
+    /// The lock directory those runs used (where their completion markers are).
+    pub past_lock_dir: Option<String>,
+    /// Nodes a continued run started without recording their end, by node index: the
+    /// runs whose completion markers may hold their result, newest first.
+    pub in_doubt: HashMap<usize, Vec<String>>,
 }
 
 impl Default for RunOptions {
@@ -62,6 +77,11 @@ impl Default for RunOptions {
             no_rollback: false,
             verbose: false,
             run_id: new_run_id(),
+            lock_dir: crate::lock::DEFAULT_LOCK_DIR.to_string(),
+            break_lock: false,
+            lineage: Vec::new(),
+            past_lock_dir: None,
+            in_doubt: HashMap::new(),
         }
     }
 }
@@ -187,6 +207,8 @@ pub struct Run {
     /// Nodes a past run already did (`lifeboat resume` / `rollback`), by node index:
     /// they are not run again; their results and undo data come from the journal.
     pub prior: HashMap<usize, NodeRecord>,
+    /// The locks this run holds on its hosts.
+    pub locks: crate::lock::HostLocks,
 }
 
 enum NodeEnd {
@@ -246,12 +268,25 @@ impl Run {
                 queues.entry(node.host.clone()).or_default().push_back(i);
             }
         }
+        // A resumed run holds the hosts its predecessor changed before anything runs:
+        // its rollback may have to undo there. A host another run holds refuses the
+        // whole resume, which then changes nothing.
+        let mut refused: Option<String> = None;
+        if !self.opts.check && !self.prior.is_empty() {
+            let refusals = self.prelock().await;
+            if !refusals.is_empty() {
+                for r in &refusals {
+                    self.emitter.emit(Event::Warning { msg: r.clone() });
+                }
+                refused = Some(format!("the resume was refused: {}", refusals.join("; ")));
+            }
+        }
         let mut running_on: HashMap<String, usize> = HashMap::new();
         let mut active_hosts = 0usize;
         let mut tasks: JoinSet<(usize, NodeEnd)> = JoinSet::new();
         let mut task_node: HashMap<tokio::task::Id, usize> = HashMap::new();
         let cancel = CancellationToken::new();
-        let mut stop_reason: Option<String> = None;
+        let mut stop_reason: Option<String> = refused.clone();
         let mut failed_any = false;
         // Hosts out of the run after a failure tolerated by max_fail_percentage.
         let mut failed_hosts: HashSet<String> = HashSet::new();
@@ -381,7 +416,10 @@ impl Run {
             }
         }
         let mut rollback_report = None;
-        let outcome = if stop_reason.is_none() && !failed_hosts.is_empty() {
+        let outcome = if let Some(reason) = &refused {
+            rollback_report = Some(rollback::skipped(&self, &records, reason, None));
+            RunOutcome::RollbackIncomplete
+        } else if stop_reason.is_none() && !failed_hosts.is_empty() {
             // Failures within max_fail_percentage: the run finished without the failed
             // hosts; what ran on them is compensated.
             let reason = format!(
@@ -441,6 +479,7 @@ impl Run {
                 (false, false) => RunOutcome::RollbackIncomplete,
             }
         };
+        self.release_locks(outcome).await;
         self.end_run(outcome, &records, rollback_report.as_ref(), started);
         RunReport {
             outcome,
@@ -510,19 +549,143 @@ impl Run {
             self.restore_prior(step, &graph.nodes[i].host, rec);
             records[i] = rec.clone();
         }
-        let reason = format!("rollback of run {continues}");
-        let report = rollback::compensate(&self, &records, &reason, &mut interrupts, None).await;
-        let outcome = match (interrupts.count() > 0, report.complete) {
-            (true, _) => RunOutcome::Interrupted,
-            (false, true) => RunOutcome::Success,
-            (false, false) => RunOutcome::RollbackIncomplete,
+        // Every host to undo on is locked first; one another run holds refuses the
+        // whole rollback, which then changes nothing.
+        let refusals = self.prelock().await;
+        let (report, outcome) = if refusals.is_empty() {
+            let reason = format!("rollback of run {continues}");
+            let report =
+                rollback::compensate(&self, &records, &reason, &mut interrupts, None).await;
+            let outcome = match (interrupts.count() > 0, report.complete) {
+                (true, _) => RunOutcome::Interrupted,
+                (false, true) => RunOutcome::Success,
+                (false, false) => RunOutcome::RollbackIncomplete,
+            };
+            (report, outcome)
+        } else {
+            for r in &refusals {
+                self.emitter.emit(Event::Warning { msg: r.clone() });
+            }
+            let reason = format!("the rollback was refused: {}", refusals.join("; "));
+            (
+                rollback::skipped(&self, &records, &reason, None),
+                RunOutcome::RollbackIncomplete,
+            )
         };
+        self.release_locks(outcome).await;
         self.end_run(outcome, &records, Some(&report), started);
         RunReport {
             outcome,
             records,
             rollback: Some(report),
             stop_reason: None,
+        }
+    }
+
+    /// This run's lock settings.
+    fn lock_settings(&self) -> &crate::lock::LockSettings {
+        self.locks.settings_with(|| crate::lock::LockSettings {
+            me: crate::lock::LockInfo::mine(
+                &self.opts.run_id,
+                &self.playbook.file.path.display().to_string(),
+            ),
+            break_lock: self.opts.break_lock,
+            lineage: self.opts.lineage.clone(),
+        })
+    }
+
+    /// A host's lock directory (its `lifeboat_lock_dir`, else `--lock-dir`), and the one
+    /// the continued runs used there.
+    fn lock_dirs(&self, host: &str) -> (String, String) {
+        let var = self
+            .inventory
+            .host_vars(host)
+            .get(crate::lock::LOCK_DIR_VAR)
+            .and_then(Json::as_str)
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(str::to_string);
+        match var {
+            Some(d) => (d.clone(), d),
+            None => (
+                self.opts.lock_dir.clone(),
+                self.opts
+                    .past_lock_dir
+                    .clone()
+                    .unwrap_or_else(|| self.opts.lock_dir.clone()),
+            ),
+        }
+    }
+
+    /// Locks `host` before a node runs there (once per run); in a dry run, only reads
+    /// its lock and warns when a real run would be refused.
+    async fn host_lock(
+        &self,
+        host: &str,
+        conn: &Arc<dyn crate::connection::Connection>,
+    ) -> Result<Option<crate::lock::Held>, crate::lock::LockError> {
+        if !self.opts.check
+            && let Some(done) = self.locks.cached(host).await
+        {
+            return done.map(Some);
+        }
+        let (dir, past_dir) = self.lock_dirs(host);
+        let settings = self.lock_settings();
+        if self.opts.check {
+            if let Some(msg) = self.locks.peek(host, conn, &dir, settings).await {
+                self.emitter.emit(Event::Warning { msg });
+            }
+            return Ok(None);
+        }
+        let emitter = self.emitter.clone();
+        let warn = move |msg: String| emitter.emit(Event::Warning { msg });
+        self.locks
+            .acquire(host, conn, &dir, &past_dir, settings, &warn)
+            .await
+            .map(Some)
+    }
+
+    /// `resume` and `rollback RUN_ID`: locks every host the continued run's finished
+    /// nodes ran on, before anything runs. Returns the refusals (an unreachable host is
+    /// not one: its nodes fail as usual).
+    async fn prelock(self: &Arc<Self>) -> Vec<String> {
+        let hosts: std::collections::BTreeSet<String> = self
+            .prior
+            .values()
+            .map(|r| r.exec_host.clone())
+            .filter(|h| !h.is_empty())
+            .collect();
+        let mut tasks = JoinSet::new();
+        for h in hosts {
+            let run = self.clone();
+            tasks.spawn(async move {
+                let conn = run.conns.get(&h).await.ok()?;
+                match run.host_lock(&h, &conn).await {
+                    Err(crate::lock::LockError::Refused(why)) => Some(why),
+                    _ => None,
+                }
+            });
+        }
+        let mut refusals = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(Some(why)) = r {
+                refusals.push(why);
+            }
+        }
+        refusals.sort();
+        refusals
+    }
+
+    /// Releases this run's host locks (after its rollback); a successful run also
+    /// removes its completion markers and those of the runs it continued.
+    async fn release_locks(&self, outcome: RunOutcome) {
+        let clean = matches!(outcome, RunOutcome::Success);
+        for msg in self
+            .locks
+            .release_all(&self.opts.run_id, &self.opts.lineage, clean)
+            .await
+        {
+            self.emitter.emit(Event::Warning { msg });
         }
     }
 
@@ -723,6 +886,12 @@ impl Run {
             Ok(c) => c,
             Err(e) => return self.fail(i, rec, step, host, format!("unreachable: {e}"), 0),
         };
+        // The host is locked before anything runs there; a host another run holds
+        // fails like an unreachable one.
+        let held = match self.host_lock(&exec_host, &conn).await {
+            Ok(h) => h,
+            Err(e) => return self.fail(i, rec, step, host, e.to_string(), 0),
+        };
         let check = self.opts.check && !step.is_read_only();
         let sink = self.output_sink(step, host);
         let settings = self.inventory.connection(&exec_host);
@@ -731,7 +900,25 @@ impl Run {
         let mut results = Vec::new();
         let mut changed = false;
         let mut failure: Option<(String, Json)> = None;
-        for item in &items {
+        for (index, item) in items.iter().enumerate() {
+            // Commands record their completion on the host, so a resumed run adopts
+            // what completed while the controller was down instead of running it again.
+            let marker = held.as_ref().map(|h| crate::marker::Marker {
+                dir: h.run_dir.clone(),
+                key: crate::marker::key(&step.id, host, index),
+                lock_file: h.file.clone(),
+                run_id: self.opts.run_id.clone(),
+                adopt_from: self
+                    .opts
+                    .in_doubt
+                    .get(&i)
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| crate::lock::is_run_id(r))
+                    .map(|r| (r.clone(), crate::lock::run_dir(&h.past_dir, r)))
+                    .collect(),
+                no_retry: Default::default(),
+            });
             let ctx = match item {
                 Some(it) => self.vars.node_context(step, host, Some(it), &[]),
                 None => ctx.clone(),
@@ -770,7 +957,7 @@ impl Run {
             };
             rec.entered = true;
             self.lock_partial().insert(i, rec.clone());
-            let (result, tries) = self.attempt(step, &mctx, &args).await;
+            let (result, tries) = self.attempt(step, &mctx, &args, marker).await;
             attempts = attempts.max(tries);
             match result {
                 Ok(outcome) => {
@@ -843,17 +1030,22 @@ impl Run {
         rec
     }
 
-    /// Runs the module with the step's timeout, retrying as the step says.
+    /// Runs the module with the step's timeout, retrying as the step says. Only the
+    /// first try may adopt a result from the runs this one continues.
     async fn attempt(
         &self,
         step: &Step,
         mctx: &ModuleContext,
         args: &Json,
+        mut marker: Option<crate::marker::Marker>,
     ) -> (Result<Outcome, ModuleError>, u32) {
         let mut tries = 0;
         loop {
             tries += 1;
-            let fut = step.module.run(mctx, args);
+            let fut = crate::marker::scope(marker.clone(), step.module.run(mctx, args));
+            if let Some(m) = marker.as_mut() {
+                m.adopt_from.clear();
+            }
             // Commands end themselves at the step's timeout (keeping their output);
             // this is the backstop for modules that would overrun it.
             let result = match step.timeout {
@@ -866,8 +1058,15 @@ impl Run {
                 },
                 None => fut.await,
             };
+            // A command an earlier run started still runs: running it now would run
+            // it twice.
+            let retryable = !marker
+                .as_ref()
+                .is_some_and(|m| m.no_retry.load(std::sync::atomic::Ordering::SeqCst));
             match result {
-                Err(e) if tries <= step.retries && !matches!(e, ModuleError::Args(_)) => {
+                Err(e)
+                    if tries <= step.retries && retryable && !matches!(e, ModuleError::Args(_)) =>
+                {
                     tokio::time::sleep(step.retry_delay).await;
                 }
                 other => return (other, tries),

@@ -7,7 +7,8 @@
 //! `run_start` (run id, playbook and inventory paths with the sha256 of their content,
 //! the controller), `node_start`, `node_finish` (status, registered result and the
 //! pre-state captured for rollback), `rollback_node`, `run_end`. Secrets are masked in
-//! every record. `lifeboat runs` lists the journals.
+//! every record. `lifeboat runs` lists the journals. [`PastRun`] reads a run back for
+//! `resume` and `rollback RUN_ID`, following the chain of runs it continues.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
@@ -51,6 +52,9 @@ pub enum Record {
         /// The run this one resumes or rolls back.
         #[serde(default)]
         continues: Option<String>,
+        /// The lock directory on the hosts (`--lock-dir`), where its completion markers are.
+        #[serde(default)]
+        lock_dir: Option<String>,
         /// The controller's host name and process id.
         controller: String,
         /// RFC 3339 time.
@@ -118,29 +122,52 @@ impl std::fmt::Debug for Journal {
 }
 
 impl Journal {
-    /// Creates `runs/<run_id>/journal.jsonl` under the state directory. `mask` hides
-    /// secrets in each record's text.
+    /// Creates `runs/<run_id>/journal.jsonl` under the state directory, beginning with
+    /// `first` (the `run_start` record). `mask` hides secrets in each record's text. The
+    /// run's directory appears with its first record already on disk (it is written
+    /// under a hidden name, then renamed), so a run killed at any point leaves either no
+    /// journal or one that says what the run was.
     pub fn create(
         state: &StateDir,
         run_id: &str,
+        first: &Record,
         mask: Box<dyn Fn(&str) -> String + Send + Sync>,
     ) -> std::io::Result<Journal> {
-        let dir = state.path.join("runs").join(run_id);
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join("journal.jsonl");
+        let runs = state.path.join("runs");
+        std::fs::create_dir_all(&runs)?;
+        let dir = runs.join(run_id);
+        if dir.exists() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists", dir.display()),
+            ));
+        }
+        // Journals of runs killed before their first record (this run holds the lock:
+        // nobody else is writing one).
+        for e in std::fs::read_dir(&runs)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".new") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let staging = runs.join(format!(".{run_id}.new"));
+        std::fs::create_dir(&staging)?;
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
-            .open(&path)?;
+            .open(staging.join("journal.jsonl"))?;
+        let journal = Journal {
+            file: Mutex::new(file),
+            path: dir.join("journal.jsonl"),
+            mask,
+        };
+        journal.append(first)?;
+        std::fs::rename(&staging, &dir)?;
         // The new directory entry must survive a crash too.
-        if let Ok(d) = File::open(&dir) {
+        if let Ok(d) = File::open(&runs) {
             let _ = d.sync_all();
         }
-        Ok(Journal {
-            file: Mutex::new(file),
-            path,
-            mask,
-        })
+        Ok(journal)
     }
 
     /// The journal file.
@@ -190,18 +217,32 @@ impl StateDir {
             .write(true)
             .open(&lock_path)
             .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
-                return Err(format!(
-                    "another lifeboat run holds the state directory {} ({}); wait for it to end, or use another --state-dir",
-                    path.display(),
-                    holder.trim()
-                ));
-            }
-            Err(TryLockError::Error(e)) => {
-                return Err(format!("cannot lock {}: {e}", lock_path.display()));
+        // A run killed while starting a command leaves that command's process holding
+        // the lock for the moment it takes to start (the descriptor closes when it
+        // does): when the run that holds it is gone, wait a little.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {
+                    let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
+                    let gone = holder
+                        .rsplit_once("pid ")
+                        .and_then(|(_, p)| p.trim().parse::<u32>().ok())
+                        .is_some_and(|p| crate::lock::controller_gone(p).is_some());
+                    if gone && std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
+                    }
+                    return Err(format!(
+                        "another lifeboat run holds the state directory {} ({}); wait for it to end, or use another --state-dir",
+                        path.display(),
+                        holder.trim()
+                    ));
+                }
+                Err(TryLockError::Error(e)) => {
+                    return Err(format!("cannot lock {}: {e}", lock_path.display()));
+                }
             }
         }
         let _ = file.set_len(0);
@@ -245,6 +286,7 @@ pub fn list_runs(state_dir: &Path) -> Vec<RunSummary> {
     };
     let mut out: Vec<RunSummary> = entries
         .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| {
             let records = Journal::read(&e.path().join("journal.jsonl")).ok()?;
             let mut s = RunSummary {
@@ -294,99 +336,148 @@ pub struct PastRun {
     /// `--skip-tags`.
     pub skip_tags: Vec<String>,
     /// Nodes that ended and were not undone since, by (step id, host): status,
-    /// registered result, undo data, and where they ran.
+    /// registered result, undo data, and where they ran. A run that continues another
+    /// (`resume`) includes what that one did.
     pub done: std::collections::HashMap<(String, String), (String, Json, Json, String)>,
+    /// Nodes that started and never recorded their end (the controller was killed), by
+    /// (step id, host): the runs that started them without an end, newest first. Their
+    /// completion markers on the host say whether they completed.
+    pub in_doubt: std::collections::HashMap<(String, String), Vec<String>>,
+    /// This run, then the run it continues, and so on: newest first.
+    pub lineage: Vec<String>,
+    /// The lock directory it used on the hosts (`--lock-dir`), when its journal says.
+    pub lock_dir: Option<String>,
     /// Its outcome, if it ended.
     pub outcome: Option<String>,
 }
 
 impl PastRun {
-    /// Reads run `run_id` from a state directory.
+    /// Reads run `run_id` from a state directory, with the runs it continues (a resumed
+    /// run, resumed again, goes on from where each left off).
     pub fn load(state_dir: &Path, run_id: &str) -> Result<PastRun, String> {
-        if run_id.is_empty() || run_id.contains(['/', '\\']) || run_id.starts_with('.') {
+        if !crate::lock::is_run_id(run_id) {
             return Err(format!("`{run_id}` is not a run id"));
         }
-        let path = state_dir.join("runs").join(run_id).join("journal.jsonl");
-        let records = Journal::read(&path).map_err(|e| {
+        let journal_of = |id: &str| state_dir.join("runs").join(id).join("journal.jsonl");
+        let records = Journal::read(&journal_of(run_id)).map_err(|e| {
             format!(
                 "no journal for run {run_id} in {} ({e}); `lifeboat runs` lists the runs",
                 state_dir.display()
             )
         })?;
         let mut past = None;
-        for r in records {
-            match r {
-                Record::RunStart {
-                    run_id,
-                    playbook,
-                    playbook_sha256,
-                    inventory,
-                    inventory_sha256,
-                    extra_vars,
-                    limit,
-                    tags,
-                    skip_tags,
-                    ..
-                } => {
-                    past = Some(PastRun {
-                        run_id,
-                        playbook,
-                        playbook_sha256,
-                        inventory,
-                        inventory_sha256,
-                        extra_vars,
-                        limit,
-                        tags,
-                        skip_tags,
-                        done: Default::default(),
-                        outcome: None,
-                    });
-                }
-                Record::NodeFinish {
-                    step,
-                    host,
-                    status,
-                    result,
-                    undo,
-                    exec_host,
-                    ..
-                } => {
-                    if let Some(p) = past.as_mut()
-                        && matches!(status.as_str(), "changed" | "ok" | "skipped" | "ignored")
-                    {
-                        p.done
-                            .insert((step, host), (status, result, undo, exec_host));
-                    }
-                }
-                Record::RollbackNode {
-                    step, host, status, ..
-                } => {
-                    if let Some(p) = past.as_mut()
-                        && status == "done"
-                    {
-                        p.done.remove(&(step, host));
-                    }
-                }
-                Record::RunEnd { outcome, .. } => {
-                    if let Some(p) = past.as_mut() {
-                        p.outcome = Some(outcome);
-                    }
-                }
-                Record::NodeStart { .. } => {}
+        for r in &records {
+            if let Record::RunStart {
+                run_id,
+                playbook,
+                playbook_sha256,
+                inventory,
+                inventory_sha256,
+                extra_vars,
+                limit,
+                tags,
+                skip_tags,
+                lock_dir,
+                ..
+            } = r
+            {
+                past = Some(PastRun {
+                    run_id: run_id.clone(),
+                    playbook: playbook.clone(),
+                    playbook_sha256: playbook_sha256.clone(),
+                    inventory: inventory.clone(),
+                    inventory_sha256: inventory_sha256.clone(),
+                    extra_vars: extra_vars.clone(),
+                    limit: limit.clone(),
+                    tags: tags.clone(),
+                    skip_tags: skip_tags.clone(),
+                    done: Default::default(),
+                    in_doubt: Default::default(),
+                    lineage: Vec::new(),
+                    lock_dir: lock_dir.clone(),
+                    outcome: None,
+                });
+                break;
             }
         }
         let mut past =
             past.ok_or_else(|| format!("the journal of run {run_id} has no run_start record"))?;
-        // What later `lifeboat rollback`s of this run undid is undone.
+        // The chain of runs this one continues, oldest first.
+        let mut chain = vec![(run_id.to_string(), records)];
+        while let Some(prev) = chain.last().and_then(|(_, recs)| continues(recs)) {
+            if !crate::lock::is_run_id(&prev)
+                || chain.iter().any(|(id, _)| *id == prev)
+                || chain.len() >= 1000
+            {
+                break;
+            }
+            let Ok(recs) = Journal::read(&journal_of(&prev)) else {
+                break;
+            };
+            chain.push((prev, recs));
+        }
+        past.lineage = chain.iter().map(|(id, _)| id.clone()).collect();
+        for (id, records) in chain.iter().rev() {
+            for r in records {
+                match r {
+                    Record::NodeStart { step, host, .. } => {
+                        let key = (step.clone(), host.clone());
+                        let runs = past.in_doubt.entry(key).or_default();
+                        runs.retain(|x| x != id);
+                        runs.insert(0, id.clone());
+                    }
+                    Record::NodeFinish {
+                        step,
+                        host,
+                        status,
+                        result,
+                        undo,
+                        exec_host,
+                        ..
+                    } => {
+                        let key = (step.clone(), host.clone());
+                        past.in_doubt.remove(&key);
+                        if matches!(status.as_str(), "changed" | "ok" | "skipped" | "ignored") {
+                            past.done.insert(
+                                key,
+                                (
+                                    status.clone(),
+                                    result.clone(),
+                                    undo.clone(),
+                                    exec_host.clone(),
+                                ),
+                            );
+                        } else {
+                            past.done.remove(&key);
+                        }
+                    }
+                    Record::RollbackNode {
+                        step, host, status, ..
+                    } => {
+                        if status == "done" {
+                            past.done.remove(&(step.clone(), host.clone()));
+                        }
+                    }
+                    Record::RunEnd { outcome, .. } => {
+                        if *id == past.run_id {
+                            past.outcome = Some(outcome.clone());
+                        }
+                    }
+                    Record::RunStart { .. } => {}
+                }
+            }
+        }
+        // What later `lifeboat rollback`s of these runs undid is undone.
         if let Ok(entries) = std::fs::read_dir(state_dir.join("runs")) {
             for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') || past.lineage.contains(&name) {
+                    continue;
+                }
                 let Ok(records) = Journal::read(&e.path().join("journal.jsonl")) else {
                     continue;
                 };
-                let continues = records.iter().any(|r| {
-                    matches!(r, Record::RunStart { continues: Some(c), .. } if c == &past.run_id)
-                });
-                if !continues {
+                if !continues(&records).is_some_and(|c| past.lineage.contains(&c)) {
                     continue;
                 }
                 for r in records {
@@ -401,5 +492,112 @@ impl PastRun {
             }
         }
         Ok(past)
+    }
+}
+
+/// The run a journal's run continues, if any.
+fn continues(records: &[Record]) -> Option<String> {
+    records.iter().find_map(|r| match r {
+        Record::RunStart { continues, .. } => continues.clone(),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(state: &Path, id: &str, records: &[Record]) {
+        let dir = state.join("runs").join(id);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let text: String = records
+            .iter()
+            .map(|r| serde_json::to_string(r).expect("json") + "\n")
+            .collect();
+        std::fs::write(dir.join("journal.jsonl"), text).expect("write");
+    }
+
+    fn start(id: &str, continues: Option<&str>) -> Record {
+        Record::RunStart {
+            run_id: id.into(),
+            playbook: "pb.yml".into(),
+            playbook_sha256: String::new(),
+            inventory: None,
+            inventory_sha256: None,
+            check: false,
+            extra_vars: Json::Null,
+            limit: None,
+            tags: Vec::new(),
+            skip_tags: Vec::new(),
+            continues: continues.map(str::to_string),
+            lock_dir: Some("/locks".into()),
+            controller: "c pid 1".into(),
+            time: String::new(),
+        }
+    }
+
+    fn node_start(step: &str) -> Record {
+        Record::NodeStart {
+            node: 0,
+            step: step.into(),
+            host: "h".into(),
+        }
+    }
+
+    fn finish(step: &str, status: &str) -> Record {
+        Record::NodeFinish {
+            node: 0,
+            step: step.into(),
+            host: "h".into(),
+            status: status.into(),
+            result: Json::Null,
+            undo: Json::Null,
+            exec_host: "h".into(),
+        }
+    }
+
+    #[test]
+    fn a_chain_of_resumes_reads_as_one_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path();
+        // a: x done, y started, z started then failed.
+        write(
+            state,
+            "a",
+            &[
+                start("a", None),
+                node_start("x"),
+                finish("x", "changed"),
+                node_start("y"),
+                node_start("z"),
+                finish("z", "failed"),
+            ],
+        );
+        // b continues a: y started again (waiting for a's command) and killed; w done.
+        write(
+            state,
+            "b",
+            &[
+                start("b", Some("a")),
+                node_start("y"),
+                node_start("w"),
+                finish("w", "ok"),
+            ],
+        );
+        let past = PastRun::load(state, "b").expect("load");
+        assert_eq!(past.lineage, ["b", "a"]);
+        assert_eq!(past.lock_dir.as_deref(), Some("/locks"));
+        let mut done: Vec<&str> = past.done.keys().map(|(s, _)| s.as_str()).collect();
+        done.sort();
+        assert_eq!(done, ["w", "x"]);
+        assert_eq!(
+            past.in_doubt.get(&("y".to_string(), "h".to_string())),
+            Some(&vec!["b".to_string(), "a".to_string()])
+        );
+        assert_eq!(past.in_doubt.len(), 1, "z failed: not in doubt");
+        let a = PastRun::load(state, "a").expect("load a");
+        assert_eq!(a.lineage, ["a"]);
+        assert!(a.in_doubt.contains_key(&("y".to_string(), "h".to_string())));
+        assert!(PastRun::load(state, "../a").is_err());
     }
 }

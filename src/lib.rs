@@ -13,6 +13,8 @@ pub mod executor;
 pub mod graph;
 pub mod inventory;
 pub mod journal;
+pub mod lock;
+pub mod marker;
 pub mod modules;
 pub mod output;
 pub mod playbook;

@@ -82,6 +82,7 @@ fn lifeboat(dir: &Path, args: &[&str], limit: Duration) -> Run {
     cmd.args(args)
         .current_dir(dir)
         .env("LIFEBOAT_STATE_DIR", &state)
+        .env("LIFEBOAT_LOCK_DIR", state.with_extension("locks"))
         .env("NO_COLOR", "1")
         .env("HOME", dir)
         .env("LIFEBOAT_SSH_CONFIG", "none")

@@ -245,6 +245,7 @@ fn run_corpus(via: Via<'_>) {
         .arg("-e")
         .arg(extra.to_string())
         .env("LIFEBOAT_STATE_DIR", dir.join("state"))
+        .env("LIFEBOAT_LOCK_DIR", dir.join("locks"))
         .env("NO_COLOR", "1")
         .env("HOME", &home)
         .env("LIFEBOAT_SSH_CONFIG", "none")
@@ -353,6 +354,7 @@ fn registered_output_with_template_syntax_stays_text() {
         .current_dir(dir)
         .args(["run", "playbook.yml"])
         .env("LIFEBOAT_STATE_DIR", dir.join("state"))
+        .env("LIFEBOAT_LOCK_DIR", dir.join("locks"))
         .timeout(Duration::from_secs(60))
         .output()
         .unwrap_or_else(|e| panic!("{e}"));

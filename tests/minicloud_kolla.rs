@@ -208,6 +208,7 @@ impl Kolla {
             .arg(&events)
             .env("PATH", path)
             .env("LIFEBOAT_STATE_DIR", self.dir.path().join("state"))
+            .env("LIFEBOAT_LOCK_DIR", self.dir.path().join("locks"))
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
             .timeout(Duration::from_secs(120))

@@ -1,7 +1,9 @@
 //! `lifeboat resume` and `lifeboat rollback RUN_ID`, from the run journal: a killed run
 //! resumes without running again what it finished (its registered results come back),
-//! a changed playbook is refused unless forced, and a past run is rolled back in
-//! reverse order from its journal.
+//! nor the command that was running when it was killed if that command completed (its
+//! completion marker on the host), but runs again a command that died with it; a
+//! changed playbook is refused unless forced; a past run is rolled back in reverse
+//! order from its journal.
 
 mod support;
 
@@ -18,7 +20,7 @@ steps:
       shell: echo undo-one >> {{ playbook_dir }}/log
   - id: two
     needs: one
-    shell: "[ -e {{ playbook_dir }}/go ] || { touch {{ playbook_dir }}/waiting; sleep 30; }; echo two >> {{ playbook_dir }}/log"
+    shell: "touch {{ playbook_dir }}/waiting; while [ ! -e {{ playbook_dir }}/go ]; do sleep 0.05; done; echo two >> {{ playbook_dir }}/log"
     rollback:
       shell: echo undo-two >> {{ playbook_dir }}/log
   - id: three
@@ -43,8 +45,29 @@ fn lifeboat_in(dir: &Path, args: &[&str]) -> std::process::Output {
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
+        .env("LIFEBOAT_LOCK_DIR", dir.join(support::LOCK_DIR))
         .output()
         .expect("run lifeboat")
+}
+
+/// Kills the commands a killed controller left running (each wrapper's process group,
+/// from the pid its completion marker recorded), as if they had died with it.
+fn kill_left_commands(dir: &Path) {
+    let runs = std::fs::read_dir(dir.join(support::LOCK_DIR)).expect("the lock directory");
+    for run in runs.flatten().filter(|e| e.path().is_dir()) {
+        for marker in std::fs::read_dir(run.path())
+            .expect("a run directory")
+            .flatten()
+        {
+            if marker.path().extension().is_some_and(|e| e == "pid") {
+                let pid = std::fs::read_to_string(marker.path()).expect("a pid file");
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", pid.trim())])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+    }
 }
 
 #[test]
@@ -68,6 +91,38 @@ fn a_killed_run_resumes_without_running_finished_steps_again() {
         log, "one\ntwo\nthree first-result\n",
         "each step exactly once, the result of one restored"
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "not run again: it completed under run {id}, whose controller was stopped"
+        )),
+        "step two completed after the kill: its result is adopted\n{stdout}"
+    );
+}
+
+#[test]
+fn a_command_that_died_with_the_controller_runs_again() {
+    let mut run = Test::new().relative_playbook().playbook(PLAYBOOK).spawn();
+    run.wait_until(20, "step two to wait", |p| p.join("waiting").exists());
+    run.signal("KILL");
+    let killed = run.wait(20);
+    let dir = killed.path().to_path_buf();
+    kill_left_commands(&dir);
+    std::fs::write(dir.join("go"), "").expect("write go");
+    let id = run_id(&dir);
+    let out = lifeboat_in(&dir, &["resume", &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert_eq!(log, "one\ntwo\nthree first-result\n");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("not run again"),
+        "nothing completed step two: it must run again"
+    );
 }
 
 #[test]
@@ -77,6 +132,7 @@ fn resume_refuses_a_changed_playbook_unless_forced() {
     run.signal("KILL");
     let killed = run.wait(20);
     let dir = killed.path().to_path_buf();
+    kill_left_commands(&dir);
     let id = run_id(&dir);
     let changed = PLAYBOOK.replace("echo two", "echo TWO");
     std::fs::write(dir.join("playbook.yaml"), changed).expect("write");
@@ -133,4 +189,106 @@ fn an_unknown_run_id_is_a_clear_error() {
     let out = lifeboat_in(dir.path(), &["resume", "nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no journal for run nope"));
+}
+
+#[test]
+fn a_command_still_running_past_the_step_timeout_is_ended_not_run_twice() {
+    let playbook = PLAYBOOK.replace(
+        "  - id: two\n    needs: one\n",
+        "  - id: two\n    needs: one\n    timeout: 3s\n",
+    );
+    let mut run = Test::new().relative_playbook().playbook(&playbook).spawn();
+    run.wait_until(20, "step two to wait", |p| p.join("waiting").exists());
+    run.signal("KILL");
+    let killed = run.wait(20);
+    let dir = killed.path().to_path_buf();
+    let id = run_id(&dir);
+    // No `go`: the command the killed run started keeps waiting past the timeout.
+    let out = lifeboat_in(&dir, &["resume", &id, "--no-rollback"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    let prefix = format!("this command, started by run {id}, was still running (pid ");
+    let pid: u32 = stdout
+        .split_once(&prefix)
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .and_then(|(pid, _)| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in the message:\n{stdout}"));
+    assert!(
+        stdout.contains(
+            "when the step's timeout (3s) ran out: it was ended, as a timeout ends any command"
+        ),
+        "{stdout}"
+    );
+    support::wait_for(10, "the old command to be gone", || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true)
+    });
+    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert_eq!(log, "one\n", "step two ran");
+}
+
+/// Three steps; the second and third wait for `go1` and `go2`.
+const CHAIN: &str = r#"
+steps:
+  - id: s1
+    shell: echo s1 >> {{ playbook_dir }}/log
+  - id: s2
+    needs: s1
+    shell: "touch {{ playbook_dir }}/waiting1; while [ ! -e {{ playbook_dir }}/go1 ]; do sleep 0.05; done; echo s2 >> {{ playbook_dir }}/log"
+  - id: s3
+    needs: s2
+    shell: "touch {{ playbook_dir }}/waiting2; while [ ! -e {{ playbook_dir }}/go2 ]; do sleep 0.05; done; echo s3 >> {{ playbook_dir }}/log"
+"#;
+
+#[test]
+fn a_resume_killed_in_turn_resumes_the_whole_chain() {
+    let mut run = Test::new().relative_playbook().playbook(CHAIN).spawn();
+    run.wait_until(20, "s2 to wait", |p| p.join("waiting1").exists());
+    run.signal("KILL");
+    let killed = run.wait(20);
+    let dir = killed.path().to_path_buf();
+    let first = run_id(&dir);
+    std::fs::write(dir.join("go1"), "").expect("go1");
+    // The first resume adopts s2 and is killed in turn while s3 waits.
+    let mut resume = std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(["resume", &first])
+        .current_dir(&dir)
+        .env("NO_COLOR", "1")
+        .env("LIFEBOAT_LOCK_DIR", dir.join(support::LOCK_DIR))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the resume");
+    support::wait_for(20, "s3 to wait", || dir.join("waiting2").exists());
+    resume.kill().expect("kill the resume");
+    resume.wait().expect("wait");
+    let mut ids: Vec<String> = std::fs::read_dir(dir.join(".lifeboat/runs"))
+        .expect("runs")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|id| *id != first)
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let second = ids.remove(0);
+    std::fs::write(dir.join("go2"), "").expect("go2");
+    let out = lifeboat_in(&dir, &["resume", &second]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert_eq!(
+        log, "s1\ns2\ns3\n",
+        "each step once across three runs\n{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("not run again: it completed under run {second}")),
+        "s3 completed under the killed resume: adopted\n{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("done by the resumed run").count(),
+        2,
+        "s1 (from the first run) and s2 (adopted by the second) are done\n{stdout}"
+    );
 }

@@ -191,6 +191,7 @@ fn lifeboat(dir: &Path, args: &[&str]) -> (i32, String, String) {
         .current_dir(dir)
         .env("LB_TEST_SECRET", env_secret(dir))
         .env("LIFEBOAT_STATE_DIR", dir.join("state"))
+        .env("LIFEBOAT_LOCK_DIR", dir.join("locks"))
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
         .timeout(Duration::from_secs(120))

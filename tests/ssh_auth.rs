@@ -177,6 +177,7 @@ fn the_key_passphrase_comes_from_a_host_variable() {
                 "LIFEBOAT_STATE_DIR",
                 dir.path().join(format!("{tag}.state")),
             )
+            .env("LIFEBOAT_LOCK_DIR", dir.path().with_extension("locks"))
             .arg("run")
             .arg(dir.path().join("playbook.yml"))
             .arg("-i")

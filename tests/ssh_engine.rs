@@ -436,6 +436,7 @@ impl Setup {
         let events = self.dir.path().join(format!("{tag}.events"));
         let out = ok(Command::cargo_bin("lifeboat"))
             .env("LIFEBOAT_STATE_DIR", self.dir.path().join("state"))
+            .env("LIFEBOAT_LOCK_DIR", self.base("locks"))
             .arg(cmd)
             .arg(self.dir.path().join(playbook))
             .arg("-i")

@@ -116,6 +116,7 @@ fn fixture_with(
     };
     let child = ok(Command::new(env!("CARGO_BIN_EXE_lifeboat"))
         .env("LIFEBOAT_STATE_DIR", dir.path().join("state"))
+        .env("LIFEBOAT_LOCK_DIR", base.join("locks"))
         .arg("run")
         .arg(dir.path().join("playbook.yml"))
         .arg("-i")

@@ -1,7 +1,9 @@
 //! `command`: runs a program without a shell. The command line is split into words
 //! after rendering, so interpolated values stay single words (they are shell-quoted);
-//! `creates` / `removes` make it idempotent. Also home of the argument handling that
-//! `shell` shares.
+//! `creates` / `removes` make it idempotent. Also home of the argument handling and the
+//! run that `shell` shares: in a real run the command goes through the completion
+//! marker wrapper ([`crate::marker`]), and a resumed run first adopts what an earlier
+//! run's command completed.
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -22,7 +24,10 @@ static DOC: ModuleDoc = ModuleDoc {
 rendered; interpolated values are quoted so each stays one word) or a list of words. No pipes, \
 redirections or variables: use `shell` for those. Fails when the exit status is not 0. Changed \
 unless `creates` exists or `removes` does not. In a dry run it does not run (unless the step is \
-`read_only: true`) and reports `would change`, or `ok` when creates/removes say it would be skipped.",
+`read_only: true`) and reports `would change`, or `ok` when creates/removes say it would be skipped. \
+In a real run it records its completion on the host, so `lifeboat resume` after the controller was \
+killed adopts its result instead of running it twice (docs/playbooks.md, Exactly-once steps); its \
+output reaches the controller when it ends.",
     free_form: Some("cmd"),
     args: &[
         arg(
@@ -147,6 +152,24 @@ pub async fn run_command(
     if matches!(&program, Program::Argv(v) if v.is_empty()) {
         return Err(ModuleError::Args(format!("{name}: the command is empty")));
     }
+    let display = match &program {
+        Program::Shell(s) => CommandSpec::shell(s.clone()).display(),
+        Program::Argv(v) => CommandSpec::argv(v.clone()).display(),
+    };
+    // In a real run the executor gives the command a completion marker; a run resumed
+    // after the controller was killed first looks whether the command completed then.
+    let marker = crate::marker::current().filter(|_| !ctx.check);
+    if let Some(m) = marker.as_ref().filter(|m| !m.adopt_from.is_empty())
+        && let Some((out, run)) = crate::marker::adopt(ctx, m).await?
+    {
+        return command_result(
+            out,
+            &display,
+            Some(format!(
+                "not run again: it completed under run {run}, whose controller was stopped; its result is adopted"
+            )),
+        );
+    }
     if let Some(path) = &a.creates
         && ctx.stat(path).await?.is_some()
     {
@@ -176,24 +199,34 @@ pub async fn run_command(
         .iter()
         .map(|(k, v)| (k.clone(), json_word(v)))
         .collect();
-    let out = ctx.run(spec.clone()).await?;
+    let out = match &marker {
+        Some(m) => crate::marker::run(ctx, m, &spec).await?,
+        None => ctx.run(spec.clone()).await?,
+    };
+    command_result(out, &display, None)
+}
+
+/// A command's outcome: changed when it exited 0, else a failure with its output.
+fn command_result(
+    out: crate::connection::CommandOutput,
+    display: &str,
+    msg: Option<String>,
+) -> Result<Outcome, ModuleError> {
     let outcome = Outcome {
         changed: true,
         rc: out.rc,
         stdout: out.stdout_text(),
         stderr: out.stderr_text(),
+        msg: msg.clone(),
         ..Outcome::default()
     };
     match out.rc {
         Some(0) => Ok(outcome),
         rc => Err(ModuleError::Failed {
             message: match rc {
-                Some(code) => format!("`{}` exited with status {code}", spec.display()),
-                None => format!(
-                    "`{}` ended without an exit status (killed?)",
-                    spec.display()
-                ),
-            },
+                Some(code) => format!("`{display}` exited with status {code}"),
+                None => format!("`{display}` ended without an exit status (killed?)"),
+            } + &msg.map(|m| format!(" ({m})")).unwrap_or_default(),
             output: Some(out),
         }),
     }

@@ -18,7 +18,10 @@ static DOC: ModuleDoc = ModuleDoc {
     description: "Runs the script with bash -o pipefail when the host has bash, else /bin/sh, so a \
 failure anywhere in a pipe fails the step. Values interpolated with {{ }} are shell-quoted: they \
 arrive as data, never as code; write `{{ x | safe }}` to splice shell syntax on purpose. Fails when \
-the exit status is not 0. In a dry run it does not run (unless the step is `read_only: true`).",
+the exit status is not 0. In a dry run it does not run (unless the step is `read_only: true`). In \
+a real run it records its completion on the host, so `lifeboat resume` after the controller was \
+killed adopts its result instead of running it twice (docs/playbooks.md, Exactly-once steps); its \
+output reaches the controller when it ends.",
     free_form: Some("cmd"),
     args: &[
         arg("cmd", ArgKind::Str, true, "the script"),

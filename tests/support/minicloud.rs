@@ -234,6 +234,7 @@ impl MiniCloud {
     pub fn lifeboat_with(&self, args: &[&str], inventory: bool) -> std::process::Output {
         let mut cmd = ok(assert_cmd::Command::cargo_bin("lifeboat"));
         cmd.env("LIFEBOAT_STATE_DIR", self.dir.path().join("state"))
+            .env("LIFEBOAT_LOCK_DIR", self.dir.path().join("roots/.locks"))
             .args(args);
         if inventory {
             cmd.arg("-i").arg(&self.inventory);

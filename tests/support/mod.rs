@@ -24,6 +24,10 @@ use tempfile::TempDir;
 /// Where the test writes the playbook.
 pub const PLAYBOOK: &str = "playbook.yaml";
 
+/// The host lock directory of a test's runs, under its temporary directory
+/// (`LIFEBOAT_LOCK_DIR`): tests running at once never share locks.
+pub const LOCK_DIR: &str = ".lifeboat-locks";
+
 /// A test being described.
 pub struct Test {
     dir: TempDir,
@@ -177,6 +181,7 @@ impl Test {
             .args(&argv)
             .current_dir(self.dir.path())
             .env("NO_COLOR", "1")
+            .env("LIFEBOAT_LOCK_DIR", self.dir.path().join(LOCK_DIR))
             .env_remove("RUST_LOG")
             .timeout(Duration::from_secs(60))
             .output()
@@ -197,6 +202,7 @@ impl Test {
             .args(&argv)
             .current_dir(self.dir.path())
             .env("NO_COLOR", "1")
+            .env("LIFEBOAT_LOCK_DIR", self.dir.path().join(LOCK_DIR))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,259 @@
+//! Completion markers: what makes `command` and `shell` steps run exactly once across a
+//! controller killed at any point and `lifeboat resume`.
+//!
+//! In a real run the executor gives each (step, host, loop item) a [`Marker`] (a task
+//! local, see [`scope`]); the command modules then run their command inside a wrapper,
+//! in the same remote command line: the wrapper writes `<key>.pid` in the run's marker
+//! directory on the host, checks that the host lock still names its run (so a command
+//! whose run was taken over never starts), runs the command with its output going to
+//! `<key>.out` / `<key>.err` (never to the connection, so the controller's death cannot
+//! cut it short), writes `<key>.rc` atomically, and only then prints the output. It
+//! ignores SIGHUP, so a dropped SSH connection does not end it.
+//!
+//! When a resumed run meets a step that its predecessor started but never recorded as
+//! finished, [`adopt`] looks at that run's markers: an exit status there is adopted (with
+//! the output) without running the command again; a wrapper still alive is waited for,
+//! up to the step's timeout; otherwise the command did not complete and runs again.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::connection::{CommandOutput, CommandSpec, quote};
+use crate::modules::{ModuleContext, ModuleError};
+
+/// Where one command records its completion.
+#[derive(Debug, Clone)]
+pub struct Marker {
+    /// This run's marker directory on the host.
+    pub dir: String,
+    /// The file stem of this (step, host, loop item).
+    pub key: String,
+    /// The host lock file, which must name this run for the command to start.
+    pub lock_file: String,
+    /// This run's id.
+    pub run_id: String,
+    /// Earlier runs that started this command without recording its end, newest
+    /// first, with their marker directories: their result is adopted when they have one.
+    pub adopt_from: Vec<(String, String)>,
+    /// Set when the command must not be retried: an earlier run's command still runs.
+    pub no_retry: Arc<AtomicBool>,
+}
+
+tokio::task_local! {
+    static CURRENT: Marker;
+}
+
+/// The marker of the command the current task runs, if the executor gave it one.
+pub fn current() -> Option<Marker> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+/// Runs `f` with `marker` as the current marker (none: as is).
+pub async fn scope<F: Future>(marker: Option<Marker>, f: F) -> F::Output {
+    match marker {
+        Some(m) => CURRENT.scope(m, f).await,
+        None => f.await,
+    }
+}
+
+/// The marker file stem of a node's loop item: the step id and host (characters outside
+/// `[A-Za-z0-9._-]` replaced, with a hash of the originals then) and the item's index.
+pub fn key(step: &str, host: &str, item: usize) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .take(80)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let (a, b) = (clean(step), clean(host));
+    if a == step && b == host {
+        format!("{a}@{b}.{item}")
+    } else {
+        let hash = crate::journal::hash_files([step, host]);
+        format!("{a}@{b}-{}.{item}", &hash[..12])
+    }
+}
+
+/// The remote script that runs `inner` (a whole shell line, become included) and
+/// records its completion.
+pub fn wrapper(m: &Marker, inner: &str) -> String {
+    format!(
+        "d={d}; n={n}; f={f}; me={me}; trap '' HUP\n\
+         {{ echo $$ > \"$d/$n.pid\" && rm -f \"$d/$n.rc\"; }} 2>/dev/null || {{ echo \"lifeboat: cannot write the completion marker $d/$n.pid: not running the command\" >&2; exit 125; }}\n\
+         held=; while IFS= read -r l; do [ \"$l\" = \"$me\" ] && held=1; done 2>/dev/null < \"$f\"\n\
+         [ -n \"$held\" ] || {{ rm -f \"$d/$n.pid\"; echo \"lifeboat: the host lock $f no longer names run {run}: not running the command (another run has taken the host over)\" >&2; exit 125; }}\n\
+         /bin/sh -c {inner} > \"$d/$n.out\" 2> \"$d/$n.err\"\n\
+         rc=$?\n\
+         echo $rc > \"$d/$n.rc.tmp\" && mv -f \"$d/$n.rc.tmp\" \"$d/$n.rc\"\n\
+         cat \"$d/$n.out\"; cat \"$d/$n.err\" >&2\n\
+         exit $rc",
+        d = quote(&m.dir),
+        n = quote(&m.key),
+        f = quote(&m.lock_file),
+        me = quote(&format!("run_id={}", m.run_id)),
+        run = m.run_id.replace(['"', '$', '`', '\\'], "_"),
+        inner = quote(inner),
+    )
+}
+
+/// Runs `spec` through the wrapper, with the step's become, timeout and output sink.
+pub async fn run(
+    ctx: &ModuleContext,
+    m: &Marker,
+    spec: &CommandSpec,
+) -> Result<CommandOutput, ModuleError> {
+    let timeout = spec.timeout.or(ctx.timeout);
+    let inner = CommandSpec {
+        timeout: None,
+        become_: spec.become_.clone().or_else(|| ctx.become_.clone()),
+        ..spec.clone()
+    };
+    // The wrapper runs as the login user (the marker directory is theirs); the command
+    // inside it becomes whom the step says.
+    let mut outer = CommandSpec::shell(wrapper(m, &inner.to_shell_line())).timeout(timeout);
+    outer.stdin = inner.stdin_bytes();
+    let out = ctx.conn.run(&outer, ctx.sink.clone()).await?;
+    if out.timed_out {
+        return Err(ModuleError::TimedOut {
+            after: timeout.unwrap_or_default(),
+            output: out,
+        });
+    }
+    Ok(out)
+}
+
+/// Looks for the result of this command in the markers of the runs it is adopted from:
+/// `Some((output, run id))` when one of them completed it (waiting for a wrapper still
+/// running, up to the step's timeout); `None` when none did, and it must run. Until it
+/// knows, the step must not be retried (an error, a timeout or a cancellation leaves
+/// [`Marker::no_retry`] set): the earlier run's command may still be running.
+pub async fn adopt(
+    ctx: &ModuleContext,
+    m: &Marker,
+) -> Result<Option<(CommandOutput, String)>, ModuleError> {
+    m.no_retry.store(true, Ordering::SeqCst);
+    let found = look(ctx, m).await?;
+    m.no_retry.store(false, Ordering::SeqCst);
+    Ok(found)
+}
+
+async fn look(
+    ctx: &ModuleContext,
+    m: &Marker,
+) -> Result<Option<(CommandOutput, String)>, ModuleError> {
+    // The wait ends a little before the step's timeout, so ending the command fits in
+    // the time the executor gives the step.
+    let limit = ctx.timeout.map(|t| {
+        t.saturating_sub(Duration::from_secs(1))
+            .max(Duration::from_secs(1))
+    });
+    for (run, dir) in &m.adopt_from {
+        let script = format!(
+            "d={d}; n={n}; lim={lim}\n\
+             alive() {{ kill -0 \"$1\" 2>/dev/null || [ -d \"/proc/$1\" ] || return 1; [ -r \"/proc/$1/cmdline\" ] || return 0; c=$(tr '\\0' ' ' < \"/proc/$1/cmdline\" 2>/dev/null) || return 0; case $c in *\"$n\"*) return 0;; esac; return 1; }}\n\
+             nap() {{ sleep 0.1 2>/dev/null || sleep 1; }}\n\
+             done_() {{ echo \"done $(cat \"$d/$n.rc\")\"; cat \"$d/$n.out\" 2>/dev/null; cat \"$d/$n.err\" >&2 2>/dev/null; exit 0; }}\n\
+             [ -f \"$d/$n.rc\" ] && done_\n\
+             p=; [ -f \"$d/$n.pid\" ] && read -r p < \"$d/$n.pid\"\n\
+             if [ -n \"$p\" ] && alive \"$p\"; then\n\
+               echo \"running $p\"\n\
+               end=; [ -n \"$lim\" ] && end=$(( $(date +%s) + lim ))\n\
+               while [ ! -f \"$d/$n.rc\" ] && alive \"$p\"; do\n\
+                 if [ -n \"$end\" ] && [ \"$(date +%s)\" -ge \"$end\" ]; then\n\
+                   kill -TERM -- \"-$p\" 2>/dev/null; i=0\n\
+                   while alive \"$p\" && [ $i -lt 5 ]; do nap; i=$((i + 1)); done\n\
+                   kill -KILL -- \"-$p\" 2>/dev/null\n\
+                   [ -f \"$d/$n.rc\" ] && done_\n\
+                   echo ended; exit 0\n\
+                 fi\n\
+                 nap\n\
+               done\n\
+             fi\n\
+             [ -f \"$d/$n.rc\" ] && done_\n\
+             echo gone",
+            d = quote(dir),
+            n = quote(&m.key),
+            lim = limit.map_or_else(String::new, |l| l.as_secs().to_string()),
+        );
+        // A backstop only: the script keeps its own time.
+        let spec = CommandSpec::shell(script).timeout(limit.map(|l| l + Duration::from_secs(30)));
+        let out = ctx.conn.run(&spec, None).await?;
+        let text = out.stdout_text();
+        let waited = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("running "))
+            .map(|p| p.trim().to_string());
+        if out.timed_out {
+            return Err(ModuleError::failed(format!(
+                "this command, started by run {run}, is still running on the host (pid {}): it is not started again; wait for it to end, then resume again",
+                waited.as_deref().unwrap_or("?")
+            )));
+        }
+        let body = if waited.is_some() {
+            out.stdout.splitn(2, |&b| b == b'\n').nth(1).unwrap_or(&[])
+        } else {
+            &out.stdout[..]
+        };
+        let mut parts = body.splitn(2, |&b| b == b'\n');
+        let header = String::from_utf8_lossy(parts.next().unwrap_or(&[])).into_owned();
+        let rest = parts.next().unwrap_or(&[]).to_vec();
+        if let Some(rc) = header.strip_prefix("done ") {
+            let rc = rc.trim().parse::<i32>().map_err(|_| {
+                ModuleError::failed(format!(
+                    "the completion marker of this command from run {run} ({dir}) holds no exit status: {rc:?}"
+                ))
+            })?;
+            return Ok(Some((
+                CommandOutput {
+                    rc: Some(rc),
+                    stdout: rest,
+                    stderr: out.stderr,
+                    timed_out: false,
+                },
+                run.clone(),
+            )));
+        }
+        match header.trim() {
+            "gone" => {}
+            "ended" => {
+                // As the step's timeout would have ended it in its own run.
+                m.no_retry.store(false, Ordering::SeqCst);
+                return Err(ModuleError::failed(format!(
+                    "this command, started by run {run}, was still running (pid {}) when the step's timeout ({}) ran out: it was ended, as a timeout ends any command",
+                    waited.as_deref().unwrap_or("?"),
+                    humantime::format_duration(ctx.timeout.unwrap_or_default())
+                )));
+            }
+            _ => {
+                return Err(ModuleError::failed(format!(
+                    "cannot read the completion marker of this command from run {run} in {dir}: {}",
+                    out.stderr_text().trim()
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_file_names() {
+        assert_eq!(key("dump-db", "ctl01", 0), "dump-db@ctl01.0");
+        let k = key("a/b c", "h'1", 2);
+        assert!(k.starts_with("a_b_c@h_1-") && k.ends_with(".2"), "{k}");
+        assert_ne!(key("a/b", "h", 0), key("a_b", "h", 0));
+        assert!(key(&"x".repeat(500), "h", 0).len() < 120);
+    }
+}
