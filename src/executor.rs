@@ -704,13 +704,36 @@ impl Run {
             return Ok(());
         }
         let node = &self.graph.nodes[i];
+        let step = &self.playbook.steps[node.step];
+        // A `no_log` step's result is masked on disk too: a resumed run sees its
+        // registered strings as `********`.
+        let result = if step.no_log {
+            crate::output::emitter::mask_strings(&rec.result)
+        } else {
+            rec.result.clone()
+        };
+        // Its rendered arguments too (the pre-state the module captured is kept: a
+        // later `lifeboat rollback` needs it, and a module that undoes from its
+        // arguments fails loudly on the mask rather than guessing).
+        let mut undo = serde_json::to_value(&rec.undo).unwrap_or(Json::Null);
+        if step.no_log
+            && let Json::Array(pairs) = &mut undo
+        {
+            for pair in pairs.iter_mut() {
+                if let Json::Array(p) = pair
+                    && let Some(args) = p.first_mut()
+                {
+                    *args = crate::output::emitter::mask_strings(args);
+                }
+            }
+        }
         self.journal(&crate::journal::Record::NodeFinish {
             node: i,
-            step: self.playbook.steps[node.step].id.clone(),
+            step: step.id.clone(),
             host: node.host.clone(),
             status: json_word(&rec.status),
-            result: rec.result.clone(),
-            undo: serde_json::to_value(&rec.undo).unwrap_or(Json::Null),
+            result,
+            undo,
             exec_host: rec.exec_host.clone(),
         })
     }
