@@ -83,17 +83,19 @@ pub fn key(step: &str, host: &str, item: usize) -> String {
 }
 
 /// The remote script that runs `inner` (a whole shell line, become included) and
-/// records its completion.
+/// records its completion. Every command pays for it, so it starts as few processes as
+/// it can: the inner shell and the `mv` that makes the exit status appear whole; `rm`
+/// and `cat` only when there is something to remove or print.
 pub fn wrapper(m: &Marker, inner: &str) -> String {
     format!(
         "d={d}; n={n}; f={f}; me={me}; trap '' HUP\n\
-         {{ echo $$ > \"$d/$n.pid\" && rm -f \"$d/$n.rc\"; }} 2>/dev/null || {{ echo \"lifeboat: cannot write the completion marker $d/$n.pid: not running the command\" >&2; exit 125; }}\n\
+         {{ echo $$ > \"$d/$n.pid\" && {{ [ ! -e \"$d/$n.rc\" ] || rm -f \"$d/$n.rc\"; }}; }} 2>/dev/null || {{ echo \"lifeboat: cannot write the completion marker $d/$n.pid: not running the command\" >&2; exit 125; }}\n\
          held=; while IFS= read -r l; do [ \"$l\" = \"$me\" ] && held=1; done 2>/dev/null < \"$f\"\n\
          [ -n \"$held\" ] || {{ rm -f \"$d/$n.pid\"; echo \"lifeboat: the host lock $f no longer names run {run}: not running the command (another run has taken the host over)\" >&2; exit 125; }}\n\
          /bin/sh -c {inner} > \"$d/$n.out\" 2> \"$d/$n.err\"\n\
          rc=$?\n\
          echo $rc > \"$d/$n.rc.tmp\" && mv -f \"$d/$n.rc.tmp\" \"$d/$n.rc\"\n\
-         cat \"$d/$n.out\"; cat \"$d/$n.err\" >&2\n\
+         [ ! -s \"$d/$n.out\" ] || cat \"$d/$n.out\"; [ ! -s \"$d/$n.err\" ] || cat \"$d/$n.err\" >&2\n\
          exit $rc",
         d = quote(&m.dir),
         n = quote(&m.key),
