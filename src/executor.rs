@@ -213,6 +213,8 @@ pub struct Run {
 
 enum NodeEnd {
     Done(NodeRecord),
+    /// The journal could not record the node's start or end: the run stops.
+    Unjournaled(NodeRecord, String),
 }
 
 impl Run {
@@ -313,24 +315,25 @@ impl Run {
                         }
                         running_on.insert(host.clone(), running + 1);
                         records[i].started = self.emitter.elapsed();
-                        let node = &graph.nodes[i];
-                        if let Err(e) = self.journal(&crate::journal::Record::NodeStart {
-                            node: i,
-                            step: self.playbook.steps[node.step].id.clone(),
-                            host: node.host.clone(),
-                        }) {
-                            stop_reason = Some(e);
-                            break;
-                        }
                         tracing::debug!(node = i, host = %host, running = running + 1, "start");
                         let run = self.clone();
                         let token = cancel.clone();
+                        // The node's start and end are journaled by its own task, so
+                        // the scheduler never waits for the disk, and nodes ending
+                        // together share one flush. Each record is on disk before the
+                        // node's module starts, and before its dependents may start.
                         let handle = tasks.spawn(async move {
-                            let end = tokio::select! {
-                                rec = run.clone().run_node(i) => NodeEnd::Done(rec),
-                                () = token.cancelled() => NodeEnd::Done(run.cancelled_record(i)),
+                            if let Err(e) = run.journal_start(i).await {
+                                return (i, NodeEnd::Unjournaled(NodeRecord::not_run(), e));
+                            }
+                            let rec = tokio::select! {
+                                rec = run.clone().run_node(i) => rec,
+                                () = token.cancelled() => run.cancelled_record(i),
                             };
-                            (i, end)
+                            match run.journal_finish_async(i, &rec).await {
+                                Ok(()) => (i, NodeEnd::Done(rec)),
+                                Err(e) => (i, NodeEnd::Unjournaled(rec, e)),
+                            }
                         });
                         task_node.insert(handle.id(), i);
                     }
@@ -346,12 +349,24 @@ impl Run {
                             task_node.remove(&id);
                             (i, rec)
                         }
+                        Some(Ok((id, (i, NodeEnd::Unjournaled(rec, e))))) => {
+                            task_node.remove(&id);
+                            if stop_reason.is_none() {
+                                stop_reason = Some(e);
+                            }
+                            (i, rec)
+                        }
                         Some(Err(e)) => {
                             let Some(i) = task_node.remove(&e.id()) else { continue };
                             let mut rec = NodeRecord::not_run();
                             rec.status = NodeStatus::Failed;
                             rec.result = json!({"failed": true, "msg": format!("internal error: {e}")});
                             self.finish_event(i, &rec, 1, None, Some(format!("internal error: {e}")));
+                            if let Err(e) = self.journal_finish(i, &rec)
+                                && stop_reason.is_none()
+                            {
+                                stop_reason = Some(e);
+                            }
                             (i, rec)
                         }
                         None => break,
@@ -364,11 +379,6 @@ impl Run {
                     }
                     let status = record.status;
                     records[i] = NodeRecord { finished: self.emitter.elapsed(), ..record };
-                    if let Err(e) = self.journal_finish(i, &records[i])
-                        && stop_reason.is_none()
-                    {
-                        stop_reason = Some(e);
-                    }
                     if status == NodeStatus::Failed {
                         failed_any = true;
                         if !self.opts.check && stop_reason.is_none() {
@@ -699,10 +709,42 @@ impl Run {
         }
     }
 
+    /// Journals a node's start; resolves once it is on disk.
+    async fn journal_start(&self, i: usize) -> Result<(), String> {
+        let Some(j) = &self.journal else {
+            return Ok(());
+        };
+        let node = &self.graph.nodes[i];
+        let record = crate::journal::Record::NodeStart {
+            node: i,
+            step: self.playbook.steps[node.step].id.clone(),
+            host: node.host.clone(),
+        };
+        j.append_async(&record)
+            .await
+            .map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display()))
+    }
+
+    /// Journals a node's end from its own task; resolves once it is on disk.
+    async fn journal_finish_async(&self, i: usize, rec: &NodeRecord) -> Result<(), String> {
+        let Some(j) = &self.journal else {
+            return Ok(());
+        };
+        let record = self.finish_record(i, rec);
+        j.append_async(&record)
+            .await
+            .map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display()))
+    }
+
     fn journal_finish(&self, i: usize, rec: &NodeRecord) -> Result<(), String> {
         if self.journal.is_none() {
             return Ok(());
         }
+        self.journal(&self.finish_record(i, rec))
+    }
+
+    /// The `node_finish` record of a node.
+    fn finish_record(&self, i: usize, rec: &NodeRecord) -> crate::journal::Record {
         let node = &self.graph.nodes[i];
         let step = &self.playbook.steps[node.step];
         // A `no_log` step's result is masked on disk too: a resumed run sees its
@@ -727,7 +769,7 @@ impl Run {
                 }
             }
         }
-        self.journal(&crate::journal::Record::NodeFinish {
+        crate::journal::Record::NodeFinish {
             node: i,
             step: step.id.clone(),
             host: node.host.clone(),
@@ -735,7 +777,7 @@ impl Run {
             result,
             undo,
             exec_host: rec.exec_host.clone(),
-        })
+        }
     }
 
     fn cancelled_record(&self, i: usize) -> NodeRecord {
