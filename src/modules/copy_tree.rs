@@ -1,18 +1,22 @@
 //! `copy` of a controller directory: the tree is walked on the controller, the host is
 //! inspected for every file in one command, the changed files are sent over the
-//! connection's one SFTP session to temporary names beside their destinations, and
+//! connection's one SFTP session (eight at once) to temporary names beside their destinations, and
 //! one command checks their sizes, gives them their attributes and renames them into
 //! place. Four commands for any number of files, where a `copy` loop runs two per
 //! file. Files it replaces are kept in one backup directory beside dest for rollback.
 
 use std::path::{Path, PathBuf};
 
+use futures_util::StreamExt;
 use serde_json::{Value as Json, json};
 
 use super::copy::{attr_script, local_sha256, mode_text, sibling, split_path};
 use super::{ModuleContext, ModuleError, Outcome, Upload};
 use crate::connection::CommandOutput;
 use crate::connection::{CommandSpec, quote};
+
+/// How many files are sent at once.
+const UPLOADS_AT_ONCE: usize = 8;
 
 /// One entry of the controller's tree, relative to the copied directory.
 #[derive(Debug)]
@@ -406,24 +410,43 @@ pub(crate) async fn copy_tree(
         return Err(e);
     }
 
-    // Send, to temporary names beside the destinations.
-    let mut sent: Vec<(String, &FilePlan)> = Vec::new();
-    for f in changed.iter().filter(|f| f.send) {
+    // Send, to temporary names beside the destinations, several at once over the
+    // connection's one SFTP session (a file's open, write and close are round trips).
+    type Sending<'a> = std::pin::Pin<
+        Box<dyn std::future::Future<Output = (usize, String, Result<(), ModuleError>)> + Send + 'a>,
+    >;
+    let mut sending: Vec<Sending> = Vec::new();
+    for (k, f) in changed.iter().enumerate().filter(|(_, f)| f.send) {
         let tmp = sibling(&f.path, "", &ctx.run_id);
-        if let Err(e) = ctx.upload(Upload::File(f.local), &tmp).await {
-            let mut rm = String::from("rm -f --");
-            for (t, _) in &sent {
-                rm.push(' ');
-                rm.push_str(&quote(t));
-            }
-            rm.push(' ');
-            rm.push_str(&quote(&tmp));
-            let _ = ctx.probe(CommandSpec::shell(rm)).await;
-            let _ = undo_tree(ctx, &undo).await;
-            return Err(e);
-        }
-        sent.push((tmp, f));
+        let local = f.local.to_path_buf();
+        sending.push(Box::pin(async move {
+            let result = ctx.upload(Upload::File(&local), &tmp).await;
+            (k, tmp, result)
+        }));
     }
+    let uploads: Vec<_> = futures_util::stream::iter(sending)
+        .buffer_unordered(UPLOADS_AT_ONCE)
+        .collect()
+        .await;
+    let mut sent: Vec<(String, &FilePlan)> = Vec::new();
+    let mut failure = None;
+    for (k, tmp, result) in uploads {
+        if let Err(e) = result {
+            failure.get_or_insert(e);
+        }
+        sent.push((tmp, changed[k]));
+    }
+    if let Some(e) = failure {
+        let mut rm = String::from("rm -f --");
+        for (t, _) in &sent {
+            rm.push(' ');
+            rm.push_str(&quote(t));
+        }
+        let _ = script_ok(ctx, "cannot clean up", rm).await;
+        let _ = undo_tree(ctx, &undo).await;
+        return Err(e);
+    }
+    sent.sort_by(|a, b| a.1.rel.cmp(b.1.rel));
 
     // Finish: check every size and set attributes first, then rename them all.
     let mut fin = String::from("set -e\nfail() { echo \"$1\" >&2; exit 1; }\n");
@@ -459,7 +482,7 @@ pub(crate) async fn copy_tree(
             rm.push(' ');
             rm.push_str(&quote(t));
         }
-        let _ = ctx.probe(CommandSpec::shell(rm)).await;
+        let _ = script_ok(ctx, "cannot clean up", rm).await;
         let _ = undo_tree(ctx, &undo).await;
         return Err(e);
     }
