@@ -448,22 +448,44 @@ pub(crate) async fn copy_tree(
     }
     sent.sort_by(|a, b| a.1.rel.cmp(b.1.rel));
 
-    // Finish: check every size and set attributes first, then rename them all.
+    // Finish: check every size and set attributes first, then rename them all. One
+    // `stat` and one `chmod` per mode for the whole tree: a process per file would be
+    // most of the time the copy of many small files takes.
     let mut fin = String::from("set -e\nfail() { echo \"$1\" >&2; exit 1; }\n");
+    if !sent.is_empty() {
+        fin.push_str("sizes=$(stat -c %s --");
+        for (tmp, _) in &sent {
+            fin.push(' ');
+            fin.push_str(&quote(tmp));
+        }
+        fin.push_str(") || fail 'cannot stat the files sent'\nset -- $sizes\n");
+        for (_, f) in &sent {
+            fin.push_str(&format!(
+                "[ \"$1\" = {size} ] || fail {msg}; shift\n",
+                size = f.size,
+                msg = quote(&format!("the transfer of {} came out short", f.path))
+            ));
+        }
+    }
+    let mut by_mode: std::collections::BTreeMap<u32, Vec<&str>> = Default::default();
     for (tmp, f) in &sent {
-        let t = quote(tmp);
         let keep = f.before.as_ref();
-        fin.push_str(&format!(
-            "[ \"$(stat -c %s -- {t})\" = {size} ] || fail {msg}\n",
-            size = f.size,
-            msg = quote(&format!("the transfer of {} came out short", f.path))
-        ));
-        fin.push_str(&attr_script(
-            tmp,
-            attrs.mode.or(keep.map(|k| k.0)),
-            attrs.owner.as_deref().or(keep.map(|k| k.1.as_str())),
-            attrs.group.as_deref().or(keep.map(|k| k.2.as_str())),
-        ));
+        if let Some(m) = attrs.mode.or(keep.map(|k| k.0)) {
+            by_mode.entry(m).or_default().push(tmp);
+        }
+        let owner = attrs.owner.as_deref().or(keep.map(|k| k.1.as_str()));
+        let group = attrs.group.as_deref().or(keep.map(|k| k.2.as_str()));
+        if owner.is_some() || group.is_some() {
+            fin.push_str(&attr_script(tmp, None, owner, group));
+        }
+    }
+    for (m, paths) in &by_mode {
+        fin.push_str(&format!("chmod {} --", mode_text(*m)));
+        for p in paths {
+            fin.push(' ');
+            fin.push_str(&quote(p));
+        }
+        fin.push('\n');
     }
     for f in changed.iter().filter(|f| !f.send) {
         fin.push_str(&attr_script(
