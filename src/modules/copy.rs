@@ -247,7 +247,16 @@ pub(crate) async fn quiet_ok(
     what: &str,
     script: String,
 ) -> Result<CommandOutput, ModuleError> {
-    let out = ctx.probe(CommandSpec::shell(script)).await?;
+    spec_ok(ctx, what, CommandSpec::shell(script)).await
+}
+
+/// Runs a command quietly and fails with its standard error unless it exits 0.
+pub(crate) async fn spec_ok(
+    ctx: &ModuleContext,
+    what: &str,
+    spec: CommandSpec,
+) -> Result<CommandOutput, ModuleError> {
+    let out = ctx.probe(spec).await?;
     if out.success() {
         Ok(out)
     } else {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use futures_util::StreamExt;
 use serde_json::{Value as Json, json};
 
-use super::copy::{attr_script, local_sha256, mode_text, sibling, split_path};
+use super::copy::{attr_script, local_sha256, mode_text, sibling, spec_ok, split_path};
 use super::{ModuleContext, ModuleError, Outcome, Upload};
 use crate::connection::CommandOutput;
 use crate::connection::{CommandSpec, quote};
@@ -437,14 +437,7 @@ pub(crate) async fn copy_tree(
         sent.push((tmp, changed[k]));
     }
     if let Some(e) = failure {
-        let mut rm = String::from("rm -f --");
-        for (t, _) in &sent {
-            rm.push(' ');
-            rm.push_str(&quote(t));
-        }
-        let _ = script_ok(ctx, "cannot clean up", rm).await;
-        let _ = undo_tree(ctx, &undo).await;
-        return Err(e);
+        return Err(give_up(ctx, &sent, &undo, e).await);
     }
     sent.sort_by(|a, b| a.1.rel.cmp(b.1.rel));
 
@@ -499,14 +492,7 @@ pub(crate) async fn copy_tree(
         fin.push_str(&format!("mv -f -- {} {}\n", quote(tmp), quote(&f.path)));
     }
     if let Err(e) = script_ok(ctx, &format!("cannot write into {dest}"), fin).await {
-        let mut rm = String::from("rm -f --");
-        for (t, _) in &sent {
-            rm.push(' ');
-            rm.push_str(&quote(t));
-        }
-        let _ = script_ok(ctx, "cannot clean up", rm).await;
-        let _ = undo_tree(ctx, &undo).await;
-        return Err(e);
+        return Err(give_up(ctx, &sent, &undo, e).await);
     }
     if let Some(m) = attrs.mode {
         data["mode"] = json!(mode_text(m));
@@ -525,17 +511,25 @@ async fn script_ok(
     what: &str,
     script: String,
 ) -> Result<CommandOutput, ModuleError> {
-    let out = ctx
-        .probe(CommandSpec::shell("exec /bin/sh -s").stdin(script.into_bytes()))
-        .await?;
-    if out.success() {
-        Ok(out)
-    } else {
-        Err(ModuleError::Failed {
-            message: format!("{what}: {}", out.stderr_text().trim()),
-            output: Some(out),
-        })
+    let spec = CommandSpec::shell("exec /bin/sh -s").stdin(script.into_bytes());
+    spec_ok(ctx, what, spec).await
+}
+
+/// After a failure: removes the files sent and puts the tree back; returns `e`.
+async fn give_up(
+    ctx: &ModuleContext,
+    sent: &[(String, &FilePlan<'_>)],
+    undo: &Json,
+    e: ModuleError,
+) -> ModuleError {
+    let mut rm = String::from("rm -f --");
+    for (t, _) in sent {
+        rm.push(' ');
+        rm.push_str(&quote(t));
     }
+    let _ = script_ok(ctx, "cannot clean up", rm).await;
+    let _ = undo_tree(ctx, undo).await;
+    e
 }
 
 fn describe(found: &Found) -> String {
