@@ -84,19 +84,23 @@ pub fn key(step: &str, host: &str, item: usize) -> String {
 
 /// The remote script that runs `inner` (a whole shell line, become included) and
 /// records its completion. Every command pays for it, so it starts as few processes as
-/// it can: the inner shell and the `mv` that makes the exit status appear whole; `rm`
-/// and `cat` only when there is something to remove or print.
+/// it can: the command runs in a subshell (a fork, not a new `sh`), with the wrapper's
+/// own variables unset and no positional parameters, as under `sh -c`; the exit status
+/// is one short write (a reader treats an empty file as not yet written while the
+/// wrapper lives, and as a completed command whose status was lost when it does not);
+/// `rm` and `cat` run only when there is something to remove or print.
 pub fn wrapper(m: &Marker, inner: &str) -> String {
     format!(
-        "d={d}; n={n}; f={f}; me={me}; trap '' HUP\n\
-         {{ echo $$ > \"$d/$n.pid\" && {{ [ ! -e \"$d/$n.rc\" ] || rm -f \"$d/$n.rc\"; }}; }} 2>/dev/null || {{ echo \"lifeboat: cannot write the completion marker $d/$n.pid: not running the command\" >&2; exit 125; }}\n\
-         held=; while IFS= read -r l; do [ \"$l\" = \"$me\" ] && held=1; done 2>/dev/null < \"$f\"\n\
-         [ -n \"$held\" ] || {{ rm -f \"$d/$n.pid\"; echo \"lifeboat: the host lock $f no longer names run {run}: not running the command (another run has taken the host over)\" >&2; exit 125; }}\n\
-         /bin/sh -c {inner} > \"$d/$n.out\" 2> \"$d/$n.err\"\n\
-         rc=$?\n\
-         echo $rc > \"$d/$n.rc.tmp\" && mv -f \"$d/$n.rc.tmp\" \"$d/$n.rc\"\n\
-         [ ! -s \"$d/$n.out\" ] || cat \"$d/$n.out\"; [ ! -s \"$d/$n.err\" ] || cat \"$d/$n.err\" >&2\n\
-         exit $rc",
+        "__lb_d={d}; __lb_n={n}; __lb_f={f}; __lb_me={me}; trap '' HUP\n\
+         {{ echo $$ > \"$__lb_d/$__lb_n.pid\" && {{ [ ! -e \"$__lb_d/$__lb_n.rc\" ] || rm -f \"$__lb_d/$__lb_n.rc\"; }}; }} 2>/dev/null || {{ echo \"lifeboat: cannot write the completion marker $__lb_d/$__lb_n.pid: not running the command\" >&2; exit 125; }}\n\
+         __lb_held=; while IFS= read -r __lb_l; do [ \"$__lb_l\" = \"$__lb_me\" ] && __lb_held=1; done 2>/dev/null < \"$__lb_f\"\n\
+         [ -n \"$__lb_held\" ] || {{ rm -f \"$__lb_d/$__lb_n.pid\"; echo \"lifeboat: the host lock $__lb_f no longer names run {run}: not running the command (another run has taken the host over)\" >&2; exit 125; }}\n\
+         set -- {inner}\n\
+         ( unset __lb_d __lb_n __lb_f __lb_me __lb_held __lb_l; eval \"set --; $1\" ) > \"$__lb_d/$__lb_n.out\" 2> \"$__lb_d/$__lb_n.err\"\n\
+         __lb_rc=$?\n\
+         echo $__lb_rc > \"$__lb_d/$__lb_n.rc\"\n\
+         [ ! -s \"$__lb_d/$__lb_n.out\" ] || cat \"$__lb_d/$__lb_n.out\"; [ ! -s \"$__lb_d/$__lb_n.err\" ] || cat \"$__lb_d/$__lb_n.err\" >&2\n\
+         exit $__lb_rc",
         d = quote(&m.dir),
         n = quote(&m.key),
         f = quote(&m.lock_file),
@@ -163,12 +167,12 @@ async fn look(
              alive() {{ kill -0 \"$1\" 2>/dev/null || [ -d \"/proc/$1\" ] || return 1; [ -r \"/proc/$1/cmdline\" ] || return 0; c=$(tr '\\0' ' ' < \"/proc/$1/cmdline\" 2>/dev/null) || return 0; case $c in *\"$n\"*) return 0;; esac; return 1; }}\n\
              nap() {{ sleep 0.1 2>/dev/null || sleep 1; }}\n\
              done_() {{ echo \"done $(cat \"$d/$n.rc\")\"; cat \"$d/$n.out\" 2>/dev/null; cat \"$d/$n.err\" >&2 2>/dev/null; exit 0; }}\n\
-             [ -f \"$d/$n.rc\" ] && done_\n\
+             [ -s \"$d/$n.rc\" ] && done_\n\
              p=; [ -f \"$d/$n.pid\" ] && read -r p < \"$d/$n.pid\"\n\
              if [ -n \"$p\" ] && alive \"$p\"; then\n\
                echo \"running $p\"\n\
                end=; [ -n \"$lim\" ] && end=$(( $(date +%s) + lim ))\n\
-               while [ ! -f \"$d/$n.rc\" ] && alive \"$p\"; do\n\
+               while [ ! -s \"$d/$n.rc\" ] && alive \"$p\"; do\n\
                  if [ -n \"$end\" ] && [ \"$(date +%s)\" -ge \"$end\" ]; then\n\
                    kill -TERM -- \"-$p\" 2>/dev/null; i=0\n\
                    while alive \"$p\" && [ $i -lt 5 ]; do nap; i=$((i + 1)); done\n\

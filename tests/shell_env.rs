@@ -47,3 +47,30 @@ fn an_env_name_that_is_not_an_identifier_is_refused_at_load() {
     assert!(out.stderr.contains("playbook.yaml:5:"), "{}", out.stderr);
     assert!(!out.exists("ran"));
 }
+
+/// A real run wraps `command` and `shell` in the exactly-once marker script: the command
+/// still starts as under `sh -c`, with no positional parameters and none of the
+/// wrapper's own variables, and its exit status and output come back as they were.
+#[test]
+fn the_completion_wrapper_leaves_no_trace_in_the_command() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: clean
+    shell: printf '[%s][%s][%s][%s]' "$#" "${1-}" "${__lb_d-unset}" "${__lb_rc-unset}" > {{ playbook_dir }}/seen
+  - id: status
+    needs: clean
+    shell: echo out; echo err >&2; exit 3
+    register: r
+    ignore_errors: true
+  - id: check
+    needs: status
+    assert:
+      that: r.rc == 3 and (r.stdout | trim) == 'out' and (r.stderr | trim) == 'err'
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.read("seen"), "[0][][unset][unset]");
+}
