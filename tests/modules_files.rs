@@ -497,6 +497,26 @@ async fn copy_of_a_directory_never_writes_through_links_on_the_host() {
         !dest.join("a.txt").exists(),
         "nothing written before the refusal"
     );
+
+    // A dest whose directory does not exist is refused, naming it.
+    let nowhere = dir.path().join("missing/tree");
+    let args = json!({ "src": format!("{}/", s(&src)), "dest": s(&nowhere) });
+    let msg = failure(run("copy", &ctx(), args.clone()).await);
+    let missing = s(&dir.path().join("missing"));
+    assert!(
+        msg.contains(&format!("the directory {missing} does not exist")),
+        "{msg}"
+    );
+    let plan = run("copy", &ctx_with(true, false), args)
+        .await
+        .expect("dry run");
+    assert!(plan.changed);
+    assert!(
+        plan.msg
+            .unwrap_or_default()
+            .contains("an earlier step must create it"),
+        "the dry run says what must come first"
+    );
 }
 
 #[tokio::test]

@@ -106,7 +106,8 @@ steps:
   # copy: dest is a link to a file outside
   - id: copy-dest-link
     copy: { content: "pwned\n", dest: "{{ w }}/copy/victim-link" }
-  # copy: src is a folder that holds a link to the outside
+  # copy: src is a folder that holds a link to the outside (followed, as cp -L does:
+  # what it points to is read and copied inside dest)
   - id: copy-src-dir
     copy: { src: "{{ d }}/srcdir", dest: "{{ w }}/copy/from-dir" }
   # copy into a folder: under src's own name, inside it
@@ -183,6 +184,8 @@ fn setup() -> Setup {
         .unwrap_or_else(|e| panic!("{e}"));
     mkdir(&d.join("w/x"), 0o1777);
     // copy's src folder, with a link out.
+    mkdir(&d.join("w/copy/from-dir"), 0o1777);
+    mkdir(&d.join("locks"), 0o1777);
     mkdir(&d.join("srcdir"), 0o755);
     std::os::unix::fs::symlink(&outside, d.join("srcdir/out")).unwrap_or_else(|e| panic!("{e}"));
     ok(std::fs::write(d.join("srcfile.txt"), "inside\n"));
@@ -386,7 +389,14 @@ fn traversal(via: Via<'_>) {
     refused("fetch-link-deep", "is a symbolic link");
     refused("fetch-flat-link", "is a symbolic link");
     refused("copy-dest-link", "is a symbolic link");
-    refused("copy-src-dir", "is not a regular file");
+    let (status, msg) = finish("copy-src-dir");
+    assert_eq!(status, "changed", "copy-src-dir: {msg}\n{report}");
+    assert_eq!(
+        ok(std::fs::read_to_string(
+            s.d.join("w/copy/from-dir/srcdir/out/victim")
+        )),
+        "original\n"
+    );
     refused("unarchive-dotdot", "would land outside");
     refused("unarchive-absolute", "would land outside");
     // GNU tar refuses to write through a link it extracted, and to link outside.

@@ -135,12 +135,13 @@ fn join(dest: &str, rel: &str) -> String {
 }
 
 /// Asks the host about every entry in one command: the list goes on stdin, one line an
-/// entry, and comes back one line an entry, in order.
+/// entry, and comes back one line an entry, in order, after a first line saying whether
+/// the directory that holds dest exists.
 async fn inspect(
     ctx: &ModuleContext,
     dest: &str,
     entries: &[Entry],
-) -> Result<Vec<Found>, ModuleError> {
+) -> Result<(bool, Vec<Found>), ModuleError> {
     let mut list = String::new();
     for e in entries {
         match e {
@@ -150,6 +151,8 @@ async fn inspect(
     }
     let script = format!(
         "D={}\n\
+case \"$D\" in */*) P=${{D%/*}}; P=${{P:-/}};; *) P=.;; esac\n\
+if [ -d \"$P\" ]; then echo parent; else echo noparent; fi\n\
 while IFS= read -r line; do\n\
   t=${{line%% *}}; rest=${{line#* }}; size=${{rest%% *}}; rel=${{rest#* }}\n\
   if [ \"$rest\" = \"$size\" ]; then rel=; fi\n\
@@ -176,7 +179,9 @@ done\n",
         });
     }
     let text = out.stdout_text();
-    let found: Vec<Found> = text.lines().map(parse_found).collect();
+    let mut lines = text.lines();
+    let parent = lines.next() == Some("parent");
+    let found: Vec<Found> = lines.map(parse_found).collect();
     if found.len() != entries.len() {
         return Err(ModuleError::failed(format!(
             "cannot inspect {dest}: the host answered for {} of {} entries",
@@ -184,7 +189,7 @@ done\n",
             entries.len()
         )));
     }
-    Ok(found)
+    Ok((parent, found))
 }
 
 fn parse_found(line: &str) -> Found {
@@ -255,7 +260,20 @@ pub(crate) async fn copy_tree(
             .await
             .map_err(|e| ModuleError::failed(format!("copy: {e}")))??
     };
-    let found = inspect(ctx, &dest, &walked).await?;
+    let (parent_exists, found) = inspect(ctx, &dest, &walked).await?;
+    let mut note = String::new();
+    if !parent_exists && found.first() == Some(&Found::Absent) {
+        let (parent, _) = split_path(&dest);
+        if ctx.check {
+            note = format!(
+                " (the directory {parent} does not exist now: an earlier step must create it)"
+            );
+        } else {
+            return Err(ModuleError::failed(format!(
+                "cannot copy to {dest}: the directory {parent} does not exist (create it with a `file` step, state: directory)"
+            )));
+        }
+    }
 
     let mut new_dirs: Vec<String> = Vec::new();
     let mut files: Vec<FilePlan> = Vec::new();
@@ -339,7 +357,7 @@ pub(crate) async fn copy_tree(
     if ctx.check {
         let mut o = Outcome::changed()
             .with_data(data)
-            .with_msg(format!("would change {summary}"));
+            .with_msg(format!("would change {summary}{note}"));
         if ctx.diff {
             o.diff = Some(
                 changed
