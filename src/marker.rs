@@ -84,7 +84,8 @@ pub fn key(step: &str, host: &str, item: usize) -> String {
 
 /// The remote script that runs `inner` (a whole shell line, become included) and
 /// records its completion. Every command pays for it, so it starts as few processes as
-/// it can: the command runs in a subshell (a fork, not a new `sh`), with the wrapper's
+/// it can: the lock check reads one line (a lock file names its run on its first), the
+/// command runs in a subshell (a fork, not a new `sh`), with the wrapper's
 /// own variables unset and no positional parameters, as under `sh -c`; the exit status
 /// is one short write (a reader treats an empty file as not yet written while the
 /// wrapper lives, and as a completed command whose status was lost when it does not);
@@ -93,10 +94,10 @@ pub fn wrapper(m: &Marker, inner: &str) -> String {
     format!(
         "__lb_d={d}; __lb_n={n}; __lb_f={f}; __lb_me={me}; trap '' HUP\n\
          {{ echo $$ > \"$__lb_d/$__lb_n.pid\" && {{ [ ! -e \"$__lb_d/$__lb_n.rc\" ] || rm -f \"$__lb_d/$__lb_n.rc\"; }}; }} 2>/dev/null || {{ echo \"lifeboat: cannot write the completion marker $__lb_d/$__lb_n.pid: not running the command\" >&2; exit 125; }}\n\
-         __lb_held=; while IFS= read -r __lb_l; do [ \"$__lb_l\" = \"$__lb_me\" ] && __lb_held=1; done 2>/dev/null < \"$__lb_f\"\n\
-         [ -n \"$__lb_held\" ] || {{ rm -f \"$__lb_d/$__lb_n.pid\"; echo \"lifeboat: the host lock $__lb_f no longer names run {run}: not running the command (another run has taken the host over)\" >&2; exit 125; }}\n\
+         __lb_l=; IFS= read -r __lb_l 2>/dev/null < \"$__lb_f\"\n\
+         [ \"$__lb_l\" = \"$__lb_me\" ] || {{ rm -f \"$__lb_d/$__lb_n.pid\"; echo \"lifeboat: the host lock $__lb_f no longer names run {run}: not running the command (another run has taken the host over)\" >&2; exit 125; }}\n\
          set -- {inner}\n\
-         ( unset __lb_d __lb_n __lb_f __lb_me __lb_held __lb_l; eval \"set --; $1\" ) > \"$__lb_d/$__lb_n.out\" 2> \"$__lb_d/$__lb_n.err\"\n\
+         ( unset __lb_d __lb_n __lb_f __lb_me __lb_l; eval \"set --; $1\" ) > \"$__lb_d/$__lb_n.out\" 2> \"$__lb_d/$__lb_n.err\"\n\
          __lb_rc=$?\n\
          echo $__lb_rc > \"$__lb_d/$__lb_n.rc\"\n\
          [ ! -s \"$__lb_d/$__lb_n.out\" ] || cat \"$__lb_d/$__lb_n.out\"; [ ! -s \"$__lb_d/$__lb_n.err\" ] || cat \"$__lb_d/$__lb_n.err\" >&2\n\

@@ -446,6 +446,35 @@ fn a_host_variable_chooses_the_lock_directory() {
     run.wait(30).assert_code(0);
 }
 
+/// A command whose host lock was taken over while its run went on (another run broke
+/// it) refuses to start: the completion wrapper reads the lock's first line first.
+#[test]
+fn a_command_refuses_to_start_when_its_hosts_lock_names_another_run() {
+    let out = Test::new()
+        .inventory("h1 ansible_connection=local lifeboat_lock_dir=[TMP]/h1-locks\n")
+        .playbook(
+            r#"
+steps:
+  - id: take-over
+    shell: "printf 'run_id=other\\ncontroller=elsewhere\\n' > {{ playbook_dir }}/h1-locks/h1.lock"
+  - id: after
+    needs: take-over
+    shell: "touch {{ playbook_dir }}/after"
+"#,
+        )
+        .run();
+    out.assert_code(2);
+    assert!(
+        out.stdout.contains("no longer names run")
+            && out.stdout.contains("not running the command"),
+        "{out:?}"
+    );
+    assert!(
+        !out.exists("after"),
+        "the command ran under a lock it does not hold"
+    );
+}
+
 /// `lifeboat ARGS` in `dir`, with the test's lock directory.
 fn lifeboat_in(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_lifeboat"))
