@@ -418,7 +418,7 @@ impl HostLocks {
             let text = quote(&settings.me.to_text());
             let script = format!(
                 "d={d}; f={f}; r={r}; t=\"$f.$$.tmp\"\n\
-                 mkdir -p -m 1777 \"$d\" 2>/dev/null || [ -d \"$d\" ] || {{ echo \"cannot create the lock directory $d\" >&2; exit 3; }}\n\
+                 [ -d \"$d\" ] || mkdir -p -m 1777 \"$d\" 2>/dev/null || [ -d \"$d\" ] || {{ echo \"cannot create the lock directory $d\" >&2; exit 3; }}\n\
                  e=$( (printf '%s' {text} > \"$t\") 2>&1 ) || {{ rm -f \"$t\"; echo \"cannot create the lock file $f: $e\" >&2; exit 3; }}\n\
                  if ln \"$t\" \"$f\" 2>/dev/null; then\n\
                    rm -f \"$t\"\n\
@@ -525,7 +525,7 @@ impl HostLocks {
                 continue;
             };
             let mut script = format!(
-                "f={f}; grep -qxF {line} \"$f\" 2>/dev/null && rm -f \"$f\"",
+                "f={f}; l=; IFS= read -r l 2>/dev/null < \"$f\"; [ \"$l\" = {line} ] && rm -f \"$f\"",
                 f = quote(&held.file),
                 line = quote(&format!("run_id={run_id}")),
             );
