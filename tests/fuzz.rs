@@ -195,46 +195,21 @@ fn tree() -> impl Strategy<Value = Value> {
     })
 }
 
-/// A step's keys (the loader's own list), module keys, and one the loader must refuse.
+/// A step's keys (the loader's own list), every module's key, `import`, and one the
+/// loader must refuse.
 fn step_keys() -> Vec<&'static str> {
     let mut keys = lifeboat::playbook::STEP_KEYS.to_vec();
-    keys.extend([
-        "shell",
-        "command",
-        "copy",
-        "file",
-        "template",
-        "debug",
-        "assert",
-        "set_fact",
-        "wait_for",
-        "fetch",
-        "unarchive",
-        "archive",
-        "rsync",
-        "mysql_dump",
-        "service",
-        "import",
-        "bogus",
-    ]);
+    keys.extend(lifeboat::modules::registry().keys().copied());
+    keys.extend(["import", "bogus"]);
     keys
 }
 
-const PLAYBOOK_KEYS: &[&str] = &[
-    "name",
-    "description",
-    "hosts",
-    "vars",
-    "vars_files",
-    "secrets",
-    "defaults",
-    "steps",
-    "phases",
-    "rto_target",
-    "rpo_target",
-    "max_fail_percentage",
-    "bogus",
-];
+/// A playbook's keys (the loader's own list) and one it must refuse.
+fn playbook_keys() -> Vec<&'static str> {
+    let mut keys = lifeboat::playbook::PLAYBOOK_KEYS.to_vec();
+    keys.push("bogus");
+    keys
+}
 
 /// A step: known keys with values of any shape.
 fn step() -> impl Strategy<Value = Value> {
@@ -245,7 +220,7 @@ fn step() -> impl Strategy<Value = Value> {
 /// A playbook: known top-level keys, steps that are mostly step-like.
 fn playbook() -> impl Strategy<Value = Value> {
     (
-        prop::collection::vec((prop::sample::select(PLAYBOOK_KEYS), tree()), 0..4),
+        prop::collection::vec((prop::sample::select(playbook_keys()), tree()), 0..4),
         prop::collection::vec(prop_oneof![4 => step(), 1 => tree()], 0..6),
         any::<bool>(),
     )
