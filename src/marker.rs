@@ -10,6 +10,11 @@
 //! cut it short), writes `<key>.rc` atomically, and only then prints the output. It
 //! ignores SIGHUP, so a dropped SSH connection does not end it.
 //!
+//! The wrapper is its own `sh` process, started by the host's persistent shell or on a
+//! channel of its own, so it is not always a process group leader: ending a wrapper
+//! ends its process group (a persistent shell of the dead run and what that runs; never
+//! the group of the script doing it).
+//!
 //! When a resumed run meets a step that its predecessor started but never recorded as
 //! finished, [`adopt`] looks at that run's markers: an exit status there is adopted (with
 //! the output) without running the command again; a wrapper still alive is waited for,
@@ -166,6 +171,7 @@ async fn look(
         let script = format!(
             "d={d}; n={n}; lim={lim}\n\
              alive() {{ kill -0 \"$1\" 2>/dev/null || [ -d \"/proc/$1\" ] || return 1; [ -r \"/proc/$1/cmdline\" ] || return 0; c=$(tr '\\0' ' ' < \"/proc/$1/cmdline\" 2>/dev/null) || return 0; case $c in *\"$n\"*) return 0;; esac; return 1; }}\n\
+             grp() {{ g=$(sed 's/.*) //' \"/proc/$1/stat\" 2>/dev/null | cut -d' ' -f3); me=$(sed 's/.*) //' /proc/$$/stat 2>/dev/null | cut -d' ' -f3); if [ -n \"$g\" ] && [ \"$g\" != \"$me\" ]; then echo \"$g\"; else echo \"$1\"; fi; }}\n\
              nap() {{ sleep 0.1 2>/dev/null || sleep 1; }}\n\
              done_() {{ echo \"done $(cat \"$d/$n.rc\")\"; cat \"$d/$n.out\" 2>/dev/null; cat \"$d/$n.err\" >&2 2>/dev/null; exit 0; }}\n\
              [ -s \"$d/$n.rc\" ] && done_\n\
@@ -175,9 +181,9 @@ async fn look(
                end=; [ -n \"$lim\" ] && end=$(( $(date +%s) + lim ))\n\
                while [ ! -s \"$d/$n.rc\" ] && alive \"$p\"; do\n\
                  if [ -n \"$end\" ] && [ \"$(date +%s)\" -ge \"$end\" ]; then\n\
-                   kill -TERM -- \"-$p\" 2>/dev/null; i=0\n\
+                   g=$(grp \"$p\"); kill -s TERM -- \"-$g\" 2>/dev/null || kill -TERM \"$p\" 2>/dev/null; i=0\n\
                    while alive \"$p\" && [ $i -lt 5 ]; do nap; i=$((i + 1)); done\n\
-                   kill -KILL -- \"-$p\" 2>/dev/null\n\
+                   kill -s KILL -- \"-$g\" 2>/dev/null || kill -KILL \"$p\" 2>/dev/null\n\
                    [ -f \"$d/$n.rc\" ] && done_\n\
                    echo ended; exit 0\n\
                  fi\n\

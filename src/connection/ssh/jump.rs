@@ -270,6 +270,7 @@ pub(crate) async fn connect_chain(hops: &[Endpoint], target: &Endpoint) -> Resul
         lost,
         sftp: AtomicU8::new(0),
         sftp_session: tokio::sync::Mutex::new(None),
+        shells: super::shell::IdleShells::default(),
         answer_timeout: target.connect_timeout,
         dead: AtomicBool::new(false),
     })

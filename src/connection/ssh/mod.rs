@@ -1,8 +1,10 @@
 //! The SSH transport: [`SshConnection`] implements [`Connection`] over one russh client
 //! connection per host, opened on first use (through jump hosts when configured) and
-//! shared by every step on that host. Commands run on their own channels, at most
-//! `max_channels` at once (OpenSSH's `MaxSessions` is 10); each channel is read by its own
-//! task so an unread output never stalls the others. Keepalives detect a dead server; a
+//! shared by every step on that host. Commands without standard input run in persistent
+//! shells kept open on the connection ([`shell`]), one command at a time per shell; the
+//! others run on their own channels. At most `max_channels` channels are open at once
+//! (OpenSSH's `MaxSessions` is 10); each command's output is read as it comes, so an
+//! unread output never stalls the others. Keepalives detect a dead server; a
 //! step timeout kills the remote process group; a command that ends without an exit
 //! status has `rc: None`; a lost connection is a [`ConnectionError`] and the next use
 //! reconnects.
@@ -19,6 +21,7 @@
 //! | `lifeboat_proxy_jump` | jump hosts, `[user@]host[:port]`, comma separated |
 //! | `ansible_ssh_timeout` / `ansible_timeout` | connect timeout in seconds (default 10) |
 //! | `lifeboat_ssh_max_channels` | commands at once on the connection (default 8) |
+//! | `lifeboat_ssh_persistent_shell` | `false`: every command on a channel of its own (default `true`) |
 //! | `lifeboat_ssh_key_passphrase` | passphrase of the key files |
 //!
 //! Environment: `LIFEBOAT_HOST_KEY_CHECKING`, `LIFEBOAT_KNOWN_HOSTS`, `LIFEBOAT_SSH_CONFIG`
@@ -28,6 +31,7 @@ pub mod auth;
 pub mod config;
 mod jump;
 pub mod known_hosts;
+mod shell;
 mod transfer;
 
 use std::path::{Path, PathBuf};
@@ -41,7 +45,7 @@ use russh::client::{self, DisconnectReason, Handle, Msg};
 use russh::keys::PublicKeyOrCertificate;
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use serde_json::Value as Json;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
 
 pub use known_hosts::HostKeyPolicy;
 
@@ -79,6 +83,8 @@ pub struct SshOptions {
     pub agent_socket: Option<PathBuf>,
     /// The home folder for `~` (default `$HOME`).
     pub home: Option<PathBuf>,
+    /// Run commands without standard input in persistent shells (see [`shell`]).
+    pub persistent_shell: bool,
 }
 
 impl Default for SshOptions {
@@ -95,6 +101,7 @@ impl Default for SshOptions {
             use_agent: true,
             agent_socket: None,
             home: None,
+            persistent_shell: true,
         }
     }
 }
@@ -167,6 +174,8 @@ pub struct SshTarget {
     pub connect_timeout: Option<Duration>,
     /// Channels at once.
     pub max_channels: Option<usize>,
+    /// Persistent shells (`lifeboat_ssh_persistent_shell`).
+    pub persistent_shell: Option<bool>,
 }
 
 fn scalar(v: &Json) -> Option<String> {
@@ -230,6 +239,9 @@ impl SshTarget {
             ),
             None => None,
         };
+        let persistent_shell = vars
+            .get("lifeboat_ssh_persistent_shell")
+            .map(crate::inventory::truthy);
         Ok(SshTarget {
             address: settings.address.clone(),
             port: settings.port,
@@ -243,6 +255,7 @@ impl SshTarget {
             host_key_policy,
             connect_timeout,
             max_channels,
+            persistent_shell,
         })
     }
 }
@@ -518,6 +531,8 @@ pub(crate) struct Live {
     answer_timeout: Duration,
     /// The server stopped answering (a channel request timed out): reconnect.
     dead: AtomicBool,
+    /// Persistent shells waiting for their next command.
+    shells: shell::IdleShells,
 }
 
 impl Live {
@@ -545,6 +560,7 @@ pub struct SshConnection {
     target: Endpoint,
     state: tokio::sync::Mutex<ConnState>,
     permits: Arc<Semaphore>,
+    persistent_shell: bool,
 }
 
 impl std::fmt::Debug for SshConnection {
@@ -617,6 +633,7 @@ impl SshConnection {
             target: endpoint,
             state: tokio::sync::Mutex::new(ConnState::default()),
             permits: Arc::new(Semaphore::new(max)),
+            persistent_shell: target.persistent_shell.unwrap_or(options.persistent_shell),
         })
     }
 
@@ -665,7 +682,22 @@ impl SshConnection {
         }
     }
 
-    async fn permit(&self) -> Result<OwnedSemaphorePermit, ConnectionError> {
+    /// A channel permit; when none is free, idle persistent shells are closed to free
+    /// theirs before waiting.
+    async fn permit(&self, live: &Live) -> Result<OwnedSemaphorePermit, ConnectionError> {
+        loop {
+            match self.permits.clone().try_acquire_owned() {
+                Ok(p) => return Ok(p),
+                Err(TryAcquireError::Closed) => {
+                    return Err(self.err("the connection is shutting down"));
+                }
+                Err(TryAcquireError::NoPermits) => {
+                    if !live.shells.evict_one() {
+                        break;
+                    }
+                }
+            }
+        }
         self.permits
             .clone()
             .acquire_owned()
@@ -683,7 +715,7 @@ impl SshConnection {
         let mut retried = false;
         loop {
             let live = self.live().await?;
-            let permit = self.permit().await?;
+            let permit = self.permit(&live).await?;
             match self.open_channel(&live).await {
                 Ok(ch) => return Ok((live, permit, ch)),
                 Err(e) if !retried && live.is_gone() => {
@@ -744,6 +776,194 @@ impl SshConnection {
             .await
             .map_err(|e| self.err(format!("cannot start `{line}`: {}", describe_russh(&e))))?;
         Ok((live, ch, permit))
+    }
+}
+
+impl SshConnection {
+    /// Runs a command without standard input in a persistent shell: an idle one of
+    /// this connection's, else a new one. A shell found broken before the command was
+    /// sent to it is replaced once: nothing ran.
+    async fn run_in_shell(
+        &self,
+        spec: &CommandSpec,
+        sink: Option<mpsc::UnboundedSender<OutputChunk>>,
+    ) -> Result<CommandOutput, ConnectionError> {
+        let line = spec.to_shell_line();
+        let mut retried = false;
+        let (live, mut busy) = loop {
+            let live = self.live().await?;
+            let (mut sh, pooled) = match live.shells.take() {
+                Some(sh) => (sh, true),
+                None => match self.start_shell(&live).await {
+                    Ok(sh) => (sh, false),
+                    Err(e) if !retried && live.is_gone() => {
+                        tracing::debug!("{}: {e}; trying a new connection", self.label);
+                        retried = true;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            let (script, frame) = sh.next(&line);
+            if let Err(e) = sh.write.data(script.as_bytes()).await {
+                sh.close();
+                if pooled && !retried {
+                    retried = true;
+                    continue;
+                }
+                return Err(self.err(format!(
+                    "cannot start the command: {} ({})",
+                    live.lost_reason(),
+                    describe_russh(&e)
+                )));
+            }
+            let busy = Busy {
+                shell: Some(sh),
+                frame,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                live: live.clone(),
+                permits: self.permits.clone(),
+            };
+            break (live, busy);
+        };
+        let ended = match spec.timeout {
+            Some(t) => tokio::time::timeout(t, busy.read(sink)).await.ok(),
+            None => Some(busy.read(sink).await),
+        };
+        match ended {
+            None => {
+                busy.kill();
+                let (stdout, stderr) = busy.take_output();
+                Ok(CommandOutput {
+                    rc: None,
+                    stdout,
+                    stderr,
+                    timed_out: true,
+                })
+            }
+            Some(Ok(())) => {
+                if let Some(sh) = busy.shell.take() {
+                    live.shells.put(sh, &self.permits);
+                }
+                let rc = busy.frame.rc;
+                let (stdout, stderr) = busy.take_output();
+                Ok(CommandOutput {
+                    rc,
+                    stdout,
+                    stderr,
+                    timed_out: false,
+                })
+            }
+            Some(Err(End::Lost)) => {
+                busy.kill();
+                Err(self.err(format!(
+                    "the connection was lost while the command ran: {}",
+                    live.lost_reason()
+                )))
+            }
+            Some(Err(End::Closed)) => {
+                busy.kill();
+                let (stdout, mut stderr) = busy.take_output();
+                stderr.extend_from_slice(
+                    b"\n[lifeboat: the remote shell ended before the command did]\n",
+                );
+                Ok(CommandOutput {
+                    rc: None,
+                    stdout,
+                    stderr,
+                    timed_out: false,
+                })
+            }
+        }
+    }
+
+    /// A new persistent shell on a new channel.
+    async fn start_shell(&self, live: &Live) -> Result<shell::Shell, ConnectionError> {
+        let permit = self.permit(live).await?;
+        let ch = self.open_channel(live).await?;
+        ch.exec(true, shell::START).await.map_err(|e| {
+            self.err(format!(
+                "cannot start a shell: {} ({})",
+                live.lost_reason(),
+                describe_russh(&e)
+            ))
+        })?;
+        let (rd, wr) = ch.split();
+        Ok(shell::Shell::new(rd, wr, permit))
+    }
+}
+
+/// A command running in a persistent shell. Dropped before the command ended (its
+/// caller went away), it kills the shell and the command with it.
+struct Busy {
+    shell: Option<shell::Shell>,
+    frame: shell::Frame,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    live: Arc<Live>,
+    permits: Arc<Semaphore>,
+}
+
+impl Busy {
+    /// Reads the command's output up to its end tags.
+    async fn read(&mut self, sink: Option<mpsc::UnboundedSender<OutputChunk>>) -> Result<(), End> {
+        let Some(sh) = self.shell.as_mut() else {
+            return Err(End::Lost);
+        };
+        while !self.frame.done() {
+            let Some(msg) = sh.read.wait().await else {
+                return Err(End::Lost);
+            };
+            let (stream, mine) = match msg {
+                ChannelMsg::Data { data } => {
+                    let data = sh.stdout(&data);
+                    (Stream::Stdout, self.frame.feed(shell::Side::Out, &data))
+                }
+                ChannelMsg::ExtendedData { data, ext: 1 } => {
+                    (Stream::Stderr, self.frame.feed(shell::Side::Err, &data))
+                }
+                ChannelMsg::Eof
+                | ChannelMsg::Close
+                | ChannelMsg::ExitStatus { .. }
+                | ChannelMsg::ExitSignal { .. }
+                | ChannelMsg::Failure => return Err(End::Closed),
+                _ => continue,
+            };
+            if mine.is_empty() {
+                continue;
+            }
+            if let Some(s) = &sink {
+                let _ = s.send((stream, mine.clone()));
+            }
+            match stream {
+                Stream::Stdout => self.stdout.extend_from_slice(&mine),
+                Stream::Stderr => self.stderr.extend_from_slice(&mine),
+            }
+        }
+        Ok(())
+    }
+
+    /// The output so far, with what was held back as a possible tag.
+    fn take_output(&mut self) -> (Vec<u8>, Vec<u8>) {
+        let mut stdout = std::mem::take(&mut self.stdout);
+        stdout.extend(self.frame.leftover(shell::Side::Out));
+        let mut stderr = std::mem::take(&mut self.stderr);
+        stderr.extend(self.frame.leftover(shell::Side::Err));
+        (stdout, stderr)
+    }
+
+    /// Kills the shell (and the command in it); it is never used again.
+    fn kill(&mut self) {
+        if let Some(sh) = self.shell.take() {
+            sh.kill(self.live.clone(), self.permits.clone());
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -887,7 +1107,7 @@ async fn kill_remote(
                 .ok()?;
             let mut ch = live.handle.channel_open_session().await.ok()?;
             let line = format!(
-                "kill -TERM -- -{pid} 2>/dev/null && {{ sleep 1; kill -KILL -- -{pid} 2>/dev/null; }}; true"
+                "kill -s TERM -- -{pid} 2>/dev/null && {{ sleep 1; kill -s KILL -- -{pid} 2>/dev/null; }}; true"
             );
             ch.exec(false, line).await.ok()?;
             let _ = ch.eof().await;
@@ -944,6 +1164,9 @@ impl Connection for SshConnection {
         spec: &CommandSpec,
         sink: Option<mpsc::UnboundedSender<OutputChunk>>,
     ) -> Result<CommandOutput, ConnectionError> {
+        if self.persistent_shell && spec.stdin_bytes().is_none() {
+            return self.run_in_shell(spec, sink).await;
+        }
         let (live, permit, channel) = self.session_channel().await?;
         let line = wrap(&spec.to_shell_line());
         channel.exec(true, line).await.map_err(|e| {

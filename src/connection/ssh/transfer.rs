@@ -47,7 +47,7 @@ async fn open_sftp(
         if let Some(s) = cached.as_ref() {
             return Ok(Some((live.clone(), s.clone())));
         }
-        let permit = conn.permit().await?;
+        let permit = conn.permit(&live).await?;
         let ch = match conn.open_channel(&live).await {
             Ok(ch) => ch,
             Err(e) if !retried && live.is_gone() => {
