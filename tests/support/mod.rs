@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod modules;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -184,10 +185,7 @@ impl Test {
     /// Runs the binary to its end.
     pub fn run(self) -> Output {
         let argv = self.prepare();
-        let out = self
-            .lifeboat(&argv)
-            .timeout(Duration::from_secs(60))
-            .run();
+        let out = self.lifeboat(&argv).timeout(Duration::from_secs(60)).run();
         Output::new(self.dir, argv, out.code, out.stdout, out.stderr)
     }
 
