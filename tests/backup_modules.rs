@@ -4,35 +4,28 @@
 //! connection: changed/ok, dry runs that change nothing and predict right, result
 //! data, automatic rollback (or its documented absence), and load-time validation.
 
+#[path = "support/modules.rs"]
+mod modules;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lifeboat::connection::LocalConnection;
-use lifeboat::error::SourceFile;
-use lifeboat::modules::{ModuleContext, ModuleError, Outcome, lookup, validate_args};
-use lifeboat::template::Templates;
+use lifeboat::modules::{ModuleContext, lookup};
+use modules::{context, example_errors, failure, fixtures, ok, run, undo, vars};
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 
 fn ctx_with(check: bool) -> ModuleContext {
     ModuleContext {
-        host: "localhost".to_string(),
-        conn: Arc::new(LocalConnection::new("localhost")),
         check,
-        diff: false,
-        timeout: Some(Duration::from_secs(60)),
-        become_: None,
-        sink: None,
-        templates: Arc::new(Templates::new()),
-        vars: minijinja::Value::from(minijinja::value::Serde(json!({
+        vars: vars(json!({
             "inventory_hostname": "localhost",
             "ansible_connection": "local",
-        }))),
-        base_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/backup"),
-        run_id: "test".to_string(),
+        })),
+        base_dir: fixtures("backup"),
+        ..context("localhost")
     }
 }
 
@@ -42,36 +35,6 @@ fn ctx() -> ModuleContext {
 
 fn dry() -> ModuleContext {
     ctx_with(true)
-}
-
-async fn run(module: &str, ctx: &ModuleContext, args: &Json) -> Result<Outcome, ModuleError> {
-    let m = lookup(module).expect("module is registered");
-    m.run(ctx, args).await
-}
-
-async fn ok(module: &str, ctx: &ModuleContext, args: &Json) -> Outcome {
-    match run(module, ctx, args).await {
-        Ok(o) => o,
-        Err(e) => panic!("{module} failed: {e}"),
-    }
-}
-
-async fn undo(
-    module: &str,
-    ctx: &ModuleContext,
-    args: &Json,
-    outcome: &Outcome,
-) -> Result<Outcome, ModuleError> {
-    let m = lookup(module).expect("module is registered");
-    let data = outcome.undo.clone().expect("the step captured undo data");
-    m.undo(ctx, args, &data).await
-}
-
-fn failure(r: Result<Outcome, ModuleError>) -> String {
-    match r {
-        Ok(o) => panic!("expected a failure, got {o:?}"),
-        Err(e) => e.to_string(),
-    }
 }
 
 fn s(p: &Path) -> String {
@@ -777,12 +740,7 @@ async fn service_sysv_scripts_start_restart_and_rollback() {
 // ---------------------------------------------------------------- validation and docs
 
 fn validate(step: &str) -> Vec<String> {
-    let file = SourceFile::new("play.yml", step);
-    let node = lifeboat::yaml::parse(&file).expect("valid YAML");
-    let entries = node.as_map().expect("a mapping");
-    let (key, value) = &entries[0];
-    let module = lookup(key.as_str().expect("a module key")).expect("a module");
-    validate_args(&*module, key, value, &file)
+    modules::validate(step)
         .into_iter()
         .map(|e| e.message)
         .collect()
@@ -868,16 +826,7 @@ fn every_backup_module_documents_itself() {
         );
         assert!(!doc.returns.is_empty(), "{name}");
         assert!(doc.args.iter().all(|a| !a.doc.is_empty()), "{name}");
-        let file = SourceFile::new("example.yml", doc.example);
-        let parsed = lifeboat::yaml::parse(&file).expect("example parses");
-        let step = &parsed.as_seq().expect("a list with one step")[0];
-        let (key, value) = step
-            .as_map()
-            .expect("a step mapping")
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(name))
-            .expect("the example uses the module");
-        let errors = validate_args(&*lookup(name).expect("registered"), key, value, &file);
+        let errors = example_errors(name);
         assert!(
             errors.is_empty(),
             "{name}: {:?}",

@@ -21,6 +21,8 @@
 //! same variables for its own connection to the dest host, so here the key is a copy
 //! owned by the login user (root on the controller reads it too).
 
+#[path = "support/binary.rs"]
+mod binary;
 #[path = "fixtures/backup_ssh/harness.rs"]
 mod harness;
 #[path = "support/sshd.rs"]
@@ -31,7 +33,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use harness::{chmod, fill, give, host_line, lifeboat, login_ids, ok, s, user_dir, workdir};
+use harness::{
+    Runner, chmod, fill, give, host_line, lifeboat, login_ids, ok, s, user_dir, workdir,
+};
 use sshd::{Sshd, wait_until};
 
 fn write(p: &Path, content: &str) {
@@ -81,6 +85,14 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, String> {
         }
     }
     out
+}
+
+/// An sshd host at `addr`, a working directory, and an inventory naming the host `name`
+/// in `group`.
+fn one_host(addr: &str, group: &str, name: &str) -> (Sshd, tempfile::TempDir, String) {
+    let host = ok(Sshd::start(addr));
+    let inventory = format!("[{group}]\n{}", host_line(name, &host, ""));
+    (host, workdir(), inventory)
 }
 
 fn inode(p: &Path) -> u64 {
@@ -168,16 +180,11 @@ fn rsync_from_host_to_host_makes_link_dest_snapshots() {
         &format!("ansible_ssh_private_key_file={}", s(&key)),
     );
     assert!(inventory.contains(&s(&key)));
+    let site = Runner::new(dir.path(), &inventory);
     let values = [("SRC", s(&src)), ("SNAPS", s(&snaps))];
 
     // A dry run itemizes and creates nothing on the dest host.
-    let dry = lifeboat(
-        dir.path(),
-        "dry",
-        &fill(SNAPSHOTS, &values),
-        &inventory,
-        &["--check"],
-    );
+    let dry = site.check("dry", &fill(SNAPSHOTS, &values));
     dry.assert_code(0);
     assert_eq!(dry.status("snap1", "src1"), "would_change");
     assert_eq!(names(&snaps), Vec::<String>::new(), "{dry:?}");
@@ -188,13 +195,7 @@ fn rsync_from_host_to_host_makes_link_dest_snapshots() {
             .count()
     };
     let before = accepted(&dest_host);
-    let run = lifeboat(
-        dir.path(),
-        "snaps",
-        &fill(SNAPSHOTS, &values),
-        &inventory,
-        &[],
-    );
+    let run = site.run("snaps", &fill(SNAPSHOTS, &values));
     run.assert_code(0);
     assert_eq!(run.status("snap1", "src1"), "changed");
     assert_eq!(run.status("snap2", "src1"), "changed");
@@ -272,13 +273,14 @@ fn rsync_to_a_dest_host_on_the_local_connection_lands_on_the_controller() {
         "[backup]\n{}vault ansible_connection=local\n",
         host_line("src1", &src_host, "")
     );
+    let site = Runner::new(dir.path(), &inventory);
     let dest = store.join("nova");
     let play = fill(TO_CONTROLLER, &[("SRC", s(&src)), ("DEST", s(&dest))]);
-    let r = lifeboat(dir.path(), "copy", &play, &inventory, &[]);
+    let r = site.run("copy", &play);
     r.assert_code(0);
     assert_eq!(r.status("copy", "src1"), "changed");
     assert_eq!(tree(&dest), tree(&src));
-    let again = lifeboat(dir.path(), "again", &play, &inventory, &[]);
+    let again = site.run("again", &play);
     assert_eq!(again.status("copy", "src1"), "ok", "{again:?}");
 
     // The other way: from a host on the local connection to an sshd host. That ssh runs
@@ -336,9 +338,8 @@ steps:
 
 #[test]
 fn rsync_push_and_pull_between_the_controller_and_an_sshd_host() {
-    let host = ok(Sshd::start("127.0.0.44"));
-    let dir = workdir();
-    let inventory = format!("[backup]\n{}", host_line("host1", &host, ""));
+    let (host, dir, inventory) = one_host("127.0.0.44", "backup", "host1");
+    let site = Runner::new(dir.path(), &inventory);
     let ctl = dir.path().join("controller");
     let ctl_src = ctl.join("etc-nova");
     write(&ctl_src.join("nova.conf"), "[DEFAULT]\ndebug = false\n");
@@ -365,25 +366,13 @@ fn rsync_push_and_pull_between_the_controller_and_an_sshd_host() {
     };
 
     // Dry run: both would change, nothing is written on either side.
-    let d = lifeboat(
-        dir.path(),
-        "dry",
-        &play("pushed", "pulled", "true"),
-        &inventory,
-        &["--check"],
-    );
+    let d = site.check("dry", &play("pushed", "pulled", "true"));
     d.assert_code(0);
     assert_eq!(d.status("push", "host1"), "would_change");
     assert_eq!(d.status("pull", "host1"), "would_change");
     assert!(!host_dir.join("pushed").exists() && !ctl.join("pulled").exists());
 
-    let r = lifeboat(
-        dir.path(),
-        "sync",
-        &play("pushed", "pulled", "true"),
-        &inventory,
-        &[],
-    );
+    let r = site.run("sync", &play("pushed", "pulled", "true"));
     r.assert_code(0);
     assert_eq!(r.status("push", "host1"), "changed");
     assert_eq!(r.status("pull", "host1"), "changed");
@@ -394,26 +383,14 @@ fn rsync_push_and_pull_between_the_controller_and_an_sshd_host() {
         ok(std::fs::metadata(host_dir.join("pushed/policy.d/a b.yaml"))).uid(),
         login_ids().0
     );
-    let again = lifeboat(
-        dir.path(),
-        "again",
-        &play("pushed", "pulled", "true"),
-        &inventory,
-        &[],
-    );
+    let again = site.run("again", &play("pushed", "pulled", "true"));
     again.assert_code(0);
     assert_eq!(again.status("push", "host1"), "ok", "{again:?}");
     assert_eq!(again.status("pull", "host1"), "ok", "{again:?}");
 
     // A later failure rolls both back: the new dest on the host (over SSH) and the new
     // dest on the controller are removed; the earlier ones stay.
-    let f = lifeboat(
-        dir.path(),
-        "fail",
-        &play("pushed2", "pulled2", "exit 3"),
-        &inventory,
-        &[],
-    );
+    let f = site.run("fail", &play("pushed2", "pulled2", "exit 3"));
     assert_ne!(f.code, 0, "{f:?}");
     assert_eq!(f.status("push", "host1"), "changed");
     assert_eq!(f.status("after", "host1"), "failed");
@@ -489,9 +466,8 @@ steps:
 #[test]
 fn rsync_push_and_pull_with_become_run_the_far_end_as_root() {
     passwordless_rsync();
-    let host = ok(Sshd::start("127.0.0.46"));
-    let dir = workdir();
-    let inventory = format!("[backup]\n{}", host_line("host1", &host, ""));
+    let (host, dir, inventory) = one_host("127.0.0.46", "backup", "host1");
+    let site = Runner::new(dir.path(), &inventory);
     let ctl = dir.path().join("controller");
     let ctl_src = ctl.join("etc-nova");
     write(&ctl_src.join("nova.conf"), "[DEFAULT]\n");
@@ -516,13 +492,13 @@ fn rsync_push_and_pull_with_become_run_the_far_end_as_root() {
     };
 
     // Without become the login user cannot read it: exit 23.
-    let r = lifeboat(dir.path(), "plain", &play("false", "1"), &inventory, &[]);
+    let r = site.run("plain", &play("false", "1"));
     assert_eq!(r.status("pull", "host1"), "failed", "{r:?}");
     assert!(r.msg("pull", "host1").contains("exit 23"), "{r:?}");
 
     // With become (sudo without a password, for rsync): it is read, and the pushed
     // files belong to root as on the controller.
-    let r = lifeboat(dir.path(), "become", &play("true", "2"), &inventory, &[]);
+    let r = site.run("become", &play("true", "2"));
     r.assert_code(0);
     assert_eq!(
         ok(std::fs::read_to_string(ctl.join("pulled2/keystone.conf"))),
@@ -611,9 +587,8 @@ steps:
 
 #[test]
 fn services_over_ssh_stop_start_and_roll_back_seen_by_their_pids() {
-    let host = ok(Sshd::start("127.0.0.43"));
-    let dir = workdir();
-    let inventory = format!("[control]\n{}", host_line("ctl1", &host, ""));
+    let (_host, dir, inventory) = one_host("127.0.0.43", "control", "ctl1");
+    let site = Runner::new(dir.path(), &inventory);
     let run_dir = user_dir(dir.path(), "run");
     let _reaper = Reaper(run_dir.clone());
     let daemon = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/backup/daemon.sh");
@@ -633,36 +608,18 @@ fn services_over_ssh_stop_start_and_roll_back_seen_by_their_pids() {
     let (uid, _) = login_ids();
 
     // Start api: it runs as the login user, and outlives the SSH session.
-    let r = lifeboat(
-        dir.path(),
-        "start",
-        &play("[api]", "started", "true"),
-        &inventory,
-        &[],
-    );
+    let r = site.run("start", &play("[api]", "started", "true"));
     r.assert_code(0);
     assert_eq!(r.status("service", "ctl1"), "changed");
     let api1 = pid_in(&pidfile("api")).expect("api's pid");
     assert!(alive(api1));
     assert_eq!(uid_of(api1), Some(uid));
-    let r = lifeboat(
-        dir.path(),
-        "again",
-        &play("[api]", "started", "true"),
-        &inventory,
-        &[],
-    );
+    let r = site.run("again", &play("[api]", "started", "true"));
     assert_eq!(r.status("service", "ctl1"), "ok", "{r:?}");
     assert_eq!(pid_in(&pidfile("api")), Some(api1));
 
     // A dry run of a stop predicts and stops nothing.
-    let r = lifeboat(
-        dir.path(),
-        "dry",
-        &play("[api, worker]", "stopped", "true"),
-        &inventory,
-        &["--check"],
-    );
+    let r = site.check("dry", &play("[api, worker]", "stopped", "true"));
     assert_eq!(r.status("service", "ctl1"), "would_change", "{r:?}");
     assert!(alive(api1));
 
@@ -673,13 +630,7 @@ fn services_over_ssh_stop_start_and_roll_back_seen_by_their_pids() {
         "if [ -d /proc/{api1} ] && ! grep -q '^State:[[:space:]]*Z' /proc/{api1}/status; then exit 1; fi; test ! -e {} || exit 2; exit 7",
         s(&pidfile("api"))
     );
-    let r = lifeboat(
-        dir.path(),
-        "stop-fail",
-        &play("[api, worker]", "stopped", &then),
-        &inventory,
-        &[],
-    );
+    let r = site.run("stop-fail", &play("[api, worker]", "stopped", &then));
     assert_ne!(r.code, 0);
     assert_eq!(r.status("service", "ctl1"), "changed");
     assert_eq!(
@@ -700,13 +651,7 @@ fn services_over_ssh_stop_start_and_roll_back_seen_by_their_pids() {
     assert!(!pidfile("worker").exists(), "worker was not running before");
 
     // Start worker, then fail: the rollback stops worker; api, running before, stays.
-    let r = lifeboat(
-        dir.path(),
-        "start-fail",
-        &play("[api, worker]", "started", "exit 1"),
-        &inventory,
-        &[],
-    );
+    let r = site.run("start-fail", &play("[api, worker]", "started", "exit 1"));
     assert_ne!(r.code, 0);
     assert_eq!(r.status("service", "ctl1"), "changed");
     assert_eq!(
@@ -759,9 +704,8 @@ steps:
 
 #[test]
 fn archive_manifest_and_move_aside_over_ssh_restore_and_roll_back() {
-    let host = ok(Sshd::start("127.0.0.45"));
-    let dir = workdir();
-    let inventory = format!("[control]\n{}", host_line("ctl1", &host, ""));
+    let (_host, dir, inventory) = one_host("127.0.0.45", "control", "ctl1");
+    let site = Runner::new(dir.path(), &inventory);
     let etc = user_dir(dir.path(), "etc");
     let backup = user_dir(dir.path(), "backup");
     user_tree(
@@ -796,7 +740,7 @@ fn archive_manifest_and_move_aside_over_ssh_restore_and_roll_back() {
     };
 
     // The restore procedure: describe, archive, move aside, extract, verify.
-    let r = lifeboat(dir.path(), "restore", &play("true"), &inventory, &["-v"]);
+    let r = site.run_with("restore", &play("true"), &["-v"]);
     r.assert_code(0);
     for step in ["manifest", "archive", "aside", "unarchive"] {
         assert_eq!(r.status(step, "ctl1"), "changed", "{step}\n{r:?}");
@@ -832,13 +776,7 @@ steps:
     verify_manifest:
       manifest: @BACKUP@/nova.manifest.json
 "#;
-    let v = lifeboat(
-        dir.path(),
-        "verify",
-        &fill(check, &[("BACKUP", s(&backup))]),
-        &inventory,
-        &[],
-    );
+    let v = site.run("verify", &fill(check, &[("BACKUP", s(&backup))]));
     assert_eq!(v.status("verify", "ctl1"), "failed", "{v:?}");
     assert!(v.msg("verify", "ctl1").contains("nova.conf"), "{v:?}");
 
@@ -852,7 +790,7 @@ steps:
         aside = aside[0]
     ));
     assert_eq!(tree(&etc.join("nova")), original);
-    let f = lifeboat(dir.path(), "fail", &play("exit 5"), &inventory, &[]);
+    let f = site.run("fail", &play("exit 5"));
     assert_ne!(f.code, 0, "{f:?}");
     for step in ["unarchive", "aside", "archive", "manifest"] {
         assert_eq!(
@@ -886,9 +824,8 @@ steps:
 
 #[test]
 fn prune_over_ssh_keeps_the_newest_complete_backup() {
-    let host = ok(Sshd::start("127.0.0.47"));
-    let dir = workdir();
-    let inventory = format!("[control]\n{}", host_line("ctl1", &host, ""));
+    let (_host, dir, inventory) = one_host("127.0.0.47", "control", "ctl1");
+    let site = Runner::new(dir.path(), &inventory);
     let backups = user_dir(dir.path(), "backups");
     let now = ok(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)).as_secs();
     // nova-1 and nova-2 complete (with a manifest), nova-3 from a failed run.
@@ -915,7 +852,7 @@ fn prune_over_ssh_keeps_the_newest_complete_backup() {
     let before = names(&backups);
     let play = fill(PRUNE, &[("DIR", s(&backups))]);
 
-    let d = lifeboat(dir.path(), "dry", &play, &inventory, &["--check"]);
+    let d = site.check("dry", &play);
     d.assert_code(0);
     assert_eq!(d.status("prune", "ctl1"), "would_change");
     assert!(
@@ -925,7 +862,7 @@ fn prune_over_ssh_keeps_the_newest_complete_backup() {
     );
     assert_eq!(names(&backups), before, "the dry run removed nothing");
 
-    let r = lifeboat(dir.path(), "prune", &play, &inventory, &[]);
+    let r = site.run("prune", &play);
     r.assert_code(0);
     assert_eq!(r.status("prune", "ctl1"), "changed");
     assert_eq!(
@@ -936,6 +873,6 @@ fn prune_over_ssh_keeps_the_newest_complete_backup() {
         names(&backups),
         vec!["nova-2.tar.gz", "nova-2.tar.gz.manifest.json"]
     );
-    let again = lifeboat(dir.path(), "again", &play, &inventory, &[]);
+    let again = site.run("again", &play);
     assert_eq!(again.status("prune", "ctl1"), "ok", "{again:?}");
 }

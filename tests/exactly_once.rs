@@ -16,8 +16,10 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+
+use support::binary::Lifeboat;
 
 const PLAYBOOK: &str = r#"
 hosts: all
@@ -140,22 +142,13 @@ impl Scenario {
                 File::create(self.dir.join(format!("lifeboat-{n}.{kind}"))).expect("output file"),
             )
         };
-        Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        Lifeboat::new(&self.dir)
             .args(args)
-            .current_dir(&self.dir)
-            .env("LIFEBOAT_STATE_DIR", self.dir.join("state"))
-            .env("LIFEBOAT_LOCK_DIR", &self.locks)
-            .env("HOME", &self.home)
-            .env("NO_COLOR", "1")
-            .env("LIFEBOAT_SSH_CONFIG", "none")
-            .env_remove("SSH_AUTH_SOCK")
-            .env_remove("LIFEBOAT_KNOWN_HOSTS")
-            .env_remove("LIFEBOAT_HOST_KEY_CHECKING")
-            .stdin(Stdio::null())
+            .lock_dir(&self.locks)
+            .home(&self.home)
             .stdout(output("out"))
             .stderr(output("err"))
             .spawn()
-            .expect("spawn lifeboat")
     }
 
     /// What every lifeboat of this scenario printed.

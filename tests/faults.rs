@@ -7,11 +7,15 @@
 //! directory records what happened, and the console says what to do next.
 //! SSH faults in the middle of a step are in `ssh_faults.rs`.
 
+#[path = "support/binary.rs"]
+mod binary;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use binary::Lifeboat;
 use serde_json::Value;
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
@@ -78,27 +82,13 @@ fn lifeboat(dir: &Path, args: &[&str], limit: Duration) -> Run {
     let events = dir.join(format!("events-{}.jsonl", started.elapsed().as_nanos()));
     let state = dir.join("state");
     let before: Vec<PathBuf> = journals(&state);
-    let mut cmd = assert_cmd::Command::cargo_bin("lifeboat").unwrap_or_else(|e| panic!("{e}"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env("LIFEBOAT_STATE_DIR", &state)
-        .env("LIFEBOAT_LOCK_DIR", state.with_extension("locks"))
-        .env("NO_COLOR", "1")
-        .env("HOME", dir)
-        .env("LIFEBOAT_SSH_CONFIG", "none")
-        .env_remove("SSH_AUTH_SOCK")
-        .env_remove("RUST_LOG")
-        .timeout(limit);
+    let mut cmd = Lifeboat::new(dir).args(args).timeout(limit);
     if matches!(args.first(), Some(&"run") | Some(&"drill")) {
-        cmd.arg("--events").arg(&events);
+        cmd = cmd.arg("--events").arg(&events);
     }
-    let out = cmd.output().unwrap_or_else(|e| panic!("{e}"));
+    let out = cmd.run();
     let took = started.elapsed();
-    let console = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let console = out.console();
     // The run's own journal: the one that was not there before.
     let journal = journals(&state)
         .into_iter()
@@ -114,7 +104,7 @@ fn lifeboat(dir: &Path, args: &[&str], limit: Duration) -> Run {
         .map(|t| t.lines().map(|l| ok(serde_json::from_str(l))).collect())
         .unwrap_or_default();
     Run {
-        code: out.status.code().unwrap_or(-1),
+        code: out.code,
         console,
         events,
         journal,

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use support::binary::{Lifeboat, Ran};
 use support::{LOCK_DIR, Output, Test};
 
 /// Waits on `go` so the test decides when the run ends.
@@ -232,8 +233,8 @@ fn a_stale_lock_is_refused_with_advice_and_broken_with_break_lock() {
 
     let dir = out.path().to_path_buf();
     let again = lifeboat_in(&dir, &["run", "playbook.yaml", "--break-lock"]);
-    assert_eq!(again.status.code(), Some(0), "{again:?}");
-    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(again.code, 0, "{again:?}");
+    let stdout = &again.stdout;
     assert!(
         stdout.contains(&format!(
             "--break-lock: breaking the stale lock of run 20260101000000-dead on host localhost (its controller process {pid} is gone; controller "
@@ -350,8 +351,8 @@ fn resume_takes_over_the_locks_of_the_run_it_continues() {
         &dir,
         &["run", "playbook.yaml", "--state-dir", "other-state"],
     );
-    assert_eq!(other.status.code(), Some(2));
-    let stdout = String::from_utf8_lossy(&other.stdout);
+    assert_eq!(other.code, 2);
+    let stdout = &other.stdout;
     assert!(
         stdout.contains(&format!("stale lock of run {id}"))
             && stdout.contains(&format!("`lifeboat resume {id}`")),
@@ -359,8 +360,8 @@ fn resume_takes_over_the_locks_of_the_run_it_continues() {
     );
     std::fs::write(dir.join("go"), "").expect("go");
     let resumed = lifeboat_in(&dir, &["resume", &id]);
-    let stdout = String::from_utf8_lossy(&resumed.stdout);
-    assert_eq!(resumed.status.code(), Some(0), "{stdout}");
+    let stdout = &resumed.stdout;
+    assert_eq!(resumed.code, 0, "{stdout}");
     assert!(
         stdout.contains(&format!(
             "host localhost: taking over the stale lock of run {id}, which this run continues (its controller process "
@@ -390,8 +391,8 @@ fn rollback_of_a_past_run_refuses_a_host_another_run_holds() {
         7,
     );
     let rb = lifeboat_in(&dir, &["rollback", &id]);
-    let stdout = String::from_utf8_lossy(&rb.stdout);
-    assert_eq!(rb.status.code(), Some(3), "{stdout}");
+    let stdout = &rb.stdout;
+    assert_eq!(rb.code, 3, "{stdout}");
     assert!(
         stdout.contains("the rollback was refused: host localhost is locked by run 20260101000000-c0de from another controller"),
         "{stdout}"
@@ -475,15 +476,9 @@ steps:
     );
 }
 
-/// `lifeboat ARGS` in `dir`, with the test's lock directory.
-fn lifeboat_in(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env("LIFEBOAT_LOCK_DIR", dir.join(LOCK_DIR))
-        .output()
-        .expect("run lifeboat")
+/// `lifeboat ARGS` in `dir`, as a [`Test`] ran it there.
+fn lifeboat_in(dir: &Path, args: &[&str]) -> Ran {
+    support::lifeboat_in(dir).args(args).run()
 }
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
@@ -508,7 +503,7 @@ fn ssh_workdir() -> (tempfile::TempDir, PathBuf) {
 
 /// Starts `lifeboat run` over SSH in `dir`.
 fn ssh_run(dir: &Path, locks: &Path, playbook: &str, state: &str) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+    Lifeboat::new(dir)
         .arg("run")
         .arg(dir.join(playbook))
         .arg("-i")
@@ -519,18 +514,9 @@ fn ssh_run(dir: &Path, locks: &Path, playbook: &str, state: &str) -> std::proces
         .arg(dir.join(state))
         .arg("--events")
         .arg(dir.join(format!("{state}.events")))
-        .env("LIFEBOAT_LOCK_DIR", locks)
-        .env("HOME", dir)
-        .env("NO_COLOR", "1")
-        .env("LIFEBOAT_SSH_CONFIG", "none")
-        .env_remove("SSH_AUTH_SOCK")
-        .env_remove("LIFEBOAT_KNOWN_HOSTS")
-        .env_remove("LIFEBOAT_HOST_KEY_CHECKING")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .lock_dir(locks)
+        .home(dir)
         .spawn()
-        .expect("spawn lifeboat")
 }
 
 #[test]
@@ -640,8 +626,8 @@ fn resume_refuses_a_host_another_run_holds_and_changes_nothing() {
         7,
     );
     let resumed = lifeboat_in(&dir, &["resume", &id]);
-    let stdout = String::from_utf8_lossy(&resumed.stdout);
-    assert_eq!(resumed.status.code(), Some(3), "{stdout}");
+    let stdout = &resumed.stdout;
+    assert_eq!(resumed.code, 3, "{stdout}");
     assert!(
         stdout.contains("the resume was refused: host localhost is locked by run 20260101000000-c0de from another controller"),
         "{stdout}"

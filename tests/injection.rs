@@ -7,14 +7,16 @@
 //! must never exist, and every value must arrive byte for byte. The same playbook runs
 //! over the local connection and over SSH (a real sshd, user `lifeboat-test`).
 
+#[path = "support/binary.rs"]
+mod binary;
 #[path = "support/sshd.rs"]
 mod sshd;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use binary::Lifeboat;
 use serde_json::{Value, json};
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
@@ -230,10 +232,8 @@ fn run_corpus(via: Via<'_>) {
         "one": values[3],
         "files": files,
     });
-    let home = dir.join("home");
-    ok(std::fs::create_dir_all(&home));
-    let out = ok(assert_cmd::Command::cargo_bin("lifeboat"))
-        .current_dir(dir)
+    ok(std::fs::create_dir_all(dir.join("home")));
+    let out = Lifeboat::new(dir)
         .args([
             "run",
             "playbook.yml",
@@ -244,25 +244,9 @@ fn run_corpus(via: Via<'_>) {
         ])
         .arg("-e")
         .arg(extra.to_string())
-        .env("LIFEBOAT_STATE_DIR", dir.join("state"))
-        .env("LIFEBOAT_LOCK_DIR", dir.join("locks"))
-        .env("NO_COLOR", "1")
-        .env("HOME", &home)
-        .env("LIFEBOAT_SSH_CONFIG", "none")
-        .env_remove("SSH_AUTH_SOCK")
-        .env_remove("LIFEBOAT_KNOWN_HOSTS")
-        .env_remove("LIFEBOAT_HOST_KEY_CHECKING")
-        .env_remove("RUST_LOG")
-        .timeout(Duration::from_secs(120))
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let report = format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(0), "{report}");
+        .run();
+    let report = format!("{out:?}");
+    assert_eq!(out.code, 0, "{report}");
     assert!(!canary.exists(), "a hostile string ran as code\n{report}");
     assert!(
         !dir.join("home/pwned").exists(),
@@ -350,15 +334,8 @@ fn registered_output_with_template_syntax_stays_text() {
         dir.join("playbook.yml"),
         "steps:\n  - id: read\n    shell: cat {{ playbook_dir }}/evil\n    register: r\n  - id: use\n    needs: read\n    shell: printf '%s' {{ r.stdout }} > {{ playbook_dir }}/got\n  - id: copy\n    needs: read\n    copy: { content: \"{{ r.stdout }}\", dest: \"{{ playbook_dir }}/copied\" }\n",
     ));
-    let out = ok(assert_cmd::Command::cargo_bin("lifeboat"))
-        .current_dir(dir)
-        .args(["run", "playbook.yml"])
-        .env("LIFEBOAT_STATE_DIR", dir.join("state"))
-        .env("LIFEBOAT_LOCK_DIR", dir.join("locks"))
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = Lifeboat::new(dir).args(["run", "playbook.yml"]).run();
+    assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(ok(std::fs::read_to_string(dir.join("got"))), evil);
     assert_eq!(ok(std::fs::read_to_string(dir.join("copied"))), evil);
     assert!(!canary.exists());

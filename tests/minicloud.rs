@@ -20,6 +20,7 @@ mod minicloud;
 #[path = "support/sshd.rs"]
 mod sshd;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use minicloud::{MiniCloud, NodeRun};
@@ -33,6 +34,32 @@ fn expect(code_and_output: (i32, String), code: i32) -> String {
     let (c, out) = code_and_output;
     assert_eq!(c, code, "unexpected exit code\n{out}");
     out
+}
+
+/// What a restore must bring back: every node's files, the databases, the daemons.
+struct State {
+    files: BTreeMap<String, (u32, Vec<u8>)>,
+    sums: BTreeMap<String, String>,
+    running: BTreeMap<String, Vec<String>>,
+}
+
+impl State {
+    fn of(cloud: &MiniCloud) -> State {
+        State {
+            files: cloud.node_files(),
+            sums: cloud.db_checksums(),
+            running: cloud.running(),
+        }
+    }
+
+    /// Asserts the cloud is in this state again; `since` ends the messages (`files are
+    /// {since}`).
+    #[track_caller]
+    fn assert_again(&self, cloud: &MiniCloud, since: &str, daemons: &str) {
+        assert_eq!(cloud.node_files(), self.files, "files are {since}");
+        assert_eq!(cloud.db_checksums(), self.sums, "databases are {since}");
+        assert_eq!(cloud.running(), self.running, "{daemons}");
+    }
 }
 
 /// The name `latest` points at in a node's backup folder.
@@ -92,21 +119,20 @@ fn sabotage(cloud: &MiniCloud) {
 #[test]
 fn backup_sabotage_and_restore_nova_and_glance() {
     let cloud = MiniCloud::start("mc1", 41);
-    let files = cloud.node_files();
-    let sums = cloud.db_checksums();
-    let running = cloud.running();
-    assert_eq!(running["ctl01"].len(), minicloud::CONTROL_UNITS.len());
+    let state = State::of(&cloud);
+    let (files, sums) = (&state.files, &state.sums);
+    assert_eq!(state.running["ctl01"].len(), minicloud::CONTROL_UNITS.len());
 
     // The dry run of the first backup: every node planned (what earlier steps would
     // create is predicted, not failed), and nothing changed anywhere.
     let backup_yml = minicloud::shipped("playbooks/openstack/backup.yml");
     let plan = cloud.lifeboat(&["plan", &backup_yml.display().to_string()]);
-    let text = String::from_utf8_lossy(&plan.stdout).into_owned();
-    assert_eq!(plan.status.code(), Some(0), "{text}");
+    let text = plan.stdout.clone();
+    assert_eq!(plan.code, 0, "{text}");
     assert!(!text.contains("FAILED"), "{text}");
-    assert_eq!(cloud.node_files(), files, "the dry run changed files");
+    assert_eq!(&cloud.node_files(), files, "the dry run changed files");
     assert_eq!(
-        cloud.db_checksums(),
+        &cloud.db_checksums(),
         sums,
         "the dry run changed the databases"
     );
@@ -117,13 +143,13 @@ fn backup_sabotage_and_restore_nova_and_glance() {
 
     backup(&cloud);
     assert_eq!(
-        cloud.node_files(),
+        &cloud.node_files(),
         files,
         "a backup changes nothing on the nodes"
     );
 
     sabotage(&cloud);
-    assert_ne!(cloud.db_checksums(), sums);
+    assert_ne!(&cloud.db_checksums(), sums);
     assert!(!cloud.running()["ctl01"].contains(&"nova-api".to_string()));
     let compute_before = cloud.unit_pid("cmp01", "nova-compute");
 
@@ -142,17 +168,7 @@ fn backup_sabotage_and_restore_nova_and_glance() {
         0,
     );
 
-    assert_eq!(
-        cloud.node_files(),
-        files,
-        "files are as they were backed up"
-    );
-    assert_eq!(
-        cloud.db_checksums(),
-        sums,
-        "databases are as they were backed up"
-    );
-    assert_eq!(cloud.running(), running, "every daemon runs again");
+    state.assert_again(&cloud, "as they were backed up", "every daemon runs again");
     // The live directory of glance was moved aside, not deleted.
     let aside = ok(std::fs::read_dir(cloud.root("ctl01").join("etc")))
         .flatten()
@@ -218,9 +234,7 @@ fn a_restore_that_fails_half_way_leaves_the_cloud_as_it_was() {
     cloud.stop_unit("ctl01", "nova-api");
     corrupt_dump(&cloud.backups_of("ctl01").join(&name).join("db/nova.sql.gz"));
 
-    let files = cloud.node_files();
-    let sums = cloud.db_checksums();
-    let running = cloud.running();
+    let state = State::of(&cloud);
     let pids: Vec<Option<u32>> = ["nova-conductor", "nova-scheduler"]
         .iter()
         .map(|u| cloud.unit_pid("ctl01", u))
@@ -232,13 +246,7 @@ fn a_restore_that_fails_half_way_leaves_the_cloud_as_it_was() {
     );
     assert!(out.contains("import-database"), "{out}");
 
-    assert_eq!(cloud.node_files(), files, "files are as before the restore");
-    assert_eq!(
-        cloud.db_checksums(),
-        sums,
-        "databases are as before the restore"
-    );
-    assert_eq!(cloud.running(), running, "the same daemons run");
+    state.assert_again(&cloud, "as before the restore", "the same daemons run");
     // They were really stopped and started again by the rollback.
     let after: Vec<Option<u32>> = ["nova-conductor", "nova-scheduler"]
         .iter()
@@ -250,26 +258,20 @@ fn a_restore_that_fails_half_way_leaves_the_cloud_as_it_was() {
 #[test]
 fn the_shipped_drills_and_verify_backups_pass_on_the_minicloud() {
     let cloud = MiniCloud::start("mc3", 47);
-    let files = cloud.node_files();
-    let sums = cloud.db_checksums();
-    let running = cloud.running();
+    let state = State::of(&cloud);
 
     let drill = |file: &str| {
         let path = minicloud::shipped(file).display().to_string();
         let out = cloud.lifeboat(&["drill", &path]);
-        let text = format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.status.code(), Some(0), "{file} failed\n{text}");
+        let text = format!("{}\n{}", out.stdout, out.stderr);
+        assert_eq!(out.code, 0, "{file} failed\n{text}");
         text
     };
     let text = drill("drills/service-restore.yml");
     assert!(text.contains("RPO"), "{text}");
-    assert_eq!(cloud.node_files(), files, "nova is back as it was");
-    assert_eq!(cloud.db_checksums(), sums);
-    assert_eq!(cloud.running(), running);
+    assert_eq!(cloud.node_files(), state.files, "nova is back as it was");
+    assert_eq!(cloud.db_checksums(), state.sums);
+    assert_eq!(cloud.running(), state.running);
 
     drill("drills/db-sandbox.yml");
     assert!(!mariadb::server().has_database("lifeboat_sandbox"));
@@ -395,9 +397,7 @@ fn turn_of(service: &str, n: &NodeRun) -> bool {
 #[test]
 fn the_control_plane_is_restored_database_first_then_service_by_service_compute_last() {
     let cloud = MiniCloud::start("mc4", 50);
-    let files = cloud.node_files();
-    let sums = cloud.db_checksums();
-    let running = cloud.running();
+    let state = State::of(&cloud);
     backup(&cloud);
 
     // restore-service.yml refuses what it cannot restore, before touching anything.
@@ -421,31 +421,21 @@ fn the_control_plane_is_restored_database_first_then_service_by_service_compute_
     );
     assert_eq!(
         cloud.node_files(),
-        files,
+        state.files,
         "a refused restore changes nothing"
     );
 
     sabotage_control_plane(&cloud);
-    assert_ne!(cloud.node_files(), files);
-    assert_ne!(cloud.db_checksums(), sums);
-    assert_ne!(cloud.running(), running);
+    assert_ne!(cloud.node_files(), state.files);
+    assert_ne!(cloud.db_checksums(), state.sums);
+    assert_ne!(cloud.running(), state.running);
 
     let run = cloud.run_events("playbooks/openstack/restore-control-plane.yml", &[]);
     let (out, nodes) = (&run.out, &run.nodes);
     assert_eq!(run.code, 0, "{out}");
 
     // The proofs: files byte for byte, databases, daemons.
-    assert_eq!(
-        cloud.node_files(),
-        files,
-        "files are as they were backed up"
-    );
-    assert_eq!(
-        cloud.db_checksums(),
-        sums,
-        "databases are as they were backed up"
-    );
-    assert_eq!(cloud.running(), running, "every daemon runs again");
+    state.assert_again(&cloud, "as they were backed up", "every daemon runs again");
 
     // The work was really done, by the steps whose order is checked below.
     let status = |step: &str, host: &str| format!("{step}@{host} {}", run.node(step, host).status);

@@ -25,8 +25,8 @@ mod sshd;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use minicloud::binary::Lifeboat;
 use minicloud::{NodeRun, read_events};
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
@@ -200,26 +200,17 @@ impl Kolla {
             self.dir.path().join("bin").display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let out = ok(ok(assert_cmd::Command::cargo_bin("lifeboat"))
+        let out = Lifeboat::new(self.dir.path())
             .args(args)
             .arg("-i")
             .arg(&self.inventory)
             .arg("--events")
             .arg(&events)
             .env("PATH", path)
-            .env("LIFEBOAT_STATE_DIR", self.dir.path().join("state"))
-            .env("LIFEBOAT_LOCK_DIR", self.dir.path().join("locks"))
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .timeout(Duration::from_secs(120))
-            .output());
+            .run();
         (
-            out.status.code().unwrap_or(-1),
-            format!(
-                "{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+            out.code,
+            format!("{}\n{}", out.stdout, out.stderr),
             read_events(&events).1,
         )
     }

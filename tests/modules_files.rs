@@ -2,6 +2,9 @@
 //! in temporary directories through the local connection: changed/ok, dry runs that
 //! change nothing and predict right, diffs, rollback, and load-time validation.
 
+#[path = "support/modules.rs"]
+mod modules;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -9,34 +12,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lifeboat::connection::LocalConnection;
-use lifeboat::error::SourceFile;
-use lifeboat::modules::{ModuleContext, ModuleError, Outcome, lookup, validate_args};
-use lifeboat::template::Templates;
+use lifeboat::modules::{ModuleContext, ModuleError, Outcome, lookup};
+use modules::{context, example_errors, failure, vars};
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/modules")
+    modules::fixtures("modules")
 }
 
 fn ctx_with(check: bool, diff: bool) -> ModuleContext {
     ModuleContext {
-        host: "db1".to_string(),
         conn: Arc::new(LocalConnection::new("localhost")),
         check,
         diff,
-        timeout: Some(Duration::from_secs(60)),
-        become_: None,
-        sink: None,
-        templates: Arc::new(Templates::new()),
-        vars: minijinja::Value::from(minijinja::value::Serde(json!({
+        vars: vars(json!({
             "cloud": { "name": "prod-east" },
             "controllers": ["ctl1", "ctl2"],
             "keep": 7,
             "region": "RegionOne",
-        }))),
+        })),
         base_dir: fixtures(),
-        run_id: "test".to_string(),
+        ..context("db1")
     }
 }
 
@@ -45,8 +42,7 @@ fn ctx() -> ModuleContext {
 }
 
 async fn run(module: &str, ctx: &ModuleContext, args: Json) -> Result<Outcome, ModuleError> {
-    let m = lookup(module).expect("module is registered");
-    m.run(ctx, &args).await
+    modules::run(module, ctx, &args).await
 }
 
 async fn undo(
@@ -55,9 +51,7 @@ async fn undo(
     args: Json,
     outcome: &Outcome,
 ) -> Result<Outcome, ModuleError> {
-    let m = lookup(module).expect("module is registered");
-    let data = outcome.undo.clone().expect("the step captured undo data");
-    m.undo(ctx, &args, &data).await
+    modules::undo(module, ctx, &args, outcome).await
 }
 
 fn s(p: &Path) -> String {
@@ -106,13 +100,6 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, String> {
         }
     }
     out
-}
-
-fn failure(r: Result<Outcome, ModuleError>) -> String {
-    match r {
-        Ok(o) => panic!("expected a failure, got {o:?}"),
-        Err(e) => e.to_string(),
-    }
 }
 
 // ---------------------------------------------------------------- copy
@@ -1108,12 +1095,7 @@ async fn wait_for_times_out_with_a_clear_message() {
 // ---------------------------------------------------------------- validation
 
 fn validate(step: &str) -> Vec<String> {
-    let file = SourceFile::new("play.yml", step);
-    let node = lifeboat::yaml::parse(&file).expect("valid YAML");
-    let entries = node.as_map().expect("a mapping");
-    let (key, value) = &entries[0];
-    let module = lookup(key.as_str().expect("a module key")).expect("a module");
-    validate_args(&*module, key, value, &file)
+    modules::validate(step)
         .into_iter()
         .map(|e| e.message)
         .collect()
@@ -1228,19 +1210,6 @@ fn every_file_module_documents_itself() {
             "{name}"
         );
         assert!(doc.args.iter().all(|a| !a.doc.is_empty()), "{name}");
-        let parsed = lifeboat::yaml::parse(&SourceFile::new("example.yml", doc.example))
-            .expect("example parses");
-        let step = &parsed.as_seq().expect("a list with one step")[0];
-        let (key, value) = step
-            .as_map()
-            .expect("a step mapping")
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(name))
-            .expect("the example uses the module");
-        let file = SourceFile::new("example.yml", doc.example);
-        assert!(
-            validate_args(&*lookup(name).expect("registered"), key, value, &file).is_empty(),
-            "{name}"
-        );
+        assert!(example_errors(name).is_empty(), "{name}");
     }
 }

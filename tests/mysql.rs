@@ -13,20 +13,19 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use lifeboat::connection::{
     CommandOutput, CommandSpec, Connection, ConnectionError, FileStat, LocalConnection, OutputChunk,
 };
 use lifeboat::error::SourceFile;
-use lifeboat::modules::{ModuleContext, ModuleError, Outcome, lookup, validate_args};
-use lifeboat::template::Templates;
+use lifeboat::modules::{ModuleContext, Outcome, lookup, validate_args};
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use mariadb::{PASSWORD, server};
+use support::modules::{context, failure, ok, run};
 
 /// A local connection that records every command line and standard input it runs.
 struct Recording {
@@ -92,26 +91,21 @@ impl Connection for Recording {
 
 fn ctx_on(conn: Arc<dyn Connection>, check: bool) -> ModuleContext {
     ModuleContext {
-        host: "db1".to_string(),
         conn,
         check,
-        diff: false,
-        timeout: Some(Duration::from_secs(60)),
-        become_: None,
-        sink: None,
-        templates: Arc::new(Templates::new()),
-        vars: minijinja::Value::from(minijinja::value::Serde(json!({}))),
-        base_dir: std::env::temp_dir(),
-        run_id: "test".to_string(),
+        ..context("db1")
     }
 }
 
 fn ctx() -> ModuleContext {
-    ctx_on(Arc::new(LocalConnection::new("db1")), false)
+    context("db1")
 }
 
 fn dry() -> ModuleContext {
-    ctx_on(Arc::new(LocalConnection::new("db1")), true)
+    ModuleContext {
+        check: true,
+        ..context("db1")
+    }
 }
 
 /// Module arguments: the login arguments merged with `extra`.
@@ -123,17 +117,6 @@ fn with(login: Json, extra: Json) -> Json {
     m
 }
 
-async fn run(module: &str, ctx: &ModuleContext, args: &Json) -> Result<Outcome, ModuleError> {
-    lookup(module).expect("registered").run(ctx, args).await
-}
-
-async fn ok(module: &str, ctx: &ModuleContext, args: &Json) -> Outcome {
-    match run(module, ctx, args).await {
-        Ok(o) => o,
-        Err(e) => panic!("{module} failed: {e}"),
-    }
-}
-
 async fn undo(module: &str, ctx: &ModuleContext, args: &Json, o: &Outcome) -> Outcome {
     let data = o.undo.clone().expect("the step captured undo data");
     match lookup(module)
@@ -143,13 +126,6 @@ async fn undo(module: &str, ctx: &ModuleContext, args: &Json, o: &Outcome) -> Ou
     {
         Ok(o) => o,
         Err(e) => panic!("undo of {module} failed: {e}"),
-    }
-}
-
-fn failure(r: Result<Outcome, ModuleError>) -> String {
-    match r {
-        Ok(o) => panic!("expected a failure, got {o:?}"),
-        Err(e) => e.to_string(),
     }
 }
 
@@ -903,12 +879,7 @@ steps:
 // ---------------------------------------------------------------- validation
 
 fn errors(step: &str) -> Vec<String> {
-    let file = SourceFile::new("play.yml", step);
-    let node = lifeboat::yaml::parse(&file).expect("valid YAML");
-    let map = node.as_map().expect("a mapping");
-    let (key, value) = &map[0];
-    let module = lookup(key.as_str().expect("module key")).expect("registered");
-    validate_args(&*module, key, value, &file)
+    support::modules::validate(step)
         .into_iter()
         .map(|e| e.to_string())
         .collect()

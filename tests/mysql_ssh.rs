@@ -13,6 +13,8 @@
 //! 4. With become (sudo with the inventory's password): a dump where only root writes,
 //!    a query; neither password shows.
 
+#[path = "support/binary.rs"]
+mod binary;
 #[path = "fixtures/backup_ssh/harness.rs"]
 mod harness;
 #[path = "support/mariadb.rs"]
@@ -22,9 +24,9 @@ mod sshd;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use harness::{fill, host_line, lifeboat, login_ids, ok, s, user_dir, workdir};
+use harness::{Run, fill, host_line, lifeboat, login_ids, ok, s, user_dir, workdir};
 use mariadb::{MariaDb, PASSWORD, server};
 use sshd::{Options, Sshd};
 
@@ -69,15 +71,62 @@ fn digest_in(msg: &str) -> String {
         .unwrap_or_else(|| panic!("no digest in {msg:?}"))
 }
 
-/// One sshd host `db1` whose sessions have `tmp` as TMPDIR, and the inventory naming it.
-fn db_host(addr: &str, tmp: &Path) -> (Sshd, String) {
+/// A test's setting: the shared server with the OpenStack databases of a prefix; a
+/// working directory holding `backup/`, the host's TMPDIR `host-tmp/` and the password
+/// file; the sshd host `db1`, whose sessions have that TMPDIR, and the inventory naming
+/// it; and the `@KEY@` values of the playbooks (LOGIN, PORT, DBS, P, BACKUP).
+struct Scene {
+    db: &'static MariaDb,
+    dir: tempfile::TempDir,
+    backup: PathBuf,
+    tmp: PathBuf,
+    host: Sshd,
+    inventory: String,
+    values: Vec<(&'static str, String)>,
+}
+
+/// The [`Scene`] of databases `prefix`, the host at `addr` with more `host_vars`.
+fn scene(prefix: &str, addr: &str, host_vars: &str) -> Scene {
+    let db = server();
+    db.load_openstack(prefix);
+    let dir = workdir();
+    let backup = user_dir(dir.path(), "backup");
+    let tmp = user_dir(dir.path(), "host-tmp");
     let host = ok(Sshd::with(Options {
         addr: addr.into(),
-        extra: vec![format!("SetEnv TMPDIR={}", s(tmp))],
+        extra: vec![format!("SetEnv TMPDIR={}", s(&tmp))],
         ..Options::default()
     }));
-    let inventory = format!("[db]\n{}", host_line("db1", &host, ""));
-    (host, inventory)
+    let inventory = format!("[db]\n{}", host_line("db1", &host, host_vars));
+    ok(std::fs::write(dir.path().join("db-password"), PASSWORD));
+    let values = vec![
+        ("LOGIN", LOGIN.to_string()),
+        ("PORT", db.port.to_string()),
+        ("DBS", dbs(prefix)),
+        ("P", prefix.to_string()),
+        ("BACKUP", s(&backup)),
+    ];
+    Scene {
+        db,
+        dir,
+        backup,
+        tmp,
+        host,
+        inventory,
+        values,
+    }
+}
+
+impl Scene {
+    /// A playbook template filled with the scene's values.
+    fn fill(&self, template: &str) -> String {
+        fill(template, &self.values)
+    }
+
+    /// `lifeboat run` of `playbook` against the scene's host (see [`lifeboat`]).
+    fn run(&self, tag: &str, playbook: &str, args: &[&str]) -> Run {
+        lifeboat(self.dir.path(), tag, playbook, &self.inventory, args)
+    }
 }
 
 /// The names in a folder.
@@ -158,27 +207,13 @@ steps:
 
 #[test]
 fn round_trip_over_ssh_checksum_dump_damage_restore_gives_the_same_digest() {
-    let db = server();
-    db.load_openstack("sshrt");
-    let dir = workdir();
-    let backup = user_dir(dir.path(), "backup");
-    let tmp = user_dir(dir.path(), "host-tmp");
-    let (host, inventory) = db_host("127.0.0.31", &tmp);
-    ok(std::fs::write(dir.path().join("db-password"), PASSWORD));
-    let playbook = fill(
-        ROUND_TRIP,
-        &[
-            ("LOGIN", LOGIN.to_string()),
-            ("PORT", db.port.to_string()),
-            ("DBS", dbs("sshrt")),
-            ("P", "sshrt".to_string()),
-            ("BACKUP", s(&backup)),
-        ],
-    );
+    let sc = scene("sshrt", "127.0.0.31", "");
+    let (db, backup, tmp) = (sc.db, &sc.backup, &sc.tmp);
+    let playbook = sc.fill(ROUND_TRIP);
     let view_before = server_view(db, "sshrt");
     assert_eq!(view_before.len(), 8, "{view_before:?}");
 
-    let run = lifeboat(dir.path(), "round-trip", &playbook, &inventory, &["-v"]);
+    let run = sc.run("round-trip", &playbook, &["-v"]);
     run.assert_code(0);
     for (step, status) in [
         ("before", "ok"),
@@ -226,9 +261,13 @@ fn round_trip_over_ssh_checksum_dump_damage_restore_gives_the_same_digest() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert!(backup.join("all.sql.gz.manifest.json").exists());
     let safety = full("safety=");
-    assert!(safety.starts_with(&s(&backup)), "{safety}");
+    assert!(safety.starts_with(&s(backup)), "{safety}");
     assert_eq!(ok(std::fs::metadata(&safety)).uid(), uid);
-    assert!(host.log().contains("Accepted publickey"), "{}", host.log());
+    assert!(
+        sc.host.log().contains("Accepted publickey"),
+        "{}",
+        sc.host.log()
+    );
 
     // The password never showed, and the private option files (made in the session's
     // TMPDIR) are gone.
@@ -236,9 +275,9 @@ fn round_trip_over_ssh_checksum_dump_damage_restore_gives_the_same_digest() {
     run.assert_hidden("p4ss");
     assert_eq!(
         run.finish("tmpdir", "db1")["stdout"].as_str(),
-        Some(format!("{}\n", s(&tmp)).as_str())
+        Some(format!("{}\n", s(tmp)).as_str())
     );
-    assert_eq!(entries(&tmp), Vec::<String>::new());
+    assert_eq!(entries(tmp), Vec::<String>::new());
 }
 
 const HALF_WAY: &str = r#"
@@ -301,25 +340,11 @@ steps:
 
 #[test]
 fn a_restore_that_fails_half_way_over_ssh_rolls_itself_back() {
-    let db = server();
-    db.load_openstack("sshhalf");
-    let dir = workdir();
-    let backup = user_dir(dir.path(), "backup");
-    let tmp = user_dir(dir.path(), "host-tmp");
-    let (_host, inventory) = db_host("127.0.0.32", &tmp);
-    ok(std::fs::write(dir.path().join("db-password"), PASSWORD));
-    let playbook = fill(
-        HALF_WAY,
-        &[
-            ("LOGIN", LOGIN.to_string()),
-            ("PORT", db.port.to_string()),
-            ("DBS", dbs("sshhalf")),
-            ("P", "sshhalf".to_string()),
-            ("BACKUP", s(&backup)),
-        ],
-    );
+    let sc = scene("sshhalf", "127.0.0.32", "");
+    let (db, tmp) = (sc.db, &sc.tmp);
+    let playbook = sc.fill(HALF_WAY);
 
-    let run = lifeboat(dir.path(), "half-way", &playbook, &inventory, &["-v"]);
+    let run = sc.run("half-way", &playbook, &["-v"]);
     for (step, status) in [
         ("dump", "changed"),
         ("cut", "changed"),
@@ -354,7 +379,7 @@ fn a_restore_that_fails_half_way_over_ssh_rolls_itself_back() {
     );
     run.assert_hidden(PASSWORD);
     run.assert_hidden("p4ss");
-    assert_eq!(entries(&tmp), Vec::<String>::new());
+    assert_eq!(entries(tmp), Vec::<String>::new());
 }
 
 const FAIL_AFTER: &str = r#"
@@ -375,36 +400,17 @@ steps:
 
 #[test]
 fn a_run_that_fails_after_a_restore_over_ssh_rolls_the_restore_back() {
-    let db = server();
-    db.load_openstack("sshrb");
-    let dir = workdir();
-    let backup = user_dir(dir.path(), "backup");
-    let tmp = user_dir(dir.path(), "host-tmp");
-    let (_host, inventory) = db_host("127.0.0.33", &tmp);
-    ok(std::fs::write(dir.path().join("db-password"), PASSWORD));
-    let values = [
-        ("LOGIN", LOGIN.to_string()),
-        ("PORT", db.port.to_string()),
-        ("DBS", dbs("sshrb")),
-        ("P", "sshrb".to_string()),
-        ("BACKUP", s(&backup)),
-    ];
+    let sc = scene("sshrb", "127.0.0.33", "");
+    let (db, tmp) = (sc.db, &sc.tmp);
     // An old dump, then newer data.
-    let dump = fill(
+    let dump = sc.fill(
         "hosts: db\nsteps:\n  - id: dump\n    mysql_dump:\n      databases: @DBS@\n      dest: @BACKUP@/old.sql.gz@LOGIN@\nsecrets:\n  db_password: { file: db-password }\n",
-        &values,
     );
-    lifeboat(dir.path(), "dump", &dump, &inventory, &[]).assert_code(0);
+    sc.run("dump", &dump, &[]).assert_code(0);
     db.sql("UPDATE sshrb_nova.instances SET memory_mb = 1 WHERE id < 100; CREATE TABLE sshrb_glance.newer (id INT);");
     let newer = server_view(db, "sshrb");
 
-    let run = lifeboat(
-        dir.path(),
-        "fail-after",
-        &fill(FAIL_AFTER, &values),
-        &inventory,
-        &[],
-    );
+    let run = sc.run("fail-after", &sc.fill(FAIL_AFTER), &[]);
     assert_ne!(run.code, 0, "{run:?}");
     assert_eq!(run.status("restore", "db1"), "changed");
     assert_eq!(run.status("then-fail", "db1"), "failed");
@@ -420,7 +426,7 @@ fn a_run_that_fails_after_a_restore_over_ssh_rolls_the_restore_back() {
     );
     run.assert_hidden(PASSWORD);
     run.assert_hidden("p4ss");
-    assert_eq!(entries(&tmp), Vec::<String>::new());
+    assert_eq!(entries(tmp), Vec::<String>::new());
 }
 
 const BECOME: &str = r#"
@@ -451,38 +457,25 @@ steps:
 #[test]
 fn the_modules_run_with_become_over_ssh() {
     ok(sshd::ensure_sudo());
-    let db = server();
-    db.load_openstack("sshbe");
-    let dir = workdir();
-    let tmp = user_dir(dir.path(), "host-tmp");
+    let sc = scene(
+        "sshbe",
+        "127.0.0.34",
+        &format!("ansible_become_password={}", sshd::PASSWORD),
+    );
     // Only root writes here: the dump needs the become.
-    let root_only = dir.path().join("root-only");
+    let root_only = sc.dir.path().join("root-only");
     ok(std::fs::create_dir(&root_only));
     std::fs::set_permissions(&root_only, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-    let host = ok(Sshd::with(Options {
-        addr: "127.0.0.34".into(),
-        extra: vec![format!("SetEnv TMPDIR={}", s(&tmp))],
-        ..Options::default()
-    }));
-    let inventory = format!(
-        "[db]\n{}",
-        host_line(
-            "db1",
-            &host,
-            &format!("ansible_become_password={}", sshd::PASSWORD)
-        )
-    );
-    ok(std::fs::write(dir.path().join("db-password"), PASSWORD));
     let playbook = fill(
         BECOME,
         &[
             ("LOGIN", LOGIN.to_string()),
-            ("PORT", db.port.to_string()),
+            ("PORT", sc.db.port.to_string()),
             ("P", "sshbe".to_string()),
             ("ROOT_ONLY", s(&root_only)),
         ],
     );
-    let run = lifeboat(dir.path(), "become", &playbook, &inventory, &["-v"]);
+    let run = sc.run("become", &playbook, &["-v"]);
     run.assert_code(0);
     assert_eq!(
         run.finish("whoami", "db1")["stdout"].as_str(),

@@ -6,14 +6,16 @@
 //! (each step `ignore_errors`), over the local connection and over SSH (a real sshd,
 //! user `lifeboat-test`), and afterwards the folder outside holds exactly what it held.
 
+#[path = "support/binary.rs"]
+mod binary;
 #[path = "support/sshd.rs"]
 mod sshd;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use binary::Lifeboat;
 use serde_json::{Value, json};
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
@@ -315,10 +317,8 @@ fn run(s: &Setup, via: Via<'_>) -> (i32, Vec<Value>, String) {
     ok(std::fs::write(s.d.join("inventory.yml"), inv.to_string()));
     ok(std::fs::write(s.d.join("playbook.yml"), PLAYBOOK));
     let extra = json!({"d": s.d, "w": s.d.join("w"), "remote": s.remote});
-    let home = s.d.join("home");
-    mkdir(&home, 0o755);
-    let out = ok(assert_cmd::Command::cargo_bin("lifeboat"))
-        .current_dir(&s.d)
+    mkdir(&s.d.join("home"), 0o755);
+    let out = Lifeboat::new(&s.d)
         .args([
             "run",
             "playbook.yml",
@@ -329,28 +329,13 @@ fn run(s: &Setup, via: Via<'_>) -> (i32, Vec<Value>, String) {
         ])
         .arg("-e")
         .arg(extra.to_string())
-        .env("LIFEBOAT_STATE_DIR", s.d.join("state"))
-        .env("LIFEBOAT_LOCK_DIR", s.d.join("locks"))
-        .env("NO_COLOR", "1")
-        .env("HOME", &home)
-        .env("LIFEBOAT_SSH_CONFIG", "none")
-        .env_remove("SSH_AUTH_SOCK")
-        .env_remove("LIFEBOAT_KNOWN_HOSTS")
-        .env_remove("LIFEBOAT_HOST_KEY_CHECKING")
-        .env_remove("RUST_LOG")
-        .timeout(Duration::from_secs(120))
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let report = format!(
-        "--- stdout\n{}\n--- stderr\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .run();
+    let report = format!("{out:?}");
     let events = ok(std::fs::read_to_string(s.d.join("events.jsonl")))
         .lines()
         .map(|l| ok(serde_json::from_str(l)))
         .collect();
-    (out.status.code().unwrap_or(-1), events, report)
+    (out.code, events, report)
 }
 
 fn traversal(via: Via<'_>) {
@@ -473,19 +458,13 @@ fn fetch_refuses_host_names_that_would_climb_out() {
         "steps:\n  - id: f\n    fetch: { src: \"{{ remote }}/data.txt\", dest: \"{{ d }}/f/sub\" }\n",
     ));
     let extra = json!({"d": s.d, "remote": s.remote});
-    let out = ok(assert_cmd::Command::cargo_bin("lifeboat"))
-        .current_dir(&s.d)
+    let out = Lifeboat::new(&s.d)
         .args(["run", "playbook.yml", "-i", "inventory.yml"])
         .arg("-e")
         .arg(extra.to_string())
-        .env("LIFEBOAT_STATE_DIR", s.d.join("state"))
-        .env("LIFEBOAT_LOCK_DIR", s.d.join("locks"))
-        .env("NO_COLOR", "1")
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{stdout}");
+        .run();
+    let stdout = &out.stdout;
+    assert_eq!(out.code, 2, "{stdout}");
     assert!(
         stdout.contains("the host name `..` has a `..` component"),
         "{stdout}"

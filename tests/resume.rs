@@ -8,8 +8,10 @@
 mod support;
 
 use std::path::Path;
+use std::process::Stdio;
 
-use support::Test;
+use support::binary::Ran;
+use support::{Output, Test};
 
 const PLAYBOOK: &str = r#"
 steps:
@@ -40,14 +42,23 @@ fn run_id(dir: &Path) -> String {
     ids.first().cloned().unwrap_or_default()
 }
 
-fn lifeboat_in(dir: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env("LIFEBOAT_LOCK_DIR", dir.join(support::LOCK_DIR))
-        .output()
-        .expect("run lifeboat")
+/// `lifeboat ARGS` in a test's directory, as its runs were.
+fn lifeboat_in(dir: &Path, args: &[&str]) -> Ran {
+    support::lifeboat_in(dir).args(args).run()
+}
+
+/// Runs `playbook`, waits until the file `waiting` appears (`what`: what that means),
+/// and kills the controller there. The finished run keeps the test's directory.
+fn killed_at(playbook: &str, waiting: &str, what: &str) -> Output {
+    let mut run = Test::new().relative_playbook().playbook(playbook).spawn();
+    run.wait_until(20, what, |p| p.join(waiting).exists());
+    run.signal("KILL");
+    run.wait(20)
+}
+
+/// The `log` file the playbooks append to ("" when there is none).
+fn read_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("log")).unwrap_or_default()
 }
 
 /// Kills the commands a killed controller left running (each wrapper's process group,
@@ -72,26 +83,18 @@ fn kill_left_commands(dir: &Path) {
 
 #[test]
 fn a_killed_run_resumes_without_running_finished_steps_again() {
-    let mut run = Test::new().relative_playbook().playbook(PLAYBOOK).spawn();
-    run.wait_until(20, "step two to wait", |p| p.join("waiting").exists());
-    run.signal("KILL");
-    let killed = run.wait(20);
+    let killed = killed_at(PLAYBOOK, "waiting", "step two to wait");
     let dir = killed.path().to_path_buf();
     std::fs::write(dir.join("go"), "").expect("write go");
     let id = run_id(&dir);
     let out = lifeboat_in(&dir, &["resume", &id]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let log = read_log(&dir);
     assert_eq!(
         log, "one\ntwo\nthree first-result\n",
         "each step exactly once, the result of one restored"
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = &out.stdout;
     assert!(
         stdout.contains(&format!(
             "not run again: it completed under run {id}, whose controller was stopped"
@@ -102,35 +105,24 @@ fn a_killed_run_resumes_without_running_finished_steps_again() {
 
 #[test]
 fn a_command_that_died_with_the_controller_runs_again() {
-    let mut run = Test::new().relative_playbook().playbook(PLAYBOOK).spawn();
-    run.wait_until(20, "step two to wait", |p| p.join("waiting").exists());
-    run.signal("KILL");
-    let killed = run.wait(20);
+    let killed = killed_at(PLAYBOOK, "waiting", "step two to wait");
     let dir = killed.path().to_path_buf();
     kill_left_commands(&dir);
     std::fs::write(dir.join("go"), "").expect("write go");
     let id = run_id(&dir);
     let out = lifeboat_in(&dir, &["resume", &id]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let log = read_log(&dir);
     assert_eq!(log, "one\ntwo\nthree first-result\n");
     assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("not run again"),
+        !out.stdout.contains("not run again"),
         "nothing completed step two: it must run again"
     );
 }
 
 #[test]
 fn resume_refuses_a_changed_playbook_unless_forced() {
-    let mut run = Test::new().relative_playbook().playbook(PLAYBOOK).spawn();
-    run.wait_until(20, "step two to wait", |p| p.join("waiting").exists());
-    run.signal("KILL");
-    let killed = run.wait(20);
+    let killed = killed_at(PLAYBOOK, "waiting", "step two to wait");
     let dir = killed.path().to_path_buf();
     kill_left_commands(&dir);
     let id = run_id(&dir);
@@ -138,16 +130,11 @@ fn resume_refuses_a_changed_playbook_unless_forced() {
     std::fs::write(dir.join("playbook.yaml"), changed).expect("write");
     std::fs::write(dir.join("go"), "").expect("write go");
     let out = lifeboat_in(&dir, &["resume", &id]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("changed since it ran"));
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("changed since it ran"));
     let out = lifeboat_in(&dir, &["resume", &id, "--force"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let log = read_log(&dir);
     assert_eq!(log, "one\nTWO\nthree first-result\n");
 }
 
@@ -163,20 +150,15 @@ fn a_past_run_is_rolled_back_from_its_journal_once() {
     let dir = out.path().to_path_buf();
     let id = run_id(&dir);
     let rb = lifeboat_in(&dir, &["rollback", &id]);
-    assert_eq!(
-        rb.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&rb.stdout)
-    );
-    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert_eq!(rb.code, 0, "{}", rb.stdout);
+    let log = read_log(&dir);
     assert_eq!(
         log, "one\ntwo\nundo-two\nundo-one\n",
         "reverse order, from the journal"
     );
     let again = lifeboat_in(&dir, &["rollback", &id]);
-    assert_eq!(again.status.code(), Some(0));
-    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert_eq!(again.code, 0);
+    let log = read_log(&dir);
     assert_eq!(
         log, "one\ntwo\nundo-two\nundo-one\n",
         "a second rollback must not undo twice"
@@ -187,8 +169,8 @@ fn a_past_run_is_rolled_back_from_its_journal_once() {
 fn an_unknown_run_id_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = lifeboat_in(dir.path(), &["resume", "nope"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no journal for run nope"));
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("no journal for run nope"));
 }
 
 #[test]
@@ -197,16 +179,13 @@ fn a_command_still_running_past_the_step_timeout_is_ended_not_run_twice() {
         "  - id: two\n    needs: one\n",
         "  - id: two\n    needs: one\n    timeout: 3s\n",
     );
-    let mut run = Test::new().relative_playbook().playbook(&playbook).spawn();
-    run.wait_until(20, "step two to wait", |p| p.join("waiting").exists());
-    run.signal("KILL");
-    let killed = run.wait(20);
+    let killed = killed_at(&playbook, "waiting", "step two to wait");
     let dir = killed.path().to_path_buf();
     let id = run_id(&dir);
     // No `go`: the command the killed run started keeps waiting past the timeout.
     let out = lifeboat_in(&dir, &["resume", &id, "--no-rollback"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    let stdout = &out.stdout;
+    assert_eq!(out.code, 3, "{stdout}");
     let prefix = format!("this command, started by run {id}, was still running (pid ");
     let pid: u32 = stdout
         .split_once(&prefix)
@@ -227,7 +206,7 @@ fn a_command_still_running_past_the_step_timeout_is_ended_not_run_twice() {
             })
             .unwrap_or(true)
     });
-    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    let log = read_log(&dir);
     assert_eq!(log, "one\n", "step two ran");
 }
 
@@ -246,22 +225,16 @@ steps:
 
 #[test]
 fn a_resume_killed_in_turn_resumes_the_whole_chain() {
-    let mut run = Test::new().relative_playbook().playbook(CHAIN).spawn();
-    run.wait_until(20, "s2 to wait", |p| p.join("waiting1").exists());
-    run.signal("KILL");
-    let killed = run.wait(20);
+    let killed = killed_at(CHAIN, "waiting1", "s2 to wait");
     let dir = killed.path().to_path_buf();
     let first = run_id(&dir);
     std::fs::write(dir.join("go1"), "").expect("go1");
     // The first resume adopts s2 and is killed in turn while s3 waits.
-    let mut resume = std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+    let mut resume = support::lifeboat_in(&dir)
         .args(["resume", &first])
-        .current_dir(&dir)
-        .env("NO_COLOR", "1")
-        .env("LIFEBOAT_LOCK_DIR", dir.join(support::LOCK_DIR))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn the resume");
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn();
     support::wait_for(20, "s3 to wait", || dir.join("waiting2").exists());
     resume.kill().expect("kill the resume");
     resume.wait().expect("wait");
@@ -275,9 +248,9 @@ fn a_resume_killed_in_turn_resumes_the_whole_chain() {
     let second = ids.remove(0);
     std::fs::write(dir.join("go2"), "").expect("go2");
     let out = lifeboat_in(&dir, &["resume", &second]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
-    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    let stdout = &out.stdout;
+    assert_eq!(out.code, 0, "{stdout}");
+    let log = read_log(&dir);
     assert_eq!(
         log, "s1\ns2\ns3\n",
         "each step once across three runs\n{stdout}"

@@ -7,9 +7,12 @@
 //! reports in Markdown, HTML and JSON) is searched for each secret, its shell-quoted
 //! and JSON-escaped forms, and a marker word inside it that a partial leak would show.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+#[path = "support/binary.rs"]
+mod binary;
 
+use std::path::{Path, PathBuf};
+
+use binary::Lifeboat;
 use serde_json::Value;
 
 /// Marker words: each secret contains one, and no output may ever contain one.
@@ -185,23 +188,11 @@ struct Output {
 
 /// Runs the binary in `dir` with the secret in its environment and its own state dir.
 fn lifeboat(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = assert_cmd::Command::cargo_bin("lifeboat")
-        .expect("the lifeboat binary")
+    let out = Lifeboat::new(dir)
         .args(args)
-        .current_dir(dir)
         .env("LB_TEST_SECRET", env_secret(dir))
-        .env("LIFEBOAT_STATE_DIR", dir.join("state"))
-        .env("LIFEBOAT_LOCK_DIR", dir.join("locks"))
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .timeout(Duration::from_secs(120))
-        .output()
-        .expect("run lifeboat");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .run();
+    (out.code, out.stdout, out.stderr)
 }
 
 /// Every file under `dir`, recursively.

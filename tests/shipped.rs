@@ -3,7 +3,12 @@
 //! name. (The mini-cloud tests run them; this catches a shipped file that no longer
 //! loads with an inventory no test runs against.)
 
+#[path = "support/binary.rs"]
+mod binary;
+
 use std::path::{Path, PathBuf};
+
+use binary::Lifeboat;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -25,19 +30,14 @@ const INVENTORIES: [&str; 3] = [
     "inventory/local/hosts.ini",
 ];
 
+/// `lifeboat ARGS` in the repository (read-only commands), its state elsewhere.
 fn lifeboat(args: &[&str]) -> (i32, String, String) {
-    let out = assert_cmd::Command::cargo_bin("lifeboat")
-        .unwrap_or_else(|e| panic!("{e}"))
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = Lifeboat::new(dir.path())
         .current_dir(root())
-        .env("NO_COLOR", "1")
         .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .run();
+    (out.code, out.stdout, out.stderr)
 }
 
 #[test]

@@ -4,13 +4,15 @@
 //! ProxyJump chains (two hops, and a jump host whose own ProxyJump comes from the ssh
 //! config).
 
+#[path = "support/binary.rs"]
+mod binary;
 #[path = "support/sshd.rs"]
 mod sshd;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use assert_cmd::Command;
+use binary::Lifeboat;
 use lifeboat::connection::ssh::{HostKeyPolicy, SshConnection, SshOptions, SshTarget};
 use lifeboat::connection::{CommandSpec, Connection};
 use sshd::{Options, Sshd, USER, options, target};
@@ -172,40 +174,28 @@ fn the_key_passphrase_comes_from_a_host_variable() {
             ),
         ));
         let events = dir.path().join(format!("{tag}.events"));
-        let out = ok(Command::cargo_bin("lifeboat"))
-            .env(
-                "LIFEBOAT_STATE_DIR",
-                dir.path().join(format!("{tag}.state")),
-            )
-            .env("LIFEBOAT_LOCK_DIR", dir.path().with_extension("locks"))
+        let out = Lifeboat::new(dir.path())
+            .state_dir(dir.path().join(format!("{tag}.state")))
+            .lock_dir(dir.path().with_extension("locks"))
+            .home(dir.path())
             .arg("run")
             .arg(dir.path().join("playbook.yml"))
             .arg("-i")
             .arg(&inv)
             .arg("--events")
             .arg(&events)
-            .env("HOME", dir.path())
-            .env("LIFEBOAT_SSH_CONFIG", "none")
-            .env_remove("SSH_AUTH_SOCK")
-            .env_remove("LIFEBOAT_KNOWN_HOSTS")
-            .env_remove("LIFEBOAT_HOST_KEY_CHECKING")
             .timeout(Duration::from_secs(60))
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
+            .run();
         (out, ok(std::fs::read_to_string(events)))
     };
     let (out, events) = run("s3cret phrase", "good");
-    assert!(out.status.success(), "{out:?}\n{events}");
+    assert!(out.success(), "{out:?}\n{events}");
     assert!(events.contains("logged-in"), "{events}");
     let (out, events) = run("not it", "bad");
-    assert!(!out.status.success(), "{out:?}");
+    assert!(!out.success(), "{out:?}");
     assert!(events.contains("wrong passphrase"), "{events}");
     // The passphrase itself is never printed.
-    let all = format!(
-        "{events}{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let all = format!("{events}{}{}", out.stdout, out.stderr);
     assert!(!all.contains("not it"), "{all}");
 }
 

@@ -4,6 +4,8 @@
 //! a failing run with its rollback must end the same way over both: statuses, rc,
 //! stdout, messages and the files left behind.
 
+#[path = "support/binary.rs"]
+mod binary;
 #[path = "support/sshd.rs"]
 mod sshd;
 
@@ -11,7 +13,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
+use binary::Lifeboat;
 use serde_json::Value;
 use sshd::{Sshd, USER};
 
@@ -431,12 +433,10 @@ impl Setup {
         base: &Path,
         tag: &str,
     ) -> (i32, Vec<Value>) {
-        let home = self.dir.path().join("home");
-        ok(std::fs::create_dir_all(&home));
+        ok(std::fs::create_dir_all(self.dir.path().join("home")));
         let events = self.dir.path().join(format!("{tag}.events"));
-        let out = ok(Command::cargo_bin("lifeboat"))
-            .env("LIFEBOAT_STATE_DIR", self.dir.path().join("state"))
-            .env("LIFEBOAT_LOCK_DIR", self.base("locks"))
+        let out = Lifeboat::new(self.dir.path())
+            .lock_dir(self.base("locks"))
             .arg(cmd)
             .arg(self.dir.path().join(playbook))
             .arg("-i")
@@ -445,21 +445,11 @@ impl Setup {
             .arg(format!("base={}", base.display()))
             .arg("--events")
             .arg(&events)
-            .env("HOME", &home)
-            .env("LIFEBOAT_SSH_CONFIG", "none")
-            .env_remove("SSH_AUTH_SOCK")
-            .env_remove("LIFEBOAT_KNOWN_HOSTS")
-            .env_remove("LIFEBOAT_HOST_KEY_CHECKING")
             .timeout(std::time::Duration::from_secs(60))
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let code = out.status.code().unwrap_or(-1);
+            .run();
+        let code = out.code;
         if !events.exists() {
-            panic!(
-                "no events from {tag}: {}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            panic!("no events from {tag}: {}\n{}", out.stdout, out.stderr);
         }
         (code, self::events(&events))
     }

@@ -5,14 +5,17 @@
 //! steps do not start, the other host is rolled back, nothing hangs, the journal records
 //! it, and the console says what to do next.
 
+#[path = "support/binary.rs"]
+mod binary;
 #[path = "support/sshd.rs"]
 mod sshd;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use binary::Lifeboat;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use sshd::{Sshd, USER};
@@ -114,9 +117,10 @@ fn fixture_with(
         }
         None => "none".to_string(),
     };
-    let child = ok(Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .env("LIFEBOAT_STATE_DIR", dir.path().join("state"))
-        .env("LIFEBOAT_LOCK_DIR", base.join("locks"))
+    let child = Lifeboat::new(dir.path())
+        .lock_dir(base.join("locks"))
+        .home(dir.path())
+        .ssh_config(config)
         .arg("run")
         .arg(dir.path().join("playbook.yml"))
         .arg("-i")
@@ -125,16 +129,7 @@ fn fixture_with(
         .arg(format!("base={}", base.display()))
         .arg("--events")
         .arg(dir.path().join("events"))
-        .env("HOME", dir.path())
-        .env("LIFEBOAT_SSH_CONFIG", config)
-        .env("NO_COLOR", "1")
-        .env_remove("SSH_AUTH_SOCK")
-        .env_remove("LIFEBOAT_KNOWN_HOSTS")
-        .env_remove("LIFEBOAT_HOST_KEY_CHECKING")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn());
+        .spawn();
     (
         Fixture {
             first,
@@ -179,6 +174,29 @@ fn finish(mut child: Child, limit: Duration) -> (i32, String) {
     );
     assert!(ended, "the run did not end within {limit:?}:\n{text}");
     (out.status.code().unwrap_or(-1), text)
+}
+
+/// Waits (at most 40 s) for the run to end and kills the `long` command (`pid`) it
+/// left on the first host: the exit code, the console and the events.
+fn ended(f: &Fixture, child: Child, pid: u32) -> (i32, String, Vec<Value>) {
+    let (code, text) = finish(child, Duration::from_secs(40));
+    sshd::signal(pid, Signal::SIGKILL);
+    (code, text, events(f.dir.path()))
+}
+
+/// The `node_finish` of `long` on the first host, which failed.
+fn long_failed(ev: &[Value]) -> &Value {
+    let long = find(ev, "node_finish", "long", "first").unwrap_or_else(|| panic!("{ev:#?}"));
+    assert_eq!(long["status"], "failed", "{long}");
+    long
+}
+
+/// The per-connection sshd processes of a host (not its listener).
+fn connections(host: &Sshd) -> Vec<u32> {
+    host.descendants()
+        .into_iter()
+        .filter(|p| is_sshd(*p))
+        .collect()
 }
 
 fn events(dir: &Path) -> Vec<Value> {
@@ -232,25 +250,15 @@ fn a_killed_connection_fails_the_step_naming_the_host_and_the_run_rolls_back() {
     let pid = long_pid(&f.base);
     // Kill the first host's per-connection sshd processes (not its listener), as an
     // sshd crash or an OOM kill would.
-    let procs: Vec<u32> = f
-        .first
-        .descendants()
-        .into_iter()
-        .filter(|p| is_sshd(*p))
-        .collect();
+    let procs = connections(&f.first);
     assert!(!procs.is_empty());
     for p in procs {
         sshd::signal(p, Signal::SIGKILL);
     }
-    let (code, text) = finish(child, Duration::from_secs(40));
-    sshd::signal(pid, Signal::SIGKILL);
-    let ev = events(f.dir.path());
+    let (code, text, ev) = ended(&f, child, pid);
     // A step failed and the rollback completed: exit 2.
     assert_eq!(code, 2, "{text}\n{ev:#?}");
-    let long = find(&ev, "node_finish", "long", "first");
-    let long = long.unwrap_or_else(|| panic!("{ev:#?}"));
-    assert_eq!(long["status"], "failed");
-    let msg = long["msg"].as_str().unwrap_or_default();
+    let msg = long_failed(&ev)["msg"].as_str().unwrap_or_default();
     assert!(msg.contains("first ("), "{msg}");
     assert!(
         msg.contains(&format!("{}:{}", f.first.addr, f.first.port)),
@@ -279,20 +287,15 @@ fn a_stopped_sshd_times_the_step_out_and_the_run_rolls_back_without_hanging() {
     let pid = long_pid(&f.base);
     // The whole sshd of the first host stops answering: listener and connection.
     let mut frozen = vec![f.first.pid()];
-    frozen.extend(f.first.descendants().into_iter().filter(|p| is_sshd(*p)));
+    frozen.extend(connections(&f.first));
     for p in &frozen {
         sshd::signal(*p, Signal::SIGSTOP);
     }
-    let (code, text) = finish(child, Duration::from_secs(40));
+    let (code, text, ev) = ended(&f, child, pid);
     for p in &frozen {
         sshd::signal(*p, Signal::SIGCONT);
     }
-    sshd::signal(pid, Signal::SIGKILL);
-    let ev = events(f.dir.path());
-    let long = find(&ev, "node_finish", "long", "first");
-    let long = long.unwrap_or_else(|| panic!("{ev:#?}"));
-    assert_eq!(long["status"], "failed", "{long}");
-    let msg = long["msg"].as_str().unwrap_or_default();
+    let msg = long_failed(&ev)["msg"].as_str().unwrap_or_default();
     assert!(msg.contains("timed out"), "{msg}");
     common_checks(&f, &ev, &text);
     // The first host cannot be reached for its own rollback: that is reported (exit 3,
@@ -325,6 +328,14 @@ fn record<'a>(journal: &'a [Value], kind: &str, step: &str, host: &str) -> &'a V
         .iter()
         .find(|v| v["record"] == kind && v["step"] == step && v["host"] == host)
         .unwrap_or_else(|| panic!("no journal {kind} for {step} on {host}: {journal:#?}"))
+}
+
+/// Asserts the status of journal records: (record, step, host, status).
+fn assert_journal(dir: &Path, expected: &[(&str, &str, &str, &str)]) {
+    let j = journal(dir);
+    for (kind, step, host, status) in expected {
+        assert_eq!(record(&j, kind, step, host)["status"], *status);
+    }
 }
 
 /// The console's advice line.
@@ -370,12 +381,7 @@ fn a_reset_connection_fails_the_step_and_the_host_is_rolled_back_on_a_new_one() 
         Some("Host *\n  ServerAliveInterval 1\n"),
     );
     let pid = long_pid(&f.base);
-    let procs: Vec<u32> = f
-        .first
-        .descendants()
-        .into_iter()
-        .filter(|p| is_sshd(*p))
-        .collect();
+    let procs = connections(&f.first);
     assert!(!procs.is_empty());
     // Stop the connection's sshd processes until a keepalive sits unread in their
     // socket, then kill them: closing a socket with unread data sends a TCP RST.
@@ -391,13 +397,9 @@ fn a_reset_connection_fails_the_step_and_the_host_is_rolled_back_on_a_new_one() 
     for p in &procs {
         sshd::signal(*p, Signal::SIGKILL);
     }
-    let (code, text) = finish(child, Duration::from_secs(40));
-    sshd::signal(pid, Signal::SIGKILL);
-    let ev = events(f.dir.path());
+    let (code, text, ev) = ended(&f, child, pid);
     assert_eq!(code, 2, "{text}\n{ev:#?}");
-    let long = find(&ev, "node_finish", "long", "first").unwrap_or_else(|| panic!("{ev:#?}"));
-    assert_eq!(long["status"], "failed");
-    let msg = long["msg"].as_str().unwrap_or_default();
+    let msg = long_failed(&ev)["msg"].as_str().unwrap_or_default();
     assert!(
         msg.contains(&format!("{}:{}", f.first.addr, f.first.port)),
         "{msg}"
@@ -409,14 +411,12 @@ fn a_reset_connection_fails_the_step_and_the_host_is_rolled_back_on_a_new_one() 
         ok(std::fs::read_to_string(f.base.join("first/state.txt"))),
         "old\n"
     );
-    let j = journal(f.dir.path());
-    assert_eq!(
-        record(&j, "node_finish", "long", "first")["status"],
-        "failed"
-    );
-    assert_eq!(
-        record(&j, "rollback_node", "prepare", "first")["status"],
-        "done"
+    assert_journal(
+        f.dir.path(),
+        &[
+            ("node_finish", "long", "first", "failed"),
+            ("rollback_node", "prepare", "first", "done"),
+        ],
     );
     assert_eq!(
         next_line(&text),
@@ -433,17 +433,14 @@ fn a_host_that_dies_mid_step_is_left_undone_and_the_console_says_how_to_finish()
     let pid = long_pid(&f.base);
     // The whole host goes: its sshd listener and every connection.
     let mut all = vec![f.first.pid()];
-    all.extend(f.first.descendants().into_iter().filter(|p| is_sshd(*p)));
+    all.extend(connections(&f.first));
     for p in &all {
         sshd::signal(*p, Signal::SIGKILL);
     }
-    let (code, text) = finish(child, Duration::from_secs(40));
-    sshd::signal(pid, Signal::SIGKILL);
-    let ev = events(f.dir.path());
+    let (code, text, ev) = ended(&f, child, pid);
     // Its own change cannot be undone: exit 3, and it says so.
     assert_eq!(code, 3, "{text}\n{ev:#?}");
-    let long = find(&ev, "node_finish", "long", "first").unwrap_or_else(|| panic!("{ev:#?}"));
-    assert_eq!(long["status"], "failed");
+    let long = long_failed(&ev);
     assert!(
         long["msg"]
             .as_str()
@@ -464,18 +461,13 @@ fn a_host_that_dies_mid_step_is_left_undone_and_the_console_says_how_to_finish()
         "new\n",
         "nothing could undo it"
     );
-    let j = journal(f.dir.path());
-    assert_eq!(
-        record(&j, "node_finish", "long", "first")["status"],
-        "failed"
-    );
-    assert_eq!(
-        record(&j, "rollback_node", "prepare", "first")["status"],
-        "failed"
-    );
-    assert_eq!(
-        record(&j, "rollback_node", "prepare", "second")["status"],
-        "done"
+    assert_journal(
+        f.dir.path(),
+        &[
+            ("node_finish", "long", "first", "failed"),
+            ("rollback_node", "prepare", "first", "failed"),
+            ("rollback_node", "prepare", "second", "done"),
+        ],
     );
     let run_id = ev
         .iter()

@@ -9,8 +9,11 @@
 //! run's events file (`--events`), to prove in which order its steps ran.
 //!
 //! Include it with `#[path = "support/minicloud.rs"] mod minicloud;` next to
-//! `sshd` and `mariadb`.
+//! `sshd` and `mariadb`; it brings `binary` (as `minicloud::binary`).
 #![allow(dead_code)]
+
+#[path = "binary.rs"]
+pub mod binary;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -22,6 +25,7 @@ use serde_json::json;
 
 use crate::mariadb::{self, MariaDb};
 use crate::sshd::{self, Sshd};
+use binary::{Lifeboat, Ran};
 
 /// The MariaDB user of the mini-cloud (TCP on 127.0.0.1), with a plain password.
 pub const DB_USER: &str = "minicloud";
@@ -225,31 +229,20 @@ impl MiniCloud {
     }
 
     /// Runs `lifeboat ARGS... -i INVENTORY` as the controller.
-    pub fn lifeboat(&self, args: &[&str]) -> std::process::Output {
+    pub fn lifeboat(&self, args: &[&str]) -> Ran {
         self.lifeboat_with(args, true)
     }
 
     /// Runs `lifeboat ARGS...` as the controller, with `-i INVENTORY` when `inventory`
     /// (`rollback` and `resume` take none: the journal names it).
-    pub fn lifeboat_with(&self, args: &[&str], inventory: bool) -> std::process::Output {
-        let mut cmd = ok(assert_cmd::Command::cargo_bin("lifeboat"));
-        cmd.env("LIFEBOAT_STATE_DIR", self.dir.path().join("state"))
-            .env("LIFEBOAT_LOCK_DIR", self.dir.path().join("roots/.locks"))
+    pub fn lifeboat_with(&self, args: &[&str], inventory: bool) -> Ran {
+        let mut cmd = Lifeboat::new(self.dir.path())
+            .lock_dir(self.dir.path().join("roots/.locks"))
             .args(args);
         if inventory {
-            cmd.arg("-i").arg(&self.inventory);
+            cmd = cmd.arg("-i").arg(&self.inventory);
         }
-        let out = cmd
-            .env("HOME", self.dir.path().join("home"))
-            .env("NO_COLOR", "1")
-            .env("LIFEBOAT_SSH_CONFIG", "none")
-            .env_remove("SSH_AUTH_SOCK")
-            .env_remove("LIFEBOAT_KNOWN_HOSTS")
-            .env_remove("LIFEBOAT_HOST_KEY_CHECKING")
-            .env_remove("RUST_LOG")
-            .timeout(Duration::from_secs(120))
-            .output();
-        ok(out)
+        cmd.run()
     }
 
     /// Runs a shipped playbook and returns (exit code, console output).
@@ -262,14 +255,7 @@ impl MiniCloud {
             args.push(e);
         }
         let out = self.lifeboat(&args);
-        (
-            out.status.code().unwrap_or(-1),
-            format!(
-                "{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        (out.code, format!("{}\n{}", out.stdout, out.stderr))
     }
 
     /// Runs a shipped playbook with `--events` (and `extra` arguments, e.g. `-e k=v` or
@@ -285,12 +271,8 @@ impl MiniCloud {
         let out = self.lifeboat(&args);
         let (run_id, nodes) = read_events(&events);
         RunResult {
-            code: out.status.code().unwrap_or(-1),
-            out: format!(
-                "{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+            code: out.code,
+            out: format!("{}\n{}", out.stdout, out.stderr),
             run_id,
             nodes,
         }

@@ -12,12 +12,16 @@
 
 #![allow(dead_code)]
 
+pub mod binary;
+pub mod modules;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+use binary::Lifeboat;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -173,41 +177,22 @@ impl Test {
         argv
     }
 
+    /// The binary with this test's environment and `argv`.
+    fn lifeboat(&self, argv: &[String]) -> Lifeboat {
+        lifeboat_in(self.dir.path()).args(argv)
+    }
+
     /// Runs the binary to its end.
     pub fn run(self) -> Output {
         let argv = self.prepare();
-        let out = assert_cmd::Command::cargo_bin("lifeboat")
-            .expect("the lifeboat binary")
-            .args(&argv)
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .env("LIFEBOAT_LOCK_DIR", self.dir.path().join(LOCK_DIR))
-            .env_remove("RUST_LOG")
-            .timeout(Duration::from_secs(60))
-            .output()
-            .expect("run lifeboat");
-        Output::new(
-            self.dir,
-            argv,
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let out = self.lifeboat(&argv).timeout(Duration::from_secs(60)).run();
+        Output::new(self.dir, argv, out.code, out.stdout, out.stderr)
     }
 
     /// Starts the binary and returns at once (for interrupt tests).
     pub fn spawn(self) -> Running {
         let argv = self.prepare();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-            .args(&argv)
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .env("LIFEBOAT_LOCK_DIR", self.dir.path().join(LOCK_DIR))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn lifeboat");
+        let child = self.lifeboat(&argv).spawn();
         Running {
             dir: self.dir,
             argv,
@@ -448,6 +433,15 @@ impl Output {
             })
             .collect()
     }
+}
+
+/// The binary as a [`Test`] runs it, in `dir` (e.g. to resume or roll back one of its
+/// runs): [`binary::Lifeboat::new`]'s environment, with the state directory `.lifeboat`
+/// in `dir` and the host locks in `dir/`[`LOCK_DIR`].
+pub fn lifeboat_in(dir: &Path) -> Lifeboat {
+    Lifeboat::new(dir)
+        .state_dir(".lifeboat")
+        .lock_dir(dir.join(LOCK_DIR))
 }
 
 /// Waits until `cond` holds, panicking after `secs` seconds.
