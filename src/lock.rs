@@ -414,21 +414,26 @@ impl HostLocks {
             };
             // The content travels in the script (not on stdin), and the lock appears
             // whole (a hard link of a finished file, which fails when the lock exists):
-            // a controller killed meanwhile cannot leave a half-written lock.
+            // a controller killed meanwhile cannot leave a half-written lock. The
+            // finished file is written in the run's own directory (shared by the hosts
+            // that share the lock directory, so the file is named for the host), made
+            // first, so that taking a free lock starts two processes: `mkdir` and `ln`.
+            // When the lock is not ours, the file goes, and the directory when it is empty
+            // (another host of this run may have made it again meanwhile, so writing the
+            // file is tried twice).
             let text = quote(&settings.me.to_text());
             let script = format!(
-                "d={d}; f={f}; r={r}; t=\"$f.$$.tmp\"\n\
+                "d={d}; f={f}; r={r}; t={t}\n\
                  [ -d \"$d\" ] || mkdir -p -m 1777 \"$d\" 2>/dev/null || [ -d \"$d\" ] || {{ echo \"cannot create the lock directory $d\" >&2; exit 3; }}\n\
-                 e=$( (printf '%s' {text} > \"$t\") 2>&1 ) || {{ rm -f \"$t\"; echo \"cannot create the lock file $f: $e\" >&2; exit 3; }}\n\
-                 if ln \"$t\" \"$f\" 2>/dev/null; then\n\
-                   rm -f \"$t\"\n\
-                   if {mk}; then echo lifeboat-lock:acquired; exit 0; fi\n\
-                   rm -f \"$f\"; echo \"cannot create the run directory $r (it exists and is not this user's, or $d is not writable)\" >&2; exit 4\n\
-                 elif [ -f \"$f\" ]; then rm -f \"$t\"; echo lifeboat-lock:held; cat \"$f\"\n\
-                 else e=$(ln \"$t\" \"$f\" 2>&1); rm -f \"$t\"; echo \"cannot create the lock file $f: $e\" >&2; exit 3; fi",
+                 {mk} || {{ echo \"cannot create the run directory $r (it exists and is not this user's, or $d is not writable)\" >&2; exit 4; }}\n\
+                 {{ printf '%s' {text} > \"$t\"; }} 2>/dev/null || {{ {mk} && {{ printf '%s' {text} > \"$t\"; }} 2>/dev/null; }} || {{ e=$( (printf '%s' {text} > \"$t\") 2>&1 ); rm -f \"$t\"; rmdir \"$r\" 2>/dev/null; echo \"cannot create the lock file $f: $e\" >&2; exit 3; }}\n\
+                 if ln \"$t\" \"$f\" 2>/dev/null; then echo lifeboat-lock:acquired; exit 0\n\
+                 elif [ -f \"$f\" ]; then rm -f \"$t\"; rmdir \"$r\" 2>/dev/null; echo lifeboat-lock:held; cat \"$f\"\n\
+                 else e=$(ln \"$t\" \"$f\" 2>&1); rm -f \"$t\"; rmdir \"$r\" 2>/dev/null; echo \"cannot create the lock file $f: $e\" >&2; exit 3; fi",
                 d = quote(dir),
                 f = quote(&file),
                 r = quote(&run_dir),
+                t = quote(&format!("{run_dir}/{}.lock", file_word(host))),
                 mk = make_run_dir(),
             );
             let found = run_lock_command(conn, host, &script)
@@ -494,7 +499,7 @@ impl HostLocks {
             }
         }
         let (file, _) = paths(dir, host, &settings.me.run_id);
-        let spec = CommandSpec::shell(format!("cat {} 2>/dev/null; true", quote(&file)))
+        let spec = CommandSpec::sh(format!("cat {} 2>/dev/null; true", quote(&file)))
             .timeout(Some(LOCK_COMMAND_TIMEOUT));
         let out = conn.run(&spec, None).await.ok()?;
         let text = out.stdout_text();
@@ -524,8 +529,10 @@ impl HostLocks {
             let Some(Ok(held)) = cell.get().cloned() else {
                 continue;
             };
+            // One `rm` for the lock (when it still names this run) and the marker
+            // directories.
             let mut script = format!(
-                "f={f}; l=; IFS= read -r l 2>/dev/null < \"$f\"; [ \"$l\" = {line} ] && rm -f \"$f\"",
+                "f={f}; l=; IFS= read -r l 2>/dev/null < \"$f\"; set --; [ \"$l\" != {line} ] || set -- \"$f\"",
                 f = quote(&held.file),
                 line = quote(&format!("run_id={run_id}")),
             );
@@ -534,11 +541,13 @@ impl HostLocks {
                 for id in lineage.iter().filter(|id| is_run_id(id)) {
                     dirs.push(quote(&paths(&held.past_dir, &host, id).1));
                 }
-                script.push_str(&format!("; rm -rf {}", dirs.join(" ")));
+                script.push_str(&format!("; rm -rf \"$@\" {}", dirs.join(" ")));
+            } else {
+                script.push_str("; [ $# -eq 0 ] || rm -f \"$@\"");
             }
             script.push_str("; true");
             tasks.spawn(async move {
-                let spec = CommandSpec::shell(script).timeout(Some(LOCK_COMMAND_TIMEOUT));
+                let spec = CommandSpec::sh(script).timeout(Some(LOCK_COMMAND_TIMEOUT));
                 match held.conn.run(&spec, None).await {
                     Ok(o) if o.success() => None,
                     Ok(o) => Some(format!(
@@ -571,7 +580,7 @@ async fn run_lock_command(
     host: &str,
     script: &str,
 ) -> Result<Option<String>, String> {
-    let spec = CommandSpec::shell(script).timeout(Some(LOCK_COMMAND_TIMEOUT));
+    let spec = CommandSpec::sh(script).timeout(Some(LOCK_COMMAND_TIMEOUT));
     let out = conn
         .run(&spec, None)
         .await

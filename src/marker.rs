@@ -3,15 +3,16 @@
 //!
 //! In a real run the executor gives each (step, host, loop item) a [`Marker`] (a task
 //! local, see [`scope`]); the command modules then run their command inside a wrapper,
-//! in the same remote command line: the wrapper writes `<key>.pid` in the run's marker
-//! directory on the host, checks that the host lock still names its run (so a command
+//! in the same remote command line: the wrapper writes `<key>.pid` (its pid and its
+//! start time from `/proc`, so that a pid used again later is not taken for it) in the
+//! run's marker directory on the host, checks that the host lock still names its run (so a command
 //! whose run was taken over never starts), runs the command with its output going to
 //! `<key>.out` / `<key>.err` (never to the connection, so the controller's death cannot
 //! cut it short), writes `<key>.rc` atomically, and only then prints the output. It
 //! ignores SIGHUP, so a dropped SSH connection does not end it.
 //!
-//! The wrapper is its own `sh` process, started by the host's persistent shell or on a
-//! channel of its own, so it is not always a process group leader: ending a wrapper
+//! The wrapper runs in a subshell of the host's persistent shell (or as the `sh` of a
+//! channel of its own), so it is not always a process group leader: ending a wrapper
 //! ends its process group (a persistent shell of the dead run and what that runs; never
 //! the group of the script doing it).
 //!
@@ -98,11 +99,12 @@ pub fn key(step: &str, host: &str, item: usize) -> String {
 pub fn wrapper(m: &Marker, inner: &str) -> String {
     format!(
         "__lb_d={d}; __lb_n={n}; __lb_f={f}; __lb_me={me}; trap '' HUP\n\
-         {{ echo $$ > \"$__lb_d/$__lb_n.pid\" && {{ [ ! -e \"$__lb_d/$__lb_n.rc\" ] || rm -f \"$__lb_d/$__lb_n.rc\"; }}; }} 2>/dev/null || {{ echo \"lifeboat: cannot write the completion marker $__lb_d/$__lb_n.pid: not running the command\" >&2; exit 125; }}\n\
+         __lb_p=$$; __lb_l=; {{ IFS= read -r __lb_l < /proc/self/stat; }} 2>/dev/null && {{ __lb_p=${{__lb_l%% *}}; __lb_l=${{__lb_l##*) }}; set -- $__lb_l; __lb_l=${{20}}; }}\n\
+         {{ echo \"$__lb_p $__lb_l\" > \"$__lb_d/$__lb_n.pid\" && {{ [ ! -e \"$__lb_d/$__lb_n.rc\" ] || rm -f \"$__lb_d/$__lb_n.rc\"; }}; }} 2>/dev/null || {{ echo \"lifeboat: cannot write the completion marker $__lb_d/$__lb_n.pid: not running the command\" >&2; exit 125; }}\n\
          __lb_l=; IFS= read -r __lb_l 2>/dev/null < \"$__lb_f\"\n\
          [ \"$__lb_l\" = \"$__lb_me\" ] || {{ rm -f \"$__lb_d/$__lb_n.pid\"; echo \"lifeboat: the host lock $__lb_f no longer names run {run}: not running the command (another run has taken the host over)\" >&2; exit 125; }}\n\
          set -- {inner}\n\
-         ( unset __lb_d __lb_n __lb_f __lb_me __lb_l; eval \"set --; $1\" ) > \"$__lb_d/$__lb_n.out\" 2> \"$__lb_d/$__lb_n.err\"\n\
+         ( unset __lb_d __lb_n __lb_f __lb_me __lb_l __lb_p; eval \"set --; $1\" ) > \"$__lb_d/$__lb_n.out\" 2> \"$__lb_d/$__lb_n.err\"\n\
          __lb_rc=$?\n\
          echo $__lb_rc > \"$__lb_d/$__lb_n.rc\"\n\
          [ ! -s \"$__lb_d/$__lb_n.out\" ] || cat \"$__lb_d/$__lb_n.out\"; [ ! -s \"$__lb_d/$__lb_n.err\" ] || cat \"$__lb_d/$__lb_n.err\" >&2\n\
@@ -130,7 +132,7 @@ pub async fn run(
     };
     // The wrapper runs as the login user (the marker directory is theirs); the command
     // inside it becomes whom the step says.
-    let mut outer = CommandSpec::shell(wrapper(m, &inner.to_shell_line())).timeout(timeout);
+    let mut outer = CommandSpec::sh(wrapper(m, &inner.to_shell_line())).timeout(timeout);
     outer.stdin = inner.stdin_bytes();
     let out = ctx.conn.run(&outer, ctx.sink.clone()).await?;
     if out.timed_out {
@@ -170,12 +172,12 @@ async fn look(
     for (run, dir) in &m.adopt_from {
         let script = format!(
             "d={d}; n={n}; lim={lim}\n\
-             alive() {{ kill -0 \"$1\" 2>/dev/null || [ -d \"/proc/$1\" ] || return 1; [ -r \"/proc/$1/cmdline\" ] || return 0; c=$(tr '\\0' ' ' < \"/proc/$1/cmdline\" 2>/dev/null) || return 0; case $c in *\"$n\"*) return 0;; esac; return 1; }}\n\
+             alive() {{ kill -0 \"$1\" 2>/dev/null || [ -d \"/proc/$1\" ] || return 1; if [ -n \"$st\" ]; then s=; read -r s < \"/proc/$1/stat\" 2>/dev/null || return 0; s=${{s##*) }}; set -- $s; [ \"${{20}}\" = \"$st\" ]; return; fi; [ -r \"/proc/$1/cmdline\" ] || return 0; c=$(tr '\\0' ' ' < \"/proc/$1/cmdline\" 2>/dev/null) || return 0; case $c in *\"$n\"*) return 0;; esac; return 1; }}\n\
              grp() {{ g=$(sed 's/.*) //' \"/proc/$1/stat\" 2>/dev/null | cut -d' ' -f3); me=$(sed 's/.*) //' /proc/$$/stat 2>/dev/null | cut -d' ' -f3); if [ -n \"$g\" ] && [ \"$g\" != \"$me\" ]; then echo \"$g\"; else echo \"$1\"; fi; }}\n\
              nap() {{ sleep 0.1 2>/dev/null || sleep 1; }}\n\
              done_() {{ echo \"done $(cat \"$d/$n.rc\")\"; cat \"$d/$n.out\" 2>/dev/null; cat \"$d/$n.err\" >&2 2>/dev/null; exit 0; }}\n\
              [ -s \"$d/$n.rc\" ] && done_\n\
-             p=; [ -f \"$d/$n.pid\" ] && read -r p < \"$d/$n.pid\"\n\
+             p=; st=; [ -f \"$d/$n.pid\" ] && read -r p st < \"$d/$n.pid\"\n\
              if [ -n \"$p\" ] && alive \"$p\"; then\n\
                echo \"running $p\"\n\
                end=; [ -n \"$lim\" ] && end=$(( $(date +%s) + lim ))\n\

@@ -71,9 +71,11 @@ fn kill_left_commands(dir: &Path) {
             .flatten()
         {
             if marker.path().extension().is_some_and(|e| e == "pid") {
-                let pid = std::fs::read_to_string(marker.path()).expect("a pid file");
+                // The pid file holds the wrapper's pid, then its start time.
+                let text = std::fs::read_to_string(marker.path()).expect("a pid file");
+                let pid = text.split_whitespace().next().unwrap_or_default();
                 let _ = std::process::Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{}", pid.trim())])
+                    .args(["-KILL", "--", &format!("-{pid}")])
                     .stderr(std::process::Stdio::null())
                     .status();
             }

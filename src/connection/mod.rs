@@ -23,6 +23,10 @@ pub enum Program {
     Argv(Vec<String>),
     /// A script for `/bin/sh -c` (with `set -o pipefail` where the shell has it).
     Shell(String),
+    /// One of lifeboat's own POSIX `sh` scripts, run as it is (never under bash). A
+    /// transport may run it in a subshell of a kept shell, where `$$` is that shell's pid,
+    /// not the script's own.
+    Sh(String),
 }
 
 /// Privilege escalation for one command.
@@ -59,6 +63,11 @@ impl CommandSpec {
         CommandSpec::new(Program::Shell(script.into()))
     }
 
+    /// One of lifeboat's own POSIX `sh` scripts (see [`Program::Sh`]).
+    pub fn sh(script: impl Into<String>) -> Self {
+        CommandSpec::new(Program::Sh(script.into()))
+    }
+
     /// An argument vector.
     pub fn argv<I, S>(args: I) -> Self
     where
@@ -68,7 +77,8 @@ impl CommandSpec {
         CommandSpec::new(Program::Argv(args.into_iter().map(Into::into).collect()))
     }
 
-    fn new(program: Program) -> Self {
+    /// A program.
+    pub fn new(program: Program) -> Self {
         CommandSpec {
             program,
             stdin: None,
@@ -100,7 +110,7 @@ impl CommandSpec {
     /// The command as one shell line (for `-v` output and messages).
     pub fn display(&self) -> String {
         match &self.program {
-            Program::Shell(s) => s.clone(),
+            Program::Shell(s) | Program::Sh(s) => s.clone(),
             Program::Argv(a) => {
                 shlex::try_join(a.iter().map(String::as_str)).unwrap_or_else(|_| a.join(" "))
             }
@@ -113,7 +123,8 @@ impl CommandSpec {
     pub fn to_shell_line(&self) -> String {
         let mut line = String::new();
         if let Some(cwd) = &self.cwd {
-            line.push_str(&format!("cd {} && ", quote(cwd)));
+            // Nothing runs when the directory cannot be entered.
+            line.push_str(&format!("cd {} || exit; ", quote(cwd)));
         }
         for (k, v) in &self.env {
             // Names are checked where they are read (modules); one that is not a
@@ -128,6 +139,9 @@ impl CommandSpec {
                 line.push_str(&format!(
                     "if command -v bash >/dev/null 2>&1; then exec bash -o pipefail -c {q}; else exec /bin/sh -c {q}; fi"
                 ));
+            }
+            Program::Sh(s) => {
+                line.push_str(&format!("eval {}", quote(s)));
             }
             Program::Argv(a) => {
                 line.push_str("exec ");

@@ -152,10 +152,7 @@ pub async fn run_command(
     if matches!(&program, Program::Argv(v) if v.is_empty()) {
         return Err(ModuleError::Args(format!("{name}: the command is empty")));
     }
-    let display = match &program {
-        Program::Shell(s) => CommandSpec::shell(s.clone()).display(),
-        Program::Argv(v) => CommandSpec::argv(v.clone()).display(),
-    };
+    let display = CommandSpec::new(program.clone()).display();
     // In a real run the executor gives the command a completion marker; a run resumed
     // after the controller was killed first looks whether the command completed then.
     let marker = crate::marker::current().filter(|_| !ctx.check);
@@ -180,10 +177,7 @@ pub async fn run_command(
     {
         return Ok(Outcome::ok().with_msg(format!("skipped: {path} does not exist")));
     }
-    let mut spec = match program {
-        Program::Shell(s) => CommandSpec::shell(s),
-        Program::Argv(v) => CommandSpec::argv(v),
-    };
+    let mut spec = CommandSpec::new(program);
     if ctx.check {
         return Ok(Outcome::changed().with_msg(format!("would run: {}", spec.display())));
     }

@@ -789,6 +789,7 @@ impl SshConnection {
         sink: Option<mpsc::UnboundedSender<OutputChunk>>,
     ) -> Result<CommandOutput, ConnectionError> {
         let line = spec.to_shell_line();
+        let subshell = matches!(spec.program, super::Program::Sh(_)) && spec.become_.is_none();
         let mut retried = false;
         let (live, mut busy) = loop {
             let live = self.live().await?;
@@ -804,7 +805,7 @@ impl SshConnection {
                     Err(e) => return Err(e),
                 },
             };
-            let (script, frame) = sh.next(&line);
+            let (script, frame) = sh.next(&line, subshell);
             if let Err(e) = sh.write.data(script.as_bytes()).await {
                 sh.close();
                 if pooled && !retried {

@@ -74,12 +74,13 @@ impl Shell {
         }
     }
 
-    /// The script that runs `line` and ends with this command's tags, and the reader of
+    /// The script that runs `line` (in a subshell of this shell when `subshell`, else
+    /// under its own `/bin/sh -c`) and ends with this command's tags, and the reader of
     /// its output.
-    pub(super) fn next(&mut self, line: &str) -> (String, Frame) {
+    pub(super) fn next(&mut self, line: &str, subshell: bool) -> (String, Frame) {
         self.seq += 1;
         let tag = format!("lifeboat-end:{}:{}", self.nonce, self.seq);
-        (script(line, &tag), Frame::new(tag.into_bytes()))
+        (script(line, subshell, &tag), Frame::new(tag.into_bytes()))
     }
 
     /// Takes stdout bytes: until the hello line has been read, they are the shell's
@@ -257,13 +258,16 @@ impl Frame {
 }
 
 /// The script a shell runs for one command line: the line under its own `/bin/sh -c`
-/// with stdin from `/dev/null`, then the end tag on stderr and the tag with the exit
-/// status on stdout.
-fn script(line: &str, tag: &str) -> String {
-    format!(
-        "/bin/sh -c {} </dev/null\n__lb_rc=$?; printf '%s\\n' {tag} >&2; printf '%s %s\\n' {tag} \"$__lb_rc\"\n",
-        quote(line)
-    )
+/// (or, for lifeboat's own scripts, evaluated in a subshell: one process less) with stdin
+/// from `/dev/null`, then the end tag on stderr and the tag with the exit status on
+/// stdout.
+fn script(line: &str, subshell: bool, tag: &str) -> String {
+    let run = if subshell {
+        format!("( eval {} ) </dev/null", quote(line))
+    } else {
+        format!("/bin/sh -c {} </dev/null", quote(line))
+    };
+    format!("{run}\n__lb_rc=$?; printf '%s\\n' {tag} >&2; printf '%s %s\\n' {tag} \"$__lb_rc\"\n")
 }
 
 /// The length of the longest end of `hay` that is a beginning of `tag`.
@@ -378,7 +382,12 @@ mod tests {
     #[test]
     fn scripts_quote_the_line_and_end_with_the_tags() {
         let line = "echo 'it''s' $(id) \"$1\"";
-        let s = script(line, "lifeboat-end:n:7");
+        let sub = script(line, true, "lifeboat-end:n:7");
+        assert!(
+            sub.starts_with(&format!("( eval {} ) </dev/null\n", quote(line))),
+            "{sub}"
+        );
+        let s = script(line, false, "lifeboat-end:n:7");
         assert!(
             s.starts_with(&format!("/bin/sh -c {} </dev/null\n", quote(line))),
             "{s}"
