@@ -8,7 +8,8 @@
 //! run's marker directory on the host, checks that the host lock still names its run (so a command
 //! whose run was taken over never starts), runs the command with its output going to
 //! `<key>.out` / `<key>.err` (never to the connection, so the controller's death cannot
-//! cut it short), writes `<key>.rc` atomically, and only then prints the output. It
+//! cut it short), appends `rc <status>` to `<key>.pid` (one short write: appending to a
+//! file costs far less than making one), and only then prints the output. It
 //! ignores SIGHUP, so a dropped SSH connection does not end it.
 //!
 //! The wrapper runs in a subshell of the host's persistent shell (or as the `sh` of a
@@ -93,20 +94,21 @@ pub fn key(step: &str, host: &str, item: usize) -> String {
 /// it can: the lock check reads one line (a lock file names its run on its first), the
 /// command runs in a subshell (a fork, not a new `sh`), with the wrapper's
 /// own variables unset and no positional parameters, as under `sh -c`; the exit status
-/// is one short write (a reader treats an empty file as not yet written while the
-/// wrapper lives, and as a completed command whose status was lost when it does not);
-/// `rm` and `cat` run only when there is something to remove or print.
+/// is one short write appended to the pid file (a reader treats a pid file without it as
+/// not yet finished while the wrapper lives, and as a command that never completed when
+/// it does not); `cat` runs only when there is something to print. Files it makes: the
+/// pid file, and the output files (empty for a silent command).
 pub fn wrapper(m: &Marker, inner: &str) -> String {
     format!(
         "__lb_d={d}; __lb_n={n}; __lb_f={f}; __lb_me={me}; trap '' HUP\n\
          __lb_p=$$; __lb_l=; {{ IFS= read -r __lb_l < /proc/self/stat; }} 2>/dev/null && {{ __lb_p=${{__lb_l%% *}}; __lb_l=${{__lb_l##*) }}; set -- $__lb_l; __lb_l=${{20}}; }}\n\
-         {{ echo \"$__lb_p $__lb_l\" > \"$__lb_d/$__lb_n.pid\" && {{ [ ! -e \"$__lb_d/$__lb_n.rc\" ] || rm -f \"$__lb_d/$__lb_n.rc\"; }}; }} 2>/dev/null || {{ echo \"lifeboat: cannot write the completion marker $__lb_d/$__lb_n.pid: not running the command\" >&2; exit 125; }}\n\
+         {{ echo \"$__lb_p $__lb_l\" > \"$__lb_d/$__lb_n.pid\"; }} 2>/dev/null || {{ echo \"lifeboat: cannot write the completion marker $__lb_d/$__lb_n.pid: not running the command\" >&2; exit 125; }}\n\
          __lb_l=; IFS= read -r __lb_l 2>/dev/null < \"$__lb_f\"\n\
          [ \"$__lb_l\" = \"$__lb_me\" ] || {{ rm -f \"$__lb_d/$__lb_n.pid\"; echo \"lifeboat: the host lock $__lb_f no longer names run {run}: not running the command (another run has taken the host over)\" >&2; exit 125; }}\n\
          set -- {inner}\n\
-         ( unset __lb_d __lb_n __lb_f __lb_me __lb_l __lb_p; eval \"set --; $1\" ) > \"$__lb_d/$__lb_n.out\" 2> \"$__lb_d/$__lb_n.err\"\n\
+         ( unset __lb_d __lb_n __lb_f __lb_me __lb_l __lb_p __lb_rc; eval \"set --; $1\" ) > \"$__lb_d/$__lb_n.out\" 2> \"$__lb_d/$__lb_n.err\"\n\
          __lb_rc=$?\n\
-         echo $__lb_rc > \"$__lb_d/$__lb_n.rc\"\n\
+         echo \"rc $__lb_rc\" >> \"$__lb_d/$__lb_n.pid\"\n\
          [ ! -s \"$__lb_d/$__lb_n.out\" ] || cat \"$__lb_d/$__lb_n.out\"; [ ! -s \"$__lb_d/$__lb_n.err\" ] || cat \"$__lb_d/$__lb_n.err\" >&2\n\
          exit $__lb_rc",
         d = quote(&m.dir),
@@ -170,29 +172,32 @@ async fn look(
             .max(Duration::from_secs(1))
     });
     for (run, dir) in &m.adopt_from {
+        // The exit status is the pid file's second line (`rc N`); the `<key>.rc` file
+        // that earlier builds wrote is read too, so their runs can still be resumed.
         let script = format!(
             "d={d}; n={n}; lim={lim}\n\
              alive() {{ kill -0 \"$1\" 2>/dev/null || [ -d \"/proc/$1\" ] || return 1; if [ -n \"$st\" ]; then s=; read -r s < \"/proc/$1/stat\" 2>/dev/null || return 0; s=${{s##*) }}; set -- $s; [ \"${{20}}\" = \"$st\" ]; return; fi; [ -r \"/proc/$1/cmdline\" ] || return 0; c=$(tr '\\0' ' ' < \"/proc/$1/cmdline\" 2>/dev/null) || return 0; case $c in *\"$n\"*) return 0;; esac; return 1; }}\n\
              grp() {{ g=$(sed 's/.*) //' \"/proc/$1/stat\" 2>/dev/null | cut -d' ' -f3); me=$(sed 's/.*) //' /proc/$$/stat 2>/dev/null | cut -d' ' -f3); if [ -n \"$g\" ] && [ \"$g\" != \"$me\" ]; then echo \"$g\"; else echo \"$1\"; fi; }}\n\
              nap() {{ sleep 0.1 2>/dev/null || sleep 1; }}\n\
-             done_() {{ echo \"done $(cat \"$d/$n.rc\")\"; cat \"$d/$n.out\" 2>/dev/null; cat \"$d/$n.err\" >&2 2>/dev/null; exit 0; }}\n\
-             [ -s \"$d/$n.rc\" ] && done_\n\
+             rc_of() {{ r=; if [ -f \"$d/$n.rc\" ]; then read -r r < \"$d/$n.rc\"; return 0; fi; {{ read -r x; read -r r; }} < \"$d/$n.pid\" 2>/dev/null; case $r in rc*) r=${{r#rc}}; r=${{r# }}; return 0;; esac; return 1; }}\n\
+             done_() {{ echo \"done $r\"; cat \"$d/$n.out\" 2>/dev/null; cat \"$d/$n.err\" >&2 2>/dev/null; exit 0; }}\n\
+             rc_of && done_\n\
              p=; st=; [ -f \"$d/$n.pid\" ] && read -r p st < \"$d/$n.pid\"\n\
              if [ -n \"$p\" ] && alive \"$p\"; then\n\
                echo \"running $p\"\n\
                end=; [ -n \"$lim\" ] && end=$(( $(date +%s) + lim ))\n\
-               while [ ! -s \"$d/$n.rc\" ] && alive \"$p\"; do\n\
+               while ! rc_of && alive \"$p\"; do\n\
                  if [ -n \"$end\" ] && [ \"$(date +%s)\" -ge \"$end\" ]; then\n\
                    g=$(grp \"$p\"); kill -s TERM -- \"-$g\" 2>/dev/null || kill -TERM \"$p\" 2>/dev/null; i=0\n\
                    while alive \"$p\" && [ $i -lt 5 ]; do nap; i=$((i + 1)); done\n\
                    kill -s KILL -- \"-$g\" 2>/dev/null || kill -KILL \"$p\" 2>/dev/null\n\
-                   [ -f \"$d/$n.rc\" ] && done_\n\
+                   rc_of && done_\n\
                    echo ended; exit 0\n\
                  fi\n\
                  nap\n\
                done\n\
              fi\n\
-             [ -f \"$d/$n.rc\" ] && done_\n\
+             rc_of && done_\n\
              echo gone",
             d = quote(dir),
             n = quote(&m.key),

@@ -74,3 +74,24 @@ steps:
     out.assert_code(0);
     assert_eq!(out.read("seen"), "[0][][unset][unset]");
 }
+
+/// A working directory that cannot be entered stops the command before anything runs,
+/// also when the step sets environment variables (which come between the two).
+#[test]
+fn a_missing_working_directory_runs_nothing() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: moved
+    command:
+      argv: [touch, "{{ playbook_dir }}/ran"]
+      chdir: /nonexistent-lifeboat-dir
+      env: { A: "1" }
+"#,
+        )
+        .run();
+    out.assert_code(2);
+    assert_eq!(out.status("moved", "localhost"), "failed");
+    assert!(!out.exists("ran"), "the command ran in the wrong directory");
+}

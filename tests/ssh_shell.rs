@@ -85,6 +85,15 @@ async fn commands_share_one_shell_yet_run_as_on_their_own_channel() {
     assert_eq!(out.stdout_text(), format!("{home}\nunset unset 0022\n"));
     assert_eq!(parent(&c).await, first, "`exit` ended the shell");
 
+    // lifeboat's own scripts run in a subshell of the kept shell: they see none of its
+    // variables either.
+    let out = ok(c.run(&CommandSpec::sh("exit 3"), None).await);
+    assert_eq!(out.rc, Some(3));
+    let out = ok(c
+        .run(&CommandSpec::sh("echo ${__lb_rc-unset} $$"), None)
+        .await);
+    assert_eq!(out.stdout_text(), format!("unset {first}\n"));
+
     // A command that reads stdin gets its end at once, not the shell's input.
     let out = ok(c
         .run(

@@ -267,7 +267,9 @@ fn script(line: &str, subshell: bool, tag: &str) -> String {
     } else {
         format!("/bin/sh -c {} </dev/null", quote(line))
     };
-    format!("{run}\n__lb_rc=$?; printf '%s\\n' {tag} >&2; printf '%s %s\\n' {tag} \"$__lb_rc\"\n")
+    format!(
+        "{run}\n__lb_rc=$?; printf '%s\\n' {tag} >&2; printf '%s %s\\n' {tag} \"$__lb_rc\"; unset __lb_rc\n"
+    )
 }
 
 /// The length of the longest end of `hay` that is a beginning of `tag`.
@@ -394,7 +396,7 @@ mod tests {
         );
         assert!(s.contains("printf '%s\\n' lifeboat-end:n:7 >&2"), "{s}");
         assert!(
-            s.ends_with("printf '%s %s\\n' lifeboat-end:n:7 \"$__lb_rc\"\n"),
+            s.ends_with("printf '%s %s\\n' lifeboat-end:n:7 \"$__lb_rc\"; unset __lb_rc\n"),
             "{s}"
         );
     }
