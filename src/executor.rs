@@ -529,7 +529,7 @@ impl Run {
             && let Some(Json::Object(facts)) = rec.result.get("data")
         {
             for (k, v) in facts {
-                self.vars.facts.set(host, k, v.clone());
+                self.vars.facts.set(host, &step.scope, k, v.clone());
             }
         }
     }
@@ -1034,7 +1034,7 @@ impl Run {
                         msg = outcome.msg.clone();
                     }
                     for (k, v) in &outcome.facts {
-                        self.vars.facts.set(host, k, v.clone());
+                        self.vars.facts.set(host, &step.scope, k, v.clone());
                     }
                     results.push(outcome_json(&outcome, item.as_ref(), false));
                     rec.undo.push((args, outcome.undo));
@@ -1156,9 +1156,9 @@ impl Run {
         };
         for h in hosts {
             if unknowable {
-                self.vars.facts.set_unknown(&h, name);
+                self.vars.facts.set_unknown(&h, &step.scope, name);
             } else {
-                self.vars.facts.set(&h, name, result.clone());
+                self.vars.facts.set(&h, &step.scope, name, result.clone());
             }
         }
     }
@@ -1179,7 +1179,7 @@ impl Run {
             && let Some(keys) = step.args.as_object()
         {
             for k in keys.keys() {
-                self.vars.facts.set_unknown(host, k);
+                self.vars.facts.set_unknown(host, &step.scope, k);
             }
         }
         self.finish_event(i, &rec, 0, None, Some(why));

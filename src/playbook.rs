@@ -252,6 +252,10 @@ pub struct Action {
 pub struct Step {
     /// Unique id (prefixed for imported steps).
     pub id: String,
+    /// The import it came from, as its id prefix (`backup.`, `backup.db.`); empty for
+    /// the main playbook's own steps. What a step of an import registers is seen first
+    /// by the steps of that same import (see [`crate::vars::Facts`]).
+    pub scope: String,
     /// Display name.
     pub name: String,
     /// Host pattern (`None`: the playbook's).
@@ -799,6 +803,7 @@ impl Loader {
         self.check_templates(file, &args_node, module.raw_args());
         let mut step = Step {
             id: format!("{prefix}{raw_id}"),
+            scope: prefix.to_string(),
             name: name_node
                 .and_then(|n| n.scalar_text())
                 .unwrap_or_else(|| raw_id.clone()),

@@ -39,6 +39,9 @@ pub struct Facts {
 struct FactsInner {
     values: HashMap<String, IndexMap<String, Json>>,
     unknown: HashMap<String, HashSet<String>>,
+    /// Per host, per import scope (`a.`, `a.b.`): what the steps of that import
+    /// registered or set (`None`: known only after a real run).
+    scoped: HashMap<String, HashMap<String, IndexMap<String, Option<Json>>>>,
     /// Bumped on every change, to invalidate cached host scopes.
     version: u64,
 }
@@ -48,10 +51,22 @@ impl Facts {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets a variable on a host.
-    pub fn set(&self, host: &str, name: &str, value: Json) {
+    /// Sets a variable on a host, for the whole run and, when `scope` (the import the
+    /// setting step came from, see [`Step::scope`]) is not empty, for that import's steps
+    /// first: two imports of one file that register the same name each read their own
+    /// result, however their steps interleave.
+    pub fn set(&self, host: &str, scope: &str, name: &str, value: Json) {
         let mut inner = self.lock();
         inner.version += 1;
+        if !scope.is_empty() {
+            inner
+                .scoped
+                .entry(host.to_string())
+                .or_default()
+                .entry(scope.to_string())
+                .or_default()
+                .insert(name.to_string(), Some(value.clone()));
+        }
         if let Some(u) = inner.unknown.get_mut(host) {
             u.remove(name);
         }
@@ -62,10 +77,20 @@ impl Facts {
             .insert(name.to_string(), value);
     }
 
-    /// Marks a variable of a host as known only after a real run (dry run).
-    pub fn set_unknown(&self, host: &str, name: &str) {
+    /// Marks a variable of a host as known only after a real run (dry run), for the
+    /// whole run and for the steps of `scope` (see [`Facts::set`]).
+    pub fn set_unknown(&self, host: &str, scope: &str, name: &str) {
         let mut inner = self.lock();
         inner.version += 1;
+        if !scope.is_empty() {
+            inner
+                .scoped
+                .entry(host.to_string())
+                .or_default()
+                .entry(scope.to_string())
+                .or_default()
+                .insert(name.to_string(), None);
+        }
         if let Some(v) = inner.values.get_mut(host) {
             v.shift_remove(name);
         }
@@ -76,15 +101,32 @@ impl Facts {
             .insert(name.to_string());
     }
 
-    /// A host's registered results and facts, the names a dry run cannot know yet,
-    /// and the version they belong to.
-    fn snapshot(&self, host: &str) -> (IndexMap<String, Json>, HashSet<String>, u64) {
+    /// A host's registered results and facts as the steps of `scope` see them (what
+    /// their own import and the imports around it set, over the run-wide values), the
+    /// names a dry run cannot know yet, and the version they belong to.
+    fn snapshot(&self, host: &str, scope: &str) -> (IndexMap<String, Json>, HashSet<String>, u64) {
         let inner = self.lock();
-        (
-            inner.values.get(host).cloned().unwrap_or_default(),
-            inner.unknown.get(host).cloned().unwrap_or_default(),
-            inner.version,
-        )
+        let mut values = inner.values.get(host).cloned().unwrap_or_default();
+        let mut unknown = inner.unknown.get(host).cloned().unwrap_or_default();
+        if let Some(scopes) = inner.scoped.get(host) {
+            // Outermost import first, so the innermost one's values win.
+            let prefixes = scope.match_indices('.').map(|(i, _)| &scope[..=i]);
+            for names in prefixes.filter_map(|p| scopes.get(p)) {
+                for (name, v) in names {
+                    match v {
+                        Some(v) => {
+                            unknown.remove(name);
+                            values.insert(name.clone(), v.clone());
+                        }
+                        None => {
+                            values.shift_remove(name);
+                            unknown.insert(name.clone());
+                        }
+                    }
+                }
+            }
+        }
+        (values, unknown, inner.version)
     }
 
     /// A host's registered results and facts.
@@ -162,7 +204,8 @@ impl VarsCore {
         item: Option<&Json>,
         extra: &[(&str, Json)],
     ) -> Arc<Scope> {
-        let (facts, unknown, _) = self.facts.snapshot(host);
+        let scope = step.map_or("", |s| s.scope.as_str());
+        let (facts, unknown, _) = self.facts.snapshot(host, scope);
         let mut raw = self.inventory_vars.get(host).cloned().unwrap_or_default();
         raw.extend(
             self.playbook_vars

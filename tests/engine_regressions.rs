@@ -254,3 +254,56 @@ steps:
     assert_eq!(out.status("remember", "localhost"), "unknown");
     assert_eq!(out.status("use", "localhost"), "unknown");
 }
+
+/// Two imports of one file that register the same name each read their own result,
+/// even when a step of the other import registers it in between (here: `b.s`, skipped,
+/// registers `r` after `a.s` and before `a.use` reads it).
+#[test]
+fn each_import_reads_what_its_own_steps_registered() {
+    let out = Test::new()
+        .file(
+            "part.yaml",
+            r#"
+steps:
+  - id: s
+    when: go
+    shell: echo ran-{{ label }}
+    register: r
+  - id: wait
+    needs: s
+    shell: i=0; while [ ! -e {{ playbook_dir }}/{{ gate }} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; [ -e {{ playbook_dir }}/{{ gate }} ]
+  - id: use
+    needs: wait
+    shell: printf '%s' {{ r.stdout | default('skipped') | trim }} > {{ playbook_dir }}/seen-{{ label }}
+"#,
+        )
+        .playbook(
+            r#"
+steps:
+  - import: part.yaml
+    id: a
+    vars: { go: true, label: a, gate: b-done }
+  - import: part.yaml
+    id: b
+    needs: a.s
+    vars: { go: false, label: b, gate: playbook.yaml }
+  - id: b-done
+    needs: b.s
+    shell: touch {{ playbook_dir }}/b-done
+  - id: after
+    needs: [a.use, b.use]
+    shell: printf '%s' {{ r.stdout | default('skipped') | trim }} > {{ playbook_dir }}/seen-main
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.status("b.s", "localhost"), "skipped");
+    assert_eq!(
+        out.read("seen-a"),
+        "ran-a",
+        "import a read import b's result"
+    );
+    assert_eq!(out.read("seen-b"), "skipped");
+    // The main playbook's steps see the last result registered anywhere, as before.
+    assert_eq!(out.read("seen-main"), "skipped");
+}
