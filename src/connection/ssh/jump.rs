@@ -212,10 +212,12 @@ pub(crate) async fn connect_chain(hops: &[Endpoint], target: &Endpoint) -> Resul
         let is_target = i == hops.len();
         let refusal = Arc::new(StdMutex::new(None));
         lost = Arc::new(StdMutex::new(None));
+        let socket = Arc::new(StdMutex::new(None));
         let handler = Client {
             check: ep.check.clone(),
             refusal: refusal.clone(),
             lost: lost.clone(),
+            socket: socket.clone(),
         };
         let config = russh_config(ep);
         let what = if is_target {
@@ -226,7 +228,19 @@ pub(crate) async fn connect_chain(hops: &[Endpoint], target: &Endpoint) -> Resul
         let previous = opened.last();
         let attempt = async {
             let connected = match previous {
-                None => client::connect(config, (ep.address.as_str(), ep.port), handler).await,
+                None => {
+                    let stream = tokio::net::TcpStream::connect((ep.address.as_str(), ep.port))
+                        .await
+                        .map_err(|e| format!("cannot connect to {what}: connection error: {e}"))?;
+                    // As `client::connect` would: small SSH packets must not wait.
+                    let _ = stream.set_nodelay(true);
+                    // For the handler, which asks for quick acknowledgements once
+                    // authenticated (see `Client`).
+                    if let Ok(mut slot) = socket.lock() {
+                        *slot = socket2::SockRef::from(&stream).try_clone().ok();
+                    }
+                    client::connect_stream(config, stream, handler).await
+                }
                 Some(prev) => {
                     let ch = prev
                         .channel_open_direct_tcpip(
