@@ -330,7 +330,7 @@ impl Run {
                                 rec = run.clone().run_node(i) => rec,
                                 () = token.cancelled() => run.cancelled_record(i),
                             };
-                            match run.journal_finish_async(i, &rec).await {
+                            match run.journal_finish_later(i, &rec) {
                                 Ok(()) => (i, NodeEnd::Done(rec)),
                                 Err(e) => (i, NodeEnd::Unjournaled(rec, e)),
                             }
@@ -725,14 +725,17 @@ impl Run {
             .map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display()))
     }
 
-    /// Journals a node's end from its own task; resolves once it is on disk.
-    async fn journal_finish_async(&self, i: usize, rec: &NodeRecord) -> Result<(), String> {
+    /// Journals a node's end from its own task, without waiting for the disk: the
+    /// record is written in order before anything appended after it, and the run moves
+    /// past the node only by appending (and waiting for) a later record, such as the
+    /// start of a node that needs it, or the run's end. A chain of steps thus pays one
+    /// flush per step, not two.
+    fn journal_finish_later(&self, i: usize, rec: &NodeRecord) -> Result<(), String> {
         let Some(j) = &self.journal else {
             return Ok(());
         };
         let record = self.finish_record(i, rec);
-        j.append_async(&record)
-            .await
+        j.append_later(&record)
             .map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display()))
     }
 

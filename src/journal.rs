@@ -3,7 +3,9 @@
 //!
 //! Layout of the state directory (`--state-dir`, default `.lifeboat/`):
 //! `lock` (held by the run using the directory), and `runs/<run id>/journal.jsonl`,
-//! one JSON record per line, each flushed to disk (fsync) before the run goes on:
+//! one JSON record per line, flushed to disk (fsync) before the run goes on (a
+//! node's `node_finish` is not waited for by its node: it reaches the disk, in order,
+//! with the next record anything waits for, such as the start of a node that needs it):
 //! `run_start` (run id, playbook and inventory paths with the sha256 of their content,
 //! the controller), `node_start`, `node_finish` (status, registered result and the
 //! pre-state captured for rollback), `rollback_node`, `run_end`. Secrets are masked in
@@ -128,26 +130,39 @@ struct Pending {
     done: Done,
 }
 
-/// How an appender waits: a blocked thread, or a task.
+/// How an appender waits: a blocked thread, a task, or not at all (a later record's
+/// wait covers it: lines reach the disk in the order they were appended).
 enum Done {
     Thread(std::sync::mpsc::Sender<Result<(), String>>),
     Task(tokio::sync::oneshot::Sender<Result<(), String>>),
+    Later,
 }
 
 /// The writer thread: takes every line waiting, writes them, flushes once, answers.
+/// After a failed write it writes nothing more and every later append fails with that
+/// error, so a record whose appender did not wait is never silently missing from a
+/// journal that goes on.
 fn writer(mut file: File, rx: std::sync::mpsc::Receiver<Pending>) {
+    let mut broken: Option<String> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
-        let mut buf = Vec::new();
-        for p in &batch {
-            buf.extend_from_slice(p.line.as_bytes());
-            buf.push(b'\n');
+        let result = match &broken {
+            Some(e) => Err(e.clone()),
+            None => {
+                let mut buf = Vec::new();
+                for p in &batch {
+                    buf.extend_from_slice(p.line.as_bytes());
+                    buf.push(b'\n');
+                }
+                file.write_all(&buf)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| e.to_string())
+            }
+        };
+        if let Err(e) = &result {
+            broken.get_or_insert_with(|| e.clone());
         }
-        let result = file
-            .write_all(&buf)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| e.to_string());
         for p in batch {
             match p.done {
                 Done::Thread(tx) => {
@@ -156,6 +171,7 @@ fn writer(mut file: File, rx: std::sync::mpsc::Receiver<Pending>) {
                 Done::Task(tx) => {
                     let _ = tx.send(result.clone());
                 }
+                Done::Later => {}
             }
         }
     }
@@ -243,6 +259,13 @@ impl Journal {
         rx.await
             .map_err(|_| std::io::Error::other("the journal writer stopped"))?
             .map_err(std::io::Error::other)
+    }
+
+    /// Appends one record without waiting for the disk. It is written with the next
+    /// batch, in order: whoever waits for a later record (or the run's last) waits for
+    /// this one too, and a failure to write it fails every later append.
+    pub fn append_later(&self, record: &Record) -> std::io::Result<()> {
+        self.submit(record, Done::Later)
     }
 
     fn submit(&self, record: &Record, done: Done) -> std::io::Result<()> {
@@ -576,6 +599,50 @@ fn continues(records: &[Record]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn send(
+        tx: &std::sync::mpsc::Sender<Pending>,
+        line: &str,
+        wait: bool,
+    ) -> Option<Result<(), String>> {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let done = if wait {
+            Done::Thread(done_tx)
+        } else {
+            Done::Later
+        };
+        tx.send(Pending {
+            line: line.into(),
+            done,
+        })
+        .expect("the writer runs");
+        wait.then(|| done_rx.recv().expect("an answer"))
+    }
+
+    #[test]
+    fn records_not_waited_for_are_written_in_order_and_a_failure_sticks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let file = File::create(&path).expect("create");
+        let w = std::thread::spawn(move || writer(file, rx));
+        send(&tx, "a", false);
+        assert_eq!(send(&tx, "b", true), Some(Ok(())));
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "a\nb\n");
+        drop(tx);
+        w.join().expect("the writer ends");
+        // A file that cannot be written: the first failure fails every later append,
+        // also after a record nobody waited for.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let file = File::open(&path).expect("open read-only");
+        let w = std::thread::spawn(move || writer(file, rx));
+        send(&tx, "c", false);
+        assert!(matches!(send(&tx, "d", true), Some(Err(_))));
+        assert!(matches!(send(&tx, "e", true), Some(Err(_))));
+        drop(tx);
+        w.join().expect("the writer ends");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "a\nb\n");
+    }
 
     fn write(state: &Path, id: &str, records: &[Record]) {
         let dir = state.join("runs").join(id);
