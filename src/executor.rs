@@ -973,6 +973,7 @@ impl Run {
             // what completed while the controller was down instead of running it again.
             let marker = held.as_ref().map(|h| crate::marker::Marker {
                 dir: h.run_dir.clone(),
+                scratch: crate::lock::scratch_dir(&self.opts.run_id),
                 key: crate::marker::key(&step.id, host, index),
                 lock_file: h.file.clone(),
                 run_id: self.opts.run_id.clone(),

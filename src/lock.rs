@@ -368,9 +368,19 @@ fn paths(dir: &str, host: &str, run_id: &str) -> (String, String) {
     )
 }
 
-/// The shell lines that make the run directory (private to this user) or fail.
+/// Where run `run_id` keeps the scratch half of its completion markers on a host: the
+/// pid and output files of its commands ([`crate::marker`]), on tmpfs, where making a
+/// file costs no disk. A command uses the run directory instead when this one is not a
+/// directory of its user's own (no `/dev/shm`, or someone else made it). The exit
+/// statuses, which must outlive a restart of the host, stay in the run directory.
+pub fn scratch_dir(run_id: &str) -> String {
+    format!("/dev/shm/lifeboat-{}", file_word(run_id))
+}
+
+/// The shell lines that make the run directory `$r` (private to this user) or fail, and
+/// try to make the scratch directory `$s` beside it (one `mkdir` for both).
 fn make_run_dir() -> &'static str {
-    "mkdir -m 0700 \"$r\" 2>/dev/null || { [ -d \"$r\" ] && [ ! -L \"$r\" ] && [ -O \"$r\" ]; }"
+    "{ mkdir -m 0700 \"$r\" \"$s\" 2>/dev/null; [ -d \"$r\" ] && [ ! -L \"$r\" ] && [ -O \"$r\" ]; }"
 }
 
 impl HostLocks {
@@ -423,16 +433,17 @@ impl HostLocks {
             // file is tried twice).
             let text = quote(&settings.me.to_text());
             let script = format!(
-                "d={d}; f={f}; r={r}; t={t}\n\
+                "d={d}; f={f}; r={r}; s={s}; t={t}\n\
                  [ -d \"$d\" ] || mkdir -p -m 1777 \"$d\" 2>/dev/null || [ -d \"$d\" ] || {{ echo \"cannot create the lock directory $d\" >&2; exit 3; }}\n\
                  {mk} || {{ echo \"cannot create the run directory $r (it exists and is not this user's, or $d is not writable)\" >&2; exit 4; }}\n\
-                 {{ printf '%s' {text} > \"$t\"; }} 2>/dev/null || {{ {mk} && {{ printf '%s' {text} > \"$t\"; }} 2>/dev/null; }} || {{ e=$( (printf '%s' {text} > \"$t\") 2>&1 ); rm -f \"$t\"; rmdir \"$r\" 2>/dev/null; echo \"cannot create the lock file $f: $e\" >&2; exit 3; }}\n\
+                 {{ printf '%s' {text} > \"$t\"; }} 2>/dev/null || {{ {mk} && {{ printf '%s' {text} > \"$t\"; }} 2>/dev/null; }} || {{ e=$( (printf '%s' {text} > \"$t\") 2>&1 ); rm -f \"$t\"; rmdir \"$r\" \"$s\" 2>/dev/null; echo \"cannot create the lock file $f: $e\" >&2; exit 3; }}\n\
                  if ln \"$t\" \"$f\" 2>/dev/null; then echo lifeboat-lock:acquired; exit 0\n\
-                 elif [ -f \"$f\" ]; then rm -f \"$t\"; rmdir \"$r\" 2>/dev/null; echo lifeboat-lock:held; cat \"$f\"\n\
-                 else e=$(ln \"$t\" \"$f\" 2>&1); rm -f \"$t\"; rmdir \"$r\" 2>/dev/null; echo \"cannot create the lock file $f: $e\" >&2; exit 3; fi",
+                 elif [ -f \"$f\" ]; then rm -f \"$t\"; rmdir \"$r\" \"$s\" 2>/dev/null; echo lifeboat-lock:held; cat \"$f\"\n\
+                 else e=$(ln \"$t\" \"$f\" 2>&1); rm -f \"$t\"; rmdir \"$r\" \"$s\" 2>/dev/null; echo \"cannot create the lock file $f: $e\" >&2; exit 3; fi",
                 d = quote(dir),
                 f = quote(&file),
                 r = quote(&run_dir),
+                s = quote(&scratch_dir(&settings.me.run_id)),
                 t = quote(&format!("{run_dir}/{}.lock", file_word(host))),
                 mk = make_run_dir(),
             );
@@ -447,7 +458,7 @@ impl HostLocks {
                 Decision::Take(note) => {
                     // Replace the lock only if it still says what we judged.
                     let script = format!(
-                        "d={d}; f={f}; r={r}\n\
+                        "d={d}; f={f}; r={r}; s={s}\n\
                          cur=$(cat \"$f\" 2>/dev/null) || cur=\n\
                          if [ -n \"$cur\" ] && [ \"$cur\" != {old} ]; then echo lifeboat-lock:held; printf '%s\\n' \"$cur\"; exit 0; fi\n\
                          t=\"$f.$$.tmp\"\n\
@@ -457,6 +468,7 @@ impl HostLocks {
                         d = quote(dir),
                         f = quote(&file),
                         r = quote(&run_dir),
+                        s = quote(&scratch_dir(&settings.me.run_id)),
                         old = quote(found.trim_end_matches('\n')),
                         mk = make_run_dir(),
                     );
@@ -537,9 +549,10 @@ impl HostLocks {
                 line = quote(&format!("run_id={run_id}")),
             );
             if clean {
-                let mut dirs = vec![quote(&held.run_dir)];
+                let mut dirs = vec![quote(&held.run_dir), quote(&scratch_dir(run_id))];
                 for id in lineage.iter().filter(|id| is_run_id(id)) {
                     dirs.push(quote(&paths(&held.past_dir, &host, id).1));
+                    dirs.push(quote(&scratch_dir(id)));
                 }
                 script.push_str(&format!("; rm -rf \"$@\" {}", dirs.join(" ")));
             } else {

@@ -3,14 +3,19 @@
 //!
 //! In a real run the executor gives each (step, host, loop item) a [`Marker`] (a task
 //! local, see [`scope`]); the command modules then run their command inside a wrapper,
-//! in the same remote command line: the wrapper writes `<key>.pid` (its pid and its
-//! start time from `/proc`, so that a pid used again later is not taken for it) in the
-//! run's marker directory on the host, checks that the host lock still names its run (so a command
+//! in the same remote command line. The wrapper appends `<key> start` to the run's
+//! completion log (`done` in the run's marker directory on the host), writes
+//! `<key>.pid` (its pid and its start time from `/proc`, so that a pid used again later
+//! is not taken for it), checks that the host lock still names its run (so a command
 //! whose run was taken over never starts), runs the command with its output going to
 //! `<key>.out` / `<key>.err` (never to the connection, so the controller's death cannot
-//! cut it short), appends `rc <status>` to `<key>.pid` (one short write: appending to a
-//! file costs far less than making one), and only then prints the output. It
-//! ignores SIGHUP, so a dropped SSH connection does not end it.
+//! cut it short), appends `<key> rc <status>` to the log, and only then prints the
+//! output. It ignores SIGHUP, so a dropped SSH connection does not end it.
+//!
+//! The log is on disk and outlives a restart of the host; the pid and output files are
+//! in the run's scratch directory on tmpfs ([`crate::lock::scratch_dir`]; the marker
+//! directory when there is none), because making a file on disk costs far more than the
+//! command often does. Appending a line to the log costs next to nothing.
 //!
 //! The wrapper runs in a subshell of the host's persistent shell (or as the `sh` of a
 //! channel of its own), so it is not always a process group leader: ending a wrapper
@@ -33,8 +38,10 @@ use crate::modules::{ModuleContext, ModuleError};
 /// Where one command records its completion.
 #[derive(Debug, Clone)]
 pub struct Marker {
-    /// This run's marker directory on the host.
+    /// This run's marker directory on the host (the completion log).
     pub dir: String,
+    /// This run's scratch directory on the host (pid and output files), when usable.
+    pub scratch: String,
     /// The file stem of this (step, host, loop item).
     pub key: String,
     /// The host lock file, which must name this run for the command to start.
@@ -42,7 +49,8 @@ pub struct Marker {
     /// This run's id.
     pub run_id: String,
     /// Earlier runs that started this command without recording its end, newest
-    /// first, with their marker directories: their result is adopted when they have one.
+    /// first, with their marker directories: their result is adopted when they have one
+    /// (their scratch directories follow from their ids).
     pub adopt_from: Vec<(String, String)>,
     /// Set when the command must not be retried: an earlier run's command still runs.
     pub no_retry: Arc<AtomicBool>,
@@ -91,27 +99,29 @@ pub fn key(step: &str, host: &str, item: usize) -> String {
 
 /// The remote script that runs `inner` (a whole shell line, become included) and
 /// records its completion. Every command pays for it, so it starts as few processes as
-/// it can: the lock check reads one line (a lock file names its run on its first), the
-/// command runs in a subshell (a fork, not a new `sh`), with the wrapper's
-/// own variables unset and no positional parameters, as under `sh -c`; the exit status
-/// is one short write appended to the pid file (a reader treats a pid file without it as
-/// not yet finished while the wrapper lives, and as a command that never completed when
-/// it does not); `cat` runs only when there is something to print. Files it makes: the
-/// pid file, and the output files (empty for a silent command).
+/// it can and makes no file on disk: the lock check reads one line (a lock file names
+/// its run on its first), the command runs in a subshell (a fork, not a new `sh`), with
+/// the wrapper's own variables unset and no positional parameters, as under `sh -c`;
+/// the log gets two short appends; `cat` runs only when there is something to print.
+/// The scratch directory may vanish before the pid file is in it (another host of the
+/// run, refused its lock on the same machine, removes it while empty): the files then
+/// go to the marker directory.
 pub fn wrapper(m: &Marker, inner: &str) -> String {
     format!(
-        "__lb_d={d}; __lb_n={n}; __lb_f={f}; __lb_me={me}; trap '' HUP\n\
+        "__lb_d={d}; __lb_s={s}; __lb_n={n}; __lb_f={f}; __lb_me={me}; trap '' HUP\n\
+         [ -d \"$__lb_s\" ] && [ ! -L \"$__lb_s\" ] && [ -O \"$__lb_s\" ] || __lb_s=$__lb_d\n\
          __lb_p=$$; __lb_l=; {{ IFS= read -r __lb_l < /proc/self/stat; }} 2>/dev/null && {{ __lb_p=${{__lb_l%% *}}; __lb_l=${{__lb_l##*) }}; set -- $__lb_l; __lb_l=${{20}}; }}\n\
-         {{ echo \"$__lb_p $__lb_l\" > \"$__lb_d/$__lb_n.pid\"; }} 2>/dev/null || {{ echo \"lifeboat: cannot write the completion marker $__lb_d/$__lb_n.pid: not running the command\" >&2; exit 125; }}\n\
+         {{ echo \"$__lb_n start\" >> \"$__lb_d/done\" && {{ {{ echo \"$__lb_p $__lb_l\" > \"$__lb_s/$__lb_n.pid\"; }} 2>/dev/null || {{ __lb_s=$__lb_d; echo \"$__lb_p $__lb_l\" > \"$__lb_s/$__lb_n.pid\"; }}; }}; }} 2>/dev/null || {{ echo \"lifeboat: cannot write the completion marker of $__lb_n in $__lb_d: not running the command\" >&2; exit 125; }}\n\
          __lb_l=; IFS= read -r __lb_l 2>/dev/null < \"$__lb_f\"\n\
-         [ \"$__lb_l\" = \"$__lb_me\" ] || {{ rm -f \"$__lb_d/$__lb_n.pid\"; echo \"lifeboat: the host lock $__lb_f no longer names run {run}: not running the command (another run has taken the host over)\" >&2; exit 125; }}\n\
+         [ \"$__lb_l\" = \"$__lb_me\" ] || {{ rm -f \"$__lb_s/$__lb_n.pid\"; echo \"$__lb_n gone\" >> \"$__lb_d/done\"; echo \"lifeboat: the host lock $__lb_f no longer names run {run}: not running the command (another run has taken the host over)\" >&2; exit 125; }}\n\
          set -- {inner}\n\
-         ( unset __lb_d __lb_n __lb_f __lb_me __lb_l __lb_p __lb_rc; eval \"set --; $1\" ) > \"$__lb_d/$__lb_n.out\" 2> \"$__lb_d/$__lb_n.err\"\n\
+         ( unset __lb_d __lb_s __lb_n __lb_f __lb_me __lb_l __lb_p __lb_rc; eval \"set --; $1\" ) > \"$__lb_s/$__lb_n.out\" 2> \"$__lb_s/$__lb_n.err\"\n\
          __lb_rc=$?\n\
-         echo \"rc $__lb_rc\" >> \"$__lb_d/$__lb_n.pid\"\n\
-         [ ! -s \"$__lb_d/$__lb_n.out\" ] || cat \"$__lb_d/$__lb_n.out\"; [ ! -s \"$__lb_d/$__lb_n.err\" ] || cat \"$__lb_d/$__lb_n.err\" >&2\n\
+         echo \"$__lb_n rc $__lb_rc\" >> \"$__lb_d/done\"\n\
+         [ ! -s \"$__lb_s/$__lb_n.out\" ] || cat \"$__lb_s/$__lb_n.out\"; [ ! -s \"$__lb_s/$__lb_n.err\" ] || cat \"$__lb_s/$__lb_n.err\" >&2\n\
          exit $__lb_rc",
         d = quote(&m.dir),
+        s = quote(&m.scratch),
         n = quote(&m.key),
         f = quote(&m.lock_file),
         me = quote(&format!("run_id={}", m.run_id)),
@@ -172,17 +182,21 @@ async fn look(
             .max(Duration::from_secs(1))
     });
     for (run, dir) in &m.adopt_from {
-        // The exit status is the pid file's second line (`rc N`); the `<key>.rc` file
-        // that earlier builds wrote is read too, so their runs can still be resumed.
+        // The last line of the completion log about this command says whether it
+        // ended (`rc N`); the `<key>.rc` file that earlier builds wrote instead is read
+        // too, so their runs can still be resumed. The pid and output files are in the
+        // run's scratch directory, or in its marker directory.
         let script = format!(
-            "d={d}; n={n}; lim={lim}\n\
+            "d={d}; sd={sd}; n={n}; lim={lim}\n\
+             [ -d \"$sd\" ] && [ ! -L \"$sd\" ] && [ -O \"$sd\" ] || sd=$d\n\
              alive() {{ kill -0 \"$1\" 2>/dev/null || [ -d \"/proc/$1\" ] || return 1; if [ -n \"$st\" ]; then s=; read -r s < \"/proc/$1/stat\" 2>/dev/null || return 0; s=${{s##*) }}; set -- $s; [ \"${{20}}\" = \"$st\" ]; return; fi; [ -r \"/proc/$1/cmdline\" ] || return 0; c=$(tr '\\0' ' ' < \"/proc/$1/cmdline\" 2>/dev/null) || return 0; case $c in *\"$n\"*) return 0;; esac; return 1; }}\n\
              grp() {{ g=$(sed 's/.*) //' \"/proc/$1/stat\" 2>/dev/null | cut -d' ' -f3); me=$(sed 's/.*) //' /proc/$$/stat 2>/dev/null | cut -d' ' -f3); if [ -n \"$g\" ] && [ \"$g\" != \"$me\" ]; then echo \"$g\"; else echo \"$1\"; fi; }}\n\
              nap() {{ sleep 0.1 2>/dev/null || sleep 1; }}\n\
-             rc_of() {{ r=; if [ -f \"$d/$n.rc\" ]; then read -r r < \"$d/$n.rc\"; return 0; fi; {{ read -r x; read -r r; }} < \"$d/$n.pid\" 2>/dev/null; case $r in rc*) r=${{r#rc}}; r=${{r# }}; return 0;; esac; return 1; }}\n\
-             done_() {{ echo \"done $r\"; cat \"$d/$n.out\" 2>/dev/null; cat \"$d/$n.err\" >&2 2>/dev/null; exit 0; }}\n\
+             rc_of() {{ r=; k_=; if [ -f \"$d/done\" ]; then while read -r k a b; do [ \"$k\" = \"$n\" ] && {{ k_=$a; r=$b; }}; done < \"$d/done\"; fi; [ \"$k_\" = rc ] && return 0; [ -z \"$k_\" ] && [ -f \"$d/$n.rc\" ] && {{ read -r r < \"$d/$n.rc\"; return 0; }}; return 1; }}\n\
+             file_() {{ if [ -f \"$sd/$n.$1\" ]; then echo \"$sd/$n.$1\"; else echo \"$d/$n.$1\"; fi; }}\n\
+             done_() {{ echo \"done $r\"; o=$(file_ out); e=$(file_ err); cat \"$o\" 2>/dev/null; cat \"$e\" >&2 2>/dev/null; [ -f \"$o\" ] || echo \"[lifeboat: the output of this command is gone: the host restarted since it ran]\" >&2; exit 0; }}\n\
              rc_of && done_\n\
-             p=; st=; [ -f \"$d/$n.pid\" ] && read -r p st < \"$d/$n.pid\"\n\
+             p=; st=; pf=$(file_ pid); [ -f \"$pf\" ] && read -r p st < \"$pf\"\n\
              if [ -n \"$p\" ] && alive \"$p\"; then\n\
                echo \"running $p\"\n\
                end=; [ -n \"$lim\" ] && end=$(( $(date +%s) + lim ))\n\
@@ -200,6 +214,7 @@ async fn look(
              rc_of && done_\n\
              echo gone",
             d = quote(dir),
+            sd = quote(&crate::lock::scratch_dir(run)),
             n = quote(&m.key),
             lim = limit.map_or_else(String::new, |l| l.as_secs().to_string()),
         );

@@ -66,9 +66,13 @@ fn read_log(dir: &Path) -> String {
 fn kill_left_commands(dir: &Path) {
     let runs = std::fs::read_dir(dir.join(support::LOCK_DIR)).expect("the lock directory");
     for run in runs.flatten().filter(|e| e.path().is_dir()) {
-        for marker in std::fs::read_dir(run.path())
-            .expect("a run directory")
-            .flatten()
+        // The pid files are in the run's scratch directory on tmpfs, or beside the log.
+        let name = run.file_name().to_string_lossy().into_owned();
+        let scratch = std::path::PathBuf::from(lifeboat::lock::scratch_dir(&name));
+        for marker in [run.path(), scratch]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flat_map(|d| d.flatten())
         {
             if marker.path().extension().is_some_and(|e| e == "pid") {
                 // The pid file holds the wrapper's pid, then its start time.
@@ -103,6 +107,53 @@ fn a_killed_run_resumes_without_running_finished_steps_again() {
         )),
         "step two completed after the kill: its result is adopted\n{stdout}"
     );
+}
+
+/// The completion log is on disk, the output on tmpfs: after a restart of the host
+/// (here: its scratch directory removed), a command that completed is still not run
+/// again, and its adopted result says its output is gone.
+#[test]
+fn a_completed_command_is_adopted_when_its_output_is_gone() {
+    let killed = killed_at(PLAYBOOK, "waiting", "step two to wait");
+    let dir = killed.path().to_path_buf();
+    std::fs::write(dir.join("go"), "").expect("write go");
+    let id = run_id(&dir);
+    let done = dir.join(support::LOCK_DIR).join(&id).join("done");
+    support::wait_for(20, "step two to record its status", || {
+        std::fs::read_to_string(&done).is_ok_and(|t| t.contains("two@localhost.0 rc 0"))
+    });
+    let scratch = lifeboat::lock::scratch_dir(&id);
+    assert!(
+        Path::new(&scratch).is_dir(),
+        "no scratch directory {scratch}"
+    );
+    std::fs::remove_dir_all(&scratch).expect("remove the scratch directory");
+    let out = lifeboat_in(&dir, &["resume", &id]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert_eq!(read_log(&dir), "one\ntwo\nthree first-result\n");
+    assert!(out.stdout.contains("not run again"), "{}", out.stdout);
+    let journals: String = walk(&dir.join(".lifeboat/runs"))
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect();
+    assert!(
+        journals.contains("the output of this command is gone: the host restarted since it ran"),
+        "the adopted result does not say its output is gone"
+    );
+}
+
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files.extend(walk(&p));
+        } else {
+            files.push(p);
+        }
+    }
+    files
 }
 
 #[test]
