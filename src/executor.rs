@@ -973,7 +973,10 @@ impl Run {
             // what completed while the controller was down instead of running it again.
             let marker = held.as_ref().map(|h| crate::marker::Marker {
                 dir: h.run_dir.clone(),
-                scratch: crate::lock::scratch_dir(&self.opts.run_id),
+                // The files are the locked host's, where the command runs.
+                log: crate::lock::done_log(&h.run_dir, &exec_host),
+                scratch: crate::lock::scratch_dir(&self.opts.run_id, &exec_host),
+                host: exec_host.clone(),
                 key: crate::marker::key(&step.id, host, index),
                 lock_file: h.file.clone(),
                 run_id: self.opts.run_id.clone(),

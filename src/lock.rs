@@ -368,13 +368,24 @@ fn paths(dir: &str, host: &str, run_id: &str) -> (String, String) {
     )
 }
 
-/// Where run `run_id` keeps the scratch half of its completion markers on a host: the
+/// Where run `run_id` keeps the scratch half of its completion markers on `host`: the
 /// pid and output files of its commands ([`crate::marker`]), on tmpfs, where making a
 /// file costs no disk. A command uses the run directory instead when this one is not a
 /// directory of its user's own (no `/dev/shm`, or someone else made it). The exit
-/// statuses, which must outlive a restart of the host, stay in the run directory.
-pub fn scratch_dir(run_id: &str) -> String {
-    format!("/dev/shm/lifeboat-{}", file_word(run_id))
+/// statuses, which must outlive a restart of the host, stay in the run directory
+/// ([`done_log`]). Both are the host's own, so that hosts sharing a machine (and its
+/// lock directory) never clean up each other's files.
+pub fn scratch_dir(run_id: &str, host: &str) -> String {
+    format!(
+        "/dev/shm/lifeboat-{}-{}",
+        file_word(run_id),
+        file_word(host)
+    )
+}
+
+/// The completion log of `host`'s commands in run directory `run_dir`.
+pub fn done_log(run_dir: &str, host: &str) -> String {
+    format!("{run_dir}/{}.done", file_word(host))
 }
 
 /// The shell lines that make the run directory `$r` (private to this user) or fail, and
@@ -443,7 +454,7 @@ impl HostLocks {
                 d = quote(dir),
                 f = quote(&file),
                 r = quote(&run_dir),
-                s = quote(&scratch_dir(&settings.me.run_id)),
+                s = quote(&scratch_dir(&settings.me.run_id, host)),
                 t = quote(&format!("{run_dir}/{}.lock", file_word(host))),
                 mk = make_run_dir(),
             );
@@ -468,7 +479,7 @@ impl HostLocks {
                         d = quote(dir),
                         f = quote(&file),
                         r = quote(&run_dir),
-                        s = quote(&scratch_dir(&settings.me.run_id)),
+                        s = quote(&scratch_dir(&settings.me.run_id, host)),
                         old = quote(found.trim_end_matches('\n')),
                         mk = make_run_dir(),
                     );
@@ -526,8 +537,8 @@ impl HostLocks {
     }
 
     /// Releases every lock this run holds: removes each lock file that still names
-    /// `run_id`, and with `clean`, the marker directories `{dir}/{run_id}` and those of
-    /// `lineage` (under the directory the continued runs used). Returns what failed.
+    /// `run_id`, and with `clean`, the host's marker files of this run and of `lineage`
+    /// (under the directory the continued runs used). Returns what failed.
     pub async fn release_all(&self, run_id: &str, lineage: &[String], clean: bool) -> Vec<String> {
         let cells: Vec<(String, Slot)> = self
             .held
@@ -541,20 +552,32 @@ impl HostLocks {
             let Some(Ok(held)) = cell.get().cloned() else {
                 continue;
             };
-            // One `rm` for the lock (when it still names this run) and the marker
-            // directories.
+            // One `rm` for the lock (when it still names this run) and the host's own
+            // marker files; the run directories go when no other host of the machine
+            // still has files there.
             let mut script = format!(
                 "f={f}; l=; IFS= read -r l 2>/dev/null < \"$f\"; set --; [ \"$l\" != {line} ] || set -- \"$f\"",
                 f = quote(&held.file),
                 line = quote(&format!("run_id={run_id}")),
             );
             if clean {
-                let mut dirs = vec![quote(&held.run_dir), quote(&scratch_dir(run_id))];
+                let mut runs = vec![(run_id.to_string(), held.run_dir.clone())];
                 for id in lineage.iter().filter(|id| is_run_id(id)) {
-                    dirs.push(quote(&paths(&held.past_dir, &host, id).1));
-                    dirs.push(quote(&scratch_dir(id)));
+                    runs.push((id.clone(), paths(&held.past_dir, &host, id).1));
                 }
-                script.push_str(&format!("; rm -rf \"$@\" {}", dirs.join(" ")));
+                let mut files = Vec::new();
+                let mut dirs = Vec::new();
+                for (id, dir) in &runs {
+                    files.push(quote(&scratch_dir(id, &host)));
+                    files.push(quote(&done_log(dir, &host)));
+                    files.push(quote(&format!("{dir}/{}.lock", file_word(&host))));
+                    dirs.push(quote(dir));
+                }
+                script.push_str(&format!(
+                    "; rm -rf \"$@\" {}; rmdir {} 2>/dev/null",
+                    files.join(" "),
+                    dirs.join(" ")
+                ));
             } else {
                 script.push_str("; [ $# -eq 0 ] || rm -f \"$@\"");
             }

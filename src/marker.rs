@@ -38,10 +38,15 @@ use crate::modules::{ModuleContext, ModuleError};
 /// Where one command records its completion.
 #[derive(Debug, Clone)]
 pub struct Marker {
-    /// This run's marker directory on the host (the completion log).
+    /// This run's marker directory on the host (pid and output files when there is no
+    /// usable scratch directory).
     pub dir: String,
+    /// This run's completion log for the host, in `dir`.
+    pub log: String,
     /// This run's scratch directory on the host (pid and output files), when usable.
     pub scratch: String,
+    /// The inventory host the command runs on (for the files of earlier runs).
+    pub host: String,
     /// The file stem of this (step, host, loop item).
     pub key: String,
     /// The host lock file, which must name this run for the command to start.
@@ -108,19 +113,20 @@ pub fn key(step: &str, host: &str, item: usize) -> String {
 /// go to the marker directory.
 pub fn wrapper(m: &Marker, inner: &str) -> String {
     format!(
-        "__lb_d={d}; __lb_s={s}; __lb_n={n}; __lb_f={f}; __lb_me={me}; trap '' HUP\n\
+        "__lb_d={d}; __lb_g={g}; __lb_s={s}; __lb_n={n}; __lb_f={f}; __lb_me={me}; trap '' HUP\n\
          [ -d \"$__lb_s\" ] && [ ! -L \"$__lb_s\" ] && [ -O \"$__lb_s\" ] || __lb_s=$__lb_d\n\
          __lb_p=$$; __lb_l=; {{ IFS= read -r __lb_l < /proc/self/stat; }} 2>/dev/null && {{ __lb_p=${{__lb_l%% *}}; __lb_l=${{__lb_l##*) }}; set -- $__lb_l; __lb_l=${{20}}; }}\n\
-         {{ echo \"$__lb_n start\" >> \"$__lb_d/done\" && {{ {{ echo \"$__lb_p $__lb_l\" > \"$__lb_s/$__lb_n.pid\"; }} 2>/dev/null || {{ __lb_s=$__lb_d; echo \"$__lb_p $__lb_l\" > \"$__lb_s/$__lb_n.pid\"; }}; }}; }} 2>/dev/null || {{ echo \"lifeboat: cannot write the completion marker of $__lb_n in $__lb_d: not running the command\" >&2; exit 125; }}\n\
+         {{ echo \"$__lb_n start\" >> \"$__lb_g\" && {{ {{ echo \"$__lb_p $__lb_l\" > \"$__lb_s/$__lb_n.pid\"; }} 2>/dev/null || {{ __lb_s=$__lb_d; echo \"$__lb_p $__lb_l\" > \"$__lb_s/$__lb_n.pid\"; }}; }}; }} 2>/dev/null || {{ echo \"lifeboat: cannot write the completion marker of $__lb_n in $__lb_d: not running the command\" >&2; exit 125; }}\n\
          __lb_l=; IFS= read -r __lb_l 2>/dev/null < \"$__lb_f\"\n\
-         [ \"$__lb_l\" = \"$__lb_me\" ] || {{ rm -f \"$__lb_s/$__lb_n.pid\"; echo \"$__lb_n gone\" >> \"$__lb_d/done\"; echo \"lifeboat: the host lock $__lb_f no longer names run {run}: not running the command (another run has taken the host over)\" >&2; exit 125; }}\n\
+         [ \"$__lb_l\" = \"$__lb_me\" ] || {{ rm -f \"$__lb_s/$__lb_n.pid\"; echo \"$__lb_n gone\" >> \"$__lb_g\"; echo \"lifeboat: the host lock $__lb_f no longer names run {run}: not running the command (another run has taken the host over)\" >&2; exit 125; }}\n\
          set -- {inner}\n\
-         ( unset __lb_d __lb_s __lb_n __lb_f __lb_me __lb_l __lb_p __lb_rc; eval \"set --; $1\" ) > \"$__lb_s/$__lb_n.out\" 2> \"$__lb_s/$__lb_n.err\"\n\
+         ( unset __lb_d __lb_g __lb_s __lb_n __lb_f __lb_me __lb_l __lb_p __lb_rc; eval \"set --; $1\" ) > \"$__lb_s/$__lb_n.out\" 2> \"$__lb_s/$__lb_n.err\"\n\
          __lb_rc=$?\n\
-         echo \"$__lb_n rc $__lb_rc\" >> \"$__lb_d/done\"\n\
+         echo \"$__lb_n rc $__lb_rc\" >> \"$__lb_g\"\n\
          [ ! -s \"$__lb_s/$__lb_n.out\" ] || cat \"$__lb_s/$__lb_n.out\"; [ ! -s \"$__lb_s/$__lb_n.err\" ] || cat \"$__lb_s/$__lb_n.err\" >&2\n\
          exit $__lb_rc",
         d = quote(&m.dir),
+        g = quote(&m.log),
         s = quote(&m.scratch),
         n = quote(&m.key),
         f = quote(&m.lock_file),
@@ -187,12 +193,12 @@ async fn look(
         // too, so their runs can still be resumed. The pid and output files are in the
         // run's scratch directory, or in its marker directory.
         let script = format!(
-            "d={d}; sd={sd}; n={n}; lim={lim}\n\
+            "d={d}; g={g}; sd={sd}; n={n}; lim={lim}\n\
              [ -d \"$sd\" ] && [ ! -L \"$sd\" ] && [ -O \"$sd\" ] || sd=$d\n\
              alive() {{ kill -0 \"$1\" 2>/dev/null || [ -d \"/proc/$1\" ] || return 1; if [ -n \"$st\" ]; then s=; read -r s < \"/proc/$1/stat\" 2>/dev/null || return 0; s=${{s##*) }}; set -- $s; [ \"${{20}}\" = \"$st\" ]; return; fi; [ -r \"/proc/$1/cmdline\" ] || return 0; c=$(tr '\\0' ' ' < \"/proc/$1/cmdline\" 2>/dev/null) || return 0; case $c in *\"$n\"*) return 0;; esac; return 1; }}\n\
              grp() {{ g=$(sed 's/.*) //' \"/proc/$1/stat\" 2>/dev/null | cut -d' ' -f3); me=$(sed 's/.*) //' /proc/$$/stat 2>/dev/null | cut -d' ' -f3); if [ -n \"$g\" ] && [ \"$g\" != \"$me\" ]; then echo \"$g\"; else echo \"$1\"; fi; }}\n\
              nap() {{ sleep 0.1 2>/dev/null || sleep 1; }}\n\
-             rc_of() {{ r=; k_=; if [ -f \"$d/done\" ]; then while read -r k a b; do [ \"$k\" = \"$n\" ] && {{ k_=$a; r=$b; }}; done < \"$d/done\"; fi; [ \"$k_\" = rc ] && return 0; [ -z \"$k_\" ] && [ -f \"$d/$n.rc\" ] && {{ read -r r < \"$d/$n.rc\"; return 0; }}; return 1; }}\n\
+             rc_of() {{ r=; k_=; if [ -f \"$g\" ]; then while read -r k a b; do [ \"$k\" = \"$n\" ] && {{ k_=$a; r=$b; }}; done < \"$g\"; fi; [ \"$k_\" = rc ] && return 0; [ -z \"$k_\" ] && [ -f \"$d/$n.rc\" ] && {{ read -r r < \"$d/$n.rc\"; return 0; }}; return 1; }}\n\
              file_() {{ if [ -f \"$sd/$n.$1\" ]; then echo \"$sd/$n.$1\"; else echo \"$d/$n.$1\"; fi; }}\n\
              done_() {{ echo \"done $r\"; o=$(file_ out); e=$(file_ err); cat \"$o\" 2>/dev/null; cat \"$e\" >&2 2>/dev/null; [ -f \"$o\" ] || echo \"[lifeboat: the output of this command is gone: the host restarted since it ran]\" >&2; exit 0; }}\n\
              rc_of && done_\n\
@@ -214,7 +220,8 @@ async fn look(
              rc_of && done_\n\
              echo gone",
             d = quote(dir),
-            sd = quote(&crate::lock::scratch_dir(run)),
+            g = quote(&crate::lock::done_log(dir, &m.host)),
+            sd = quote(&crate::lock::scratch_dir(run, &m.host)),
             n = quote(&m.key),
             lim = limit.map_or_else(String::new, |l| l.as_secs().to_string()),
         );

@@ -68,7 +68,7 @@ fn kill_left_commands(dir: &Path) {
     for run in runs.flatten().filter(|e| e.path().is_dir()) {
         // The pid files are in the run's scratch directory on tmpfs, or beside the log.
         let name = run.file_name().to_string_lossy().into_owned();
-        let scratch = std::path::PathBuf::from(lifeboat::lock::scratch_dir(&name));
+        let scratch = std::path::PathBuf::from(lifeboat::lock::scratch_dir(&name, "localhost"));
         for marker in [run.path(), scratch]
             .iter()
             .filter_map(|d| std::fs::read_dir(d).ok())
@@ -118,11 +118,11 @@ fn a_completed_command_is_adopted_when_its_output_is_gone() {
     let dir = killed.path().to_path_buf();
     std::fs::write(dir.join("go"), "").expect("write go");
     let id = run_id(&dir);
-    let done = dir.join(support::LOCK_DIR).join(&id).join("done");
+    let done = dir.join(support::LOCK_DIR).join(&id).join("localhost.done");
     support::wait_for(20, "step two to record its status", || {
         std::fs::read_to_string(&done).is_ok_and(|t| t.contains("two@localhost.0 rc 0"))
     });
-    let scratch = lifeboat::lock::scratch_dir(&id);
+    let scratch = lifeboat::lock::scratch_dir(&id, "localhost");
     assert!(
         Path::new(&scratch).is_dir(),
         "no scratch directory {scratch}"
