@@ -46,6 +46,22 @@ struct FactsInner {
     version: u64,
 }
 
+impl FactsInner {
+    /// Records what a step of import `scope` set (nothing for the main playbook's own
+    /// steps, whose values are the run-wide ones).
+    fn set_scoped(&mut self, host: &str, scope: &str, name: &str, value: Option<Json>) {
+        if scope.is_empty() {
+            return;
+        }
+        self.scoped
+            .entry(host.to_string())
+            .or_default()
+            .entry(scope.to_string())
+            .or_default()
+            .insert(name.to_string(), value);
+    }
+}
+
 impl Facts {
     fn lock(&self) -> std::sync::MutexGuard<'_, FactsInner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -58,15 +74,7 @@ impl Facts {
     pub fn set(&self, host: &str, scope: &str, name: &str, value: Json) {
         let mut inner = self.lock();
         inner.version += 1;
-        if !scope.is_empty() {
-            inner
-                .scoped
-                .entry(host.to_string())
-                .or_default()
-                .entry(scope.to_string())
-                .or_default()
-                .insert(name.to_string(), Some(value.clone()));
-        }
+        inner.set_scoped(host, scope, name, Some(value.clone()));
         if let Some(u) = inner.unknown.get_mut(host) {
             u.remove(name);
         }
@@ -82,15 +90,7 @@ impl Facts {
     pub fn set_unknown(&self, host: &str, scope: &str, name: &str) {
         let mut inner = self.lock();
         inner.version += 1;
-        if !scope.is_empty() {
-            inner
-                .scoped
-                .entry(host.to_string())
-                .or_default()
-                .entry(scope.to_string())
-                .or_default()
-                .insert(name.to_string(), None);
-        }
+        inner.set_scoped(host, scope, name, None);
         if let Some(v) = inner.values.get_mut(host) {
             v.shift_remove(name);
         }
