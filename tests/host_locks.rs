@@ -52,14 +52,7 @@ fn dead_pid() -> u32 {
 
 /// The only run id in a test directory's state dir.
 fn run_id(dir: &Path) -> String {
-    let mut ids: Vec<String> = std::fs::read_dir(dir.join(".lifeboat/runs"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    ids.sort();
+    let mut ids = support::run_ids(dir);
     assert_eq!(ids.len(), 1, "one run in {}: {ids:?}", dir.display());
     ids.remove(0)
 }

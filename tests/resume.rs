@@ -30,16 +30,9 @@ steps:
     shell: echo "three {{ first.stdout | trim }}" >> {{ playbook_dir }}/log
 "#;
 
+/// The first run of the test's directory.
 fn run_id(dir: &Path) -> String {
-    let mut ids: Vec<String> = std::fs::read_dir(dir.join(".lifeboat/runs"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    ids.sort();
-    ids.first().cloned().unwrap_or_default()
+    support::run_ids(dir).into_iter().next().unwrap_or_default()
 }
 
 /// `lifeboat ARGS` in a test's directory, as its runs were.

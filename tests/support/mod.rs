@@ -444,6 +444,19 @@ pub fn lifeboat_in(dir: &Path) -> Lifeboat {
         .lock_dir(dir.join(LOCK_DIR))
 }
 
+/// The run ids in the state directory `.lifeboat` of a [`Test`]'s `dir`, oldest first.
+pub fn run_ids(dir: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(dir.join(".lifeboat/runs"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
 /// Waits until `cond` holds, panicking after `secs` seconds.
 pub fn wait_for(secs: u64, what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);

@@ -1030,19 +1030,11 @@ impl Collected {
             return data.to_vec();
         }
         self.pending.extend_from_slice(data);
-        let start =
-            find(&self.pending, PID_MARKER).filter(|&i| i == 0 || self.pending[i - 1] == b'\n');
-        match start {
-            Some(i) => {
-                let Some(nl) = self.pending[i..].iter().position(|&b| b == b'\n') else {
-                    return Vec::new();
-                };
-                let digits = &self.pending[i + PID_MARKER.len()..i + nl];
-                self.pid = std::str::from_utf8(digits)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok());
-                let mut out = self.pending[..i].to_vec();
-                out.extend_from_slice(&self.pending[i + nl + 1..]);
+        match shell::marker_line(&self.pending, PID_MARKER, true) {
+            Some((start, end, pid)) => {
+                self.pid = pid;
+                let mut out = self.pending[..start].to_vec();
+                out.extend_from_slice(&self.pending[end..]);
                 self.pending.clear();
                 self.marker_done = true;
                 out
@@ -1054,10 +1046,6 @@ impl Collected {
             None => Vec::new(),
         }
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// How a channel's reading ended.

@@ -90,21 +90,14 @@ impl Shell {
             return std::borrow::Cow::Borrowed(data);
         }
         self.hello.extend_from_slice(data);
-        let Some(i) = find(&self.hello, HELLO) else {
-            // Keep only what could still start the hello line.
-            let keep = self.hello.len().min(HELLO.len() + 16);
+        let Some((_, end, pid)) = marker_line(&self.hello, HELLO, false) else {
+            // Keep only what could still be (the start of) the hello line.
+            let keep = self.hello.len().min(HELLO.len() + 24);
             self.hello.drain(..self.hello.len() - keep);
             return std::borrow::Cow::Owned(Vec::new());
         };
-        let Some(nl) = self.hello[i..].iter().position(|&b| b == b'\n') else {
-            return std::borrow::Cow::Owned(Vec::new());
-        };
-        let digits = &self.hello[i + HELLO.len()..i + nl];
-        self.pid = std::str::from_utf8(digits)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .or(Some(0));
-        let rest = self.hello[i + nl + 1..].to_vec();
+        self.pid = pid.or(Some(0));
+        let rest = self.hello[end..].to_vec();
         self.hello = Vec::new();
         std::borrow::Cow::Owned(rest)
     }
@@ -281,7 +274,24 @@ fn partial_suffix(hay: &[u8], tag: &[u8]) -> usize {
         .unwrap_or(0)
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+/// The line `MARKER<number>` in `buf` (at the start of a line when `line_start`): where
+/// it starts, where what follows its newline starts, and the number. `None` until the
+/// whole line is there.
+pub(super) fn marker_line(
+    buf: &[u8],
+    marker: &[u8],
+    line_start: bool,
+) -> Option<(usize, usize, Option<u32>)> {
+    let start = find(buf, marker).filter(|&i| !line_start || i == 0 || buf[i - 1] == b'\n')?;
+    let nl = buf[start..].iter().position(|&b| b == b'\n')?;
+    let number = std::str::from_utf8(&buf[start + marker.len()..start + nl])
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    Some((start, start + nl + 1, number))
+}
+
+/// Where `needle` first occurs in `hay` (never for an empty needle).
+pub(super) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() || hay.len() < needle.len() {
         return None;
     }
@@ -369,6 +379,17 @@ mod tests {
         assert_eq!(g.feed(Side::Err, b"lifeboat-end:abd"), b"lifeboat-end:abd");
         assert_eq!(g.feed(Side::Err, b"lifeboat-end:ab"), b"");
         assert_eq!(g.leftover(Side::Err), b"lifeboat-end:ab");
+    }
+
+    #[test]
+    fn the_hello_line_is_found_after_login_noise() {
+        let buf = b"motd noise lifeboat-shell:4242\nfirst output";
+        let (start, end, pid) = marker_line(buf, HELLO, false).unwrap_or_default();
+        assert_eq!((start, pid), (11, Some(4242)));
+        assert_eq!(&buf[end..], b"first output");
+        // Not at a line start, when one is asked for; not before its newline.
+        assert_eq!(marker_line(buf, HELLO, true), None);
+        assert_eq!(marker_line(b"lifeboat-shell:42", HELLO, false), None);
     }
 
     #[test]
