@@ -556,8 +556,26 @@ fn run_full(
                         entered: true,
                     },
                 );
-            } else if let Some(runs) = past.in_doubt.get(&key) {
-                in_doubt.insert(i, runs.clone());
+            } else {
+                // A command that marks its start on the host may have started without
+                // its start reaching the journal (a crash of the controller's
+                // system): the runs that may have started it are asked.
+                let runs = if playbook.steps[node.step].module.marks_its_start() {
+                    let needs: Vec<(String, String)> = node
+                        .deps
+                        .iter()
+                        .map(|&d| {
+                            let n = &graph.nodes[d];
+                            (playbook.steps[n.step].id.clone(), n.host.clone())
+                        })
+                        .collect();
+                    past.may_have_started(&key, &needs)
+                } else {
+                    past.in_doubt.get(&key).cloned().unwrap_or_default()
+                };
+                if !runs.is_empty() {
+                    in_doubt.insert(i, runs);
+                }
             }
         }
     }
@@ -702,6 +720,7 @@ fn run_full(
         journal,
         prior,
         locks: Default::default(),
+        start_seqs: Default::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -766,7 +785,10 @@ fn run_full(
     {
         eprintln!("warning: could not write a report: {e}");
     }
-    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    // Nothing is left to wait for: the report is out and the journal's last record is
+    // on disk. The SSH sessions end with the process (waiting for each to say goodbye
+    // took milliseconds).
+    runtime.shutdown_background();
     drop(state);
     Ok(u8::try_from(code).unwrap_or(1))
 }

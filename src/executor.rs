@@ -209,6 +209,8 @@ pub struct Run {
     pub prior: HashMap<usize, NodeRecord>,
     /// The locks this run holds on its hosts.
     pub locks: crate::lock::HostLocks,
+    /// The journal sequence number of each started node's start record.
+    pub start_seqs: std::sync::Mutex<HashMap<usize, u64>>,
 }
 
 enum NodeEnd {
@@ -320,10 +322,10 @@ impl Run {
                         let token = cancel.clone();
                         // The node's start and end are journaled by its own task, so
                         // the scheduler never waits for the disk, and nodes ending
-                        // together share one flush. Each record is on disk before the
-                        // node's module starts, and before its dependents may start.
+                        // together share one flush. What must be on disk before the
+                        // node's module starts is said at `start_on_disk`.
                         let handle = tasks.spawn(async move {
-                            if let Err(e) = run.journal_start(i).await {
+                            if let Err(e) = run.journal_start(i) {
                                 return (i, NodeEnd::Unjournaled(NodeRecord::not_run(), e));
                             }
                             let rec = tokio::select! {
@@ -689,7 +691,21 @@ impl Run {
     /// Releases this run's host locks (after its rollback); a successful run also
     /// removes its completion markers and those of the runs it continued.
     async fn release_locks(&self, outcome: RunOutcome) {
-        let clean = matches!(outcome, RunOutcome::Success);
+        let mut clean = matches!(outcome, RunOutcome::Success);
+        // The markers go only once the journal on disk says every node ended: a
+        // resume after a crash must find one or the other.
+        if clean
+            && let Some(j) = &self.journal
+            && let Err(e) = j.flush().await
+        {
+            clean = false;
+            self.emitter.emit(Event::Warning {
+                msg: format!(
+                    "cannot write the run journal {}: {e}; the completion markers on the hosts are kept",
+                    j.path().display()
+                ),
+            });
+        }
         for msg in self
             .locks
             .release_all(&self.opts.run_id, &self.opts.lineage, clean)
@@ -709,8 +725,8 @@ impl Run {
         }
     }
 
-    /// Journals a node's start; resolves once it is on disk.
-    async fn journal_start(&self, i: usize) -> Result<(), String> {
+    /// Journals a node's start, without waiting for the disk (see `start_on_disk`).
+    fn journal_start(&self, i: usize) -> Result<(), String> {
         let Some(j) = &self.journal else {
             return Ok(());
         };
@@ -720,7 +736,46 @@ impl Run {
             step: self.playbook.steps[node.step].id.clone(),
             host: node.host.clone(),
         };
-        j.append_async(&record)
+        let seq = j
+            .append_later(&record)
+            .map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display()))?;
+        self.start_seqs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(i, seq);
+        Ok(())
+    }
+
+    /// Waits, before a node can change anything, until the journal on disk shows that
+    /// the node may have started: a run resumed after a crash of the controller must
+    /// know to look.
+    ///
+    /// Most steps wait for their own start record. A command run inside the
+    /// exactly-once wrapper (`marked`) records its start on the host before it runs,
+    /// so it waits only for the start records of the nodes it needs (on disk long
+    /// before, in a chain: written while those ran): `lifeboat resume` looks at the
+    /// host's markers of every such node whose needs' starts are in the journal, and
+    /// that includes every node this run may have started. A chain of commands thus
+    /// never waits for the controller's disk.
+    async fn start_on_disk(&self, i: usize, marked: bool) -> Result<(), String> {
+        let Some(j) = &self.journal else {
+            return Ok(());
+        };
+        let seq = {
+            let seqs = self.start_seqs.lock().unwrap_or_else(|e| e.into_inner());
+            if marked {
+                self.graph.nodes[i]
+                    .deps
+                    .iter()
+                    .filter_map(|d| seqs.get(d))
+                    .max()
+                    .copied()
+                    .unwrap_or(0)
+            } else {
+                seqs.get(&i).copied().unwrap_or(0)
+            }
+        };
+        j.durable(seq)
             .await
             .map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display()))
     }
@@ -736,6 +791,7 @@ impl Run {
         };
         let record = self.finish_record(i, rec);
         j.append_later(&record)
+            .map(|_| ())
             .map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display()))
     }
 
@@ -960,6 +1016,11 @@ impl Run {
             Ok(h) => h,
             Err(e) => return self.fail(i, rec, step, host, e.to_string(), 0),
         };
+        // Nothing has changed on the host yet: from here on, things may.
+        let marked = held.is_some() && step.module.marks_its_start();
+        if let Err(e) = self.start_on_disk(i, marked).await {
+            return self.fail(i, rec, step, host, e, 0);
+        }
         let check = self.opts.check && !step.is_read_only();
         let sink = self.output_sink(step, host);
         let settings = self.inventory.connection(&exec_host);

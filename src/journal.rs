@@ -3,9 +3,13 @@
 //!
 //! Layout of the state directory (`--state-dir`, default `.lifeboat/`):
 //! `lock` (held by the run using the directory), and `runs/<run id>/journal.jsonl`,
-//! one JSON record per line, flushed to disk (fsync) before the run goes on (a
-//! node's `node_finish` is not waited for by its node: it reaches the disk, in order,
-//! with the next record anything waits for, such as the start of a node that needs it):
+//! one JSON record per line. The writer thread writes every record as soon as it is
+//! queued and flushes it to disk (`fdatasync`) within milliseconds, or at once when
+//! someone waits for it: a node's module starts only once its `node_start`
+//! is on disk, except a command in the exactly-once wrapper, which records its start on
+//! the host and waits only for the starts of what it needs (see the executor's
+//! `start_on_disk` and [`PastRun::may_have_started`]); the run's end waits for
+//! everything. The records:
 //! `run_start` (run id, playbook and inventory paths with the sha256 of their content,
 //! the controller), `node_start`, `node_finish` (status, registered result and the
 //! pre-state captured for rollback), `rollback_node`, `run_end`. Secrets are masked in
@@ -15,7 +19,8 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -113,20 +118,35 @@ pub enum Record {
 /// An open journal, appending records.
 ///
 /// Records are written and flushed by one writer thread with group commit: every
-/// record waiting when a flush begins is written, then one `fdatasync` covers them
-/// all, then each appender is told. An append returns (or its future resolves) only
-/// once its record is on disk, so the guarantee is per record; what changes is that
-/// the nodes of 50 hosts finishing together share one disk flush instead of queueing
-/// for 50.
+/// record waiting is written at once, then one `fdatasync` covers them all, then each
+/// appender that waits is told. An append that waits returns (or its future resolves)
+/// only once its record is on disk, so the guarantee is per record; what changes is
+/// that the nodes of 50 hosts finishing together share one disk flush instead of
+/// queueing for 50.
+///
+/// Each record has a sequence number (1, 2, ... in the order of appending), and the
+/// journal tells how far the disk has got ([`Journal::durable`]): a record appended
+/// without waiting can be waited for later, by whoever must not go on before it is on
+/// disk.
 pub struct Journal {
-    writer: Mutex<std::sync::mpsc::Sender<Pending>>,
+    writer: Mutex<Queue>,
     path: PathBuf,
     mask: Box<dyn Fn(&str) -> String + Send + Sync>,
+    /// The sequence number of the last record on disk.
+    synced: Arc<AtomicU64>,
 }
 
-/// A record line waiting for the writer, and who to tell when it is on disk.
+/// The writer's queue and the number the next record gets.
+struct Queue {
+    tx: std::sync::mpsc::Sender<Pending>,
+    next: u64,
+}
+
+/// A record line waiting for the writer (none: a request to flush what is written),
+/// and who to tell when it is on disk.
 struct Pending {
-    line: String,
+    seq: u64,
+    line: Option<String>,
     done: Done,
 }
 
@@ -138,30 +158,71 @@ enum Done {
     Later,
 }
 
-/// The writer thread: takes every line waiting, writes them, flushes once, answers.
+/// How long a record nobody waits for may stay written but not flushed: records
+/// arriving meanwhile share the flush. Nothing waits for it: whoever needs a record on
+/// disk asks for the flush ([`Journal::durable`]).
+const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// The writer thread: takes every line waiting and writes them at once. When someone
+/// waits (an append that waits, or [`Journal::durable`]), or when the oldest record not
+/// on disk has waited [`FLUSH_DELAY`], it flushes (`fdatasync`), then answers.
 /// After a failed write it writes nothing more and every later append fails with that
 /// error, so a record whose appender did not wait is never silently missing from a
 /// journal that goes on.
-fn writer(mut file: File, rx: std::sync::mpsc::Receiver<Pending>) {
+fn writer(mut file: File, rx: std::sync::mpsc::Receiver<Pending>, synced: Arc<AtomicU64>) {
+    use std::sync::mpsc::RecvTimeoutError;
     let mut broken: Option<String> = None;
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter());
-        let result = match &broken {
+    // The last record written, and since when something written is not on disk.
+    let mut written = 0;
+    let mut unflushed: Option<std::time::Instant> = None;
+    loop {
+        let first = match unflushed {
+            None => rx.recv().ok(),
+            Some(since) => match rx.recv_timeout(FLUSH_DELAY.saturating_sub(since.elapsed())) {
+                Ok(p) => Some(p),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = file.sync_data();
+                    return;
+                }
+            },
+        };
+        let batch: Vec<Pending> = first.into_iter().chain(rx.try_iter()).collect();
+        if batch.is_empty() && unflushed.is_none() {
+            // The channel is closed: every journal handle is gone.
+            return;
+        }
+        let mut result = match &broken {
             Some(e) => Err(e.clone()),
             None => {
                 let mut buf = Vec::new();
                 for p in &batch {
-                    buf.extend_from_slice(p.line.as_bytes());
-                    buf.push(b'\n');
+                    if let Some(line) = &p.line {
+                        buf.extend_from_slice(line.as_bytes());
+                        buf.push(b'\n');
+                        written = p.seq;
+                    }
                 }
-                file.write_all(&buf)
-                    .and_then(|()| file.sync_data())
-                    .map_err(|e| e.to_string())
+                if buf.is_empty() {
+                    Ok(())
+                } else {
+                    unflushed.get_or_insert_with(std::time::Instant::now);
+                    file.write_all(&buf).map_err(|e| e.to_string())
+                }
             }
         };
+        let waited = batch.iter().any(|p| !matches!(p.done, Done::Later));
+        let due = unflushed.is_some_and(|since| since.elapsed() >= FLUSH_DELAY);
+        if result.is_ok() && unflushed.is_some() && (waited || due) {
+            result = file.sync_data().map_err(|e| e.to_string());
+            if result.is_ok() {
+                unflushed = None;
+                synced.store(written, Ordering::Release);
+            }
+        }
         if let Err(e) = &result {
             broken.get_or_insert_with(|| e.clone());
+            unflushed = None;
         }
         for p in batch {
             match p.done {
@@ -219,13 +280,16 @@ impl Journal {
             .append(true)
             .open(staging.join("journal.jsonl"))?;
         let (tx, rx) = std::sync::mpsc::channel();
+        let synced = Arc::new(AtomicU64::new(0));
+        let on_disk = synced.clone();
         std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || writer(file, rx))?;
+            .spawn(move || writer(file, rx, on_disk))?;
         let journal = Journal {
-            writer: Mutex::new(tx),
+            writer: Mutex::new(Queue { tx, next: 1 }),
             path: dir.join("journal.jsonl"),
             mask,
+            synced,
         };
         journal.append(first)?;
         std::fs::rename(&staging, &dir)?;
@@ -261,21 +325,55 @@ impl Journal {
             .map_err(std::io::Error::other)
     }
 
-    /// Appends one record without waiting for the disk. It is written with the next
-    /// batch, in order: whoever waits for a later record (or the run's last) waits for
-    /// this one too, and a failure to write it fails every later append.
-    pub fn append_later(&self, record: &Record) -> std::io::Result<()> {
+    /// Appends one record without waiting for the disk, and returns its sequence
+    /// number (see [`Journal::durable`]). It is written with the next batch, in order:
+    /// whoever waits for a later record (or the run's last) waits for this one too, and
+    /// a failure to write it fails every later append.
+    pub fn append_later(&self, record: &Record) -> std::io::Result<u64> {
         self.submit(record, Done::Later)
     }
 
-    fn submit(&self, record: &Record, done: Done) -> std::io::Result<()> {
-        let line = serde_json::to_string(record).map_err(std::io::Error::other)?;
-        let line = (self.mask)(&line);
-        self.writer
+    /// Resolves once the record numbered `seq` (and so every record before it) is on
+    /// disk; fails when the journal could not be written. `0` is on disk from the start.
+    pub async fn durable(&self, seq: u64) -> std::io::Result<()> {
+        if self.synced.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(None, Done::Task(tx))?;
+        rx.await
+            .map_err(|_| std::io::Error::other("the journal writer stopped"))?
+            .map_err(std::io::Error::other)
+    }
+
+    /// Resolves once every record appended so far is on disk.
+    pub async fn flush(&self) -> std::io::Result<()> {
+        let last = self
+            .writer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .send(Pending { line, done })
-            .map_err(|_| std::io::Error::other("the journal writer stopped"))
+            .next
+            .saturating_sub(1);
+        self.durable(last).await
+    }
+
+    fn submit(&self, record: &Record, done: Done) -> std::io::Result<u64> {
+        let line = serde_json::to_string(record).map_err(std::io::Error::other)?;
+        self.send(Some((self.mask)(&line)), done)
+    }
+
+    /// Queues a line (or a flush request) for the writer; returns the line's number.
+    fn send(&self, line: Option<String>, done: Done) -> std::io::Result<u64> {
+        let mut queue = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = if line.is_some() { queue.next } else { 0 };
+        queue
+            .tx
+            .send(Pending { seq, line, done })
+            .map_err(|_| std::io::Error::other("the journal writer stopped"))?;
+        if seq != 0 {
+            queue.next += 1;
+        }
+        Ok(seq)
     }
 
     /// Reads a journal; a last line cut short by a crash is ignored.
@@ -438,13 +536,54 @@ pub struct PastRun {
     pub in_doubt: std::collections::HashMap<(String, String), Vec<String>>,
     /// This run, then the run it continues, and so on: newest first.
     pub lineage: Vec<String>,
+    /// What each run of the lineage journaled, oldest first.
+    pub journaled: Vec<Journaled>,
     /// The lock directory it used on the hosts (`--lock-dir`), when its journal says.
     pub lock_dir: Option<String>,
     /// Its outcome, if it ended.
     pub outcome: Option<String>,
 }
 
+/// The nodes one run journaled the start and the end of, by (step id, host).
+#[derive(Debug, Clone, Default)]
+pub struct Journaled {
+    /// The run.
+    pub run_id: String,
+    /// Nodes whose start it journaled.
+    pub started: std::collections::HashSet<(String, String)>,
+    /// Nodes whose end it journaled.
+    pub finished: std::collections::HashSet<(String, String)>,
+}
+
 impl PastRun {
+    /// The runs of the lineage, newest first, that may have started `node` (a step
+    /// that records its start on the host, whose needs are `needs`) without ending it:
+    /// those that journaled its start, and those whose journal lost its start in a
+    /// crash of the controller's system. Such a step waits only for its needs' start
+    /// records (see the executor), so a run that journaled the start of every need (or
+    /// found them done) may have started it. A run that journaled its end did not
+    /// leave it in doubt, and makes the runs before it irrelevant.
+    pub fn may_have_started(
+        &self,
+        node: &(String, String),
+        needs: &[(String, String)],
+    ) -> Vec<String> {
+        let mut runs: Vec<String> = Vec::new();
+        for j in &self.journaled {
+            if j.finished.contains(node) {
+                runs.clear();
+            } else if j.started.contains(node)
+                || needs
+                    .iter()
+                    .all(|d| j.started.contains(d) || self.done.contains_key(d))
+            {
+                runs.retain(|r| *r != j.run_id);
+                runs.insert(0, j.run_id.clone());
+            }
+        }
+        runs
+    }
+
     /// Reads run `run_id` from a state directory, with the runs it continues (a resumed
     /// run, resumed again, goes on from where each left off).
     pub fn load(state_dir: &Path, run_id: &str) -> Result<PastRun, String> {
@@ -487,6 +626,7 @@ impl PastRun {
                     done: Default::default(),
                     in_doubt: Default::default(),
                     lineage: Vec::new(),
+                    journaled: Vec::new(),
                     lock_dir: lock_dir.clone(),
                     outcome: None,
                 });
@@ -511,6 +651,22 @@ impl PastRun {
         }
         past.lineage = chain.iter().map(|(id, _)| id.clone()).collect();
         for (id, records) in chain.iter().rev() {
+            let mut journaled = Journaled {
+                run_id: id.clone(),
+                ..Journaled::default()
+            };
+            for r in records {
+                match r {
+                    Record::NodeStart { step, host, .. } => {
+                        journaled.started.insert((step.clone(), host.clone()));
+                    }
+                    Record::NodeFinish { step, host, .. } => {
+                        journaled.finished.insert((step.clone(), host.clone()));
+                    }
+                    _ => {}
+                }
+            }
+            past.journaled.push(journaled);
             for r in records {
                 match r {
                     Record::NodeStart { step, host, .. } => {
@@ -600,9 +756,12 @@ fn continues(records: &[Record]) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// Queues line number `seq` (none: a flush request) and, with `wait`, waits for
+    /// the writer's answer.
     fn send(
         tx: &std::sync::mpsc::Sender<Pending>,
-        line: &str,
+        seq: u64,
+        line: Option<&str>,
         wait: bool,
     ) -> Option<Result<(), String>> {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -612,33 +771,86 @@ mod tests {
             Done::Later
         };
         tx.send(Pending {
-            line: line.into(),
+            seq,
+            line: line.map(str::to_string),
             done,
         })
         .expect("the writer runs");
         wait.then(|| done_rx.recv().expect("an answer"))
     }
 
+    fn spawn_writer(
+        file: File,
+    ) -> (
+        std::sync::mpsc::Sender<Pending>,
+        Arc<AtomicU64>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let synced = Arc::new(AtomicU64::new(0));
+        let on_disk = synced.clone();
+        (
+            tx,
+            synced,
+            std::thread::spawn(move || writer(file, rx, on_disk)),
+        )
+    }
+
+    /// Waits (at most 10 s) until `cond` holds.
+    fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn records_not_waited_for_are_written_in_order_and_a_failure_sticks() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("j");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let file = File::create(&path).expect("create");
-        let w = std::thread::spawn(move || writer(file, rx));
-        send(&tx, "a", false);
-        assert_eq!(send(&tx, "b", true), Some(Ok(())));
+        let (tx, synced, w) = spawn_writer(File::create(&path).expect("create"));
+        send(&tx, 1, Some("a"), false);
+        assert_eq!(send(&tx, 2, Some("b"), true), Some(Ok(())));
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "a\nb\n");
+        assert_eq!(synced.load(Ordering::Acquire), 2, "both are on disk");
         drop(tx);
         w.join().expect("the writer ends");
         // A file that cannot be written: the first failure fails every later append,
-        // also after a record nobody waited for.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let file = File::open(&path).expect("open read-only");
-        let w = std::thread::spawn(move || writer(file, rx));
-        send(&tx, "c", false);
-        assert!(matches!(send(&tx, "d", true), Some(Err(_))));
-        assert!(matches!(send(&tx, "e", true), Some(Err(_))));
+        // also after a record nobody waited for, and flush requests too.
+        let (tx, synced, w) = spawn_writer(File::open(&path).expect("open read-only"));
+        send(&tx, 1, Some("c"), false);
+        assert!(matches!(send(&tx, 2, Some("d"), true), Some(Err(_))));
+        assert!(matches!(send(&tx, 3, Some("e"), true), Some(Err(_))));
+        assert!(matches!(send(&tx, 0, None, true), Some(Err(_))));
+        assert_eq!(
+            synced.load(Ordering::Acquire),
+            0,
+            "nothing reached the disk"
+        );
+        drop(tx);
+        w.join().expect("the writer ends");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "a\nb\n");
+    }
+
+    #[test]
+    fn a_record_nobody_waits_for_is_written_at_once_and_flushed_soon() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j");
+        let (tx, synced, w) = spawn_writer(File::create(&path).expect("create"));
+        send(&tx, 1, Some("a"), false);
+        // Written (a killed controller loses nothing) and, with nobody asking, flushed
+        // after the delay.
+        eventually("the record is written", || {
+            std::fs::read_to_string(&path).is_ok_and(|t| t == "a\n")
+        });
+        eventually("the record is flushed", || {
+            synced.load(Ordering::Acquire) == 1
+        });
+        // A flush request answers once what was written before it is on disk.
+        send(&tx, 2, Some("b"), false);
+        assert_eq!(send(&tx, 0, None, true), Some(Ok(())));
+        assert_eq!(synced.load(Ordering::Acquire), 2);
         drop(tx);
         w.join().expect("the writer ends");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "a\nb\n");
@@ -736,5 +948,48 @@ mod tests {
         assert_eq!(a.lineage, ["a"]);
         assert!(a.in_doubt.contains_key(&("y".to_string(), "h".to_string())));
         assert!(PastRun::load(state, "../a").is_err());
+    }
+
+    #[test]
+    fn a_command_may_have_started_in_every_run_that_journaled_its_needs_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path();
+        let key = |s: &str| (s.to_string(), "h".to_string());
+        // a: x done, y started; the crash lost y's end and v's start (v needs y).
+        write(
+            state,
+            "a",
+            &[
+                start("a", None),
+                node_start("x"),
+                finish("x", "changed"),
+                node_start("y"),
+            ],
+        );
+        // b continues a: y done, u failed (needs y); the crash lost t's start (t needs u).
+        write(
+            state,
+            "b",
+            &[
+                start("b", Some("a")),
+                node_start("y"),
+                finish("y", "ok"),
+                node_start("u"),
+                finish("u", "failed"),
+            ],
+        );
+        let past = PastRun::load(state, "b").expect("load");
+        // v needs y: a journaled y's start (a may have started v), and so did b.
+        assert_eq!(past.may_have_started(&key("v"), &[key("y")]), ["b", "a"]);
+        // t needs u, whose start only b journaled.
+        assert_eq!(past.may_have_started(&key("t"), &[key("u")]), ["b"]);
+        // u's end is in b's journal: nothing in doubt.
+        assert!(past.may_have_started(&key("u"), &[key("y")]).is_empty());
+        // s needs x (done in a, before b): both may have started it; so may both have
+        // started a step that needs nothing.
+        assert_eq!(past.may_have_started(&key("s"), &[key("x")]), ["b", "a"]);
+        assert_eq!(past.may_have_started(&key("r"), &[]), ["b", "a"]);
+        // q needs a step neither started: neither can have started q.
+        assert!(past.may_have_started(&key("q"), &[key("p")]).is_empty());
     }
 }

@@ -61,6 +61,67 @@ const LINES: [&str; 9] = [
     "s3",
 ];
 
+/// What each step of the playbook needs.
+const NEEDS: [(&str, &[&str]); 6] = [
+    ("s2", &["s1"]),
+    ("p1", &["s2"]),
+    ("p2", &["s2"]),
+    ("items", &["p1", "p2"]),
+    ("uses", &["items"]),
+    ("s3", &["uses"]),
+];
+
+/// Cuts the end off run `id`'s journal as a crash of the controller's system could
+/// (at random, up to the longest such end): records written but not yet flushed. A
+/// command is sent once the start records of what it needs are on disk, so the end cut
+/// never holds the start of a step together with the start of one that needs it.
+/// Returns how many records went.
+fn lose_unflushed_records(s: &Scenario, id: &str, rng: &mut Rng) -> usize {
+    // A successful run flushes its journal before it removes its completion markers
+    // (its run directory among the locks): nothing it wrote can be lost after that.
+    let markers_kept = std::fs::read_dir(s.locks.join(id))
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".done"))
+        })
+        .unwrap_or(false);
+    let path = s.dir.join("state/runs").join(id).join("journal.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path)
+        .map_err(|_| ())
+        .and_then(|t| if markers_kept { Ok(t) } else { Err(()) })
+    else {
+        return 0;
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let step_started = |l: &str| -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        (v["record"] == "node_start").then(|| v["step"].as_str().unwrap_or_default().to_string())
+    };
+    let mut cut_starts: Vec<String> = Vec::new();
+    let mut longest = 0;
+    for l in lines.iter().skip(1).rev() {
+        if let Some(step) = step_started(l) {
+            let needed = cut_starts.iter().any(|later| {
+                NEEDS
+                    .iter()
+                    .any(|(st, needs)| st == later && needs.contains(&step.as_str()))
+            });
+            if needed {
+                break;
+            }
+            cut_starts.push(step);
+        }
+        longest += 1;
+    }
+    let n = rng.below(longest as u64 + 1) as usize;
+    let kept: String = lines[..lines.len() - n]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    ok(std::fs::write(&path, kept));
+    n
+}
+
 /// A small deterministic generator (xorshift64*).
 struct Rng(u64);
 
@@ -245,6 +306,13 @@ fn scenario(s: &mut Scenario, rng: &mut Rng, label: &str) -> (usize, usize) {
         let after = s.runs();
         if let Some(new) = after.difference(&before).next() {
             current = Some(new.clone());
+            // Half the kills are crashes of the controller's system too.
+            if code.is_none() && rng.below(2) == 0 {
+                let lost = lose_unflushed_records(s, new, rng);
+                s.history.push(format!(
+                    "(crash: the last {lost} records of {new}'s journal lost)"
+                ));
+            }
         }
         match code {
             Some(0) => {
@@ -279,7 +347,7 @@ fn scenario(s: &mut Scenario, rng: &mut Rng, label: &str) -> (usize, usize) {
         s.transcript()
     );
     (
-        s.history.len(),
+        s.history.iter().filter(|h| !h.starts_with('(')).count(),
         s.transcript()
             .matches("not run again: it completed under run")
             .count(),

@@ -117,6 +117,20 @@ impl CommandSpec {
         }
     }
 
+    /// The script of a `Program::Sh` command that needs nothing around it (no working
+    /// directory, environment or become): a shell that evaluates it directly runs it as
+    /// [`CommandSpec::to_shell_line`] would, without a second `eval` and its quoting.
+    pub fn bare_sh(&self) -> Option<&str> {
+        match &self.program {
+            Program::Sh(s)
+                if self.cwd.is_none() && self.env.is_empty() && self.become_.is_none() =>
+            {
+                Some(s)
+            }
+            _ => None,
+        }
+    }
+
     /// The shell line that runs this command, become included: what the local
     /// connection gives `/bin/sh -c` and remote transports execute. Shell scripts run
     /// under bash with `pipefail` when the host has bash, else under `/bin/sh`.

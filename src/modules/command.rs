@@ -245,6 +245,9 @@ impl Module for Command {
     fn shell_args(&self) -> &'static [&'static str] {
         &["cmd"]
     }
+    fn marks_its_start(&self) -> bool {
+        true
+    }
     async fn run(&self, ctx: &ModuleContext, args: &Json) -> Result<Outcome, ModuleError> {
         run_command(ctx, "command", args, false).await
     }

@@ -445,6 +445,14 @@ pub trait Module: Send + Sync {
         false
     }
 
+    /// Whether the module records on the host that it started, before it changes
+    /// anything there (the exactly-once markers of `command` and `shell`): a resumed
+    /// run can then learn from the host whether it started, and the run does not wait
+    /// for the controller's disk before it starts (see the executor's `start_on_disk`).
+    fn marks_its_start(&self) -> bool {
+        false
+    }
+
     /// String arguments rendered with shell quoting of interpolated values.
     fn shell_args(&self) -> &'static [&'static str] {
         &[]

@@ -809,8 +809,14 @@ impl SshConnection {
         spec: &CommandSpec,
         sink: Option<mpsc::UnboundedSender<OutputChunk>>,
     ) -> Result<CommandOutput, ConnectionError> {
-        let line = spec.to_shell_line();
-        let subshell = matches!(spec.program, super::Program::Sh(_)) && spec.become_.is_none();
+        // lifeboat's own scripts are evaluated as they are, once.
+        let (line, subshell) = match spec.bare_sh() {
+            Some(script) => (std::borrow::Cow::Borrowed(script), true),
+            None => (
+                std::borrow::Cow::Owned(spec.to_shell_line()),
+                matches!(spec.program, super::Program::Sh(_)) && spec.become_.is_none(),
+            ),
+        };
         let mut retried = false;
         let (live, mut busy) = loop {
             let live = self.live().await?;
