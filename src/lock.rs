@@ -553,8 +553,11 @@ impl HostLocks {
                 continue;
             };
             // One `rm` for the lock (when it still names this run) and the host's own
-            // marker files; the run directories go when no other host of the machine
-            // still has files there.
+            // marker files, with each run directory where they are alone (a glob in
+            // the shell says: every host of the run that shares it made its lock file
+            // there before any node ran, so nothing new appears meanwhile). A run
+            // directory shared with other hosts of the machine loses only this host's
+            // files; the last host to look finds it empty and removes it.
             let mut script = format!(
                 "f={f}; l=; IFS= read -r l 2>/dev/null < \"$f\"; set --; [ \"$l\" != {line} ] || set -- \"$f\"",
                 f = quote(&held.file),
@@ -565,19 +568,25 @@ impl HostLocks {
                 for id in lineage.iter().filter(|id| is_run_id(id)) {
                     runs.push((id.clone(), paths(&held.past_dir, &host, id).1));
                 }
-                let mut files = Vec::new();
-                let mut dirs = Vec::new();
-                for (id, dir) in &runs {
-                    files.push(quote(&scratch_dir(id, &host)));
-                    files.push(quote(&done_log(dir, &host)));
-                    files.push(quote(&format!("{dir}/{}.lock", file_word(&host))));
-                    dirs.push(quote(dir));
+                let mut scratch = Vec::new();
+                let mut after = String::new();
+                for (n, (id, dir)) in runs.iter().enumerate() {
+                    scratch.push(quote(&scratch_dir(id, &host)));
+                    let (log, tmp) = (
+                        quote(&done_log(dir, &host)),
+                        quote(&format!("{dir}/{}.lock", file_word(&host))),
+                    );
+                    script.push_str(&format!(
+                        "\nd{n}={d}; a{n}=1; for x in \"$d{n}\"/* \"$d{n}\"/.[!.]* \"$d{n}\"/..?*; do {{ [ -e \"$x\" ] || [ -L \"$x\" ]; }} && [ \"$x\" != {log} ] && [ \"$x\" != {tmp} ] && {{ a{n}=; break; }}; done\n\
+                         if [ -n \"$a{n}\" ]; then set -- \"$@\" \"$d{n}\"; else set -- \"$@\" {log} {tmp}; fi",
+                        d = quote(dir),
+                    ));
+                    after.push_str(&format!(
+                        "\n[ -n \"$a{n}\" ] || {{ e=1; for x in \"$d{n}\"/* \"$d{n}\"/.[!.]* \"$d{n}\"/..?*; do {{ [ -e \"$x\" ] || [ -L \"$x\" ]; }} && {{ e=; break; }}; done; [ -z \"$e\" ] || rmdir \"$d{n}\" 2>/dev/null; }}"
+                    ));
                 }
-                script.push_str(&format!(
-                    "; rm -rf \"$@\" {}; rmdir {} 2>/dev/null",
-                    files.join(" "),
-                    dirs.join(" ")
-                ));
+                script.push_str(&format!("\nrm -rf \"$@\" {}", scratch.join(" ")));
+                script.push_str(&after);
             } else {
                 script.push_str("; [ $# -eq 0 ] || rm -f \"$@\"");
             }

@@ -188,7 +188,11 @@ fn a_locked_host_fails_like_an_unreachable_one_and_the_others_go_on() {
         "{}",
         out.msg("hold", "h1")
     );
-    assert_eq!(out.status("after", "h2"), "changed", "h2 is not locked");
+    assert_eq!(
+        out.status("after", "h2"),
+        "changed",
+        "h2 is not locked\n{out:?}"
+    );
     assert!(!out.exists("started-h1"));
     // The other run's lock is left as it was; ours is released.
     assert_eq!(lock_files(&lock_dir), ["h1.lock"]);
@@ -467,6 +471,42 @@ steps:
         !out.exists("after"),
         "the command ran under a lock it does not hold"
     );
+}
+
+/// The release removes this host's files and the run directory when they are alone in
+/// it; a file of someone else's there stays, with its directory. Two hosts share the
+/// lock directory, so each first finds the other's files.
+#[test]
+fn a_successful_release_removes_only_its_own_files() {
+    let out = Test::new()
+        .inventory("h1 ansible_connection=local\nh2 ansible_connection=local\n")
+        .playbook(
+            r#"
+hosts: all
+steps:
+  - id: plant
+    shell: "touch {{ playbook_dir }}/.lifeboat-locks/{{ lifeboat.run_id }}/not-ours"
+    run_once: true
+  - id: after
+    needs: plant
+    shell: "true"
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    let id = run_id(out.path());
+    let left: Vec<String> = std::fs::read_dir(out.join(LOCK_DIR))
+        .expect("the lock directory")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, [id.clone()], "{out:?}");
+    let inside: Vec<String> = std::fs::read_dir(out.join(LOCK_DIR).join(&id))
+        .expect("the run directory")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(inside, ["not-ours"], "only the foreign file is left");
 }
 
 /// `lifeboat ARGS` in `dir`, as a [`Test`] ran it there.
