@@ -582,6 +582,53 @@ def run_workload(wname, w, work, hosts, args, results):
     write_json(args, results)
 
 
+def run_per_step(work, args, results):
+    """The engine's cost per step and per run over the floor, apart: lifeboat and the
+    floor, interleaved, on W1's 4 hosts with a chain of 1 and of 41 steps, many times
+    (each run is short; W1's few repetitions cannot tell 20 ms apart on a loaded
+    machine). Per run: the difference at 1 step. Per step: the difference of the
+    slopes between 1 and 41 steps."""
+    lengths = (1, 41)
+    tools = [t for t in ("lifeboat", "floor") if t in args.tools or t == "lifeboat"]
+    if "floor" not in tools or args.step_reps < 1:
+        return
+    env = tool_env(work)
+    walls = {(t, k): [] for t in tools for k in lengths}
+    dirs = {}
+    for k in lengths:
+        d = work / f"chain-{k}"
+        d.mkdir()
+        gen_cmd(d, dict(hosts=4, kind="cmd", steps=k, branches=1, cmd=["/bin/true"]))
+        dirs[k] = d
+    for rep in range(args.step_reps):
+        for k in lengths:
+            w = dict(hosts=4, kind="cmd", steps=k, branches=1, cmd=["/bin/true"])
+            for tool in tools if rep % 2 == 0 else tools[::-1]:
+                cmd = command_for(tool, w, dirs[k], work, 4, args)
+                rc, wall, _, _ = measure(tool, cmd, dirs[k], env, dirs[k] / "log", args.timeout)
+                if rc != 0:
+                    raise SystemExit(f"per-step chains: {tool} failed (exit {rc}); see {dirs[k] / 'log'}")
+                walls[(tool, k)].append(wall)
+    m = {key: med(v) for key, v in walls.items()}
+    per_run = m[("lifeboat", 1)] - m[("floor", 1)]
+    span = lengths[1] - lengths[0]
+    slope = {t: (m[(t, lengths[1])] - m[(t, lengths[0])]) / span for t in tools}
+    per_step = slope["lifeboat"] - slope["floor"]
+    results["per_step"] = dict(
+        reps=args.step_reps,
+        lengths=list(lengths),
+        medians={f"{t}@{k}": m[(t, k)] for t, k in walls},
+        per_run=per_run,
+        per_step=per_step,
+        at_20=(per_run + 19 * per_step) / 20,
+    )
+    log(
+        f"per-step chains ({args.step_reps} reps): per run {per_run * 1000:.1f} ms, per step "
+        f"{per_step * 1000:.2f} ms over the floor; at 20 steps {(per_run + 19 * per_step) / 20 * 1000:.2f} ms per step"
+    )
+    write_json(args, results)
+
+
 def write_json(args, results):
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
@@ -641,6 +688,7 @@ def main():
     ap.add_argument("--venv", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--load-note", default="")
+    ap.add_argument("--step-reps", type=int, default=25)
     args = ap.parse_args()
     args.tools = set(args.tools.split(","))
     args.skip = set(x for x in args.skip.split(",") if x)
@@ -685,6 +733,9 @@ def main():
     for w in names:
         log(f"workload {w}: {WORKLOADS[w]}")
         run_workload(w, WORKLOADS[w], work, hosts, args, results)
+        if w == "W1":
+            log(f"per-step chains: lifeboat and the floor at 1 and 41 steps, {args.step_reps} times")
+            run_per_step(work, args, results)
     shutil.rmtree(SHM_STATE / f"{work.name}-state", ignore_errors=True)
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
     results["load_after"] = loadavg()
