@@ -500,7 +500,7 @@ steps:
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left, [id.clone()], "{out:?}");
+    assert_eq!(left, [id.as_str()], "{out:?}");
     let inside: Vec<String> = std::fs::read_dir(out.join(LOCK_DIR).join(&id))
         .expect("the run directory")
         .flatten()
