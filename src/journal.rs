@@ -658,19 +658,8 @@ impl PastRun {
             for r in records {
                 match r {
                     Record::NodeStart { step, host, .. } => {
-                        journaled.started.insert((step.clone(), host.clone()));
-                    }
-                    Record::NodeFinish { step, host, .. } => {
-                        journaled.finished.insert((step.clone(), host.clone()));
-                    }
-                    _ => {}
-                }
-            }
-            past.journaled.push(journaled);
-            for r in records {
-                match r {
-                    Record::NodeStart { step, host, .. } => {
                         let key = (step.clone(), host.clone());
+                        journaled.started.insert(key.clone());
                         let runs = past.in_doubt.entry(key).or_default();
                         runs.retain(|x| x != id);
                         runs.insert(0, id.clone());
@@ -685,6 +674,7 @@ impl PastRun {
                         ..
                     } => {
                         let key = (step.clone(), host.clone());
+                        journaled.finished.insert(key.clone());
                         past.in_doubt.remove(&key);
                         if matches!(status.as_str(), "changed" | "ok" | "skipped" | "ignored") {
                             past.done.insert(
@@ -715,6 +705,7 @@ impl PastRun {
                     Record::RunStart { .. } => {}
                 }
             }
+            past.journaled.push(journaled);
         }
         // What later `lifeboat rollback`s of these runs undid is undone.
         if let Ok(entries) = std::fs::read_dir(state_dir.join("runs")) {

@@ -576,13 +576,17 @@ impl HostLocks {
                         quote(&done_log(dir, &host)),
                         quote(&format!("{dir}/{}.lock", file_word(&host))),
                     );
+                    // Each entry of directory `$d{n}`, hidden ones too, as `$x`.
+                    let each = format!(
+                        "for x in \"$d{n}\"/* \"$d{n}\"/.[!.]* \"$d{n}\"/..?*; do {{ [ -e \"$x\" ] || [ -L \"$x\" ]; }}"
+                    );
                     script.push_str(&format!(
-                        "\nd{n}={d}; a{n}=1; for x in \"$d{n}\"/* \"$d{n}\"/.[!.]* \"$d{n}\"/..?*; do {{ [ -e \"$x\" ] || [ -L \"$x\" ]; }} && [ \"$x\" != {log} ] && [ \"$x\" != {tmp} ] && {{ a{n}=; break; }}; done\n\
+                        "\nd{n}={d}; a{n}=1; {each} && [ \"$x\" != {log} ] && [ \"$x\" != {tmp} ] && {{ a{n}=; break; }}; done\n\
                          if [ -n \"$a{n}\" ]; then set -- \"$@\" \"$d{n}\"; else set -- \"$@\" {log} {tmp}; fi",
                         d = quote(dir),
                     ));
                     after.push_str(&format!(
-                        "\n[ -n \"$a{n}\" ] || {{ e=1; for x in \"$d{n}\"/* \"$d{n}\"/.[!.]* \"$d{n}\"/..?*; do {{ [ -e \"$x\" ] || [ -L \"$x\" ]; }} && {{ e=; break; }}; done; [ -z \"$e\" ] || rmdir \"$d{n}\" 2>/dev/null; }}"
+                        "\n[ -n \"$a{n}\" ] || {{ e=1; {each} && {{ e=; break; }}; done; [ -z \"$e\" ] || rmdir \"$d{n}\" 2>/dev/null; }}"
                     ));
                 }
                 script.push_str(&format!("\nrm -rf \"$@\" {}", scratch.join(" ")));
