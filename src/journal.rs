@@ -3,9 +3,10 @@
 //!
 //! Layout of the state directory (`--state-dir`, default `.lifeboat/`):
 //! `lock` (held by the run using the directory), and `runs/<run id>/journal.jsonl`,
-//! one JSON record per line. The writer thread writes every record as soon as it is
-//! queued and flushes it to disk (`fdatasync`) within milliseconds, or at once when
-//! someone waits for it: a node's module starts only once its `node_start`
+//! one JSON record per line. Every record is written as soon as it is appended, by
+//! whoever appends it, and flushed to disk (`fdatasync`) by the journal's flush thread
+//! within milliseconds, or at once when someone waits for it: a node's module starts
+//! only once its `node_start`
 //! is on disk, except a command in the exactly-once wrapper, which records its start on
 //! the host and waits only for the starts of what it needs (see the executor's
 //! `start_on_disk` and [`PastRun::may_have_started`]); the run's end waits for
@@ -117,124 +118,177 @@ pub enum Record {
 
 /// An open journal, appending records.
 ///
-/// Records are written and flushed by one writer thread with group commit: every
-/// record waiting is written at once, then one `fdatasync` covers them all, then each
-/// appender that waits is told. An append that waits returns (or its future resolves)
-/// only once its record is on disk, so the guarantee is per record; what changes is
-/// that the nodes of 50 hosts finishing together share one disk flush instead of
-/// queueing for 50.
+/// Each record is written to the file by the task that appends it, at once and in the
+/// order of appending (a killed controller loses nothing written), and gets a sequence
+/// number (1, 2, ...). Flushing to disk (`fdatasync`) is the flush thread's, with group
+/// commit: one flush covers every record written before it. It flushes when someone
+/// waits (an append that waits, [`Journal::durable`], [`Journal::flush`]), and at the
+/// latest [`FLUSH_DELAY`] after a record nobody waits for, so that whoever needs that
+/// record later rarely waits. Appending wakes no thread but, once per flush, the
+/// flush thread.
 ///
-/// Each record has a sequence number (1, 2, ... in the order of appending), and the
-/// journal tells how far the disk has got ([`Journal::durable`]): a record appended
-/// without waiting can be waited for later, by whoever must not go on before it is on
-/// disk.
+/// An append that waits returns (or its future resolves) only once its record is on
+/// disk, so the guarantee is per record; what changes is that the nodes of 50 hosts
+/// finishing together share one disk flush instead of queueing for 50.
 pub struct Journal {
-    writer: Mutex<Queue>,
+    /// The file and the next record's number, under one lock.
+    appender: Mutex<Appender>,
+    flusher: Arc<Flusher>,
     path: PathBuf,
     mask: Box<dyn Fn(&str) -> String + Send + Sync>,
-    /// The sequence number of the last record on disk.
-    synced: Arc<AtomicU64>,
 }
 
-/// The writer's queue and the number the next record gets.
-struct Queue {
-    tx: std::sync::mpsc::Sender<Pending>,
+/// The journal file as appended to.
+struct Appender {
+    file: File,
+    /// The number the next record gets.
     next: u64,
 }
 
-/// A record line waiting for the writer (none: a request to flush what is written),
-/// and who to tell when it is on disk.
-struct Pending {
-    seq: u64,
-    line: Option<String>,
-    done: Done,
+/// What appenders and the flush thread share.
+struct Flusher {
+    state: Mutex<FlushState>,
+    wake: std::sync::Condvar,
+    /// The number of the last record on disk.
+    synced: AtomicU64,
 }
 
-/// How an appender waits: a blocked thread, a task, or not at all (a later record's
-/// wait covers it: lines reach the disk in the order they were appended).
-enum Done {
+/// The flush thread's work.
+#[derive(Default)]
+struct FlushState {
+    /// The number of the last record written.
+    written: u64,
+    /// When the oldest record written and not waited for must be on disk.
+    due: Option<std::time::Instant>,
+    /// Who waits for a flush.
+    waiters: Vec<Waiter>,
+    /// The first failure (to write or to flush): every later append and wait fails
+    /// with it, so a record whose appender did not wait is never silently missing from
+    /// a journal that goes on.
+    broken: Option<String>,
+    /// The journal is gone: flush what is written and end.
+    closed: bool,
+}
+
+/// Someone waiting for the disk: a blocked thread or a task.
+enum Waiter {
     Thread(std::sync::mpsc::Sender<Result<(), String>>),
     Task(tokio::sync::oneshot::Sender<Result<(), String>>),
-    Later,
+}
+
+impl Waiter {
+    fn answer(self, result: Result<(), String>) {
+        match self {
+            Waiter::Thread(tx) => {
+                let _ = tx.send(result);
+            }
+            Waiter::Task(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
 }
 
 /// How long a record nobody waits for may stay written but not flushed: records
-/// arriving meanwhile share the flush. Nothing waits for it: whoever needs a record on
-/// disk asks for the flush ([`Journal::durable`]).
+/// written meanwhile share the flush.
 const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// The writer thread: takes every line waiting and writes them at once. When someone
-/// waits (an append that waits, or [`Journal::durable`]), or when the oldest record not
-/// on disk has waited [`FLUSH_DELAY`], it flushes (`fdatasync`), then answers.
-/// After a failed write it writes nothing more and every later append fails with that
-/// error, so a record whose appender did not wait is never silently missing from a
-/// journal that goes on.
-fn writer(mut file: File, rx: std::sync::mpsc::Receiver<Pending>, synced: Arc<AtomicU64>) {
-    use std::sync::mpsc::RecvTimeoutError;
-    let mut broken: Option<String> = None;
-    // The last record written, and since when something written is not on disk.
-    let mut written = 0;
-    let mut unflushed: Option<std::time::Instant> = None;
-    loop {
-        let first = match unflushed {
-            None => rx.recv().ok(),
-            Some(since) => match rx.recv_timeout(FLUSH_DELAY.saturating_sub(since.elapsed())) {
-                Ok(p) => Some(p),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => {
-                    let _ = file.sync_data();
-                    return;
-                }
-            },
-        };
-        let batch: Vec<Pending> = first.into_iter().chain(rx.try_iter()).collect();
-        if batch.is_empty() && unflushed.is_none() {
-            // The channel is closed: every journal handle is gone.
+impl Flusher {
+    fn state(&self) -> std::sync::MutexGuard<'_, FlushState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record `seq` is written: it must reach the disk within [`FLUSH_DELAY`].
+    fn written(&self, seq: u64) {
+        let mut st = self.state();
+        st.written = st.written.max(seq);
+        if st.due.is_none() {
+            st.due = Some(std::time::Instant::now() + FLUSH_DELAY);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Asks for a flush now; `waiter` is answered once everything written so far is
+    /// on disk (or at once, with the failure, when the journal is broken).
+    fn wait(&self, waiter: Waiter) {
+        let mut st = self.state();
+        if let Some(e) = &st.broken {
+            waiter.answer(Err(e.clone()));
             return;
         }
-        let mut result = match &broken {
-            Some(e) => Err(e.clone()),
-            None => {
-                let mut buf = Vec::new();
-                for p in &batch {
-                    if let Some(line) = &p.line {
-                        buf.extend_from_slice(line.as_bytes());
-                        buf.push(b'\n');
-                        written = p.seq;
-                    }
+        st.waiters.push(waiter);
+        self.wake.notify_one();
+    }
+
+    /// Marks the journal broken; returns the error every later append gets.
+    fn break_with(&self, e: String) -> String {
+        let mut st = self.state();
+        let e = st.broken.get_or_insert(e).clone();
+        for w in st.waiters.drain(..) {
+            w.answer(Err(e.clone()));
+        }
+        e
+    }
+
+    fn broken(&self) -> Option<String> {
+        self.state().broken.clone()
+    }
+}
+
+/// The flush thread: sleeps until someone waits or a record written is due, then
+/// flushes everything written so far and answers the waiters.
+fn flush_thread(file: File, flusher: Arc<Flusher>) {
+    let mut st = flusher.state();
+    loop {
+        let due = st.due.is_some_and(|d| d <= std::time::Instant::now());
+        if !st.waiters.is_empty() || due || (st.closed && st.due.is_some()) {
+            let target = st.written;
+            let waiters = std::mem::take(&mut st.waiters);
+            st.due = None;
+            let result = match &st.broken {
+                Some(e) => Err(e.clone()),
+                None => {
+                    drop(st);
+                    let r = file.sync_data().map_err(|e| e.to_string());
+                    st = flusher.state();
+                    r
                 }
-                if buf.is_empty() {
-                    Ok(())
-                } else {
-                    unflushed.get_or_insert_with(std::time::Instant::now);
-                    file.write_all(&buf).map_err(|e| e.to_string())
+            };
+            match &result {
+                Ok(()) => {
+                    flusher.synced.fetch_max(target, Ordering::AcqRel);
+                }
+                Err(e) => {
+                    st.broken.get_or_insert_with(|| e.clone());
                 }
             }
+            for w in waiters {
+                w.answer(result.clone());
+            }
+            continue;
+        }
+        if st.closed {
+            return;
+        }
+        st = match st.due {
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                flusher
+                    .wake
+                    .wait_timeout(st, left)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0)
+            }
+            None => flusher.wake.wait(st).unwrap_or_else(|e| e.into_inner()),
         };
-        let waited = batch.iter().any(|p| !matches!(p.done, Done::Later));
-        let due = unflushed.is_some_and(|since| since.elapsed() >= FLUSH_DELAY);
-        if result.is_ok() && unflushed.is_some() && (waited || due) {
-            result = file.sync_data().map_err(|e| e.to_string());
-            if result.is_ok() {
-                unflushed = None;
-                synced.store(written, Ordering::Release);
-            }
-        }
-        if let Err(e) = &result {
-            broken.get_or_insert_with(|| e.clone());
-            unflushed = None;
-        }
-        for p in batch {
-            match p.done {
-                Done::Thread(tx) => {
-                    let _ = tx.send(result.clone());
-                }
-                Done::Task(tx) => {
-                    let _ = tx.send(result.clone());
-                }
-                Done::Later => {}
-            }
-        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        let mut st = self.flusher.state();
+        st.closed = true;
+        self.flusher.wake.notify_one();
     }
 }
 
@@ -279,18 +333,7 @@ impl Journal {
             .create_new(true)
             .append(true)
             .open(staging.join("journal.jsonl"))?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let synced = Arc::new(AtomicU64::new(0));
-        let on_disk = synced.clone();
-        std::thread::Builder::new()
-            .name("journal".into())
-            .spawn(move || writer(file, rx, on_disk))?;
-        let journal = Journal {
-            writer: Mutex::new(Queue { tx, next: 1 }),
-            path: dir.join("journal.jsonl"),
-            mask,
-            synced,
-        };
+        let journal = Journal::over(file, dir.join("journal.jsonl"), mask)?;
         journal.append(first)?;
         std::fs::rename(&staging, &dir)?;
         // The new directory entry must survive a crash too.
@@ -300,56 +343,88 @@ impl Journal {
         Ok(journal)
     }
 
+    /// A journal appending to `file` (known as `path`), with its flush thread.
+    fn over(
+        file: File,
+        path: PathBuf,
+        mask: Box<dyn Fn(&str) -> String + Send + Sync>,
+    ) -> std::io::Result<Journal> {
+        let flusher = Arc::new(Flusher {
+            state: Mutex::new(FlushState::default()),
+            wake: std::sync::Condvar::new(),
+            synced: AtomicU64::new(0),
+        });
+        let (for_flushing, shared) = (file.try_clone()?, flusher.clone());
+        std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || flush_thread(for_flushing, shared))?;
+        Ok(Journal {
+            appender: Mutex::new(Appender { file, next: 1 }),
+            flusher,
+            path,
+            mask,
+        })
+    }
+
     /// The journal file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// Appends one record and flushes it to disk before returning (blocking the
-    /// calling thread: for the run's first and last records and the rollback's).
+    /// calling thread: for the run's first record and the rollback's).
     pub fn append(&self, record: &Record) -> std::io::Result<()> {
+        self.write(record)?;
         let (tx, rx) = std::sync::mpsc::channel();
-        self.submit(record, Done::Thread(tx))?;
+        self.flusher.wait(Waiter::Thread(tx));
         rx.recv()
-            .map_err(|_| std::io::Error::other("the journal writer stopped"))?
+            .map_err(|_| std::io::Error::other("the journal's flush thread stopped"))?
             .map_err(std::io::Error::other)
+    }
+
+    /// Appends one record without waiting for the disk: for the run's last record,
+    /// which a crash of the controller's system may lose without harm (the run then
+    /// looks unfinished, and `lifeboat resume` finds nothing left to do). Written, it
+    /// survives the end of this process.
+    pub fn append_written(&self, record: &Record) -> std::io::Result<()> {
+        self.write(record).map(|_| ())
     }
 
     /// Appends one record; resolves once it is on disk. Many nodes appending at once
     /// share one flush.
     pub async fn append_async(&self, record: &Record) -> std::io::Result<()> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(record, Done::Task(tx))?;
-        rx.await
-            .map_err(|_| std::io::Error::other("the journal writer stopped"))?
-            .map_err(std::io::Error::other)
+        let seq = self.write(record)?;
+        self.durable(seq).await
     }
 
     /// Appends one record without waiting for the disk, and returns its sequence
-    /// number (see [`Journal::durable`]). It is written with the next batch, in order:
-    /// whoever waits for a later record (or the run's last) waits for this one too, and
-    /// a failure to write it fails every later append.
+    /// number (see [`Journal::durable`]). It is written at once, in order, and flushed
+    /// within [`FLUSH_DELAY`]; a failure to flush it fails every later append.
     pub fn append_later(&self, record: &Record) -> std::io::Result<u64> {
-        self.submit(record, Done::Later)
+        self.write(record)
     }
 
     /// Resolves once the record numbered `seq` (and so every record before it) is on
     /// disk; fails when the journal could not be written. `0` is on disk from the start.
     pub async fn durable(&self, seq: u64) -> std::io::Result<()> {
-        if self.synced.load(Ordering::Acquire) >= seq {
+        if self.flusher.synced.load(Ordering::Acquire) >= seq {
             return Ok(());
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(None, Done::Task(tx))?;
+        self.flusher.wait(Waiter::Task(tx));
         rx.await
-            .map_err(|_| std::io::Error::other("the journal writer stopped"))?
+            .map_err(|_| std::io::Error::other("the journal's flush thread stopped"))?
             .map_err(std::io::Error::other)
     }
 
-    /// Resolves once every record appended so far is on disk.
+    /// Resolves once every record appended so far is on disk; fails when the journal
+    /// could not be written.
     pub async fn flush(&self) -> std::io::Result<()> {
+        if let Some(e) = self.flusher.broken() {
+            return Err(std::io::Error::other(e));
+        }
         let last = self
-            .writer
+            .appender
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .next
@@ -357,22 +432,25 @@ impl Journal {
         self.durable(last).await
     }
 
-    fn submit(&self, record: &Record, done: Done) -> std::io::Result<u64> {
-        let line = serde_json::to_string(record).map_err(std::io::Error::other)?;
-        self.send(Some((self.mask)(&line)), done)
-    }
-
-    /// Queues a line (or a flush request) for the writer; returns the line's number.
-    fn send(&self, line: Option<String>, done: Done) -> std::io::Result<u64> {
-        let mut queue = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let seq = if line.is_some() { queue.next } else { 0 };
-        queue
-            .tx
-            .send(Pending { seq, line, done })
-            .map_err(|_| std::io::Error::other("the journal writer stopped"))?;
-        if seq != 0 {
-            queue.next += 1;
-        }
+    /// Writes a record (masked) and returns its number; the flush thread learns that
+    /// it is due.
+    fn write(&self, record: &Record) -> std::io::Result<u64> {
+        let mut line = (self.mask)(&serde_json::to_string(record).map_err(std::io::Error::other)?);
+        line.push('\n');
+        let seq = {
+            let mut app = self.appender.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = self.flusher.broken() {
+                return Err(std::io::Error::other(e));
+            }
+            if let Err(e) = app.file.write_all(line.as_bytes()) {
+                return Err(std::io::Error::other(
+                    self.flusher.break_with(e.to_string()),
+                ));
+            }
+            app.next += 1;
+            app.next - 1
+        };
+        self.flusher.written(seq);
         Ok(seq)
     }
 
@@ -747,44 +825,36 @@ fn continues(records: &[Record]) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// Queues line number `seq` (none: a flush request) and, with `wait`, waits for
-    /// the writer's answer.
-    fn send(
-        tx: &std::sync::mpsc::Sender<Pending>,
-        seq: u64,
-        line: Option<&str>,
-        wait: bool,
-    ) -> Option<Result<(), String>> {
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let done = if wait {
-            Done::Thread(done_tx)
-        } else {
-            Done::Later
-        };
-        tx.send(Pending {
-            seq,
-            line: line.map(str::to_string),
-            done,
-        })
-        .expect("the writer runs");
-        wait.then(|| done_rx.recv().expect("an answer"))
+    fn end(outcome: &str) -> Record {
+        Record::RunEnd {
+            outcome: outcome.into(),
+            exit_code: 0,
+            time: "t".into(),
+        }
     }
 
-    fn spawn_writer(
-        file: File,
-    ) -> (
-        std::sync::mpsc::Sender<Pending>,
-        Arc<AtomicU64>,
-        std::thread::JoinHandle<()>,
-    ) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let synced = Arc::new(AtomicU64::new(0));
-        let on_disk = synced.clone();
-        (
-            tx,
-            synced,
-            std::thread::spawn(move || writer(file, rx, on_disk)),
-        )
+    fn outcomes(path: &Path) -> Vec<String> {
+        Journal::read(path)
+            .expect("read")
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::RunEnd { outcome, .. } => Some(outcome),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn journal_over(file: File, path: &Path) -> Journal {
+        Journal::over(file, path.to_path_buf(), Box::new(|s: &str| s.to_string()))
+            .expect("the flush thread starts")
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(f)
     }
 
     /// Waits (at most 10 s) until `cond` holds.
@@ -800,51 +870,53 @@ mod tests {
     fn records_not_waited_for_are_written_in_order_and_a_failure_sticks() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("j");
-        let (tx, synced, w) = spawn_writer(File::create(&path).expect("create"));
-        send(&tx, 1, Some("a"), false);
-        assert_eq!(send(&tx, 2, Some("b"), true), Some(Ok(())));
-        assert_eq!(std::fs::read_to_string(&path).expect("read"), "a\nb\n");
-        assert_eq!(synced.load(Ordering::Acquire), 2, "both are on disk");
-        drop(tx);
-        w.join().expect("the writer ends");
+        let j = journal_over(File::create(&path).expect("create"), &path);
+        assert_eq!(j.append_later(&end("a")).expect("written"), 1);
+        j.append(&end("b")).expect("on disk");
+        assert_eq!(outcomes(&path), ["a", "b"]);
+        assert_eq!(
+            j.flusher.synced.load(Ordering::Acquire),
+            2,
+            "both are on disk"
+        );
+        drop(j);
         // A file that cannot be written: the first failure fails every later append,
         // also after a record nobody waited for, and flush requests too.
-        let (tx, synced, w) = spawn_writer(File::open(&path).expect("open read-only"));
-        send(&tx, 1, Some("c"), false);
-        assert!(matches!(send(&tx, 2, Some("d"), true), Some(Err(_))));
-        assert!(matches!(send(&tx, 3, Some("e"), true), Some(Err(_))));
-        assert!(matches!(send(&tx, 0, None, true), Some(Err(_))));
+        let j = journal_over(File::open(&path).expect("open read-only"), &path);
+        assert!(j.append_later(&end("c")).is_err());
+        assert!(j.append(&end("d")).is_err());
+        assert!(j.append_written(&end("e")).is_err());
+        assert!(block_on(j.flush()).is_err());
+        assert!(block_on(j.durable(1)).is_err());
         assert_eq!(
-            synced.load(Ordering::Acquire),
+            j.flusher.synced.load(Ordering::Acquire),
             0,
             "nothing reached the disk"
         );
-        drop(tx);
-        w.join().expect("the writer ends");
-        assert_eq!(std::fs::read_to_string(&path).expect("read"), "a\nb\n");
+        drop(j);
+        assert_eq!(outcomes(&path), ["a", "b"]);
     }
 
     #[test]
     fn a_record_nobody_waits_for_is_written_at_once_and_flushed_soon() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("j");
-        let (tx, synced, w) = spawn_writer(File::create(&path).expect("create"));
-        send(&tx, 1, Some("a"), false);
-        // Written (a killed controller loses nothing) and, with nobody asking, flushed
-        // after the delay.
-        eventually("the record is written", || {
-            std::fs::read_to_string(&path).is_ok_and(|t| t == "a\n")
-        });
+        let j = journal_over(File::create(&path).expect("create"), &path);
+        // Written before the append returns (a killed controller loses nothing) and,
+        // with nobody asking, flushed after the delay.
+        j.append_later(&end("a")).expect("written");
+        assert_eq!(outcomes(&path), ["a"]);
         eventually("the record is flushed", || {
-            synced.load(Ordering::Acquire) == 1
+            j.flusher.synced.load(Ordering::Acquire) == 1
         });
-        // A flush request answers once what was written before it is on disk.
-        send(&tx, 2, Some("b"), false);
-        assert_eq!(send(&tx, 0, None, true), Some(Ok(())));
-        assert_eq!(synced.load(Ordering::Acquire), 2);
-        drop(tx);
-        w.join().expect("the writer ends");
-        assert_eq!(std::fs::read_to_string(&path).expect("read"), "a\nb\n");
+        // Waiting for a record flushes what was written before it.
+        let seq = j.append_later(&end("b")).expect("written");
+        j.append_written(&end("c")).expect("written");
+        block_on(j.durable(seq)).expect("on disk");
+        assert!(j.flusher.synced.load(Ordering::Acquire) >= 2);
+        block_on(j.flush()).expect("on disk");
+        assert_eq!(j.flusher.synced.load(Ordering::Acquire), 3);
+        assert_eq!(outcomes(&path), ["a", "b", "c"]);
     }
 
     fn write(state: &Path, id: &str, records: &[Record]) {
