@@ -509,12 +509,18 @@ impl Run {
         rollback: Option<&RollbackReport>,
         started: Instant,
     ) {
-        if let Err(e) = self.journal(&crate::journal::Record::RunEnd {
-            outcome: json_word(&outcome),
-            exit_code: outcome.exit_code(),
-            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        }) {
-            self.emitter.emit(Event::Warning { msg: e });
+        // Written, not flushed: a crash of the controller's system that loses it leaves
+        // a run whose every node is journaled as ended and whose locks are released.
+        if let Some(j) = &self.journal
+            && let Err(e) = j.append_written(&crate::journal::Record::RunEnd {
+                outcome: json_word(&outcome),
+                exit_code: outcome.exit_code(),
+                time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            })
+        {
+            self.emitter.emit(Event::Warning {
+                msg: format!("cannot write the run journal {}: {e}", j.path().display()),
+            });
         }
         self.emitter.emit(Event::RunEnd {
             outcome,
@@ -1301,6 +1307,30 @@ impl Run {
     }
 }
 
+/// The hosts the scheduler starts work on first (those with a node that needs nothing,
+/// in the graph's host order, at most `forks` of them) whose first node surely reaches
+/// its host: no `when` that could skip it, no `delegate_to` that sends it elsewhere.
+/// Their connections can open while the run is still being set up.
+pub fn first_hosts(graph: &Graph, playbook: &Playbook, forks: usize) -> Vec<String> {
+    let mut first: IndexMap<&str, usize> = IndexMap::new();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if node.deps.is_empty() {
+            first.entry(node.host.as_str()).or_insert(i);
+        }
+    }
+    let order = graph.hosts();
+    order
+        .iter()
+        .filter_map(|h| first.get(h.as_str()).map(|&i| (h, i)))
+        .take(forks.max(1))
+        .filter(|&(_, i)| {
+            let step = &playbook.steps[graph.nodes[i].step];
+            step.when.is_none() && step.delegate_to.is_none()
+        })
+        .map(|(h, _)| h.clone())
+        .collect()
+}
+
 /// Renders a step's arguments: shell-quoted where the module runs them in a shell,
 /// untouched where the module evaluates them itself.
 pub fn render_args(
@@ -1396,3 +1426,40 @@ const TIMEOUT_GRACE: Duration = Duration::from_secs(2);
 
 /// The duration a retry waits, for docs.
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Selection;
+
+    fn graph_of(playbook: &str, inventory: &str) -> (Playbook, Graph) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pb_path, inv_path) = (dir.path().join("pb.yml"), dir.path().join("hosts.ini"));
+        std::fs::write(&pb_path, playbook).expect("write");
+        std::fs::write(&inv_path, inventory).expect("write");
+        let pb = Playbook::load(&pb_path).expect("a playbook");
+        let inv = Inventory::load(Some(&inv_path)).expect("an inventory");
+        let graph = Graph::build(&pb, &inv, &Selection::default()).expect("a graph");
+        (pb, graph)
+    }
+
+    #[test]
+    fn the_first_hosts_are_those_the_scheduler_starts_and_surely_reaches() {
+        let inventory = "[web]\nw1 ansible_connection=local\nw2 ansible_connection=local\n\
+                         [db]\nd1 ansible_connection=local\nd2 ansible_connection=local\n";
+        let (pb, graph) = graph_of(
+            "hosts: all\nsteps:\n  - id: a\n    command: /bin/true\n  - id: b\n    needs: a\n    command: /bin/true\n",
+            inventory,
+        );
+        assert_eq!(first_hosts(&graph, &pb, 64), ["w1", "w2", "d1", "d2"]);
+        // No more than the scheduler starts at once.
+        assert_eq!(first_hosts(&graph, &pb, 3), ["w1", "w2", "d1"]);
+        assert_eq!(first_hosts(&graph, &pb, 0), ["w1"]);
+        // A first step that may be skipped, or that runs elsewhere, opens nothing early.
+        let (pb, graph) = graph_of(
+            "steps:\n  - id: maybe\n    hosts: web\n    when: \"false\"\n    command: /bin/true\n  - id: there\n    hosts: db\n    delegate_to: w1\n    command: /bin/true\n  - id: then\n    hosts: all\n    needs: [maybe, there]\n    command: /bin/true\n",
+            inventory,
+        );
+        assert_eq!(first_hosts(&graph, &pb, 64), Vec::<String>::new());
+    }
+}
