@@ -643,13 +643,36 @@ fn run_full(
         ssh_options.host_key_policy = Some(policy);
     }
     let emitter = Arc::new(Emitter::new(observers, secrets));
+    let key_checking_off =
+        ssh_options.host_key_policy == Some(crate::connection::ssh::HostKeyPolicy::Off);
+    let conns = Arc::new(ConnectionPool::new(inventory.clone(), ssh_options));
     // A real run records what it does in a journal, in a state directory it locks.
     let mut state = None;
     let mut journal = None;
-    if !check {
-        let dir = crate::journal::StateDir::lock(&args.exec.state_dir, &run_id).map_err(|e| {
-            SourceError::plain(e).with_help("one run at a time may use a state directory")
-        })?;
+    let state_dir = if check {
+        None
+    } else {
+        Some(
+            crate::journal::StateDir::lock(&args.exec.state_dir, &run_id).map_err(|e| {
+                SourceError::plain(e).with_help("one run at a time may use a state directory")
+            })?,
+        )
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SourceError::plain(format!("cannot start the async runtime: {e}")))?;
+    // The first hosts' handshakes overlap the journal's creation (they change nothing
+    // on the hosts: the lock comes with the first node).
+    if prior.is_empty() {
+        let _entered = runtime.enter();
+        conns.open_early(crate::executor::first_hosts(
+            &graph,
+            &playbook,
+            args.exec.forks,
+        ));
+    }
+    if let Some(dir) = state_dir {
         let mask = {
             let emitter = emitter.clone();
             Box::new(move |text: &str| emitter.redact(text))
@@ -675,12 +698,20 @@ fn run_full(
             controller: format!("{} pid {}", hostname(), std::process::id()),
             time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         };
-        let j = crate::journal::Journal::create(&dir, &run_id, &start, mask)
-            .map_err(|e| SourceError::plain(format!("cannot create the run journal: {e}")))?;
+        let j = match crate::journal::Journal::create(&dir, &run_id, &start, mask) {
+            Ok(j) => j,
+            Err(e) => {
+                // The connections opening (to hosts that may not answer) are dropped.
+                runtime.shutdown_background();
+                return Err(
+                    SourceError::plain(format!("cannot create the run journal: {e}")).into(),
+                );
+            }
+        };
         journal = Some(Arc::new(j));
         state = Some(dir);
     }
-    if ssh_options.host_key_policy == Some(crate::connection::ssh::HostKeyPolicy::Off) {
+    if key_checking_off {
         emitter.emit(crate::output::Event::Warning {
             msg: "host key checking is off: SSH hosts are not verified (--host-key-checking off)"
                 .into(),
@@ -700,7 +731,7 @@ fn run_full(
         graph,
         vars,
         templates: Arc::new(Templates::new()),
-        conns: Arc::new(ConnectionPool::new(inventory, ssh_options)),
+        conns,
         opts: RunOptions {
             check,
             diff: args.diff,
@@ -722,10 +753,6 @@ fn run_full(
         locks: Default::default(),
         start_seqs: Default::default(),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| SourceError::plain(format!("cannot start the async runtime: {e}")))?;
     let drill_inputs = (
         run.playbook.clone(),
         run.graph.clone(),
@@ -743,11 +770,19 @@ fn run_full(
                 }
             }
         });
-        match continuing {
-            Continuing::Rollback(past) => run.rollback_only(interrupts, &past.run_id).await,
-            _ => run.execute(interrupts).await,
-        }
-    });
+        // The scheduler runs on the runtime's workers, beside the nodes it waits for,
+        // rather than on this thread, which each node's end would have to wake.
+        let scheduler = tokio::spawn(async move {
+            match continuing {
+                Continuing::Rollback(past) => run.rollback_only(interrupts, &past.run_id).await,
+                _ => run.execute(interrupts).await,
+            }
+        });
+        scheduler.await.map_err(|e| match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => SourceError::plain(format!("internal error: the run was cancelled: {e}")),
+        })
+    })?;
     let mut code = report.outcome.exit_code();
     if let Some(paths) = drill_reports {
         let (pb, graph, vars, run_id) = drill_inputs;
@@ -786,7 +821,7 @@ fn run_full(
         eprintln!("warning: could not write a report: {e}");
     }
     // Nothing is left to wait for: the report is out and the journal's last record is
-    // on disk. The SSH sessions end with the process (waiting for each to say goodbye
+    // written. The SSH sessions end with the process (waiting for each to say goodbye
     // took milliseconds).
     runtime.shutdown_background();
     drop(state);

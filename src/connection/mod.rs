@@ -303,6 +303,13 @@ pub trait Connection: Send + Sync {
     /// The host name as the inventory names it, and how it is reached.
     fn describe(&self) -> String;
 
+    /// Opens the connection now, when it otherwise opens on first use (a connection
+    /// opened early is then ready for the first command; the error is also what that
+    /// command would meet). Nothing runs on the host.
+    async fn open(&self) -> Result<(), ConnectionError> {
+        Ok(())
+    }
+
     /// Runs a command to its end (or its timeout), sending output chunks to `sink`
     /// while it runs when one is given.
     async fn run(
@@ -347,6 +354,21 @@ impl ConnectionPool {
             inventory,
             ssh_options,
             open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts opening the connections to `hosts` in the background, so that the
+    /// handshakes overlap whatever the controller does before their first command. A
+    /// connection that fails is tried again by its first command only when that command
+    /// comes after the failure.
+    pub fn open_early(self: &Arc<Self>, hosts: Vec<String>) {
+        for host in hosts {
+            let pool = self.clone();
+            tokio::spawn(async move {
+                if let Ok(conn) = pool.get(&host).await {
+                    let _ = conn.open().await;
+                }
+            });
         }
     }
 

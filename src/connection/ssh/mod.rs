@@ -1184,6 +1184,10 @@ impl Connection for SshConnection {
         format!("{} ({})", self.host, self.label)
     }
 
+    async fn open(&self) -> Result<(), ConnectionError> {
+        self.connect().await
+    }
+
     async fn run(
         &self,
         spec: &CommandSpec,
