@@ -242,6 +242,18 @@ enum Decision {
 fn judge(host: &str, path: &str, found: &str, s: &LockSettings) -> Decision {
     let Some(info) = LockInfo::parse(found) else {
         let shown: String = found.trim().chars().take(200).collect();
+        // A lock file is empty between its creation and its one write.
+        if shown.is_empty() {
+            return if s.break_lock {
+                Decision::Take(Some(format!(
+                    "--break-lock: replacing the empty lock file {path} of host {host}"
+                )))
+            } else {
+                Decision::Refuse(format!(
+                    "host {host} has an empty lock file {path}: another run may be taking {host} this moment, or one was stopped while writing it; run again, and if it stays empty and no lifeboat run uses {host}, remove it or pass --break-lock"
+                ))
+            };
+        }
         return if s.break_lock {
             Decision::Take(Some(format!(
                 "--break-lock: replacing the lock file {path} of host {host}, which names no run (content: {shown:?})"
@@ -433,29 +445,39 @@ impl HostLocks {
                 run_dir: run_dir.clone(),
                 conn: conn.clone(),
             };
-            // The content travels in the script (not on stdin), and the lock appears
-            // whole (a hard link of a finished file, which fails when the lock exists):
-            // a controller killed meanwhile cannot leave a half-written lock. The
-            // finished file is written in the run's own directory (shared by the hosts
-            // that share the lock directory, so the file is named for the host), made
-            // first, so that taking a free lock starts two processes: `mkdir` and `ln`.
-            // When the lock is not ours, the file goes, and the directory when it is empty
-            // (another host of this run may have made it again meanwhile, so writing the
-            // file is tried twice).
+            // The content travels in the script (not on stdin). The lock file is
+            // created only when it does not exist (the shell's noclobber: an exclusive
+            // create, which also refuses a symbolic link), then written by one
+            // `printf`; so taking a free lock starts one process, the `mkdir` of the
+            // run's directories. Between the create and the write the file is empty: a
+            // run that finds it so is refused (see `judge`). A write that fails (a full
+            // file system) removes the file it made.
+            //
+            // The host's completion log is made in the run's directory first: a file
+            // there keeps the directory (shared by the hosts that share the lock
+            // directory) from being removed by another host of this run whose lock is
+            // refused; it may have removed it between the `mkdir` and the log, so making
+            // the log is tried twice. When the lock is not ours, the log goes, and the
+            // directories when they are empty.
             let text = quote(&settings.me.to_text());
             let script = format!(
-                "d={d}; f={f}; r={r}; s={s}; t={t}\n\
+                "d={d}; f={f}; r={r}; s={s}; g={g}\n\
                  [ -d \"$d\" ] || mkdir -p -m 1777 \"$d\" 2>/dev/null || [ -d \"$d\" ] || {{ echo \"cannot create the lock directory $d\" >&2; exit 3; }}\n\
                  {mk} || {{ echo \"cannot create the run directory $r (it exists and is not this user's, or $d is not writable)\" >&2; exit 4; }}\n\
-                 {{ printf '%s' {text} > \"$t\"; }} 2>/dev/null || {{ {mk} && {{ printf '%s' {text} > \"$t\"; }} 2>/dev/null; }} || {{ e=$( (printf '%s' {text} > \"$t\") 2>&1 ); rm -f \"$t\"; rmdir \"$r\" \"$s\" 2>/dev/null; echo \"cannot create the lock file $f: $e\" >&2; exit 3; }}\n\
-                 if ln \"$t\" \"$f\" 2>/dev/null; then echo lifeboat-lock:acquired; exit 0\n\
-                 elif [ -f \"$f\" ]; then rm -f \"$t\"; rmdir \"$r\" \"$s\" 2>/dev/null; echo lifeboat-lock:held; cat \"$f\"\n\
-                 else e=$(ln \"$t\" \"$f\" 2>&1); rm -f \"$t\"; rmdir \"$r\" \"$s\" 2>/dev/null; echo \"cannot create the lock file $f: $e\" >&2; exit 3; fi",
+                 {{ : >> \"$g\"; }} 2>/dev/null || {{ {mk} && {{ : >> \"$g\"; }} 2>/dev/null; }} || {{ e=$( (: >> \"$g\") 2>&1 ); rmdir \"$r\" \"$s\" 2>/dev/null; echo \"cannot create the completion log $g: ${{e##*: }}\" >&2; exit 3; }}\n\
+                 set -C\n\
+                 if {{ command exec 9>\"$f\"; }} 2>/dev/null; then\n\
+                 set +C\n\
+                 if printf '%s' {text} >&9 2>/dev/null; then exec 9>&-; echo lifeboat-lock:acquired; exit 0; fi\n\
+                 exec 9>&-; rm -f \"$f\" \"$g\"; rmdir \"$r\" \"$s\" 2>/dev/null; echo \"cannot write the lock file $f (is its file system full?)\" >&2; exit 3\n\
+                 elif [ -L \"$f\" ]; then rm -f \"$g\"; rmdir \"$r\" \"$s\" 2>/dev/null; echo \"the lock file $f is a symbolic link, which is never followed: remove it\" >&2; exit 3\n\
+                 elif [ -f \"$f\" ]; then rm -f \"$g\"; rmdir \"$r\" \"$s\" 2>/dev/null; echo lifeboat-lock:held; cat \"$f\"\n\
+                 else e=$({{ command exec 9>\"$f\"; }} 2>&1); rm -f \"$g\"; rmdir \"$r\" \"$s\" 2>/dev/null; echo \"cannot create the lock file $f: ${{e##*: }}\" >&2; exit 3; fi",
                 d = quote(dir),
                 f = quote(&file),
                 r = quote(&run_dir),
                 s = quote(&scratch_dir(&settings.me.run_id, host)),
-                t = quote(&format!("{run_dir}/{}.lock", file_word(host))),
+                g = quote(&done_log(&run_dir, host)),
                 mk = make_run_dir(),
             );
             let found = run_lock_command(conn, host, &script)
@@ -717,6 +739,17 @@ mod tests {
         let d = judge("h1", "/l/h1.lock", "junk\n", &s);
         assert!(
             matches!(&d, Decision::Refuse(m) if m.contains("names no run")),
+            "{d:?}"
+        );
+        // Empty: being written by another run, or cut short.
+        let d = judge("h1", "/l/h1.lock", "", &s);
+        assert!(
+            matches!(&d, Decision::Refuse(m) if m.contains("empty lock file /l/h1.lock") && m.contains("run again")),
+            "{d:?}"
+        );
+        let d = judge("h1", "/l/h1.lock", "\n", &brk);
+        assert!(
+            matches!(&d, Decision::Take(Some(m)) if m.contains("replacing the empty lock file")),
             "{d:?}"
         );
     }

@@ -247,6 +247,62 @@ fn a_stale_lock_is_refused_with_advice_and_broken_with_break_lock() {
 }
 
 #[test]
+fn an_empty_lock_file_or_a_symlink_in_its_place_refuses_the_host() {
+    // Empty: another run is between creating its lock and writing it, or was stopped
+    // there.
+    let t = Test::new().playbook(SIMPLE);
+    let lock_dir = t.path().join(LOCK_DIR);
+    ok(std::fs::create_dir_all(&lock_dir));
+    let lock = lock_dir.join("localhost.lock");
+    ok(std::fs::write(&lock, ""));
+    let out = t.run();
+    out.assert_code(2);
+    let msg = out.msg("touch", "localhost").to_string();
+    assert_eq!(
+        msg,
+        format!(
+            "host localhost has an empty lock file {}: another run may be taking localhost this moment, or one was stopped while writing it; run again, and if it stays empty and no lifeboat run uses localhost, remove it or pass --break-lock",
+            lock.display()
+        )
+    );
+    assert!(!out.exists("ran"));
+    let dir = out.path().to_path_buf();
+    let again = lifeboat_in(&dir, &["run", "playbook.yaml", "--break-lock"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(
+        again
+            .stdout
+            .contains("--break-lock: replacing the empty lock file"),
+        "{}",
+        again.stdout
+    );
+    assert!(dir.join("ran").exists());
+    assert_eq!(lock_files(&lock_dir), Vec::<String>::new());
+
+    // A symbolic link where the lock goes is never followed: the lock is not taken.
+    let t = Test::new().playbook(SIMPLE);
+    let lock_dir = t.path().join(LOCK_DIR);
+    ok(std::fs::create_dir_all(&lock_dir));
+    let target = t.path().join("elsewhere");
+    ok(std::os::unix::fs::symlink(
+        &target,
+        lock_dir.join("localhost.lock"),
+    ));
+    let out = t.run();
+    out.assert_code(2);
+    let msg = out.msg("touch", "localhost");
+    assert!(
+        msg.starts_with(&format!(
+            "cannot lock host localhost: the lock file {} is a symbolic link, which is never followed: remove it",
+            lock_dir.join("localhost.lock").display()
+        )),
+        "{msg}"
+    );
+    assert!(!target.exists(), "the link was followed");
+    assert!(!out.exists("ran"));
+}
+
+#[test]
 fn a_lock_whose_pid_is_another_program_is_stale() {
     // This test process is alive but is not lifeboat.
     let t = Test::new().playbook(SIMPLE);
