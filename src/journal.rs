@@ -2,15 +2,16 @@
 //! moves on, so that a run killed at any point leaves a trace of what ran.
 //!
 //! Layout of the state directory (`--state-dir`, default `.lifeboat/`):
-//! `lock` (held by the run using the directory), and `runs/<run id>/journal.jsonl`,
-//! one JSON record per line. Every record is written as soon as it is appended, by
-//! whoever appends it, and flushed to disk (`fdatasync`) by the journal's flush thread
-//! within milliseconds, or at once when someone waits for it: a node's module starts
-//! only once its `node_start`
-//! is on disk, except a command in the exactly-once wrapper, which records its start on
-//! the host and waits only for the starts of what it needs (see the executor's
-//! `start_on_disk` and [`PastRun::may_have_started`]); the run's end waits for
-//! everything. The records:
+//! `lock` (held by the run using the directory), `runs/<run id>/journal.jsonl`, one
+//! JSON record per line, and `staging/`, where a journal is made before it appears in
+//! `runs/`. Every record is written as soon as it is appended, by whoever appends it,
+//! and flushed to disk (`fdatasync`) by the journal's flush thread within milliseconds,
+//! or at once when someone waits for it: a node's module starts only once its
+//! `node_start` is on disk, except a command in the exactly-once wrapper, which records
+//! its start on the host and waits only for the starts of what it needs (see the
+//! executor's `start_on_disk` and [`PastRun::may_have_started`]); removing the
+//! completion markers at the end waits for everything, and the last record, `run_end`,
+//! is written and not waited for. The records:
 //! `run_start` (run id, playbook and inventory paths with the sha256 of their content,
 //! the controller), `node_start`, `node_finish` (status, registered result and the
 //! pre-state captured for rollback), `rollback_node`, `run_end`. Secrets are masked in
@@ -301,9 +302,9 @@ impl std::fmt::Debug for Journal {
 impl Journal {
     /// Creates `runs/<run_id>/journal.jsonl` under the state directory, beginning with
     /// `first` (the `run_start` record). `mask` hides secrets in each record's text. The
-    /// run's directory appears with its first record already on disk (it is written
-    /// under a hidden name, then renamed), so a run killed at any point leaves either no
-    /// journal or one that says what the run was.
+    /// run's directory appears with its first record already on disk (it is written in
+    /// `staging/`, then moved into `runs/`), so a run killed at any point leaves either
+    /// no journal or one that says what the run was.
     pub fn create(
         state: &StateDir,
         run_id: &str,
@@ -319,15 +320,15 @@ impl Journal {
                 format!("{} exists", dir.display()),
             ));
         }
-        // Journals of runs killed before their first record (this run holds the lock:
-        // nobody else is writing one).
-        for e in std::fs::read_dir(&runs)?.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && name.ends_with(".new") {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
+        // A journal is made in `staging/`, which holds nothing else, so that finding
+        // the journals of runs killed before their first record costs nothing however
+        // many runs `runs/` keeps (this run holds the lock: nobody else is writing one).
+        let staging_dir = state.path.join("staging");
+        std::fs::create_dir_all(&staging_dir)?;
+        for e in std::fs::read_dir(&staging_dir)?.flatten() {
+            let _ = std::fs::remove_dir_all(e.path());
         }
-        let staging = runs.join(format!(".{run_id}.new"));
+        let staging = staging_dir.join(run_id);
         std::fs::create_dir(&staging)?;
         let file = OpenOptions::new()
             .create_new(true)
