@@ -86,15 +86,21 @@ impl Default for RunOptions {
     }
 }
 
-/// A fresh run id: UTC time and a random suffix.
+/// A fresh run id: UTC time and a random suffix (from the system's randomness: runs
+/// started within one second must not meet in a state directory).
 pub fn new_run_id() -> String {
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let stamp: String = now.chars().filter(char::is_ascii_digit).collect();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{stamp}-{:04x}", (nanos ^ std::process::id()) & 0xffff)
+    let mut bytes = [0u8; 3];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+            ^ std::process::id();
+        bytes.copy_from_slice(&nanos.to_le_bytes()[..3]);
+    }
+    format!("{stamp}-{:02x}{:02x}{:02x}", bytes[0], bytes[1], bytes[2])
 }
 
 /// Ctrl-C presses, counted. The first stops new work and rolls back; the second
@@ -509,8 +515,9 @@ impl Run {
         rollback: Option<&RollbackReport>,
         started: Instant,
     ) {
-        // Written, not flushed: a crash of the controller's system that loses it leaves
-        // a run whose every node is journaled as ended and whose locks are released.
+        // Written, not flushed (everything before it was, see `release_locks`): a crash
+        // of the controller's system that loses it leaves a run whose every node is
+        // journaled as ended and whose locks are released.
         if let Some(j) = &self.journal
             && let Err(e) = j.append_written(&crate::journal::Record::RunEnd {
                 outcome: json_word(&outcome),
@@ -698,10 +705,10 @@ impl Run {
     /// removes its completion markers and those of the runs it continued.
     async fn release_locks(&self, outcome: RunOutcome) {
         let mut clean = matches!(outcome, RunOutcome::Success);
-        // The markers go only once the journal on disk says every node ended: a
-        // resume after a crash must find one or the other.
-        if clean
-            && let Some(j) = &self.journal
+        // Every record is on disk before the locks go (the last one, `run_end`, is not
+        // waited for), and the markers go only once the journal on disk says every
+        // node ended: a resume after a crash must find one or the other.
+        if let Some(j) = &self.journal
             && let Err(e) = j.flush().await
         {
             clean = false;

@@ -446,33 +446,44 @@ impl HostLocks {
                 conn: conn.clone(),
             };
             // The content travels in the script (not on stdin). The lock file is
-            // created only when it does not exist (the shell's noclobber: an exclusive
-            // create, which also refuses a symbolic link), then written by one
-            // `printf`; so taking a free lock starts one process, the `mkdir` of the
-            // run's directories. Between the create and the write the file is empty: a
-            // run that finds it so is refused (see `judge`). A write that fails (a full
-            // file system) removes the file it made.
+            // created only when nothing of its name is there (the shell's noclobber: an
+            // exclusive create), then written by one `printf`; so taking a free lock
+            // starts one process, the `mkdir` of the run's directories. Noclobber opens
+            // an existing file that is not a regular one (a FIFO, a link to a device)
+            // without creating it, so anything there is judged before, and what was
+            // opened is checked after (a regular file, ours: nobody else can replace a
+            // file in the sticky lock directory). Between the create and the write the
+            // file is empty: a run that finds it so is refused (see `judge`). A write
+            // that fails (a full file system) removes the file it made.
             //
             // The host's completion log is made in the run's directory first: a file
             // there keeps the directory (shared by the hosts that share the lock
             // directory) from being removed by another host of this run whose lock is
             // refused; it may have removed it between the `mkdir` and the log, so making
-            // the log is tried twice. When the lock is not ours, the log goes, and the
-            // directories when they are empty.
+            // the log is tried twice (`true`, not `:`: a failed redirection of a special
+            // built-in would end the script). When the lock is not ours, the log goes,
+            // and the directories when they are empty.
             let text = quote(&settings.me.to_text());
             let script = format!(
                 "d={d}; f={f}; r={r}; s={s}; g={g}\n\
                  [ -d \"$d\" ] || mkdir -p -m 1777 \"$d\" 2>/dev/null || [ -d \"$d\" ] || {{ echo \"cannot create the lock directory $d\" >&2; exit 3; }}\n\
                  {mk} || {{ echo \"cannot create the run directory $r (it exists and is not this user's, or $d is not writable)\" >&2; exit 4; }}\n\
-                 {{ : >> \"$g\"; }} 2>/dev/null || {{ {mk} && {{ : >> \"$g\"; }} 2>/dev/null; }} || {{ e=$( (: >> \"$g\") 2>&1 ); rmdir \"$r\" \"$s\" 2>/dev/null; echo \"cannot create the completion log $g: ${{e##*: }}\" >&2; exit 3; }}\n\
+                 {{ true >> \"$g\"; }} 2>/dev/null || {{ {mk} && {{ true >> \"$g\"; }} 2>/dev/null; }} || {{ e=$( (true >> \"$g\") 2>&1 ); rmdir \"$r\" \"$s\" 2>/dev/null; echo \"cannot create the completion log $g: ${{e##*: }}\" >&2; exit 3; }}\n\
                  set -C\n\
-                 if {{ command exec 9>\"$f\"; }} 2>/dev/null; then\n\
+                 if [ -e \"$f\" ] || [ -L \"$f\" ]; then :\n\
+                 elif {{ command exec 9>\"$f\"; }} 2>/dev/null; then\n\
                  set +C\n\
+                 if [ ! -f \"$f\" ] || [ -L \"$f\" ]; then exec 9>&-; rm -f \"$g\"; rmdir \"$r\" \"$s\" 2>/dev/null; echo \"the lock file $f turned into something that is not a regular file while this run made it: remove it, then run again\" >&2; exit 3; fi\n\
                  if printf '%s' {text} >&9 2>/dev/null; then exec 9>&-; echo lifeboat-lock:acquired; exit 0; fi\n\
                  exec 9>&-; rm -f \"$f\" \"$g\"; rmdir \"$r\" \"$s\" 2>/dev/null; echo \"cannot write the lock file $f (is its file system full?)\" >&2; exit 3\n\
-                 elif [ -L \"$f\" ]; then rm -f \"$g\"; rmdir \"$r\" \"$s\" 2>/dev/null; echo \"the lock file $f is a symbolic link, which is never followed: remove it\" >&2; exit 3\n\
-                 elif [ -f \"$f\" ]; then rm -f \"$g\"; rmdir \"$r\" \"$s\" 2>/dev/null; echo lifeboat-lock:held; cat \"$f\"\n\
-                 else e=$({{ command exec 9>\"$f\"; }} 2>&1); rm -f \"$g\"; rmdir \"$r\" \"$s\" 2>/dev/null; echo \"cannot create the lock file $f: ${{e##*: }}\" >&2; exit 3; fi",
+                 fi\n\
+                 set +C; rm -f \"$g\"; rmdir \"$r\" \"$s\" 2>/dev/null\n\
+                 if [ -L \"$f\" ]; then echo \"the lock file $f is a symbolic link, which is never followed: remove it\" >&2; exit 3\n\
+                 elif [ -f \"$f\" ] && [ ! -r \"$f\" ]; then echo \"the lock file $f is there and this user cannot read it: another user's run may hold the host (ls -l $f)\" >&2; exit 3\n\
+                 elif [ -f \"$f\" ]; then echo lifeboat-lock:held; cat \"$f\"\n\
+                 elif [ -e \"$f\" ]; then echo \"the lock file $f is not a regular file: remove it\" >&2; exit 3\n\
+                 elif [ -w \"$d\" ]; then echo \"cannot create the lock file $f: it appeared and went while this run looked, or the file system is full; run again\" >&2; exit 3\n\
+                 else echo \"cannot create the lock file $f: $d is not writable by this user\" >&2; exit 3; fi",
                 d = quote(dir),
                 f = quote(&file),
                 r = quote(&run_dir),
@@ -491,17 +502,18 @@ impl HostLocks {
                 Decision::Take(note) => {
                     // Replace the lock only if it still says what we judged.
                     let script = format!(
-                        "d={d}; f={f}; r={r}; s={s}\n\
+                        "d={d}; f={f}; r={r}; s={s}; g={g}\n\
                          cur=$(cat \"$f\" 2>/dev/null) || cur=\n\
                          if [ -n \"$cur\" ] && [ \"$cur\" != {old} ]; then echo lifeboat-lock:held; printf '%s\\n' \"$cur\"; exit 0; fi\n\
                          t=\"$f.$$.tmp\"\n\
                          if ! e=$( (printf '%s' {text} > \"$t\") 2>&1 && mv -f \"$t\" \"$f\" 2>&1 ); then rm -f \"$t\"; echo \"cannot replace the lock file $f: $e\" >&2; exit 3; fi\n\
-                         if {mk}; then echo lifeboat-lock:acquired; exit 0; fi\n\
-                         echo \"cannot create the run directory $r (it exists and is not this user's, or $d is not writable)\" >&2; exit 4",
+                         if {{ {mk} && {{ true >> \"$g\"; }} 2>/dev/null; }} || {{ {mk} && {{ true >> \"$g\"; }} 2>/dev/null; }}; then echo lifeboat-lock:acquired; exit 0; fi\n\
+                         echo \"cannot create the run directory $r or the completion log $g in it (it exists and is not this user's, or $d is not writable)\" >&2; exit 4",
                         d = quote(dir),
                         f = quote(&file),
                         r = quote(&run_dir),
                         s = quote(&scratch_dir(&settings.me.run_id, host)),
+                        g = quote(&done_log(&run_dir, host)),
                         old = quote(found.trim_end_matches('\n')),
                         mk = make_run_dir(),
                     );
@@ -544,14 +556,16 @@ impl HostLocks {
             }
         }
         let (file, _) = paths(dir, host, &settings.me.run_id);
-        let spec = CommandSpec::sh(format!("cat {} 2>/dev/null; true", quote(&file)))
-            .timeout(Some(LOCK_COMMAND_TIMEOUT));
+        // A line first when something is there: an empty lock refuses a real run too.
+        let spec = CommandSpec::sh(format!(
+            "f={}; if [ -e \"$f\" ] || [ -L \"$f\" ]; then echo lifeboat-lock:there; cat \"$f\" 2>/dev/null; fi; true",
+            quote(&file)
+        ))
+        .timeout(Some(LOCK_COMMAND_TIMEOUT));
         let out = conn.run(&spec, None).await.ok()?;
         let text = out.stdout_text();
-        if text.trim().is_empty() {
-            return None;
-        }
-        match judge(host, &file, &text, settings) {
+        let text = text.strip_prefix("lifeboat-lock:there\n")?;
+        match judge(host, &file, text, settings) {
             Decision::Refuse(why) => Some(format!("{why} (a real run now would be refused)")),
             Decision::Take(Some(note)) => Some(format!("a real run now would say: {note}")),
             Decision::Take(None) => None,
@@ -576,10 +590,12 @@ impl HostLocks {
             };
             // One `rm` for the lock (when it still names this run) and the host's own
             // marker files, with each run directory where they are alone (a glob in
-            // the shell says: every host of the run that shares it made its lock file
-            // there before any node ran, so nothing new appears meanwhile). A run
-            // directory shared with other hosts of the machine loses only this host's
-            // files; the last host to look finds it empty and removes it.
+            // the shell says: every host of the run that shares it made its completion
+            // log there when it took its lock, before any node ran, so nothing new
+            // appears meanwhile). A run directory shared with other hosts of the
+            // machine loses only this host's files; the last host to look finds it
+            // empty and removes it. (`tmp`: where runs of earlier versions wrote their
+            // lock before linking it into place.)
             let mut script = format!(
                 "f={f}; l=; IFS= read -r l 2>/dev/null < \"$f\"; set --; [ \"$l\" != {line} ] || set -- \"$f\"",
                 f = quote(&held.file),

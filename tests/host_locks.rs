@@ -247,7 +247,7 @@ fn a_stale_lock_is_refused_with_advice_and_broken_with_break_lock() {
 }
 
 #[test]
-fn an_empty_lock_file_or_a_symlink_in_its_place_refuses_the_host() {
+fn a_lock_file_that_is_empty_a_link_or_a_fifo_refuses_the_host() {
     // Empty: another run is between creating its lock and writing it, or was stopped
     // there.
     let t = Test::new().playbook(SIMPLE);
@@ -300,6 +300,57 @@ fn an_empty_lock_file_or_a_symlink_in_its_place_refuses_the_host() {
     );
     assert!(!target.exists(), "the link was followed");
     assert!(!out.exists("ran"));
+
+    // Nor is a link to a device: writing to it would take the lock for every run.
+    let t = Test::new().playbook(SIMPLE);
+    let lock_dir = t.path().join(LOCK_DIR);
+    ok(std::fs::create_dir_all(&lock_dir));
+    ok(std::os::unix::fs::symlink(
+        "/dev/null",
+        lock_dir.join("localhost.lock"),
+    ));
+    let out = t.run();
+    out.assert_code(2);
+    assert!(
+        out.msg("touch", "localhost")
+            .contains("is a symbolic link, which is never followed"),
+        "{}",
+        out.msg("touch", "localhost")
+    );
+    assert!(!out.exists("ran"));
+
+    // A FIFO (nobody reading it) is refused at once, not waited on.
+    let t = Test::new().playbook(SIMPLE);
+    let lock_dir = t.path().join(LOCK_DIR);
+    ok(std::fs::create_dir_all(&lock_dir));
+    let fifo = lock_dir.join("localhost.lock");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let out = t.run();
+    out.assert_code(2);
+    assert_eq!(
+        out.msg("touch", "localhost"),
+        format!(
+            "cannot lock host localhost: the lock file {} is not a regular file: remove it; check that the login user can write there, or choose another directory with `lifeboat_lock_dir` (host variable) or --lock-dir",
+            fifo.display()
+        )
+    );
+    assert!(!out.exists("ran"));
+
+    // A dry run says what a real run would meet.
+    let t = Test::new().command("plan").playbook(SIMPLE);
+    let lock_dir = t.path().join(LOCK_DIR);
+    ok(std::fs::create_dir_all(&lock_dir));
+    ok(std::fs::write(lock_dir.join("localhost.lock"), ""));
+    let out = t.run();
+    out.assert_code(0);
+    let w = warnings(&out);
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("host localhost has an empty lock file")
+                && w.ends_with("(a real run now would be refused)")),
+        "{w:?}"
+    );
 }
 
 #[test]
