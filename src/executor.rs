@@ -728,6 +728,21 @@ impl Run {
         }
     }
 
+    /// Appends a journal record and waits for the disk without holding a thread; the
+    /// error says what could not be written.
+    pub(crate) async fn journal_async(
+        &self,
+        record: &crate::journal::Record,
+    ) -> Result<(), String> {
+        match &self.journal {
+            Some(j) => j
+                .append_async(record)
+                .await
+                .map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display())),
+            None => Ok(()),
+        }
+    }
+
     /// Appends a journal record; the error says what could not be written.
     pub(crate) fn journal(&self, record: &crate::journal::Record) -> Result<(), String> {
         match &self.journal {

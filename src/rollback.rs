@@ -138,7 +138,7 @@ pub async fn compensate(
             if let Some(why) = blocked[i].clone() {
                 if candidates[i] && has_compensation(run, i, &records[i]) {
                     report.left_undone.push((i, why.clone()));
-                    emit_node(run, i, RollbackStatus::LeftUndone, 0.0, Some(why.clone()));
+                    emit_node(run, i, RollbackStatus::LeftUndone, 0.0, Some(why.clone())).await;
                 }
                 finish(
                     graph,
@@ -170,7 +170,8 @@ pub async fn compensate(
                     RollbackStatus::NothingToDo,
                     0.0,
                     Some(nothing_reason(run, i)),
-                );
+                )
+                .await;
                 finish(
                     graph,
                     i,
@@ -194,15 +195,19 @@ pub async fn compensate(
                 match &result {
                     Ok(msg) => {
                         emit_node_at(&run2, i, RollbackStatus::Done, started, dur, msg.clone())
+                            .await
                     }
-                    Err(e) => emit_node_at(
-                        &run2,
-                        i,
-                        RollbackStatus::Failed,
-                        started,
-                        dur,
-                        Some(e.clone()),
-                    ),
+                    Err(e) => {
+                        emit_node_at(
+                            &run2,
+                            i,
+                            RollbackStatus::Failed,
+                            started,
+                            dur,
+                            Some(e.clone()),
+                        )
+                        .await
+                    }
                 }
                 (i, result)
             });
@@ -297,11 +302,17 @@ fn nothing_reason(run: &Run, i: usize) -> String {
     }
 }
 
-fn emit_node(run: &Run, i: usize, status: RollbackStatus, duration: f64, msg: Option<String>) {
-    emit_node_at(run, i, status, run.emitter.elapsed(), duration, msg);
+async fn emit_node(
+    run: &Run,
+    i: usize,
+    status: RollbackStatus,
+    duration: f64,
+    msg: Option<String>,
+) {
+    emit_node_at(run, i, status, run.emitter.elapsed(), duration, msg).await;
 }
 
-fn emit_node_at(
+async fn emit_node_at(
     run: &Run,
     i: usize,
     status: RollbackStatus,
@@ -311,12 +322,13 @@ fn emit_node_at(
 ) {
     let node = &run.graph.nodes[i];
     let step = &run.playbook.steps[node.step];
-    if let Err(e) = run.journal(&crate::journal::Record::RollbackNode {
+    let record = crate::journal::Record::RollbackNode {
         node: i,
         step: step.id.clone(),
         host: node.host.clone(),
         status: crate::executor::json_word(&status),
-    }) {
+    };
+    if let Err(e) = run.journal_async(&record).await {
         run.emitter.emit(Event::Warning { msg: e });
     }
     run.emitter.emit(Event::RollbackNode {
