@@ -370,7 +370,7 @@ impl Run {
                             rec.status = NodeStatus::Failed;
                             rec.result = json!({"failed": true, "msg": format!("internal error: {e}")});
                             self.finish_event(i, &rec, 1, None, Some(format!("internal error: {e}")));
-                            if let Err(e) = self.journal_finish(i, &rec)
+                            if let Err(e) = self.journal_finish_later(i, &rec)
                                 && stop_reason.is_none()
                             {
                                 stop_reason = Some(e);
@@ -526,7 +526,7 @@ impl Run {
             })
         {
             self.emitter.emit(Event::Warning {
-                msg: format!("cannot write the run journal {}: {e}", j.path().display()),
+                msg: journal_failure(j, e),
             });
         }
         self.emitter.emit(Event::RunEnd {
@@ -714,8 +714,8 @@ impl Run {
             clean = false;
             self.emitter.emit(Event::Warning {
                 msg: format!(
-                    "cannot write the run journal {}: {e}; the completion markers on the hosts are kept",
-                    j.path().display()
+                    "{}; the completion markers on the hosts are kept",
+                    journal_failure(j, e)
                 ),
             });
         }
@@ -738,17 +738,7 @@ impl Run {
             Some(j) => j
                 .append_async(record)
                 .await
-                .map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display())),
-            None => Ok(()),
-        }
-    }
-
-    /// Appends a journal record; the error says what could not be written.
-    pub(crate) fn journal(&self, record: &crate::journal::Record) -> Result<(), String> {
-        match &self.journal {
-            Some(j) => j
-                .append(record)
-                .map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display())),
+                .map_err(|e| journal_failure(j, e)),
             None => Ok(()),
         }
     }
@@ -764,9 +754,7 @@ impl Run {
             step: self.playbook.steps[node.step].id.clone(),
             host: node.host.clone(),
         };
-        let seq = j
-            .append_later(&record)
-            .map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display()))?;
+        let seq = j.append_later(&record).map_err(|e| journal_failure(j, e))?;
         self.start_seqs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -803,9 +791,7 @@ impl Run {
                 seqs.get(&i).copied().unwrap_or(0)
             }
         };
-        j.durable(seq)
-            .await
-            .map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display()))
+        j.durable(seq).await.map_err(|e| journal_failure(j, e))
     }
 
     /// Journals a node's end from its own task, without waiting for the disk: the
@@ -820,14 +806,7 @@ impl Run {
         let record = self.finish_record(i, rec);
         j.append_later(&record)
             .map(|_| ())
-            .map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display()))
-    }
-
-    fn journal_finish(&self, i: usize, rec: &NodeRecord) -> Result<(), String> {
-        if self.journal.is_none() {
-            return Ok(());
-        }
-        self.journal(&self.finish_record(i, rec))
+            .map_err(|e| journal_failure(j, e))
     }
 
     /// The `node_finish` record of a node.
@@ -1327,6 +1306,11 @@ impl Run {
         });
         Some(tx)
     }
+}
+
+/// What a run says when its journal cannot be written.
+fn journal_failure(j: &crate::journal::Journal, e: std::io::Error) -> String {
+    format!("cannot write the run journal {}: {e}", j.path().display())
 }
 
 /// The hosts the scheduler starts work on first (those with a node that needs nothing,

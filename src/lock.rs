@@ -243,25 +243,27 @@ fn judge(host: &str, path: &str, found: &str, s: &LockSettings) -> Decision {
     let Some(info) = LockInfo::parse(found) else {
         let shown: String = found.trim().chars().take(200).collect();
         // A lock file is empty between its creation and its one write.
-        if shown.is_empty() {
-            return if s.break_lock {
-                Decision::Take(Some(format!(
-                    "--break-lock: replacing the empty lock file {path} of host {host}"
-                )))
-            } else {
-                Decision::Refuse(format!(
+        let (replacing, refusal) = if shown.is_empty() {
+            (
+                format!("the empty lock file {path} of host {host}"),
+                format!(
                     "host {host} has an empty lock file {path}: another run may be taking {host} this moment, or one was stopped while writing it; run again, and if it stays empty and no lifeboat run uses {host}, remove it or pass --break-lock"
-                ))
-            };
-        }
-        return if s.break_lock {
-            Decision::Take(Some(format!(
-                "--break-lock: replacing the lock file {path} of host {host}, which names no run (content: {shown:?})"
-            )))
+                ),
+            )
         } else {
-            Decision::Refuse(format!(
-                "host {host} has a lock file {path} that names no run (content: {shown:?}); if no lifeboat run uses {host}, remove it or pass --break-lock"
-            ))
+            (
+                format!(
+                    "the lock file {path} of host {host}, which names no run (content: {shown:?})"
+                ),
+                format!(
+                    "host {host} has a lock file {path} that names no run (content: {shown:?}); if no lifeboat run uses {host}, remove it or pass --break-lock"
+                ),
+            )
+        };
+        return if s.break_lock {
+            Decision::Take(Some(format!("--break-lock: replacing {replacing}")))
+        } else {
+            Decision::Refuse(refusal)
         };
     };
     let id = &info.run_id;
@@ -400,6 +402,16 @@ pub fn done_log(run_dir: &str, host: &str) -> String {
     format!("{run_dir}/{}.done", file_word(host))
 }
 
+/// The shell lines that make the run directory `$r` and the host's completion log `$g`
+/// in it, or fail (`true`, not `:`: a failed redirection of a special built-in would end
+/// the script).
+fn make_run_dir_and_log() -> String {
+    format!(
+        "{{ {} && {{ true >> \"$g\"; }} 2>/dev/null; }}",
+        make_run_dir()
+    )
+}
+
 /// The shell lines that make the run directory `$r` (private to this user) or fail, and
 /// try to make the scratch directory `$s` beside it (one `mkdir` for both).
 fn make_run_dir() -> &'static str {
@@ -460,15 +472,14 @@ impl HostLocks {
             // there keeps the directory (shared by the hosts that share the lock
             // directory) from being removed by another host of this run whose lock is
             // refused; it may have removed it between the `mkdir` and the log, so making
-            // the log is tried twice (`true`, not `:`: a failed redirection of a special
-            // built-in would end the script). When the lock is not ours, the log goes,
-            // and the directories when they are empty.
+            // the log is tried twice. When the lock is not ours, the log goes, and the
+            // directories when they are empty.
             let text = quote(&settings.me.to_text());
             let script = format!(
                 "d={d}; f={f}; r={r}; s={s}; g={g}\n\
                  [ -d \"$d\" ] || mkdir -p -m 1777 \"$d\" 2>/dev/null || [ -d \"$d\" ] || {{ echo \"cannot create the lock directory $d\" >&2; exit 3; }}\n\
                  {mk} || {{ echo \"cannot create the run directory $r (it exists and is not this user's, or $d is not writable)\" >&2; exit 4; }}\n\
-                 {{ true >> \"$g\"; }} 2>/dev/null || {{ {mk} && {{ true >> \"$g\"; }} 2>/dev/null; }} || {{ e=$( (true >> \"$g\") 2>&1 ); rmdir \"$r\" \"$s\" 2>/dev/null; echo \"cannot create the completion log $g: ${{e##*: }}\" >&2; exit 3; }}\n\
+                 {{ true >> \"$g\"; }} 2>/dev/null || {mklog} || {{ e=$( (true >> \"$g\") 2>&1 ); rmdir \"$r\" \"$s\" 2>/dev/null; echo \"cannot create the completion log $g: ${{e##*: }}\" >&2; exit 3; }}\n\
                  set -C\n\
                  if [ -e \"$f\" ] || [ -L \"$f\" ]; then :\n\
                  elif {{ command exec 9>\"$f\"; }} 2>/dev/null; then\n\
@@ -490,6 +501,7 @@ impl HostLocks {
                 s = quote(&scratch_dir(&settings.me.run_id, host)),
                 g = quote(&done_log(&run_dir, host)),
                 mk = make_run_dir(),
+                mklog = make_run_dir_and_log(),
             );
             let found = run_lock_command(conn, host, &script)
                 .await
@@ -507,7 +519,7 @@ impl HostLocks {
                          if [ -n \"$cur\" ] && [ \"$cur\" != {old} ]; then echo lifeboat-lock:held; printf '%s\\n' \"$cur\"; exit 0; fi\n\
                          t=\"$f.$$.tmp\"\n\
                          if ! e=$( (printf '%s' {text} > \"$t\") 2>&1 && mv -f \"$t\" \"$f\" 2>&1 ); then rm -f \"$t\"; echo \"cannot replace the lock file $f: $e\" >&2; exit 3; fi\n\
-                         if {{ {mk} && {{ true >> \"$g\"; }} 2>/dev/null; }} || {{ {mk} && {{ true >> \"$g\"; }} 2>/dev/null; }}; then echo lifeboat-lock:acquired; exit 0; fi\n\
+                         if {mklog} || {mklog}; then echo lifeboat-lock:acquired; exit 0; fi\n\
                          echo \"cannot create the run directory $r or the completion log $g in it (it exists and is not this user's, or $d is not writable)\" >&2; exit 4",
                         d = quote(dir),
                         f = quote(&file),
@@ -515,7 +527,7 @@ impl HostLocks {
                         s = quote(&scratch_dir(&settings.me.run_id, host)),
                         g = quote(&done_log(&run_dir, host)),
                         old = quote(found.trim_end_matches('\n')),
-                        mk = make_run_dir(),
+                        mklog = make_run_dir_and_log(),
                     );
                     match run_lock_command(conn, host, &script)
                         .await

@@ -84,6 +84,16 @@ fn lock_files(lock_dir: &Path) -> Vec<String> {
     v
 }
 
+/// Runs `t` after `place` has put something where localhost's lock goes; returns the
+/// run's output and the lock's path.
+fn run_over_lock(t: Test, place: impl FnOnce(&Path)) -> (Output, PathBuf) {
+    let lock_dir = t.path().join(LOCK_DIR);
+    ok(std::fs::create_dir_all(&lock_dir));
+    let lock = lock_dir.join("localhost.lock");
+    place(&lock);
+    (t.run(), lock)
+}
+
 fn warnings(out: &Output) -> Vec<String> {
     out.events_of("warning")
         .iter()
@@ -250,12 +260,8 @@ fn a_stale_lock_is_refused_with_advice_and_broken_with_break_lock() {
 fn a_lock_file_that_is_empty_a_link_or_a_fifo_refuses_the_host() {
     // Empty: another run is between creating its lock and writing it, or was stopped
     // there.
-    let t = Test::new().playbook(SIMPLE);
-    let lock_dir = t.path().join(LOCK_DIR);
-    ok(std::fs::create_dir_all(&lock_dir));
-    let lock = lock_dir.join("localhost.lock");
-    ok(std::fs::write(&lock, ""));
-    let out = t.run();
+    let (out, lock) = run_over_lock(Test::new().playbook(SIMPLE), |l| ok(std::fs::write(l, "")));
+    let lock_dir = lock.parent().map(Path::to_path_buf).unwrap_or_default();
     out.assert_code(2);
     let msg = out.msg("touch", "localhost").to_string();
     assert_eq!(
@@ -281,20 +287,14 @@ fn a_lock_file_that_is_empty_a_link_or_a_fifo_refuses_the_host() {
 
     // A symbolic link where the lock goes is never followed: the lock is not taken.
     let t = Test::new().playbook(SIMPLE);
-    let lock_dir = t.path().join(LOCK_DIR);
-    ok(std::fs::create_dir_all(&lock_dir));
     let target = t.path().join("elsewhere");
-    ok(std::os::unix::fs::symlink(
-        &target,
-        lock_dir.join("localhost.lock"),
-    ));
-    let out = t.run();
+    let (out, lock) = run_over_lock(t, |l| ok(std::os::unix::fs::symlink(&target, l)));
     out.assert_code(2);
     let msg = out.msg("touch", "localhost");
     assert!(
         msg.starts_with(&format!(
             "cannot lock host localhost: the lock file {} is a symbolic link, which is never followed: remove it",
-            lock_dir.join("localhost.lock").display()
+            lock.display()
         )),
         "{msg}"
     );
@@ -302,14 +302,9 @@ fn a_lock_file_that_is_empty_a_link_or_a_fifo_refuses_the_host() {
     assert!(!out.exists("ran"));
 
     // Nor is a link to a device: writing to it would take the lock for every run.
-    let t = Test::new().playbook(SIMPLE);
-    let lock_dir = t.path().join(LOCK_DIR);
-    ok(std::fs::create_dir_all(&lock_dir));
-    ok(std::os::unix::fs::symlink(
-        "/dev/null",
-        lock_dir.join("localhost.lock"),
-    ));
-    let out = t.run();
+    let (out, _) = run_over_lock(Test::new().playbook(SIMPLE), |l| {
+        ok(std::os::unix::fs::symlink("/dev/null", l))
+    });
     out.assert_code(2);
     assert!(
         out.msg("touch", "localhost")
@@ -320,13 +315,10 @@ fn a_lock_file_that_is_empty_a_link_or_a_fifo_refuses_the_host() {
     assert!(!out.exists("ran"));
 
     // A FIFO (nobody reading it) is refused at once, not waited on.
-    let t = Test::new().playbook(SIMPLE);
-    let lock_dir = t.path().join(LOCK_DIR);
-    ok(std::fs::create_dir_all(&lock_dir));
-    let fifo = lock_dir.join("localhost.lock");
-    let made = Command::new("mkfifo").arg(&fifo).status();
-    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
-    let out = t.run();
+    let (out, fifo) = run_over_lock(Test::new().playbook(SIMPLE), |l| {
+        let made = Command::new("mkfifo").arg(l).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    });
     out.assert_code(2);
     assert_eq!(
         out.msg("touch", "localhost"),
@@ -338,11 +330,9 @@ fn a_lock_file_that_is_empty_a_link_or_a_fifo_refuses_the_host() {
     assert!(!out.exists("ran"));
 
     // A dry run says what a real run would meet.
-    let t = Test::new().command("plan").playbook(SIMPLE);
-    let lock_dir = t.path().join(LOCK_DIR);
-    ok(std::fs::create_dir_all(&lock_dir));
-    ok(std::fs::write(lock_dir.join("localhost.lock"), ""));
-    let out = t.run();
+    let (out, _) = run_over_lock(Test::new().command("plan").playbook(SIMPLE), |l| {
+        ok(std::fs::write(l, ""))
+    });
     out.assert_code(0);
     let w = warnings(&out);
     assert!(
