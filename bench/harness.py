@@ -607,17 +607,17 @@ def run_per_step(work, args, results):
         return
     env = tool_env(work)
     walls = {(t, k): [] for t in tools for k in lengths}
+    chains = {k: dict(hosts=4, kind="cmd", steps=k, branches=1, cmd=["/bin/true"]) for k in lengths}
     dirs = {}
     for k in lengths:
         d = work / f"chain-{k}"
         d.mkdir()
-        gen_cmd(d, dict(hosts=4, kind="cmd", steps=k, branches=1, cmd=["/bin/true"]))
+        gen_cmd(d, chains[k])
         dirs[k] = d
     for rep in range(args.step_reps):
         for k in lengths:
-            w = dict(hosts=4, kind="cmd", steps=k, branches=1, cmd=["/bin/true"])
             for tool in tools if rep % 2 == 0 else tools[::-1]:
-                cmd = command_for(tool, w, dirs[k], work, 4, args)
+                cmd = command_for(tool, chains[k], dirs[k], work, 4, args)
                 rc, wall, _, _ = measure(tool, cmd, dirs[k], env, dirs[k] / "log", args.timeout)
                 if rc != 0:
                     raise SystemExit(f"per-step chains: {tool} failed (exit {rc}); see {dirs[k] / 'log'}")
@@ -627,17 +627,18 @@ def run_per_step(work, args, results):
     span = lengths[1] - lengths[0]
     slope = {t: (m[(t, lengths[1])] - m[(t, lengths[0])]) / span for t in tools}
     per_step = slope["lifeboat"] - slope["floor"]
+    at_20 = (per_run + 19 * per_step) / 20
     results["per_step"] = dict(
         reps=args.step_reps,
         lengths=list(lengths),
         medians={f"{t}@{k}": m[(t, k)] for t, k in walls},
         per_run=per_run,
         per_step=per_step,
-        at_20=(per_run + 19 * per_step) / 20,
+        at_20=at_20,
     )
     log(
         f"per-step chains ({args.step_reps} reps): per run {per_run * 1000:.1f} ms, per step "
-        f"{per_step * 1000:.2f} ms over the floor; at 20 steps {(per_run + 19 * per_step) / 20 * 1000:.2f} ms per step"
+        f"{per_step * 1000:.2f} ms over the floor; at 20 steps {at_20 * 1000:.2f} ms per step"
     )
     write_json(args, results)
 
