@@ -1039,11 +1039,9 @@ impl Run {
         for (index, item) in items.iter().enumerate() {
             // Commands record their completion on the host, so a resumed run adopts
             // what completed while the controller was down instead of running it again.
+            // The files are the locked host's, where the command runs.
             let marker = held.as_ref().map(|h| crate::marker::Marker {
-                dir: h.run_dir.clone(),
-                // The files are the locked host's, where the command runs.
-                log: crate::lock::done_log(&h.run_dir, &exec_host),
-                scratch: crate::lock::scratch_dir(&self.opts.run_id, &exec_host),
+                paths: h.markers.clone(),
                 host: exec_host.clone(),
                 key: crate::marker::key(&step.id, host, index),
                 lock_file: h.file.clone(),
@@ -1055,7 +1053,7 @@ impl Run {
                     .into_iter()
                     .flatten()
                     .filter(|r| crate::lock::is_run_id(r))
-                    .map(|r| (r.clone(), crate::lock::run_dir(&h.past_dir, r)))
+                    .map(|r| (r.clone(), h.past_dir.clone()))
                     .collect(),
                 no_retry: Default::default(),
             });

@@ -2,14 +2,16 @@
 //! two runs never change one host at once.
 //!
 //! The lock is a file on the host, `{lock_dir}/{inventory host}.lock`, created atomically
-//! (the shell's noclobber) by one remote command, which also creates the run's directory
-//! of completion markers (`{lock_dir}/{run id}/`, see [`crate::marker`]). Its content
-//! ([`LockInfo`], `key=value` lines) names the run, the controller (host name and pid),
-//! the user, the playbook and the start time. A lock of another run refuses the host; one
-//! whose controller process is gone is stale, and `--break-lock` replaces it (or any
-//! lock, with a loud warning); `lifeboat resume` and `lifeboat rollback RUN_ID` take over
-//! the stale locks of the runs they continue. Locks are released at the end of the run,
-//! after its rollback; a dry run only reads them.
+//! (the shell's noclobber) by one remote command, which then makes sure the run has
+//! where to keep its completion markers (the host's marker directory, made by the first
+//! run there; see [`crate::marker::MarkerPaths`]). Its content ([`LockInfo`],
+//! `key=value` lines) names the run, the controller (host name and pid), the user, the
+//! playbook and the start time. A lock of another run refuses the host; one whose
+//! controller process is gone is stale, and `--break-lock` replaces it (or any lock,
+//! with a loud warning); `lifeboat resume` and `lifeboat rollback RUN_ID` take over the
+//! stale locks of the runs they continue. Locks are released at the end of the run,
+//! after its rollback; a dry run only reads them. Taking a free lock and releasing it
+//! start one process on the host between them (the release's `rm`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Mutex, OnceCell};
 
 use crate::connection::{CommandSpec, Connection, quote};
+use crate::marker::MarkerPaths;
 
 /// Where locks live on a host when neither the host's `lifeboat_lock_dir`, `--lock-dir`
 /// nor `LIFEBOAT_LOCK_DIR` says.
@@ -336,8 +339,8 @@ pub struct Held {
     pub past_dir: String,
     /// The lock file.
     pub file: String,
-    /// This run's marker directory on the host.
-    pub run_dir: String,
+    /// Where this run keeps the host's completion markers.
+    pub markers: MarkerPaths,
     conn: Arc<dyn Connection>,
 }
 
@@ -367,55 +370,70 @@ impl std::fmt::Debug for HostLocks {
     }
 }
 
-/// The marker directory of run `run_id` in lock directory `dir`.
-pub fn run_dir(dir: &str, run_id: &str) -> String {
-    paths(dir, "", run_id).1
+/// The path of `name` in directory `dir` (given as the user wrote it).
+pub fn in_dir(dir: &str, name: &str) -> String {
+    format!("{}/{name}", dir.trim_end_matches('/'))
 }
 
-/// Paths of a host's lock: (lock file, run directory).
-fn paths(dir: &str, host: &str, run_id: &str) -> (String, String) {
-    let dir = dir.trim_end_matches('/');
-    let dir = if dir.is_empty() { "/" } else { dir };
-    (
-        format!("{dir}/{}.lock", file_word(host)),
-        format!("{dir}/{}", file_word(run_id)),
-    )
+/// The lock file of `host` in lock directory `dir`.
+fn lock_file(dir: &str, host: &str) -> String {
+    in_dir(dir, &format!("{}.lock", file_word(host)))
 }
 
-/// Where run `run_id` keeps the scratch half of its completion markers on `host`: the
-/// pid and output files of its commands ([`crate::marker`]), on tmpfs, where making a
-/// file costs no disk. A command uses the run directory instead when this one is not a
-/// directory of its user's own (no `/dev/shm`, or someone else made it). The exit
-/// statuses, which must outlive a restart of the host, stay in the run directory
-/// ([`done_log`]). Both are the host's own, so that hosts sharing a machine (and its
-/// lock directory) never clean up each other's files.
-pub fn scratch_dir(run_id: &str, host: &str) -> String {
+/// The shell lines that, once the lock file is this run's, make sure the run has where
+/// to keep its markers on the host, and say where: the host's marker directory `$m` and
+/// scratch directory `$s` (one `mkdir` for both, when either is missing, so only the
+/// first run on a host or after its restart starts a process) with the run's
+/// completion log `$g` in `$m`; or, when `$m` is not a directory of this user's, the
+/// run's own directories (`$r`, `$rs`, log `$rg`). Otherwise they run `fail` (the
+/// directories left as they are), with the reason in `$e`. (`true`, not `:`: a failed
+/// redirection of a special built-in would end the script.)
+fn make_markers(fail: &str) -> String {
     format!(
-        "/dev/shm/lifeboat-{}-{}",
-        file_word(run_id),
-        file_word(host)
+        "{{ [ -d \"$m\" ] && [ -d \"$s\" ]; }} || mkdir -m 0700 \"$m\" \"$s\" 2>/dev/null\n\
+         if [ -d \"$m\" ] && [ ! -L \"$m\" ] && [ -O \"$m\" ] && {{ true >> \"$g\"; }} 2>/dev/null; then echo lifeboat-lock:acquired host; exit 0; fi\n\
+         mkdir -m 0700 \"$r\" \"$rs\" 2>/dev/null\n\
+         if [ -d \"$r\" ] && [ ! -L \"$r\" ] && [ -O \"$r\" ] && {{ true >> \"$rg\"; }} 2>/dev/null; then echo lifeboat-lock:acquired run; exit 0; fi\n\
+         e=\"neither the host's marker directory $m nor the run's $r is a directory of this user's that it can write in\"; {fail}"
     )
 }
 
-/// The completion log of `host`'s commands in run directory `run_dir`.
-pub fn done_log(run_dir: &str, host: &str) -> String {
-    format!("{run_dir}/{}.done", file_word(host))
-}
-
-/// The shell lines that make the run directory `$r` and the host's completion log `$g`
-/// in it, or fail (`true`, not `:`: a failed redirection of a special built-in would end
-/// the script).
-fn make_run_dir_and_log() -> String {
+/// The shell assignments of the marker paths [`make_markers`] chooses from.
+fn marker_vars(dir: &str, host: &str, run_id: &str) -> String {
+    let (h, r) = (
+        MarkerPaths::of_host(dir, host, run_id),
+        MarkerPaths::of_run(dir, host, run_id),
+    );
     format!(
-        "{{ {} && {{ true >> \"$g\"; }} 2>/dev/null; }}",
-        make_run_dir()
+        "m={}; s={}; g={}; r={}; rs={}; rg={}",
+        quote(&h.dir),
+        quote(&h.scratch),
+        quote(&h.log),
+        quote(&r.dir),
+        quote(&r.scratch),
+        quote(&r.log),
     )
 }
 
-/// The shell lines that make the run directory `$r` (private to this user) or fail, and
-/// try to make the scratch directory `$s` beside it (one `mkdir` for both).
-fn make_run_dir() -> &'static str {
-    "{ mkdir -m 0700 \"$r\" \"$s\" 2>/dev/null; [ -d \"$r\" ] && [ ! -L \"$r\" ] && [ -O \"$r\" ]; }"
+/// What a lock command does when the run has nowhere to keep its markers: it gives the
+/// lock back (exit 4).
+const NO_MARKERS: &str = "rm -f \"$f\"; echo \"cannot keep this run's completion markers on the host: $e; the lock is given back\" >&2; exit 4";
+
+/// Where a run keeps its markers on a host (see [`MarkerPaths`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// In the host's own marker directory.
+    Host,
+    /// In a directory of the run's own.
+    Run,
+}
+
+/// What a lock command found.
+enum Answer {
+    /// The lock is ours; the markers go where the layout says.
+    Acquired(Layout),
+    /// Another lock is there, with this content.
+    Held(String),
 }
 
 impl HostLocks {
@@ -449,46 +467,43 @@ impl HostLocks {
             held.entry(host.to_string()).or_default().clone()
         };
         cell.get_or_init(|| async {
-            let (file, run_dir) = paths(dir, host, &settings.me.run_id);
-            let held = Held {
+            let file = lock_file(dir, host);
+            let run_id = &settings.me.run_id;
+            let held = |layout: Layout| Held {
                 dir: dir.to_string(),
                 past_dir: past_dir.to_string(),
                 file: file.clone(),
-                run_dir: run_dir.clone(),
+                markers: match layout {
+                    Layout::Host => MarkerPaths::of_host(dir, host, run_id),
+                    Layout::Run => MarkerPaths::of_run(dir, host, run_id),
+                },
                 conn: conn.clone(),
             };
             // The content travels in the script (not on stdin). The lock file is
             // created only when nothing of its name is there (the shell's noclobber: an
             // exclusive create), then written by one `printf`; so taking a free lock
-            // starts one process, the `mkdir` of the run's directories. Noclobber opens
-            // an existing file that is not a regular one (a FIFO, a link to a device)
-            // without creating it, so anything there is judged before, and what was
-            // opened is checked after (a regular file, ours: nobody else can replace a
-            // file in the sticky lock directory). Between the create and the write the
-            // file is empty: a run that finds it so is refused (see `judge`). A write
-            // that fails (a full file system) removes the file it made.
-            //
-            // The host's completion log is made in the run's directory first: a file
-            // there keeps the directory (shared by the hosts that share the lock
-            // directory) from being removed by another host of this run whose lock is
-            // refused; it may have removed it between the `mkdir` and the log, so making
-            // the log is tried twice. When the lock is not ours, the log goes, and the
-            // directories when they are empty.
+            // starts no process once the host's marker directories exist. Noclobber
+            // opens an existing file that is not a regular one (a FIFO, a link to a
+            // device) without creating it, so anything there is judged before, and
+            // what was opened is checked after (a regular file, ours: nobody else can
+            // replace a file in the sticky lock directory). Between the create and the
+            // write the file is empty: a run that finds it so is refused (see `judge`).
+            // A lock that cannot be written, or whose run has nowhere to keep its
+            // markers, is removed again.
             let text = quote(&settings.me.to_text());
             let script = format!(
-                "d={d}; f={f}; r={r}; s={s}; g={g}\n\
+                "d={d}; f={f}; {vars}\n\
                  [ -d \"$d\" ] || mkdir -p -m 1777 \"$d\" 2>/dev/null || [ -d \"$d\" ] || {{ echo \"cannot create the lock directory $d\" >&2; exit 3; }}\n\
-                 {mk} || {{ echo \"cannot create the run directory $r (it exists and is not this user's, or $d is not writable)\" >&2; exit 4; }}\n\
-                 {{ true >> \"$g\"; }} 2>/dev/null || {mklog} || {{ e=$( (true >> \"$g\") 2>&1 ); rmdir \"$r\" \"$s\" 2>/dev/null; echo \"cannot create the completion log $g: ${{e##*: }}\" >&2; exit 3; }}\n\
                  set -C\n\
                  if [ -e \"$f\" ] || [ -L \"$f\" ]; then :\n\
                  elif {{ command exec 9>\"$f\"; }} 2>/dev/null; then\n\
                  set +C\n\
-                 if [ ! -f \"$f\" ] || [ -L \"$f\" ]; then exec 9>&-; rm -f \"$g\"; rmdir \"$r\" \"$s\" 2>/dev/null; echo \"the lock file $f turned into something that is not a regular file while this run made it: remove it, then run again\" >&2; exit 3; fi\n\
-                 if printf '%s' {text} >&9 2>/dev/null; then exec 9>&-; echo lifeboat-lock:acquired; exit 0; fi\n\
-                 exec 9>&-; rm -f \"$f\" \"$g\"; rmdir \"$r\" \"$s\" 2>/dev/null; echo \"cannot write the lock file $f (is its file system full?)\" >&2; exit 3\n\
+                 if [ ! -f \"$f\" ] || [ -L \"$f\" ]; then exec 9>&-; echo \"the lock file $f turned into something that is not a regular file while this run made it: remove it, then run again\" >&2; exit 3; fi\n\
+                 if ! printf '%s' {text} >&9 2>/dev/null; then exec 9>&-; rm -f \"$f\"; echo \"cannot write the lock file $f (is its file system full?)\" >&2; exit 3; fi\n\
+                 exec 9>&-\n\
+                 {markers}\n\
                  fi\n\
-                 set +C; rm -f \"$g\"; rmdir \"$r\" \"$s\" 2>/dev/null\n\
+                 set +C\n\
                  if [ -L \"$f\" ]; then echo \"the lock file $f is a symbolic link, which is never followed: remove it\" >&2; exit 3\n\
                  elif [ -f \"$f\" ] && [ ! -r \"$f\" ]; then echo \"the lock file $f is there and this user cannot read it: another user's run may hold the host (ls -l $f)\" >&2; exit 3\n\
                  elif [ -f \"$f\" ]; then echo lifeboat-lock:held; cat \"$f\"\n\
@@ -497,49 +512,44 @@ impl HostLocks {
                  else echo \"cannot create the lock file $f: $d is not writable by this user\" >&2; exit 3; fi",
                 d = quote(dir),
                 f = quote(&file),
-                r = quote(&run_dir),
-                s = quote(&scratch_dir(&settings.me.run_id, host)),
-                g = quote(&done_log(&run_dir, host)),
-                mk = make_run_dir(),
-                mklog = make_run_dir_and_log(),
+                vars = marker_vars(dir, host, run_id),
+                markers = make_markers(NO_MARKERS),
             );
-            let found = run_lock_command(conn, host, &script)
+            let found = match run_lock_command(conn, host, &script)
                 .await
-                .map_err(LockError::Failed)?;
-            let Some(found) = found else {
-                return Ok(held);
+                .map_err(LockError::Failed)?
+            {
+                Answer::Acquired(layout) => return Ok(held(layout)),
+                Answer::Held(found) => found,
             };
             match judge(host, &file, &found, settings) {
                 Decision::Refuse(why) => Err(LockError::Refused(why)),
                 Decision::Take(note) => {
                     // Replace the lock only if it still says what we judged.
                     let script = format!(
-                        "d={d}; f={f}; r={r}; s={s}; g={g}\n\
+                        "d={d}; f={f}; {vars}\n\
                          cur=$(cat \"$f\" 2>/dev/null) || cur=\n\
                          if [ -n \"$cur\" ] && [ \"$cur\" != {old} ]; then echo lifeboat-lock:held; printf '%s\\n' \"$cur\"; exit 0; fi\n\
                          t=\"$f.$$.tmp\"\n\
                          if ! e=$( (printf '%s' {text} > \"$t\") 2>&1 && mv -f \"$t\" \"$f\" 2>&1 ); then rm -f \"$t\"; echo \"cannot replace the lock file $f: $e\" >&2; exit 3; fi\n\
-                         if {mklog} || {mklog}; then echo lifeboat-lock:acquired; exit 0; fi\n\
-                         echo \"cannot create the run directory $r or the completion log $g in it (it exists and is not this user's, or $d is not writable)\" >&2; exit 4",
+                         {markers}",
                         d = quote(dir),
                         f = quote(&file),
-                        r = quote(&run_dir),
-                        s = quote(&scratch_dir(&settings.me.run_id, host)),
-                        g = quote(&done_log(&run_dir, host)),
+                        vars = marker_vars(dir, host, run_id),
                         old = quote(found.trim_end_matches('\n')),
-                        mklog = make_run_dir_and_log(),
+                        markers = make_markers(NO_MARKERS),
                     );
                     match run_lock_command(conn, host, &script)
                         .await
                         .map_err(LockError::Failed)?
                     {
-                        None => {
+                        Answer::Acquired(layout) => {
                             if let Some(n) = note {
                                 warn(n);
                             }
-                            Ok(held)
+                            Ok(held(layout))
                         }
-                        Some(now) => Err(LockError::Refused(match judge(host, &file, &now, settings) {
+                        Answer::Held(now) => Err(LockError::Refused(match judge(host, &file, &now, settings) {
                             Decision::Refuse(why) => why,
                             Decision::Take(_) => format!(
                                 "host {host}: the lock {file} changed while this run was taking it over; run again"
@@ -567,7 +577,7 @@ impl HostLocks {
                 return None;
             }
         }
-        let (file, _) = paths(dir, host, &settings.me.run_id);
+        let file = lock_file(dir, host);
         // A line first when something is there: an empty lock refuses a real run too.
         let spec = CommandSpec::sh(format!(
             "f={}; if [ -e \"$f\" ] || [ -L \"$f\" ]; then echo lifeboat-lock:there; cat \"$f\" 2>/dev/null; fi; true",
@@ -600,31 +610,47 @@ impl HostLocks {
             let Some(Ok(held)) = cell.get().cloned() else {
                 continue;
             };
-            // One `rm` for the lock (when it still names this run) and the host's own
-            // marker files, with each run directory where they are alone (a glob in
-            // the shell says: every host of the run that shares it made its completion
-            // log there when it took its lock, before any node ran, so nothing new
-            // appears meanwhile). A run directory shared with other hosts of the
-            // machine loses only this host's files; the last host to look finds it
-            // empty and removes it. (`tmp`: where runs of earlier versions wrote their
-            // lock before linking it into place.)
+            // One `rm` for the lock (when it still names this run) and, with `clean`,
+            // the markers of each run: its files in the host's marker and scratch
+            // directories, or its own directories (the layout it used, see
+            // `MarkerPaths`: the other one is not there). A run directory shared with
+            // other hosts of the machine loses only this host's files; the last host to
+            // look finds it empty and removes it. (A glob in the shell says: every host
+            // of the run that shares it made its completion log there when it took its
+            // lock, before any node ran, so nothing new appears meanwhile. `tmp`: where
+            // runs of earlier versions wrote their lock before linking it into place.)
             let mut script = format!(
                 "f={f}; l=; IFS= read -r l 2>/dev/null < \"$f\"; set --; [ \"$l\" != {line} ] || set -- \"$f\"",
                 f = quote(&held.file),
                 line = quote(&format!("run_id={run_id}")),
             );
             if clean {
-                let mut runs = vec![(run_id.to_string(), held.run_dir.clone())];
+                let mut runs = vec![(run_id.to_string(), held.dir.clone())];
                 for id in lineage.iter().filter(|id| is_run_id(id)) {
-                    runs.push((id.clone(), paths(&held.past_dir, &host, id).1));
+                    runs.push((id.clone(), held.past_dir.clone()));
                 }
-                let mut scratch = Vec::new();
+                let mut files = Vec::new();
                 let mut after = String::new();
-                for (n, (id, dir)) in runs.iter().enumerate() {
-                    scratch.push(quote(&scratch_dir(id, &host)));
+                for (n, (id, lock_dir)) in runs.iter().enumerate() {
+                    // The run id is a word of letters, digits, `-` and `_`: a safe glob.
+                    let (host_layout, own) = (
+                        MarkerPaths::of_host(lock_dir, &host, id),
+                        MarkerPaths::of_run(lock_dir, &host, id),
+                    );
+                    files.push(format!(
+                        "{}/{}*",
+                        quote(&host_layout.dir),
+                        host_layout.prefix
+                    ));
+                    files.push(format!(
+                        "{}/{}*",
+                        quote(&host_layout.scratch),
+                        host_layout.prefix
+                    ));
+                    files.push(quote(&own.scratch));
                     let (log, tmp) = (
-                        quote(&done_log(dir, &host)),
-                        quote(&format!("{dir}/{}.lock", file_word(&host))),
+                        quote(&own.log),
+                        quote(&in_dir(&own.dir, &format!("{}.lock", file_word(&host)))),
                     );
                     // Each entry of directory `$d{n}`, hidden ones too, as `$x`.
                     let each = format!(
@@ -632,14 +658,14 @@ impl HostLocks {
                     );
                     script.push_str(&format!(
                         "\nd{n}={d}; a{n}=1; {each} && [ \"$x\" != {log} ] && [ \"$x\" != {tmp} ] && {{ a{n}=; break; }}; done\n\
-                         if [ -n \"$a{n}\" ]; then set -- \"$@\" \"$d{n}\"; else set -- \"$@\" {log} {tmp}; fi",
-                        d = quote(dir),
+                         if [ ! -d \"$d{n}\" ]; then :; elif [ -n \"$a{n}\" ]; then set -- \"$@\" \"$d{n}\"; else set -- \"$@\" {log} {tmp}; fi",
+                        d = quote(&own.dir),
                     ));
                     after.push_str(&format!(
                         "\n[ -n \"$a{n}\" ] || {{ e=1; {each} && {{ e=; break; }}; done; [ -z \"$e\" ] || rmdir \"$d{n}\" 2>/dev/null; }}"
                     ));
                 }
-                script.push_str(&format!("\nrm -rf \"$@\" {}", scratch.join(" ")));
+                script.push_str(&format!("\nrm -rf \"$@\" {}", files.join(" ")));
                 script.push_str(&after);
             } else {
                 script.push_str("; [ $# -eq 0 ] || rm -f \"$@\"");
@@ -672,13 +698,12 @@ impl HostLocks {
     }
 }
 
-/// Runs a lock command. `Ok(None)`: we hold the lock; `Ok(Some(content))`: another
-/// lock is there.
+/// Runs a lock command: we hold the lock, or another lock is there.
 async fn run_lock_command(
     conn: &Arc<dyn Connection>,
     host: &str,
     script: &str,
-) -> Result<Option<String>, String> {
+) -> Result<Answer, String> {
     let spec = CommandSpec::sh(script).timeout(Some(LOCK_COMMAND_TIMEOUT));
     let out = conn
         .run(&spec, None)
@@ -699,8 +724,9 @@ async fn run_lock_command(
     }
     let mut lines = stdout.splitn(2, '\n');
     match lines.next().map(str::trim) {
-        Some("lifeboat-lock:acquired") => Ok(None),
-        Some("lifeboat-lock:held") => Ok(Some(lines.next().unwrap_or("").to_string())),
+        Some("lifeboat-lock:acquired host") => Ok(Answer::Acquired(Layout::Host)),
+        Some("lifeboat-lock:acquired run") => Ok(Answer::Acquired(Layout::Run)),
+        Some("lifeboat-lock:held") => Ok(Answer::Held(lines.next().unwrap_or("").to_string())),
         _ => Err(format!(
             "cannot lock host {host}: unexpected answer from the lock command: {:?}",
             stdout.chars().take(200).collect::<String>()
@@ -801,6 +827,7 @@ mod tests {
         assert_eq!(file_word(""), "_");
         assert!(is_run_id("20260101120000-ab12"));
         assert!(!is_run_id("../x"));
-        assert_eq!(paths("/l/", "h1", "r").0, "/l/h1.lock");
+        assert_eq!(lock_file("/l/", "h1"), "/l/h1.lock");
+        assert_eq!(lock_file("/", "../h1"), "/_.._h1.lock");
     }
 }

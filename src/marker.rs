@@ -4,18 +4,18 @@
 //! In a real run the executor gives each (step, host, loop item) a [`Marker`] (a task
 //! local, see [`scope`]); the command modules then run their command inside a wrapper,
 //! in the same remote command line. The wrapper appends `<key> start` to the run's
-//! completion log (`done` in the run's marker directory on the host), writes
-//! `<key>.pid` (its pid and its start time from `/proc`, so that a pid used again later
-//! is not taken for it), checks that the host lock still names its run (so a command
-//! whose run was taken over never starts), runs the command with its output going to
-//! `<key>.out` / `<key>.err` (never to the connection, so the controller's death cannot
-//! cut it short), appends `<key> rc <status>` to the log, and only then prints the
-//! output. It ignores SIGHUP, so a dropped SSH connection does not end it.
+//! completion log for the host ([`MarkerPaths`]), writes the pid file (its pid and its
+//! start time from `/proc`, so that a pid used again later is not taken for it), checks
+//! that the host lock still names its run (so a command whose run was taken over never
+//! starts), runs the command with its output going to files (never to the connection,
+//! so the controller's death cannot cut it short), appends `<key> rc <status>` to the
+//! log, and only then prints the output. It ignores SIGHUP, so a dropped SSH connection
+//! does not end it.
 //!
 //! The log is on disk and outlives a restart of the host; the pid and output files are
-//! in the run's scratch directory on tmpfs ([`crate::lock::scratch_dir`]; the marker
-//! directory when there is none), because making a file on disk costs far more than the
-//! command often does. Appending a line to the log costs next to nothing.
+//! in a scratch directory on tmpfs (the marker directory when there is none), because
+//! making a file on disk costs far more than the command often does. Appending a line to
+//! the log costs next to nothing.
 //!
 //! The wrapper runs in a subshell of the host's persistent shell (or as the `sh` of a
 //! channel of its own), so it is not always a process group leader: ending a wrapper
@@ -33,29 +33,83 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::connection::{CommandOutput, CommandSpec, quote};
+use crate::lock::file_word;
 use crate::modules::{ModuleContext, ModuleError};
+
+/// Where one run keeps the completion markers of the commands it runs on one host.
+///
+/// Normally in the host's own marker directory `{lock directory}/{host}.markers/`, which
+/// the first run there makes and every later run reuses (making a directory costs the
+/// host a process, every run): the run's completion log is `{run id}.done` there, and
+/// its pid and output files are `{run id}.{key}.pid|out|err` in the host's scratch
+/// directory `/dev/shm/lifeboat-markers-{host}/` on tmpfs. Both directories are mode
+/// 0700. When the host's marker directory is not this user's (another user made it),
+/// the run makes directories of its own instead, `{lock directory}/{run id}/` (log
+/// `{host}.done`) and `/dev/shm/lifeboat-{run id}-{host}/`, the layout every run used
+/// before the host's directory existed, which `resume` still reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkerPaths {
+    /// The directory of the completion log, and of the pid and output files when the
+    /// scratch directory is not usable.
+    pub dir: String,
+    /// The run's completion log for the host, in `dir`.
+    pub log: String,
+    /// The scratch directory of the pid and output files.
+    pub scratch: String,
+    /// What the names of the run's pid and output files start with (`{run id}.` in the
+    /// host's directories, nothing in the run's own).
+    pub prefix: String,
+}
+
+impl MarkerPaths {
+    /// The markers of run `run_id` in `host`'s own directories, under lock directory
+    /// `lock_dir`.
+    pub fn of_host(lock_dir: &str, host: &str, run_id: &str) -> MarkerPaths {
+        let (host, run) = (file_word(host), file_word(run_id));
+        let dir = crate::lock::in_dir(lock_dir, &format!("{host}.markers"));
+        MarkerPaths {
+            log: format!("{dir}/{run}.done"),
+            scratch: format!("/dev/shm/lifeboat-markers-{host}"),
+            prefix: format!("{run}."),
+            dir,
+        }
+    }
+
+    /// The markers of run `run_id` on `host` in the run's own directories.
+    pub fn of_run(lock_dir: &str, host: &str, run_id: &str) -> MarkerPaths {
+        let (host, run) = (file_word(host), file_word(run_id));
+        let dir = crate::lock::in_dir(lock_dir, &run);
+        MarkerPaths {
+            log: format!("{dir}/{host}.done"),
+            scratch: format!("/dev/shm/lifeboat-{run}-{host}"),
+            prefix: String::new(),
+            dir,
+        }
+    }
+
+    /// Whether these are the run's own directories, which go with its markers.
+    pub fn run_own(&self) -> bool {
+        self.prefix.is_empty()
+    }
+}
 
 /// Where one command records its completion.
 #[derive(Debug, Clone)]
 pub struct Marker {
-    /// This run's marker directory on the host (pid and output files when there is no
-    /// usable scratch directory).
-    pub dir: String,
-    /// This run's completion log for the host, in `dir`.
-    pub log: String,
-    /// This run's scratch directory on the host (pid and output files), when usable.
-    pub scratch: String,
+    /// Where this run keeps the host's markers.
+    pub paths: MarkerPaths,
     /// The inventory host the command runs on (for the files of earlier runs).
     pub host: String,
-    /// The file stem of this (step, host, loop item).
+    /// The key of this (step, host, loop item) in the completion log, and the end of its
+    /// files' names.
     pub key: String,
     /// The host lock file, which must name this run for the command to start.
     pub lock_file: String,
     /// This run's id.
     pub run_id: String,
     /// Earlier runs that started this command without recording its end, newest
-    /// first, with their marker directories: their result is adopted when they have one
-    /// (their scratch directories follow from their ids).
+    /// first, with the lock directory they used on the host: their result is adopted
+    /// when they have one (in either layout of [`MarkerPaths`]).
     pub adopt_from: Vec<(String, String)>,
     /// Set when the command must not be retried: an earlier run's command still runs.
     pub no_retry: Arc<AtomicBool>,
@@ -108,27 +162,27 @@ pub fn key(step: &str, host: &str, item: usize) -> String {
 /// its run on its first), the command runs in a subshell (a fork, not a new `sh`), with
 /// the wrapper's own variables unset and no positional parameters, as under `sh -c`;
 /// the log gets two short appends; `cat` runs only when there is something to print.
-/// The scratch directory may vanish before the pid file is in it (another host of the
-/// run, refused its lock on the same machine, removes it while empty): the files then
-/// go to the marker directory.
+/// When the scratch directory is not usable (missing, or not this user's), or the pid
+/// file cannot be made there, the files go to the marker directory.
 pub fn wrapper(m: &Marker, inner: &str) -> String {
     format!(
-        "__lb_d={d}; __lb_g={g}; __lb_s={s}; __lb_n={n}; __lb_f={f}; __lb_me={me}; trap '' HUP\n\
+        "__lb_d={d}; __lb_g={g}; __lb_s={s}; __lb_n={n}; __lb_k={k}; __lb_f={f}; __lb_me={me}; trap '' HUP\n\
          [ -d \"$__lb_s\" ] && [ ! -L \"$__lb_s\" ] && [ -O \"$__lb_s\" ] || __lb_s=$__lb_d\n\
          __lb_p=$$; __lb_l=; {{ IFS= read -r __lb_l < /proc/self/stat; }} 2>/dev/null && {{ __lb_p=${{__lb_l%% *}}; __lb_l=${{__lb_l##*) }}; set -- $__lb_l; __lb_l=${{20}}; }}\n\
-         {{ echo \"$__lb_n start\" >> \"$__lb_g\" && {{ {{ echo \"$__lb_p $__lb_l\" > \"$__lb_s/$__lb_n.pid\"; }} 2>/dev/null || {{ __lb_s=$__lb_d; echo \"$__lb_p $__lb_l\" > \"$__lb_s/$__lb_n.pid\"; }}; }}; }} 2>/dev/null || {{ echo \"lifeboat: cannot write the completion marker of $__lb_n in $__lb_d: not running the command\" >&2; exit 125; }}\n\
+         {{ echo \"$__lb_n start\" >> \"$__lb_g\" && {{ {{ echo \"$__lb_p $__lb_l\" > \"$__lb_s/$__lb_k.pid\"; }} 2>/dev/null || {{ __lb_s=$__lb_d; echo \"$__lb_p $__lb_l\" > \"$__lb_s/$__lb_k.pid\"; }}; }}; }} 2>/dev/null || {{ echo \"lifeboat: cannot write the completion marker of $__lb_n in $__lb_d: not running the command\" >&2; exit 125; }}\n\
          __lb_l=; IFS= read -r __lb_l 2>/dev/null < \"$__lb_f\"\n\
-         [ \"$__lb_l\" = \"$__lb_me\" ] || {{ rm -f \"$__lb_s/$__lb_n.pid\"; echo \"$__lb_n gone\" >> \"$__lb_g\"; echo \"lifeboat: the host lock $__lb_f no longer names run {run}: not running the command (another run has taken the host over)\" >&2; exit 125; }}\n\
+         [ \"$__lb_l\" = \"$__lb_me\" ] || {{ rm -f \"$__lb_s/$__lb_k.pid\"; echo \"$__lb_n gone\" >> \"$__lb_g\"; echo \"lifeboat: the host lock $__lb_f no longer names run {run}: not running the command (another run has taken the host over)\" >&2; exit 125; }}\n\
          set -- {inner}\n\
-         ( unset __lb_d __lb_g __lb_s __lb_n __lb_f __lb_me __lb_l __lb_p __lb_rc; eval \"set --; $1\" ) > \"$__lb_s/$__lb_n.out\" 2> \"$__lb_s/$__lb_n.err\"\n\
+         ( unset __lb_d __lb_g __lb_s __lb_n __lb_k __lb_f __lb_me __lb_l __lb_p __lb_rc; eval \"set --; $1\" ) > \"$__lb_s/$__lb_k.out\" 2> \"$__lb_s/$__lb_k.err\"\n\
          __lb_rc=$?\n\
          echo \"$__lb_n rc $__lb_rc\" >> \"$__lb_g\"\n\
-         [ ! -s \"$__lb_s/$__lb_n.out\" ] || cat \"$__lb_s/$__lb_n.out\"; [ ! -s \"$__lb_s/$__lb_n.err\" ] || cat \"$__lb_s/$__lb_n.err\" >&2\n\
+         [ ! -s \"$__lb_s/$__lb_k.out\" ] || cat \"$__lb_s/$__lb_k.out\"; [ ! -s \"$__lb_s/$__lb_k.err\" ] || cat \"$__lb_s/$__lb_k.err\" >&2\n\
          exit $__lb_rc",
-        d = quote(&m.dir),
-        g = quote(&m.log),
-        s = quote(&m.scratch),
+        d = quote(&m.paths.dir),
+        g = quote(&m.paths.log),
+        s = quote(&m.paths.scratch),
         n = quote(&m.key),
+        k = quote(&format!("{}{}", m.paths.prefix, m.key)),
         f = quote(&m.lock_file),
         me = quote(&format!("run_id={}", m.run_id)),
         run = m.run_id.replace(['"', '$', '`', '\\'], "_"),
@@ -188,18 +242,25 @@ async fn look(
             .max(Duration::from_secs(1))
     });
     for (run, dir) in &m.adopt_from {
-        // The last line of the completion log about this command says whether it
+        // The run kept its markers in the host's directories, or (when it found that
+        // directory another user's, or ran before there was one) in its own: its log
+        // says which. The last line of the log about this command says whether it
         // ended (`rc N`); the `<key>.rc` file that earlier builds wrote instead is read
         // too, so their runs can still be resumed. The pid and output files are in the
-        // run's scratch directory, or in its marker directory.
+        // scratch directory, or in the marker directory.
+        let (host, own) = (
+            MarkerPaths::of_host(dir, &m.host, run),
+            MarkerPaths::of_run(dir, &m.host, run),
+        );
         let script = format!(
-            "d={d}; g={g}; sd={sd}; n={n}; lim={lim}\n\
+            "d={hd}; g={hg}; sd={hs}; ks={hk}; n={n}; lim={lim}\n\
+             [ -f \"$g\" ] || {{ d={od}; g={og}; sd={os}; ks=$n; }}\n\
              [ -d \"$sd\" ] && [ ! -L \"$sd\" ] && [ -O \"$sd\" ] || sd=$d\n\
              alive() {{ kill -0 \"$1\" 2>/dev/null || [ -d \"/proc/$1\" ] || return 1; if [ -n \"$st\" ]; then s=; read -r s < \"/proc/$1/stat\" 2>/dev/null || return 0; s=${{s##*) }}; set -- $s; [ \"${{20}}\" = \"$st\" ]; return; fi; [ -r \"/proc/$1/cmdline\" ] || return 0; c=$(tr '\\0' ' ' < \"/proc/$1/cmdline\" 2>/dev/null) || return 0; case $c in *\"$n\"*) return 0;; esac; return 1; }}\n\
-             grp() {{ g=$(sed 's/.*) //' \"/proc/$1/stat\" 2>/dev/null | cut -d' ' -f3); me=$(sed 's/.*) //' /proc/$$/stat 2>/dev/null | cut -d' ' -f3); if [ -n \"$g\" ] && [ \"$g\" != \"$me\" ]; then echo \"$g\"; else echo \"$1\"; fi; }}\n\
+             grp() {{ pg=$(sed 's/.*) //' \"/proc/$1/stat\" 2>/dev/null | cut -d' ' -f3); me=$(sed 's/.*) //' /proc/$$/stat 2>/dev/null | cut -d' ' -f3); if [ -n \"$pg\" ] && [ \"$pg\" != \"$me\" ]; then echo \"$pg\"; else echo \"$1\"; fi; }}\n\
              nap() {{ sleep 0.1 2>/dev/null || sleep 1; }}\n\
-             rc_of() {{ r=; k_=; if [ -f \"$g\" ]; then while read -r k a b; do [ \"$k\" = \"$n\" ] && {{ k_=$a; r=$b; }}; done < \"$g\"; fi; [ \"$k_\" = rc ] && return 0; [ -z \"$k_\" ] && [ -f \"$d/$n.rc\" ] && {{ read -r r < \"$d/$n.rc\"; return 0; }}; return 1; }}\n\
-             file_() {{ if [ -f \"$sd/$n.$1\" ]; then echo \"$sd/$n.$1\"; else echo \"$d/$n.$1\"; fi; }}\n\
+             rc_of() {{ r=; k_=; if [ -f \"$g\" ]; then while read -r k a b; do [ \"$k\" = \"$n\" ] && {{ k_=$a; r=$b; }}; done < \"$g\"; fi; [ \"$k_\" = rc ] && return 0; [ -z \"$k_\" ] && [ -f \"$d/$ks.rc\" ] && {{ read -r r < \"$d/$ks.rc\"; return 0; }}; return 1; }}\n\
+             file_() {{ if [ -f \"$sd/$ks.$1\" ]; then echo \"$sd/$ks.$1\"; else echo \"$d/$ks.$1\"; fi; }}\n\
              done_() {{ echo \"done $r\"; o=$(file_ out); e=$(file_ err); cat \"$o\" 2>/dev/null; cat \"$e\" >&2 2>/dev/null; [ -f \"$o\" ] || echo \"[lifeboat: the output of this command is gone: the host restarted since it ran]\" >&2; exit 0; }}\n\
              rc_of && done_\n\
              p=; st=; pf=$(file_ pid); [ -f \"$pf\" ] && read -r p st < \"$pf\"\n\
@@ -208,9 +269,9 @@ async fn look(
                end=; [ -n \"$lim\" ] && end=$(( $(date +%s) + lim ))\n\
                while ! rc_of && alive \"$p\"; do\n\
                  if [ -n \"$end\" ] && [ \"$(date +%s)\" -ge \"$end\" ]; then\n\
-                   g=$(grp \"$p\"); kill -s TERM -- \"-$g\" 2>/dev/null || kill -TERM \"$p\" 2>/dev/null; i=0\n\
+                   pg=$(grp \"$p\"); kill -s TERM -- \"-$pg\" 2>/dev/null || kill -TERM \"$p\" 2>/dev/null; i=0\n\
                    while alive \"$p\" && [ $i -lt 5 ]; do nap; i=$((i + 1)); done\n\
-                   kill -s KILL -- \"-$g\" 2>/dev/null || kill -KILL \"$p\" 2>/dev/null\n\
+                   kill -s KILL -- \"-$pg\" 2>/dev/null || kill -KILL \"$p\" 2>/dev/null\n\
                    rc_of && done_\n\
                    echo ended; exit 0\n\
                  fi\n\
@@ -219,9 +280,13 @@ async fn look(
              fi\n\
              rc_of && done_\n\
              echo gone",
-            d = quote(dir),
-            g = quote(&crate::lock::done_log(dir, &m.host)),
-            sd = quote(&crate::lock::scratch_dir(run, &m.host)),
+            hd = quote(&host.dir),
+            hg = quote(&host.log),
+            hs = quote(&host.scratch),
+            hk = quote(&format!("{}{}", host.prefix, m.key)),
+            od = quote(&own.dir),
+            og = quote(&own.log),
+            os = quote(&own.scratch),
             n = quote(&m.key),
             lim = limit.map_or_else(String::new, |l| l.as_secs().to_string()),
         );
@@ -251,7 +316,7 @@ async fn look(
         if let Some(rc) = header.strip_prefix("done ") {
             let rc = rc.trim().parse::<i32>().map_err(|_| {
                 ModuleError::failed(format!(
-                    "the completion marker of this command from run {run} ({dir}) holds no exit status: {rc:?}"
+                    "the completion marker of this command from run {run} (under {dir}) holds no exit status: {rc:?}"
                 ))
             })?;
             return Ok(Some((
@@ -277,7 +342,7 @@ async fn look(
             }
             _ => {
                 return Err(ModuleError::failed(format!(
-                    "cannot read the completion marker of this command from run {run} in {dir}: {}",
+                    "cannot read the completion marker of this command from run {run} under {dir}: {}",
                     out.stderr_text().trim()
                 )));
             }

@@ -78,13 +78,14 @@ const NEEDS: [(&str, &[&str]); 6] = [
 /// Returns how many records went.
 fn lose_unflushed_records(s: &Scenario, id: &str, rng: &mut Rng) -> usize {
     // A successful run flushes its journal before it removes its completion markers
-    // (its run directory among the locks): nothing it wrote can be lost after that.
-    let markers_kept = std::fs::read_dir(s.locks.join(id))
-        .map(|rd| {
-            rd.flatten()
-                .any(|e| e.file_name().to_string_lossy().ends_with(".done"))
-        })
-        .unwrap_or(false);
+    // (its completion log among the locks): nothing it wrote can be lost after that.
+    let locks = s.locks.to_string_lossy();
+    let markers_kept = [
+        lifeboat::marker::MarkerPaths::of_host(&locks, "box", id),
+        lifeboat::marker::MarkerPaths::of_run(&locks, "box", id),
+    ]
+    .iter()
+    .any(|m| Path::new(&m.log).exists());
     if !markers_kept {
         return 0;
     }
@@ -338,9 +339,14 @@ fn scenario(s: &mut Scenario, rng: &mut Rng, label: &str) -> (usize, usize) {
         "{label}: every step exactly once\n{}",
         s.transcript()
     );
-    let leftovers: Vec<_> = std::fs::read_dir(&s.locks)
-        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+    let ids: Vec<String> = std::fs::read_dir(s.dir.join("state/runs"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
+    let leftovers = support::left_in_locks(&s.locks, &["box"], &ids);
     assert!(
         leftovers.is_empty(),
         "{label}: the completed run releases its locks and removes the markers of its lineage: {leftovers:?}\n{}",

@@ -164,14 +164,10 @@ fn a_second_run_against_a_locked_host_is_refused_with_who_holds_it() {
         Vec::<String>::new(),
         "a successful run releases its locks"
     );
-    let leftovers: Vec<_> = std::fs::read_dir(first.join(LOCK_DIR))
-        .expect("the lock directory")
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(
-        leftovers.is_empty(),
-        "a successful run removes its completion markers: {leftovers:?}"
+    assert_eq!(
+        support::left_in_locks(&first.join(LOCK_DIR), &["h1", "h2"], &[id]),
+        Vec::<String>::new(),
+        "a successful run removes its completion markers"
     );
 }
 
@@ -570,9 +566,9 @@ steps:
     );
 }
 
-/// The release removes this host's files and the run directory when they are alone in
-/// it; a file of someone else's there stays, with its directory. Two hosts share the
-/// lock directory, so each first finds the other's files.
+/// The release removes this run's files from the host's marker directory; a file of
+/// someone else's there stays. The directories stay for the next run (which then
+/// starts no process to lock the host).
 #[test]
 fn a_successful_release_removes_only_its_own_files() {
     let out = Test::new()
@@ -582,7 +578,7 @@ fn a_successful_release_removes_only_its_own_files() {
 hosts: all
 steps:
   - id: plant
-    shell: "touch {{ playbook_dir }}/.lifeboat-locks/{{ lifeboat.run_id }}/not-ours"
+    shell: "touch {{ playbook_dir }}/.lifeboat-locks/h1.markers/not-ours"
     run_once: true
   - id: after
     needs: plant
@@ -592,12 +588,46 @@ steps:
         .run();
     out.assert_code(0);
     let id = run_id(out.path());
-    let left: Vec<String> = std::fs::read_dir(out.join(LOCK_DIR))
+    assert_eq!(
+        support::left_in_locks(&out.join(LOCK_DIR), &["h1", "h2"], &[id]),
+        ["h1.markers/not-ours"],
+        "{out:?}"
+    );
+}
+
+/// When the host's marker directory is not one of this user's (here: not a directory
+/// at all), the run keeps its markers in a directory of its own, shared by the hosts of
+/// the machine; the release removes this host's files and the run directory when they
+/// are alone in it, and a file of someone else's there stays, with its directory. Two
+/// hosts share the lock directory, so each first finds the other's files.
+#[test]
+fn a_run_whose_hosts_marker_directory_is_not_its_own_uses_a_directory_of_its_own() {
+    let out = Test::new()
+        .inventory("h1 ansible_connection=local\nh2 ansible_connection=local\n")
+        .file(&format!("{LOCK_DIR}/h1.markers"), "")
+        .file(&format!("{LOCK_DIR}/h2.markers"), "")
+        .playbook(
+            r#"
+hosts: all
+steps:
+  - id: plant
+    shell: "test -f {{ playbook_dir }}/.lifeboat-locks/{{ lifeboat.run_id }}/h1.done && touch {{ playbook_dir }}/.lifeboat-locks/{{ lifeboat.run_id }}/not-ours"
+    run_once: true
+  - id: after
+    needs: plant
+    shell: "true"
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    let id = run_id(out.path());
+    let mut left: Vec<String> = std::fs::read_dir(out.join(LOCK_DIR))
         .expect("the lock directory")
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left, [id.as_str()], "{out:?}");
+    left.sort();
+    assert_eq!(left, [id.as_str(), "h1.markers", "h2.markers"], "{out:?}");
     let inside: Vec<String> = std::fs::read_dir(out.join(LOCK_DIR).join(&id))
         .expect("the run directory")
         .flatten()

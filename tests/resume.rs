@@ -43,7 +43,12 @@ fn lifeboat_in(dir: &Path, args: &[&str]) -> Ran {
 /// Runs `playbook`, waits until the file `waiting` appears (`what`: what that means),
 /// and kills the controller there. The finished run keeps the test's directory.
 fn killed_at(playbook: &str, waiting: &str, what: &str) -> Output {
-    let mut run = Test::new().relative_playbook().playbook(playbook).spawn();
+    killed_in(Test::new(), playbook, waiting, what)
+}
+
+/// [`killed_at`], for a run that `test` sets up.
+fn killed_in(test: Test, playbook: &str, waiting: &str, what: &str) -> Output {
+    let mut run = test.relative_playbook().playbook(playbook).spawn();
     run.wait_until(20, what, |p| p.join(waiting).exists());
     run.signal("KILL");
     run.wait(20)
@@ -57,17 +62,18 @@ fn read_log(dir: &Path) -> String {
 /// Kills the commands a killed controller left running (each wrapper's process group,
 /// from the pid its completion marker recorded), as if they had died with it.
 fn kill_left_commands(dir: &Path) {
-    let runs = std::fs::read_dir(dir.join(support::LOCK_DIR)).expect("the lock directory");
-    for run in runs.flatten().filter(|e| e.path().is_dir()) {
-        // The pid files are in the run's scratch directory on tmpfs, or beside the log.
-        let name = run.file_name().to_string_lossy().into_owned();
-        let scratch = std::path::PathBuf::from(lifeboat::lock::scratch_dir(&name, "localhost"));
-        for marker in [run.path(), scratch]
+    let locks = dir.join(support::LOCK_DIR);
+    let locks = locks.to_string_lossy();
+    for id in support::run_ids(dir) {
+        // The pid files are in the host's scratch directory on tmpfs, or beside the log.
+        let m = lifeboat::marker::MarkerPaths::of_host(&locks, "localhost", &id);
+        for marker in [&m.dir, &m.scratch]
             .iter()
             .filter_map(|d| std::fs::read_dir(d).ok())
             .flat_map(|d| d.flatten())
         {
-            if marker.path().extension().is_some_and(|e| e == "pid") {
+            let name = marker.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&m.prefix) && name.ends_with(".pid") {
                 // The pid file holds the wrapper's pid, then its start time.
                 let text = std::fs::read_to_string(marker.path()).expect("a pid file");
                 let pid = text.split_whitespace().next().unwrap_or_default();
@@ -102,6 +108,35 @@ fn a_killed_run_resumes_without_running_finished_steps_again() {
     );
 }
 
+/// A run that kept its markers in a directory of its own (the host's marker directory
+/// was not its user's) is resumed from there, and the resume's success removes that
+/// directory.
+#[test]
+fn a_run_that_kept_its_markers_in_a_directory_of_its_own_resumes_too() {
+    let not_a_dir = format!("{}/localhost.markers", support::LOCK_DIR);
+    let test = Test::new().file(&not_a_dir, "");
+    let killed = killed_in(test, PLAYBOOK, "waiting", "step two to wait");
+    let dir = killed.path().to_path_buf();
+    let id = run_id(&dir);
+    let own = dir.join(support::LOCK_DIR).join(&id);
+    assert!(
+        own.join("localhost.done").is_file(),
+        "no log in {}",
+        own.display()
+    );
+    std::fs::remove_file(dir.join(&not_a_dir)).expect("remove the file");
+    std::fs::write(dir.join("go"), "").expect("write go");
+    support::wait_for(20, "step two to record its status", || {
+        std::fs::read_to_string(own.join("localhost.done"))
+            .is_ok_and(|t| t.contains("two@localhost.0 rc 0"))
+    });
+    let out = lifeboat_in(&dir, &["resume", &id]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert_eq!(read_log(&dir), "one\ntwo\nthree first-result\n");
+    assert!(out.stdout.contains("not run again"), "{}", out.stdout);
+    assert!(!own.exists(), "the continued run's directory is left");
+}
+
 /// The completion log is on disk, the output on tmpfs: after a restart of the host
 /// (here: its scratch directory removed), a command that completed is still not run
 /// again, and its adopted result says its output is gone.
@@ -111,16 +146,25 @@ fn a_completed_command_is_adopted_when_its_output_is_gone() {
     let dir = killed.path().to_path_buf();
     std::fs::write(dir.join("go"), "").expect("write go");
     let id = run_id(&dir);
-    let done = dir.join(support::LOCK_DIR).join(&id).join("localhost.done");
-    support::wait_for(20, "step two to record its status", || {
-        std::fs::read_to_string(&done).is_ok_and(|t| t.contains("two@localhost.0 rc 0"))
-    });
-    let scratch = lifeboat::lock::scratch_dir(&id, "localhost");
-    assert!(
-        Path::new(&scratch).is_dir(),
-        "no scratch directory {scratch}"
+    let m = lifeboat::marker::MarkerPaths::of_host(
+        &dir.join(support::LOCK_DIR).to_string_lossy(),
+        "localhost",
+        &id,
     );
-    std::fs::remove_dir_all(&scratch).expect("remove the scratch directory");
+    support::wait_for(20, "step two to record its status", || {
+        std::fs::read_to_string(&m.log).is_ok_and(|t| t.contains("two@localhost.0 rc 0"))
+    });
+    // This run's files in the host's scratch directory (which other tests share).
+    let out = Path::new(&m.scratch).join(format!("{}two@localhost.0.out", m.prefix));
+    assert!(out.is_file(), "no output file {}", out.display());
+    for e in std::fs::read_dir(&m.scratch)
+        .expect("the scratch directory")
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().starts_with(&m.prefix) {
+            std::fs::remove_file(e.path()).expect("remove a scratch file");
+        }
+    }
     let out = lifeboat_in(&dir, &["resume", &id]);
     assert_eq!(out.code, 0, "{}", out.stdout);
     assert_eq!(read_log(&dir), "one\ntwo\nthree first-result\n");

@@ -444,6 +444,47 @@ pub fn lifeboat_in(dir: &Path) -> Lifeboat {
         .lock_dir(dir.join(LOCK_DIR))
 }
 
+/// What runs left in the host lock directory `locks`: its entries (names), but the
+/// hosts' marker directories (`{host}.markers`, kept from run to run) by what is in
+/// them (`{host}.markers/{file}`), and the scratch files of runs `ids` on tmpfs for
+/// `hosts`.
+pub fn left_in_locks(locks: &Path, hosts: &[&str], ids: &[String]) -> Vec<String> {
+    let names = |d: &Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut left = Vec::new();
+    for name in names(locks) {
+        if name.ends_with(".markers") && locks.join(&name).is_dir() {
+            left.extend(
+                names(&locks.join(&name))
+                    .into_iter()
+                    .map(|f| format!("{name}/{f}")),
+            );
+        } else {
+            left.push(name);
+        }
+    }
+    for host in hosts {
+        for id in ids {
+            let m = lifeboat::marker::MarkerPaths::of_host(&locks.to_string_lossy(), host, id);
+            left.extend(
+                names(Path::new(&m.scratch))
+                    .into_iter()
+                    .filter(|f| f.starts_with(&m.prefix))
+                    .map(|f| format!("{}/{f}", m.scratch)),
+            );
+        }
+    }
+    left.sort();
+    left
+}
+
 /// The run ids in the state directory `.lifeboat` of a [`Test`]'s `dir`, oldest first.
 pub fn run_ids(dir: &Path) -> Vec<String> {
     let mut ids: Vec<String> = std::fs::read_dir(dir.join(".lifeboat/runs"))
