@@ -561,15 +561,7 @@ fn run_full(
                 // its start reaching the journal (a crash of the controller's
                 // system): the runs that may have started it are asked.
                 let runs = if playbook.steps[node.step].module.marks_its_start() {
-                    let needs: Vec<(String, String)> = node
-                        .deps
-                        .iter()
-                        .map(|&d| {
-                            let n = &graph.nodes[d];
-                            (playbook.steps[n.step].id.clone(), n.host.clone())
-                        })
-                        .collect();
-                    past.may_have_started(&key, &needs)
+                    past.may_have_started(&key)
                 } else {
                     past.in_doubt.get(&key).cloned().unwrap_or_default()
                 };

@@ -743,18 +743,26 @@ impl Run {
         }
     }
 
-    /// Journals a node's start, without waiting for the disk (see `start_on_disk`).
+    /// Journals a node's start, without waiting for the disk (see `start_on_disk`). A
+    /// command that records its start on the host never waits for this record, which
+    /// then goes to disk with the next flush.
     fn journal_start(&self, i: usize) -> Result<(), String> {
         let Some(j) = &self.journal else {
             return Ok(());
         };
         let node = &self.graph.nodes[i];
+        let step = &self.playbook.steps[node.step];
         let record = crate::journal::Record::NodeStart {
             node: i,
-            step: self.playbook.steps[node.step].id.clone(),
+            step: step.id.clone(),
             host: node.host.clone(),
         };
-        let seq = j.append_later(&record).map_err(|e| journal_failure(j, e))?;
+        let seq = if step.module.marks_its_start() && !self.opts.check {
+            j.append_unhurried(&record)
+        } else {
+            j.append_later(&record)
+        }
+        .map_err(|e| journal_failure(j, e))?;
         self.start_seqs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -768,43 +776,39 @@ impl Run {
     ///
     /// Most steps wait for their own start record. A command run inside the
     /// exactly-once wrapper (`marked`) records its start on the host before it runs,
-    /// so it waits only for the start records of the nodes it needs (on disk long
-    /// before, in a chain: written while those ran): `lifeboat resume` looks at the
-    /// host's markers of every such node whose needs' starts are in the journal, and
-    /// that includes every node this run may have started. A chain of commands thus
-    /// never waits for the controller's disk.
+    /// in its completion log, and waits for nothing: `lifeboat resume` asks the hosts'
+    /// logs about every such command that a run of the lineage may have started
+    /// ([`crate::journal::PastRun::may_have_started`]). A chain of commands thus never
+    /// waits for the controller's disk, and flushes it seldom.
     async fn start_on_disk(&self, i: usize, marked: bool) -> Result<(), String> {
         let Some(j) = &self.journal else {
             return Ok(());
         };
-        let seq = {
-            let seqs = self.start_seqs.lock().unwrap_or_else(|e| e.into_inner());
-            if marked {
-                self.graph.nodes[i]
-                    .deps
-                    .iter()
-                    .filter_map(|d| seqs.get(d))
-                    .max()
-                    .copied()
-                    .unwrap_or(0)
-            } else {
-                seqs.get(&i).copied().unwrap_or(0)
-            }
-        };
+        if marked {
+            return Ok(());
+        }
+        let seq = self
+            .start_seqs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&i)
+            .copied()
+            .unwrap_or(0);
         j.durable(seq).await.map_err(|e| journal_failure(j, e))
     }
 
     /// Journals a node's end from its own task, without waiting for the disk: the
     /// record is written in order before anything appended after it, and the run moves
     /// past the node only by appending (and waiting for) a later record, such as the
-    /// start of a node that needs it, or the run's end. A chain of steps thus pays one
-    /// flush per step, not two.
+    /// start of a node that needs it, or by flushing the journal before it releases
+    /// its locks. It reaches the disk with the next flush (see
+    /// [`crate::journal::Journal::append_unhurried`]).
     fn journal_finish_later(&self, i: usize, rec: &NodeRecord) -> Result<(), String> {
         let Some(j) = &self.journal else {
             return Ok(());
         };
         let record = self.finish_record(i, rec);
-        j.append_later(&record)
+        j.append_unhurried(&record)
             .map(|_| ())
             .map_err(|e| journal_failure(j, e))
     }

@@ -5,13 +5,14 @@
 //! `lock` (held by the run using the directory), `runs/<run id>/journal.jsonl`, one
 //! JSON record per line, and `staging/`, where a journal is made before it appears in
 //! `runs/`. Every record is written as soon as it is appended, by whoever appends it,
-//! and flushed to disk (`fdatasync`) by the journal's flush thread within milliseconds,
-//! or at once when someone waits for it: a node's module starts only once its
+//! and flushed to disk (`fdatasync`) by the journal's flush thread within milliseconds
+//! (a node's end, and the start of a command, within 50 ms, usually with another
+//! record), or at once when someone waits for it: a node's module starts only once its
 //! `node_start` is on disk, except a command in the exactly-once wrapper, which records
-//! its start on the host and waits only for the starts of what it needs (see the
-//! executor's `start_on_disk` and [`PastRun::may_have_started`]); removing the
-//! completion markers at the end waits for everything, and the last record, `run_end`,
-//! is written and not waited for. The records:
+//! its start on the host and waits for nothing (see the executor's `start_on_disk` and
+//! [`PastRun::may_have_started`]); removing the completion markers at the end waits
+//! for everything, and the last record, `run_end`, is written and not waited for. The
+//! records:
 //! `run_start` (run id, playbook and inventory paths with the sha256 of their content,
 //! the controller), `node_start`, `node_finish` (status, registered result and the
 //! pre-state captured for rollback), `rollback_node`, `run_end`. Secrets are masked in
@@ -194,17 +195,26 @@ impl Waiter {
 /// written meanwhile share the flush.
 const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// The same for a record that nothing waits for soon ([`Journal::append_unhurried`]):
+/// a flush that comes earlier for another record takes it along.
+const UNHURRIED_FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl Flusher {
     fn state(&self) -> std::sync::MutexGuard<'_, FlushState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Record `seq` is written: it must reach the disk within [`FLUSH_DELAY`].
-    fn written(&self, seq: u64) {
+    /// Record `seq` is written: it must reach the disk within `within` (whenever the
+    /// next flush comes, with `None`).
+    fn written(&self, seq: u64, within: Option<std::time::Duration>) {
         let mut st = self.state();
         st.written = st.written.max(seq);
-        if st.due.is_none() {
-            st.due = Some(std::time::Instant::now() + FLUSH_DELAY);
+        let Some(within) = within else {
+            return;
+        };
+        let due = std::time::Instant::now() + within;
+        if st.due.is_none_or(|d| due < d) {
+            st.due = Some(due);
             self.wake.notify_one();
         }
     }
@@ -375,7 +385,7 @@ impl Journal {
     /// Appends one record and flushes it to disk before returning (blocking the
     /// calling thread: for the run's first record and the rollback's).
     pub fn append(&self, record: &Record) -> std::io::Result<()> {
-        self.write(record)?;
+        self.write(record, None)?;
         let (tx, rx) = std::sync::mpsc::channel();
         self.flusher.wait(Waiter::Thread(tx));
         rx.recv()
@@ -383,18 +393,18 @@ impl Journal {
             .map_err(std::io::Error::other)
     }
 
-    /// Appends one record without waiting for the disk: for the run's last record,
-    /// which a crash of the controller's system may lose without harm (the run then
-    /// looks unfinished, and `lifeboat resume` finds nothing left to do). Written, it
-    /// survives the end of this process.
+    /// Appends one record without flushing it: for the run's last record, which a
+    /// crash of the controller's system may lose without harm (the run then looks
+    /// unfinished, and `lifeboat resume` finds nothing left to do). Written, it
+    /// survives the end of this process, and the system writes it back in its time.
     pub fn append_written(&self, record: &Record) -> std::io::Result<()> {
-        self.write(record).map(|_| ())
+        self.write(record, None).map(|_| ())
     }
 
     /// Appends one record; resolves once it is on disk. Many nodes appending at once
     /// share one flush.
     pub async fn append_async(&self, record: &Record) -> std::io::Result<()> {
-        let seq = self.write(record)?;
+        let seq = self.write(record, None)?;
         self.durable(seq).await
     }
 
@@ -402,7 +412,15 @@ impl Journal {
     /// number (see [`Journal::durable`]). It is written at once, in order, and flushed
     /// within [`FLUSH_DELAY`]; a failure to flush it fails every later append.
     pub fn append_later(&self, record: &Record) -> std::io::Result<u64> {
-        self.write(record)
+        self.write(record, Some(FLUSH_DELAY))
+    }
+
+    /// Appends one record that nobody will wait for soon (a node's end: what needs it
+    /// waits for a later record): as [`Journal::append_later`], but flushed within
+    /// [`UNHURRIED_FLUSH_DELAY`], usually with the next record's flush. A chain of
+    /// steps thus pays one flush per step, not two.
+    pub fn append_unhurried(&self, record: &Record) -> std::io::Result<u64> {
+        self.write(record, Some(UNHURRIED_FLUSH_DELAY))
     }
 
     /// Resolves once the record numbered `seq` (and so every record before it) is on
@@ -433,9 +451,13 @@ impl Journal {
         self.durable(last).await
     }
 
-    /// Writes a record (masked) and returns its number; the flush thread learns that
-    /// it is due.
-    fn write(&self, record: &Record) -> std::io::Result<u64> {
+    /// Writes a record (masked) and returns its number; the flush thread learns when
+    /// it is due (`flush_within`; `None`: with the next flush).
+    fn write(
+        &self,
+        record: &Record,
+        flush_within: Option<std::time::Duration>,
+    ) -> std::io::Result<u64> {
         let mut line = (self.mask)(&serde_json::to_string(record).map_err(std::io::Error::other)?);
         line.push('\n');
         let seq = {
@@ -451,7 +473,7 @@ impl Journal {
             app.next += 1;
             app.next - 1
         };
-        self.flusher.written(seq);
+        self.flusher.written(seq, flush_within);
         Ok(seq)
     }
 
@@ -632,30 +654,26 @@ pub struct Journaled {
     pub started: std::collections::HashSet<(String, String)>,
     /// Nodes whose end it journaled.
     pub finished: std::collections::HashSet<(String, String)>,
+    /// Whether it journaled its end: then every record before was on disk (the run
+    /// flushes its journal before it releases its locks, and writes its end after).
+    pub ended: bool,
 }
 
 impl PastRun {
     /// The runs of the lineage, newest first, that may have started `node` (a step
-    /// that records its start on the host, whose needs are `needs`) without ending it:
-    /// those that journaled its start, and those whose journal lost its start in a
-    /// crash of the controller's system. Such a step waits only for its needs' start
-    /// records (see the executor), so a run that journaled the start of every need (or
-    /// found them done) may have started it. A run that journaled its end did not
-    /// leave it in doubt, and makes the runs before it irrelevant.
-    pub fn may_have_started(
-        &self,
-        node: &(String, String),
-        needs: &[(String, String)],
-    ) -> Vec<String> {
+    /// that records its start on the host) without ending it: those that journaled its
+    /// start, and every run whose journal may have lost its start in a crash of the
+    /// controller's system. Such a step waits for no record of the journal (the host's
+    /// completion log records it, see the executor), so a run that did not journal its
+    /// end may have started any of them; a run that journaled its own end had every
+    /// record on disk. A run that journaled the node's end did not leave it in doubt,
+    /// and makes the runs before it irrelevant.
+    pub fn may_have_started(&self, node: &(String, String)) -> Vec<String> {
         let mut runs: Vec<String> = Vec::new();
         for j in &self.journaled {
             if j.finished.contains(node) {
                 runs.clear();
-            } else if j.started.contains(node)
-                || needs
-                    .iter()
-                    .all(|d| j.started.contains(d) || self.done.contains_key(d))
-            {
+            } else if j.started.contains(node) || !j.ended {
                 runs.retain(|r| *r != j.run_id);
                 runs.insert(0, j.run_id.clone());
             }
@@ -777,6 +795,7 @@ impl PastRun {
                         }
                     }
                     Record::RunEnd { outcome, .. } => {
+                        journaled.ended = true;
                         if *id == past.run_id {
                             past.outcome = Some(outcome.clone());
                         }
@@ -1015,11 +1034,16 @@ mod tests {
     }
 
     #[test]
-    fn a_command_may_have_started_in_every_run_that_journaled_its_needs_start() {
+    fn a_command_may_have_started_in_every_run_that_journaled_its_start_or_not_its_end() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path();
         let key = |s: &str| (s.to_string(), "h".to_string());
-        // a: x done, y started; the crash lost y's end and v's start (v needs y).
+        let end = || Record::RunEnd {
+            outcome: "failed".into(),
+            exit_code: 2,
+            time: "t".into(),
+        };
+        // a: x done, y started; then a crash, which may have lost any later record.
         write(
             state,
             "a",
@@ -1030,7 +1054,7 @@ mod tests {
                 node_start("y"),
             ],
         );
-        // b continues a: y done, u failed (needs y); the crash lost t's start (t needs u).
+        // b continues a: y done, u failed, w started; it ended, every record on disk.
         write(
             state,
             "b",
@@ -1040,20 +1064,20 @@ mod tests {
                 finish("y", "ok"),
                 node_start("u"),
                 finish("u", "failed"),
+                node_start("w"),
+                end(),
             ],
         );
         let past = PastRun::load(state, "b").expect("load");
-        // v needs y: a journaled y's start (a may have started v), and so did b.
-        assert_eq!(past.may_have_started(&key("v"), &[key("y")]), ["b", "a"]);
-        // t needs u, whose start only b journaled.
-        assert_eq!(past.may_have_started(&key("t"), &[key("u")]), ["b"]);
-        // u's end is in b's journal: nothing in doubt.
-        assert!(past.may_have_started(&key("u"), &[key("y")]).is_empty());
-        // s needs x (done in a, before b): both may have started it; so may both have
-        // started a step that needs nothing.
-        assert_eq!(past.may_have_started(&key("s"), &[key("x")]), ["b", "a"]);
-        assert_eq!(past.may_have_started(&key("r"), &[]), ["b", "a"]);
-        // q needs a step neither started: neither can have started q.
-        assert!(past.may_have_started(&key("q"), &[key("p")]).is_empty());
+        // a may have started anything it did not end; b only what it journaled.
+        assert_eq!(past.may_have_started(&key("v")), ["a"]);
+        assert_eq!(past.may_have_started(&key("w")), ["b", "a"]);
+        // u's and y's ends are in b's journal: nothing in doubt.
+        assert!(past.may_have_started(&key("u")).is_empty());
+        assert!(past.may_have_started(&key("y")).is_empty());
+        // c continues b and crashed too: it may have started v as well.
+        write(state, "c", &[start("c", Some("b"))]);
+        let past = PastRun::load(state, "c").expect("load");
+        assert_eq!(past.may_have_started(&key("v")), ["c", "a"]);
     }
 }
