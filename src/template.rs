@@ -209,24 +209,9 @@ impl Templates {
     }
 }
 
-/// Quotes a value as one shell word, the same way wherever the value appears: as it is
-/// when every character is plain (letters, digits, `+-./:@]_`), otherwise in single
-/// quotes with each `'` written `'\''`. A NUL byte, which no shell word can hold, is
-/// dropped. Because the quoting of a part never depends on what surrounds it, a secret
-/// inside a longer value is always written the same way, so outputs can mask it (see
-/// [`sq_content`]).
-pub fn shell_quote(s: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "+-./:@]_".contains(c);
-    if !s.is_empty() && s.chars().all(plain) {
-        return s.to_string();
-    }
-    format!("'{}'", sq_content(s))
-}
-
-/// How [`shell_quote`] writes a text between its single quotes.
-pub fn sq_content(s: &str) -> String {
-    s.replace('\0', "").replace('\'', "'\\''")
-}
+/// Quoting a value as one shell word (see [`crate::connection::quote`]), and how it
+/// writes a text between single quotes.
+pub use crate::connection::{quote as shell_quote, sq_content};
 
 /// The expression of a string that is exactly `{{ expr }}`.
 fn sole_expression(s: &str) -> Option<&str> {

@@ -219,12 +219,43 @@ pub fn is_env_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Shell-quotes one word.
+/// Quotes a text as one shell word, the same way wherever it appears: as it is when
+/// every character is plain (letters, digits, `+-./:@]_`), otherwise in single quotes
+/// with each `'` written `'\''`. A NUL byte, which no shell word can hold, is dropped.
+/// Because the quoting of a part never depends on what surrounds it, a secret inside a
+/// longer value is always written the same way, so outputs can mask it (see
+/// [`sq_content`]). One pass: every command pays for quoting its wrapper, a script of a
+/// kilobyte and more.
 pub fn quote(s: &str) -> String {
-    shlex::try_quote(s).map_or_else(
-        |_| format!("'{}'", s.replace('\'', "'\\''").replace('\0', "")),
-        |q| q.into_owned(),
-    )
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"+-./:@]_".contains(&b);
+    if !s.is_empty() && s.bytes().all(plain) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    out.push('\'');
+    push_sq_content(&mut out, s);
+    out.push('\'');
+    out
+}
+
+/// How [`quote`] writes a text between its single quotes.
+pub fn sq_content(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    push_sq_content(&mut out, s);
+    out
+}
+
+fn push_sq_content(out: &mut String, s: &str) {
+    for (i, part) in s.split('\'').enumerate() {
+        if i > 0 {
+            out.push_str("'\\''");
+        }
+        if part.contains('\0') {
+            out.extend(part.chars().filter(|&c| c != '\0'));
+        } else {
+            out.push_str(part);
+        }
+    }
 }
 
 /// Which output stream a chunk came from.
