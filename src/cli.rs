@@ -751,6 +751,8 @@ fn run_full(
         run.vars.clone(),
         run.opts.run_id.clone(),
     );
+    // Kept to the end of the process (see below).
+    let kept = run.clone();
     let report = runtime.block_on(async move {
         let (tx, interrupts) = Interrupts::channel();
         tokio::spawn(async move {
@@ -813,9 +815,12 @@ fn run_full(
         eprintln!("warning: could not write a report: {e}");
     }
     // Nothing is left to wait for: the report is out and the journal's last record is
-    // written. The SSH sessions end with the process (waiting for each to say goodbye
-    // took milliseconds).
-    runtime.shutdown_background();
+    // written (and every record before it flushed). The process ends next, and with it
+    // the SSH sessions, the runtime and the run, all at once: dropping them here would
+    // close each session, unlock each key buffer and free each worker's stack, one call
+    // at a time, contending for the address space (milliseconds, where the process's
+    // end takes a fraction), and waiting for each session to say goodbye took longer.
+    std::mem::forget((runtime, kept));
     drop(state);
     Ok(u8::try_from(code).unwrap_or(1))
 }
