@@ -503,6 +503,11 @@ fn run_full(
     let check = plan || args.check;
     let extra_vars = parse_extra_vars(&args.extra_vars)?;
     let extra_vars_for_journal = extra_vars.clone();
+    // Made first, so that its workers are up when the first connections open.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SourceError::plain(format!("cannot start the async runtime: {e}")))?;
     let inventory = Arc::new(Inventory::load(args.inventory.as_deref())?);
     let mut playbook = Playbook::load(&args.playbook)?;
     if drill_reports.is_some() {
@@ -650,10 +655,6 @@ fn run_full(
             })?,
         )
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| SourceError::plain(format!("cannot start the async runtime: {e}")))?;
     // The first hosts' handshakes overlap the journal's creation (they change nothing
     // on the hosts: the lock comes with the first node).
     if prior.is_empty() {
@@ -744,6 +745,7 @@ fn run_full(
         prior,
         locks: Default::default(),
         start_seqs: Default::default(),
+        settings: Default::default(),
     });
     let drill_inputs = (
         run.playbook.clone(),

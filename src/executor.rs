@@ -217,6 +217,8 @@ pub struct Run {
     pub locks: crate::lock::HostLocks,
     /// The journal sequence number of each started node's start record.
     pub start_seqs: std::sync::Mutex<HashMap<usize, u64>>,
+    /// How each host is reached, read from its variables once.
+    pub settings: std::sync::Mutex<HashMap<String, Arc<crate::inventory::ConnectionSettings>>>,
 }
 
 enum NodeEnd {
@@ -743,6 +745,15 @@ impl Run {
         }
     }
 
+    /// How `host` is reached (its inventory variables are merged once per run).
+    fn connection_settings(&self, host: &str) -> Arc<crate::inventory::ConnectionSettings> {
+        let mut cache = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry(host.to_string())
+            .or_insert_with(|| Arc::new(self.inventory.connection(host)))
+            .clone()
+    }
+
     /// Journals a node's start, without waiting for the disk (see `start_on_disk`). A
     /// command that records its start on the host never waits for this record, which
     /// then goes to disk with the next flush.
@@ -1034,7 +1045,7 @@ impl Run {
         }
         let check = self.opts.check && !step.is_read_only();
         let sink = self.output_sink(step, host);
-        let settings = self.inventory.connection(&exec_host);
+        let settings = self.connection_settings(&exec_host);
         let become_ = step.become_with(&settings);
 
         let mut results = Vec::new();
