@@ -48,10 +48,10 @@ impl Masker {
         if value.is_empty() {
             return;
         }
-        // In a command line rendered from a template (the same whatever surrounds the
-        // value), and as modules quote their own arguments.
+        // In a command line, rendered from a template or quoted by a module (both quote
+        // the same way, whatever surrounds the value): as it is, or between single
+        // quotes, which stay visible around the mask.
         let in_quotes = Zeroizing::new(crate::template::sq_content(&value));
-        let quoted = Zeroizing::new(crate::connection::quote(&value));
         // JSON-escaped once (a JSON document) or twice (JSON inside a JSON string: the
         // journal's record of a `debug: var=`).
         let mut forms = vec![
@@ -59,15 +59,9 @@ impl Masker {
             json_inner(&json_inner(&in_quotes)),
             json_inner(&value),
             json_inner(&in_quotes),
-            json_inner(&quoted),
             in_quotes,
             value,
         ];
-        // A double-quoted form can look like JSON's own string quotes: masking those
-        // would break the JSON of the journal and events.
-        if !quoted.contains('"') {
-            forms.push(quoted);
-        }
         forms.retain(|f| !f.is_empty());
         for f in forms {
             if !self.forms.iter().any(|g| **g == *f) {
