@@ -573,18 +573,9 @@ steps:
 fn a_successful_release_removes_only_its_own_files() {
     let out = Test::new()
         .inventory("h1 ansible_connection=local\nh2 ansible_connection=local\n")
-        .playbook(
-            r#"
-hosts: all
-steps:
-  - id: plant
-    shell: "touch {{ playbook_dir }}/.lifeboat-locks/h1.markers/not-ours"
-    run_once: true
-  - id: after
-    needs: plant
-    shell: "true"
-"#,
-        )
+        .playbook(&planting(
+            "touch {{ playbook_dir }}/.lifeboat-locks/h1.markers/not-ours",
+        ))
         .run();
     out.assert_code(0);
     let id = run_id(out.path());
@@ -606,18 +597,9 @@ fn a_run_whose_hosts_marker_directory_is_not_its_own_uses_a_directory_of_its_own
         .inventory("h1 ansible_connection=local\nh2 ansible_connection=local\n")
         .file(&format!("{LOCK_DIR}/h1.markers"), "")
         .file(&format!("{LOCK_DIR}/h2.markers"), "")
-        .playbook(
-            r#"
-hosts: all
-steps:
-  - id: plant
-    shell: "test -f {{ playbook_dir }}/.lifeboat-locks/{{ lifeboat.run_id }}/h1.done && touch {{ playbook_dir }}/.lifeboat-locks/{{ lifeboat.run_id }}/not-ours"
-    run_once: true
-  - id: after
-    needs: plant
-    shell: "true"
-"#,
-        )
+        .playbook(&planting(
+            "test -f {{ playbook_dir }}/.lifeboat-locks/{{ lifeboat.run_id }}/h1.done && touch {{ playbook_dir }}/.lifeboat-locks/{{ lifeboat.run_id }}/not-ours",
+        ))
         .run();
     out.assert_code(0);
     let id = run_id(out.path());
@@ -634,6 +616,14 @@ steps:
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(inside, ["not-ours"], "only the foreign file is left");
+}
+
+/// A playbook whose first step, once, runs `plant` (a file of someone else's among
+/// the markers), then a step on every host.
+fn planting(plant: &str) -> String {
+    format!(
+        "hosts: all\nsteps:\n  - id: plant\n    shell: \"{plant}\"\n    run_once: true\n  - id: after\n    needs: plant\n    shell: \"true\"\n"
+    )
 }
 
 /// `lifeboat ARGS` in `dir`, as a [`Test`] ran it there.
