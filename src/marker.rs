@@ -86,11 +86,6 @@ impl MarkerPaths {
             dir,
         }
     }
-
-    /// Whether these are the run's own directories, which go with its markers.
-    pub fn run_own(&self) -> bool {
-        self.prefix.is_empty()
-    }
 }
 
 /// Where one command records its completion.
