@@ -17,10 +17,10 @@
 //! making a file on disk costs far more than the command often does. Appending a line to
 //! the log costs next to nothing.
 //!
-//! The wrapper runs in a subshell of the host's persistent shell (or as the `sh` of a
-//! channel of its own), so it is not always a process group leader: ending a wrapper
-//! ends its process group (a persistent shell of the dead run and what that runs; never
-//! the group of the script doing it).
+//! The wrapper runs in the host's persistent shell itself (or as the `sh` of a channel
+//! of its own), so the pid file names that shell; it is a process group leader only
+//! there: ending a wrapper ends its process group (a persistent shell of the dead run
+//! and what that runs; never the group of the script doing it).
 //!
 //! When a resumed run meets a step that its predecessor started but never recorded as
 //! finished, [`adopt`] looks at that run's markers: an exit status there is adopted (with
@@ -153,26 +153,34 @@ pub fn key(step: &str, host: &str, item: usize) -> String {
 
 /// The remote script that runs `inner` (a whole shell line, become included) and
 /// records its completion. Every command pays for it, so it starts as few processes as
-/// it can and makes no file on disk: the lock check reads one line (a lock file names
-/// its run on its first), the command runs in a subshell (a fork, not a new `sh`), with
-/// the wrapper's own variables unset and no positional parameters, as under `sh -c`;
-/// the log gets two short appends; `cat` runs only when there is something to print.
-/// When the scratch directory is not usable (missing, or not this user's), or the pid
-/// file cannot be made there, the files go to the marker directory.
+/// it can and makes no file on disk: it is a function body
+/// ([`crate::connection::Program::ShFunction`]) that the host's kept shell runs in
+/// itself, the lock check reads one line (a lock file names its run on its first), the
+/// command runs in a subshell (a fork, not a new `sh`), with the wrapper's own variables
+/// unset and no positional parameters, as under `sh -c`; the log gets two short
+/// appends; `cat` runs only when there is something to print. It never exits (the
+/// shell is kept): it returns the command's status, or 125 when it did not run it,
+/// after unsetting its variables and giving SIGHUP back its default. When the scratch
+/// directory is not usable (missing, or not this user's), or the pid file cannot be made
+/// there, the files go to the marker directory.
 pub fn wrapper(m: &Marker, inner: &str) -> String {
     format!(
-        "__lb_d={d}; __lb_g={g}; __lb_s={s}; __lb_n={n}; __lb_k={k}; __lb_f={f}; __lb_me={me}; trap '' HUP\n\
+        "trap '' HUP; __lb_d={d}; __lb_g={g}; __lb_s={s}; __lb_n={n}; __lb_k={k}; __lb_f={f}; __lb_me={me}; __lb_rc=125\n\
          [ -d \"$__lb_s\" ] && [ ! -L \"$__lb_s\" ] && [ -O \"$__lb_s\" ] || __lb_s=$__lb_d\n\
          __lb_p=$$; __lb_l=; {{ IFS= read -r __lb_l < /proc/self/stat; }} 2>/dev/null && {{ __lb_p=${{__lb_l%% *}}; __lb_l=${{__lb_l##*) }}; set -- $__lb_l; __lb_l=${{20}}; }}\n\
-         {{ echo \"$__lb_n start\" >> \"$__lb_g\" && {{ {{ echo \"$__lb_p $__lb_l\" > \"$__lb_s/$__lb_k.pid\"; }} 2>/dev/null || {{ __lb_s=$__lb_d; echo \"$__lb_p $__lb_l\" > \"$__lb_s/$__lb_k.pid\"; }}; }}; }} 2>/dev/null || {{ echo \"lifeboat: cannot write the completion marker of $__lb_n in $__lb_d: not running the command\" >&2; exit 125; }}\n\
+         if {{ echo \"$__lb_n start\" >> \"$__lb_g\" && {{ {{ echo \"$__lb_p $__lb_l\" > \"$__lb_s/$__lb_k.pid\"; }} 2>/dev/null || {{ __lb_s=$__lb_d; echo \"$__lb_p $__lb_l\" > \"$__lb_s/$__lb_k.pid\"; }}; }}; }} 2>/dev/null; then\n\
          __lb_l=; IFS= read -r __lb_l 2>/dev/null < \"$__lb_f\"\n\
-         [ \"$__lb_l\" = \"$__lb_me\" ] || {{ rm -f \"$__lb_s/$__lb_k.pid\"; echo \"$__lb_n gone\" >> \"$__lb_g\"; echo \"lifeboat: the host lock $__lb_f no longer names run {run}: not running the command (another run has taken the host over)\" >&2; exit 125; }}\n\
+         if [ \"$__lb_l\" = \"$__lb_me\" ]; then\n\
          set -- {inner}\n\
          ( unset __lb_d __lb_g __lb_s __lb_n __lb_k __lb_f __lb_me __lb_l __lb_p __lb_rc; eval \"set --; $1\" ) > \"$__lb_s/$__lb_k.out\" 2> \"$__lb_s/$__lb_k.err\"\n\
          __lb_rc=$?\n\
          echo \"$__lb_n rc $__lb_rc\" >> \"$__lb_g\"\n\
          [ ! -s \"$__lb_s/$__lb_k.out\" ] || cat \"$__lb_s/$__lb_k.out\"; [ ! -s \"$__lb_s/$__lb_k.err\" ] || cat \"$__lb_s/$__lb_k.err\" >&2\n\
-         exit $__lb_rc",
+         else rm -f \"$__lb_s/$__lb_k.pid\"; echo \"$__lb_n gone\" >> \"$__lb_g\"; echo \"lifeboat: the host lock $__lb_f no longer names run {run}: not running the command (another run has taken the host over)\" >&2\n\
+         fi\n\
+         else echo \"lifeboat: cannot write the completion marker of $__lb_n in $__lb_d: not running the command\" >&2\n\
+         fi\n\
+         set -- \"$__lb_rc\"; unset __lb_d __lb_g __lb_s __lb_n __lb_k __lb_f __lb_me __lb_l __lb_p __lb_rc; trap - HUP; return \"$1\"",
         d = quote(&m.paths.dir),
         g = quote(&m.paths.log),
         s = quote(&m.paths.scratch),
@@ -199,7 +207,7 @@ pub async fn run(
     };
     // The wrapper runs as the login user (the marker directory is theirs); the command
     // inside it becomes whom the step says.
-    let mut outer = CommandSpec::sh(wrapper(m, &inner.to_shell_line())).timeout(timeout);
+    let mut outer = CommandSpec::sh_function(wrapper(m, &inner.to_shell_line())).timeout(timeout);
     outer.stdin = inner.stdin_bytes();
     let out = ctx.conn.run(&outer, ctx.sink.clone()).await?;
     if out.timed_out {

@@ -94,6 +94,24 @@ async fn commands_share_one_shell_yet_run_as_on_their_own_channel() {
         .await);
     assert_eq!(out.stdout_text(), format!("unset {first}\n"));
 
+    // A function of lifeboat's own (the completion wrapper) runs in the kept shell
+    // itself: `/proc/self` read by a built-in is that shell, not a subshell. Its status
+    // comes back, and the shell goes on serving commands.
+    let out = ok(c
+        .run(
+            &CommandSpec::sh_function(
+                "IFS= read -r s < /proc/self/stat; echo \"${s%% *} $#\"; unset s; return 6",
+            ),
+            None,
+        )
+        .await);
+    assert_eq!(
+        (out.rc, out.stdout_text()),
+        (Some(6), format!("{first} 0\n"))
+    );
+    assert_eq!(sh(&c, "echo ${s-unset}").await.stdout_text(), "unset\n");
+    assert_eq!(parent(&c).await, first, "the function ended the shell");
+
     // A command that reads stdin gets its end at once, not the shell's input.
     let out = ok(c
         .run(

@@ -27,6 +27,11 @@ pub enum Program {
     /// transport may run it in a subshell of a kept shell, where `$$` is that shell's pid,
     /// not the script's own.
     Sh(String),
+    /// One of lifeboat's own POSIX `sh` scripts written as the body of a function: it
+    /// ends with `return` (never `exit` or `exec`) and unsets the variables it sets, so
+    /// a kept shell may run it in itself, without the subshell's process. It runs as a
+    /// function named `__lb_fn`: its positional parameters are its own.
+    ShFunction(String),
 }
 
 /// Privilege escalation for one command.
@@ -66,6 +71,12 @@ impl CommandSpec {
     /// One of lifeboat's own POSIX `sh` scripts (see [`Program::Sh`]).
     pub fn sh(script: impl Into<String>) -> Self {
         CommandSpec::new(Program::Sh(script.into()))
+    }
+
+    /// One of lifeboat's own scripts written as a function body (see
+    /// [`Program::ShFunction`]).
+    pub fn sh_function(body: impl Into<String>) -> Self {
+        CommandSpec::new(Program::ShFunction(body.into()))
     }
 
     /// An argument vector.
@@ -110,23 +121,25 @@ impl CommandSpec {
     /// The command as one shell line (for `-v` output and messages).
     pub fn display(&self) -> String {
         match &self.program {
-            Program::Shell(s) | Program::Sh(s) => s.clone(),
+            Program::Shell(s) | Program::Sh(s) | Program::ShFunction(s) => s.clone(),
             Program::Argv(a) => {
                 shlex::try_join(a.iter().map(String::as_str)).unwrap_or_else(|_| a.join(" "))
             }
         }
     }
 
-    /// The script of a `Program::Sh` command that needs nothing around it (no working
+    /// lifeboat's own script, when the command needs nothing around it (no working
     /// directory, environment or become): a shell that evaluates it directly runs it as
     /// [`CommandSpec::to_shell_line`] would, without a second `eval` and its quoting.
-    pub fn bare_sh(&self) -> Option<&str> {
+    /// The flag says it is a [`Program::ShFunction`] body, which a kept shell may run in
+    /// itself.
+    pub fn bare_sh(&self) -> Option<(&str, bool)> {
+        if self.cwd.is_some() || !self.env.is_empty() || self.become_.is_some() {
+            return None;
+        }
         match &self.program {
-            Program::Sh(s)
-                if self.cwd.is_none() && self.env.is_empty() && self.become_.is_none() =>
-            {
-                Some(s)
-            }
+            Program::Sh(s) => Some((s, false)),
+            Program::ShFunction(s) => Some((s, true)),
             _ => None,
         }
     }
@@ -157,6 +170,7 @@ impl CommandSpec {
             Program::Sh(s) => {
                 line.push_str(&format!("eval {}", quote(s)));
             }
+            Program::ShFunction(body) => line.push_str(&sh_function_call(body)),
             Program::Argv(a) => {
                 line.push_str("exec ");
                 line.push_str(&a.iter().map(|s| quote(s)).collect::<Vec<_>>().join(" "));
@@ -208,6 +222,12 @@ impl CommandSpec {
             }
         }
     }
+}
+
+/// The lines that define a [`Program::ShFunction`] body as the function `__lb_fn` and
+/// call it: the status of the last line is the function's.
+pub fn sh_function_call(body: &str) -> String {
+    format!("__lb_fn() {{\n{body}\n}}\n__lb_fn")
 }
 
 /// Whether a name can be an environment variable in a shell: letters, digits and `_`,

@@ -809,12 +809,25 @@ impl SshConnection {
         spec: &CommandSpec,
         sink: Option<mpsc::UnboundedSender<OutputChunk>>,
     ) -> Result<CommandOutput, ConnectionError> {
-        // lifeboat's own scripts are evaluated as they are, once.
-        let (line, subshell) = match spec.bare_sh() {
-            Some(script) => (std::borrow::Cow::Borrowed(script), true),
+        // lifeboat's own scripts are evaluated as they are, once; a function body runs
+        // in the shell itself.
+        let (line, place) = match spec.bare_sh() {
+            Some((body, true)) => (
+                std::borrow::Cow::Owned(super::sh_function_call(body)),
+                shell::Place::InShell,
+            ),
+            Some((script, false)) => (std::borrow::Cow::Borrowed(script), shell::Place::Subshell),
             None => (
                 std::borrow::Cow::Owned(spec.to_shell_line()),
-                matches!(spec.program, super::Program::Sh(_)) && spec.become_.is_none(),
+                if matches!(
+                    spec.program,
+                    super::Program::Sh(_) | super::Program::ShFunction(_)
+                ) && spec.become_.is_none()
+                {
+                    shell::Place::Subshell
+                } else {
+                    shell::Place::OwnSh
+                },
             ),
         };
         let mut retried = false;
@@ -832,7 +845,7 @@ impl SshConnection {
                     Err(e) => return Err(e),
                 },
             };
-            let (script, frame) = sh.next(&line, subshell);
+            let (script, frame) = sh.next(&line, place);
             if let Err(e) = sh.write.data(script.as_bytes()).await {
                 sh.close();
                 if pooled && !retried {

@@ -74,13 +74,12 @@ impl Shell {
         }
     }
 
-    /// The script that runs `line` (in a subshell of this shell when `subshell`, else
-    /// under its own `/bin/sh -c`) and ends with this command's tags, and the reader of
-    /// its output.
-    pub(super) fn next(&mut self, line: &str, subshell: bool) -> (String, Frame) {
+    /// The script that runs `line` where `place` says, and ends with this command's
+    /// tags, and the reader of its output.
+    pub(super) fn next(&mut self, line: &str, place: Place) -> (String, Frame) {
         self.seq += 1;
         let tag = format!("lifeboat-end:{}:{}", self.nonce, self.seq);
-        (script(line, subshell, &tag), Frame::new(tag.into_bytes()))
+        (script(line, place, &tag), Frame::new(tag.into_bytes()))
     }
 
     /// Takes stdout bytes: until the hello line has been read, they are the shell's
@@ -250,15 +249,29 @@ impl Frame {
     }
 }
 
-/// The script a shell runs for one command line: the line under its own `/bin/sh -c`
-/// (or, for lifeboat's own scripts, evaluated in a subshell: one process less) with stdin
+/// Where a kept shell runs a command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Place {
+    /// Under its own `/bin/sh -c`, as on a channel of its own: its own `$$` and
+    /// variables, and `exit` ends only it.
+    OwnSh,
+    /// lifeboat's own scripts: evaluated in a subshell (a fork, not a new `sh`).
+    Subshell,
+    /// A function of lifeboat's own ([`crate::connection::Program::ShFunction`]) and
+    /// its call ([`crate::connection::sh_function_call`]), run in the shell itself: no
+    /// process at all.
+    InShell,
+}
+
+/// The script a shell runs for one command line: the line where `place` says, with stdin
 /// from `/dev/null`, then the end tag on stderr and the tag with the exit status on
 /// stdout.
-fn script(line: &str, subshell: bool, tag: &str) -> String {
-    let run = if subshell {
-        format!("( eval {} ) </dev/null", quote(line))
-    } else {
-        format!("/bin/sh -c {} </dev/null", quote(line))
+fn script(line: &str, place: Place, tag: &str) -> String {
+    let run = match place {
+        Place::OwnSh => format!("/bin/sh -c {} </dev/null", quote(line)),
+        Place::Subshell => format!("( eval {} ) </dev/null", quote(line)),
+        // The function's definition and call, as they are: no quoting, one parse.
+        Place::InShell => format!("{line} </dev/null"),
     };
     format!(
         "{run}\n__lb_rc=$?; printf '%s\\n' {tag} >&2; printf '%s %s\\n' {tag} \"$__lb_rc\"; unset __lb_rc\n"
@@ -405,15 +418,21 @@ mod tests {
     #[test]
     fn scripts_quote_the_line_and_end_with_the_tags() {
         let line = "echo 'it''s' $(id) \"$1\"";
-        let sub = script(line, true, "lifeboat-end:n:7");
+        let sub = script(line, Place::Subshell, "lifeboat-end:n:7");
         assert!(
             sub.starts_with(&format!("( eval {} ) </dev/null\n", quote(line))),
             "{sub}"
         );
-        let s = script(line, false, "lifeboat-end:n:7");
+        let s = script(line, Place::OwnSh, "lifeboat-end:n:7");
         assert!(
             s.starts_with(&format!("/bin/sh -c {} </dev/null\n", quote(line))),
             "{s}"
+        );
+        // A function and its call are written as they are, input redirected for the call.
+        let f = script("__lb_fn() {\nreturn 3\n}\n__lb_fn", Place::InShell, "t");
+        assert!(
+            f.starts_with("__lb_fn() {\nreturn 3\n}\n__lb_fn </dev/null\n"),
+            "{f}"
         );
         assert!(s.contains("printf '%s\\n' lifeboat-end:n:7 >&2"), "{s}");
         assert!(
