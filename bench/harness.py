@@ -43,6 +43,8 @@ WORKLOADS = {
 }
 # lifeboat-tmpfs: the same lifeboat run with its state directory (the journal, fsync per
 # record) on /dev/shm, where fsync costs nothing: what the journal's disk syncs cost.
+# Workloads run as one group, so the ratio of their times is measured pair by pair.
+PAIRED = [("W2@50", "W2@200")]
 CMD_TOOLS = ["lifeboat", "lifeboat-tmpfs", "floor", "pyinfra", "ansible"]
 PUT_TOOLS = ["lifeboat", "floor", "scp", "rsync", "pyinfra", "ansible"]
 SHM_STATE = Path("/dev/shm")
@@ -532,67 +534,120 @@ def check_strict(work, hosts, args):
         log(f"strict host key checking: {tool} refused the wrong key (exit {rc})")
 
 
+def groups(names):
+    """The workloads to run together, in the order named: W2's two sizes form one group
+    (their ratio is a target), every other workload is a group of its own."""
+    out = []
+    for w in names:
+        pair = next((p for p in PAIRED if w in p), None)
+        if pair and all(x in names for x in pair):
+            if w == pair[0]:
+                out.append(list(pair))
+        else:
+            out.append([w])
+    return out
+
+
 def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
 
 
-def run_workload(wname, w, work, hosts, args, results):
-    n = w["hosts"]
-    wdir = work / wname
-    wdir.mkdir()
-    tools = list(CMD_TOOLS if w["kind"] == "cmd" else PUT_TOOLS)
-    tools = [t for t in tools if t in args.tools or t in ("lifeboat",)]
-    tools = [t for t in tools if f"{t}@{wname}" not in args.skip or t == "lifeboat"]
-    if w["kind"] == "cmd":
-        gen_cmd(wdir, w)
-    else:
-        gen_put(wdir, w, work)
-        gen_copy_scripts(wdir, w, work, hosts)
+def run_workloads(wnames, work, hosts, args, results):
+    """Runs the workloads of one group, `--reps` times. Each repetition runs every tool
+    (in an order that rotates between repetitions) on every workload of the group, one
+    right after the other (in an order that alternates), so a ratio between two
+    workloads of a group (W2's 200 hosts to its 50) is measured pair by pair, as the
+    ratios between tools are, and the load the runs leave behind falls on both alike."""
+    spec = {wn: WORKLOADS[wn] for wn in wnames}
+    tools = []
+    for wn in wnames:
+        w = spec[wn]
+        for t in CMD_TOOLS if w["kind"] == "cmd" else PUT_TOOLS:
+            if t not in tools and (t in args.tools or t == "lifeboat"):
+                tools.append(t)
+    runs = {wn: [t for t in tools if t in (CMD_TOOLS if spec[wn]["kind"] == "cmd" else PUT_TOOLS)] for wn in wnames}
+    runs = {wn: [t for t in ts if f"{t}@{wn}" not in args.skip or t == "lifeboat"] for wn, ts in runs.items()}
+    wdirs, logs = {}, {}
+    for wn in wnames:
+        w = spec[wn]
+        wdir = work / wn
+        wdir.mkdir()
+        if w["kind"] == "cmd":
+            gen_cmd(wdir, w)
+        else:
+            gen_put(wdir, w, work)
+            gen_copy_scripts(wdir, w, work, hosts)
+        wdirs[wn], logs[wn] = wdir, wdir / "log"
     env = tool_env(work)
-    load0 = loadavg()
-    res = {t: [] for t in tools}
-    logf = wdir / "log"
+    load0 = {wn: loadavg() for wn in wnames}
+    res = {wn: {t: [] for t in runs[wn]} for wn in wnames}
     for rep in range(args.reps):
         order = tools[rep % len(tools) :] + tools[: rep % len(tools)]
+        sizes = wnames if rep % 2 == 0 else wnames[::-1]
         for tool in order:
-            if w["kind"] == "put":
-                clean_dest()
-            cmd = command_for(tool, w, wdir, work, n, args)
-            rc, wall, cpu, rss = measure(tool, cmd, wdir, env, logf, args.timeout)
-            if tool == "ansible":
-                mcpu, mrss = end_masters(work)
-                cpu += mcpu
-                rss = max(rss, mrss)
-            err = None if rc == 0 else f"exit {rc}"
-            if err is None and w["kind"] == "put":
-                err = check_copies(w, tool, hosts)
-            if err:
-                log(f"{wname} {tool} rep {rep + 1}: FAILED ({err}); see {logf}")
-            res[tool].append(dict(wall=wall, cpu=cpu, rss_mib=rss / 1024, error=err))
-            log(f"{wname} rep {rep + 1}/{args.reps} {tool:8s} wall {wall:8.3f} s  cpu {cpu:7.3f} s  rss {rss / 1024:7.1f} MiB{'  ' + err if err else ''}")
-    if w["kind"] == "put":
-        clean_dest()
-    out = {}
-    for t in tools:
-        ok = [r for r in res[t] if not r["error"]]
-        ratios = []
-        for i, r in enumerate(res[t]):
-            lb = res["lifeboat"][i]
-            if not r["error"] and not lb["error"]:
-                ratios.append(r["wall"] / lb["wall"])
-        out[t] = dict(
-            runs=res[t],
-            ok=len(ok),
-            wall=med([r["wall"] for r in ok]),
-            cpu=med([r["cpu"] for r in ok]),
-            rss_mib=med([r["rss_mib"] for r in ok]),
-            ratio=med(ratios),
+            for wname in sizes:
+                if tool not in runs[wname]:
+                    continue
+                w, wdir, logf = spec[wname], wdirs[wname], logs[wname]
+                if w["kind"] == "put":
+                    clean_dest()
+                cmd = command_for(tool, w, wdir, work, w["hosts"], args)
+                rc, wall, cpu, rss = measure(tool, cmd, wdir, env, logf, args.timeout)
+                if tool == "ansible":
+                    mcpu, mrss = end_masters(work)
+                    cpu += mcpu
+                    rss = max(rss, mrss)
+                err = None if rc == 0 else f"exit {rc}"
+                if err is None and w["kind"] == "put":
+                    err = check_copies(w, tool, hosts)
+                if err:
+                    log(f"{wname} {tool} rep {rep + 1}: FAILED ({err}); see {logf}")
+                res[wname][tool].append(dict(wall=wall, cpu=cpu, rss_mib=rss / 1024, error=err))
+                log(f"{wname} rep {rep + 1}/{args.reps} {tool:8s} wall {wall:8.3f} s  cpu {cpu:7.3f} s  rss {rss / 1024:7.1f} MiB{'  ' + err if err else ''}")
+    for wname in wnames:
+        if spec[wname]["kind"] == "put":
+            clean_dest()
+        out = {}
+        for t in runs[wname]:
+            out[t] = summary(res[wname][t], res[wname]["lifeboat"])
+        results["workloads"][wname] = dict(
+            spec=dict(spec[wname]), tools=out, load_at_start=load0[wname], load_at_end=loadavg()
         )
-    results["workloads"][wname] = dict(
-        spec={k: v for k, v in w.items()}, tools=out, load_at_start=load0, load_at_end=loadavg()
-    )
+    if len(wnames) == 2:
+        # How the second workload's time compares with the first's, run by run.
+        small, big = wnames
+        scaling = {}
+        for t in runs[small]:
+            if t not in runs[big]:
+                continue
+            pairs = [
+                b["wall"] / a["wall"]
+                for a, b in zip(res[small][t], res[big][t])
+                if not a["error"] and not b["error"]
+            ]
+            scaling[t] = dict(pairs=pairs, ratio=med(pairs))
+        results.setdefault("scaling", {})[f"{small}->{big}"] = scaling
     write_json(args, results)
+
+
+def summary(runs, lifeboat_runs):
+    """Medians of a tool's runs, and of its wall time over lifeboat's, repetition by
+    repetition."""
+    ok = [r for r in runs if not r["error"]]
+    ratios = [
+        r["wall"] / lb["wall"]
+        for r, lb in zip(runs, lifeboat_runs)
+        if not r["error"] and not lb["error"]
+    ]
+    return dict(
+        runs=runs,
+        ok=len(ok),
+        wall=med([r["wall"] for r in ok]),
+        cpu=med([r["cpu"] for r in ok]),
+        rss_mib=med([r["rss_mib"] for r in ok]),
+        ratio=med(ratios),
+    )
 
 
 def run_per_step(work, args, results):
@@ -744,10 +799,11 @@ def main():
             if rc != 0:
                 raise SystemExit(f"warm-up: {tool} failed (exit {rc}); see {warm / 'log'}")
     check_strict(work, hosts, args)
-    for w in names:
-        log(f"workload {w}: {WORKLOADS[w]}")
-        run_workload(w, WORKLOADS[w], work, hosts, args, results)
-        if w == "W1":
+    for group in groups(names):
+        for w in group:
+            log(f"workload {w}: {WORKLOADS[w]}")
+        run_workloads(group, work, hosts, args, results)
+        if "W1" in group:
             log(f"per-step chains: lifeboat and the floor at 1 and 41 steps, {args.step_reps} times")
             run_per_step(work, args, results)
     shutil.rmtree(SHM_STATE / f"{work.name}-state", ignore_errors=True)
