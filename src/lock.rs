@@ -619,8 +619,11 @@ impl HostLocks {
             // of the run that shares it made its completion log there when it took its
             // lock, before any node ran, so nothing new appears meanwhile. `tmp`: where
             // runs of earlier versions wrote their lock before linking it into place.)
+            // A function the host's kept shell runs in itself (no subshell's process):
+            // its variables are unset at its end.
+            let mut vars = String::from("__lb_f __lb_l __lb_x __lb_e");
             let mut script = format!(
-                "f={f}; l=; IFS= read -r l 2>/dev/null < \"$f\"; set --; [ \"$l\" != {line} ] || set -- \"$f\"",
+                "__lb_f={f}; __lb_l=; IFS= read -r __lb_l 2>/dev/null < \"$__lb_f\"; set --; [ \"$__lb_l\" != {line} ] || set -- \"$__lb_f\"",
                 f = quote(&held.file),
                 line = quote(&format!("run_id={run_id}")),
             );
@@ -632,6 +635,7 @@ impl HostLocks {
                 let mut files = Vec::new();
                 let mut after = String::new();
                 for (n, (id, lock_dir)) in runs.iter().enumerate() {
+                    vars.push_str(&format!(" __lb_d{n} __lb_a{n}"));
                     // The run id is a word of letters, digits, `-` and `_`: a safe glob.
                     let (host_layout, own) = (
                         MarkerPaths::of_host(lock_dir, &host, id),
@@ -654,15 +658,15 @@ impl HostLocks {
                     );
                     // Each entry of directory `$d{n}`, hidden ones too, as `$x`.
                     let each = format!(
-                        "for x in \"$d{n}\"/* \"$d{n}\"/.[!.]* \"$d{n}\"/..?*; do {{ [ -e \"$x\" ] || [ -L \"$x\" ]; }}"
+                        "for __lb_x in \"$__lb_d{n}\"/* \"$__lb_d{n}\"/.[!.]* \"$__lb_d{n}\"/..?*; do {{ [ -e \"$__lb_x\" ] || [ -L \"$__lb_x\" ]; }}"
                     );
                     script.push_str(&format!(
-                        "\nd{n}={d}; a{n}=1; {each} && [ \"$x\" != {log} ] && [ \"$x\" != {tmp} ] && {{ a{n}=; break; }}; done\n\
-                         if [ ! -d \"$d{n}\" ]; then :; elif [ -n \"$a{n}\" ]; then set -- \"$@\" \"$d{n}\"; else set -- \"$@\" {log} {tmp}; fi",
+                        "\n__lb_d{n}={d}; __lb_a{n}=1; {each} && [ \"$__lb_x\" != {log} ] && [ \"$__lb_x\" != {tmp} ] && {{ __lb_a{n}=; break; }}; done\n\
+                         if [ ! -d \"$__lb_d{n}\" ]; then :; elif [ -n \"$__lb_a{n}\" ]; then set -- \"$@\" \"$__lb_d{n}\"; else set -- \"$@\" {log} {tmp}; fi",
                         d = quote(&own.dir),
                     ));
                     after.push_str(&format!(
-                        "\n[ -n \"$a{n}\" ] || {{ e=1; {each} && {{ e=; break; }}; done; [ -z \"$e\" ] || rmdir \"$d{n}\" 2>/dev/null; }}"
+                        "\n[ -n \"$__lb_a{n}\" ] || {{ __lb_e=1; {each} && {{ __lb_e=; break; }}; done; [ -z \"$__lb_e\" ] || rmdir \"$__lb_d{n}\" 2>/dev/null; }}"
                     ));
                 }
                 script.push_str(&format!("\nrm -rf \"$@\" {}", files.join(" ")));
@@ -670,9 +674,9 @@ impl HostLocks {
             } else {
                 script.push_str("; [ $# -eq 0 ] || rm -f \"$@\"");
             }
-            script.push_str("; true");
+            script.push_str(&format!("\nunset {vars}; return 0"));
             tasks.spawn(async move {
-                let spec = CommandSpec::sh(script).timeout(Some(LOCK_COMMAND_TIMEOUT));
+                let spec = CommandSpec::sh_function(script).timeout(Some(LOCK_COMMAND_TIMEOUT));
                 match held.conn.run(&spec, None).await {
                     Ok(o) if o.success() => None,
                     Ok(o) => Some(format!(
