@@ -91,16 +91,7 @@ impl Default for RunOptions {
 pub fn new_run_id() -> String {
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let stamp: String = now.chars().filter(char::is_ascii_digit).collect();
-    let mut bytes = [0u8; 3];
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-            ^ std::process::id();
-        bytes.copy_from_slice(&nanos.to_le_bytes()[..3]);
-    }
-    format!("{stamp}-{:02x}{:02x}{:02x}", bytes[0], bytes[1], bytes[2])
+    format!("{stamp}-{}", crate::random::hex(3))
 }
 
 /// Ctrl-C presses, counted. The first stops new work and rolls back; the second

@@ -18,6 +18,7 @@ pub mod marker;
 pub mod modules;
 pub mod output;
 pub mod playbook;
+pub mod random;
 pub mod report;
 pub mod rollback;
 pub mod schema;

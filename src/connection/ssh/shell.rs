@@ -48,21 +48,7 @@ impl Shell {
         write: ChannelWriteHalf<Msg>,
         permit: OwnedSemaphorePermit,
     ) -> Shell {
-        let mut bytes = [0u8; 16];
-        let nonce =
-            match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes) {
-                Ok(()) => bytes.iter().map(|b| format!("{b:02x}")).collect(),
-                // Without the system's randomness, the time and the address of this shell
-                // still make a tag no command can know in advance.
-                Err(_) => format!(
-                    "{:x}{:p}",
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_nanos())
-                        .unwrap_or_default(),
-                    &bytes
-                ),
-            };
+        let nonce = crate::random::hex(16);
         Shell {
             read,
             write: Arc::new(write),
