@@ -14,6 +14,11 @@ const SHELL: &str = "shell";
 /// Template name for plain text.
 const TEXT: &str = "text";
 
+/// How many instructions one rendering may run: far more than any template that fills
+/// a file or a command line needs, and a limit on one that would run for hours (two
+/// nested loops over `range(100000)`), which would otherwise hang the run.
+pub const FUEL: u64 = 10_000_000;
+
 /// The template engine, shared by the whole run.
 pub struct Templates {
     env: Environment<'static>,
@@ -44,6 +49,14 @@ pub struct TemplateError {
 impl From<minijinja::Error> for TemplateError {
     fn from(e: minijinja::Error) -> Self {
         let undefined = e.kind() == minijinja::ErrorKind::UndefinedError;
+        if e.kind() == minijinja::ErrorKind::OutOfFuel {
+            return TemplateError {
+                message: format!(
+                    "the template ran more than {FUEL} instructions and was stopped: look for a loop that is too large or never ends"
+                ),
+                undefined,
+            };
+        }
         let mut message = e
             .detail()
             .map_or_else(|| e.kind().to_string(), |d| format!("{}: {d}", e.kind()));
@@ -59,6 +72,7 @@ impl Templates {
     pub fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
         // A rendered file keeps its final newline.
         if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
             .keep_trailing_newline(true)
@@ -273,6 +287,27 @@ mod tests {
         for word in ["pw'x", "a pw'x", "pw'x$", "'pw'x'"] {
             assert!(shell_quote(word).contains(&sq_content(secret)), "{word}");
         }
+    }
+
+    #[test]
+    fn a_template_that_would_run_for_hours_is_stopped() {
+        let t = Templates::new();
+        let e = t
+            .render_str(
+                "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+                &ctx(),
+                false,
+            )
+            .err()
+            .map(|e| e.message);
+        assert!(
+            e.as_deref()
+                .is_some_and(|m| m.contains("ran more than 10000000 instructions")),
+            "{e:?}"
+        );
+        // A big template that ends is not stopped.
+        let out = t.render_str("{% for i in range(20000) %}.{% endfor %}", &ctx(), false);
+        assert_eq!(out.ok().map(|s| s.len()), Some(20000));
     }
 
     #[test]
