@@ -493,7 +493,7 @@ fn sha256_file(p: &std::path::Path) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn transfers(s: &Sshd) {
+async fn transfers(s: &Sshd, sftp: bool) {
     let c = conn(s);
     let dir = ok(tempfile::tempdir());
     let local = dir.path().join("big.bin");
@@ -532,13 +532,50 @@ async fn transfers(s: &Sshd) {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(msg.contains("/nonexistent-path"), "{msg}");
-    sh(&c, &format!("rm -f {remote}")).await;
+
+    // A rename that never replaces: over SFTP it moves a file to a free name and
+    // refuses a taken one (both files stay); without SFTP it does nothing and says so.
+    let (moved, taken) = (format!("{remote}.moved"), format!("{remote}.taken"));
+    ok(c.put_bytes(b"other\n", &taken).await);
+    let renamed = ok(c.rename_new(&remote, &moved).await);
+    assert_eq!(renamed, sftp, "{}", s.log());
+    if renamed {
+        assert_eq!(ok(c.read_file(&remote, 100).await), None);
+        assert_eq!(
+            ok(c.read_file(&moved, 100).await),
+            Some(b"small\n".to_vec())
+        );
+        let msg = c
+            .rename_new(&moved, &taken)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            msg.contains(&format!("cannot rename {moved} to {taken}")),
+            "{msg}"
+        );
+        assert_eq!(
+            ok(c.read_file(&taken, 100).await),
+            Some(b"other\n".to_vec())
+        );
+        assert_eq!(
+            ok(c.read_file(&moved, 100).await),
+            Some(b"small\n".to_vec())
+        );
+    } else {
+        assert_eq!(
+            ok(c.read_file(&remote, 100).await),
+            Some(b"small\n".to_vec())
+        );
+    }
+    sh(&c, &format!("rm -f {remote} {moved} {taken}")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_move_over_sftp() {
     let s = ok(Sshd::start("127.0.0.13"));
-    transfers(&s).await;
+    transfers(&s, true).await;
     assert!(s.log().contains("sftp"), "{}", s.log());
 }
 
@@ -549,7 +586,7 @@ async fn files_move_without_sftp() {
         sftp: false,
         ..Options::default()
     }));
-    transfers(&s).await;
+    transfers(&s, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

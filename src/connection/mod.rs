@@ -388,6 +388,14 @@ pub trait Connection: Send + Sync {
 
     /// Metadata of a host path (not following a final symlink); `None` when absent.
     async fn stat(&self, remote_path: &str) -> Result<Option<FileStat>, ConnectionError>;
+
+    /// Renames `from` to `to` on the host, failing when something is at `to` (it never
+    /// replaces), without starting a process there where the transport can (SFTP's
+    /// rename). `Ok(false)`: this transport cannot, nothing was done; the caller renames
+    /// some other way.
+    async fn rename_new(&self, _from: &str, _to: &str) -> Result<bool, ConnectionError> {
+        Ok(false)
+    }
 }
 
 /// One connection per host, opened on first use and shared by every step on it.

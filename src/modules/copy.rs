@@ -70,8 +70,9 @@ directory (or ends with `/`), the file is copied into it under src's name. When 
 directory, the tree is copied (links followed): `src: conf/` copies conf's contents into dest, `src: \
 conf` copies the directory itself to dest/conf; missing directories are made, files that are the \
 same are left alone, mode applies to the files and owner/group to files and made directories; the \
-whole tree takes four commands and one transfer per changed file, and files it replaces are kept in \
-one backup directory beside dest (`.<name>.lifeboat-backup-<run_id>-<random>`) until rollback or \
+whole tree takes four commands and one transfer per changed file (new files are renamed into place \
+over SFTP, with no process each; files that replace others, by `mv` in one command), and files it replaces are \
+kept in one backup directory beside dest (`.<name>.lifeboat-backup-<run_id>-<random>`) until rollback or \
 for you to remove. Changed when the \
 sha256 of the content or a given mode/owner/group differs from the host's; otherwise ok and \
 nothing is written. When mode/owner/group are not given, an existing file keeps its own. A \

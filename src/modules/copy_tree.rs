@@ -1,9 +1,11 @@
 //! `copy` of a controller directory: the tree is walked on the controller, the host is
 //! inspected for every file in one command, the changed files are sent over the
-//! connection's one SFTP session (eight at once) to temporary names beside their destinations, and
-//! one command checks their sizes, gives them their attributes and renames them into
-//! place. Four commands for any number of files, where a `copy` loop runs two per
-//! file. Files it replaces are kept in one backup directory beside dest for rollback.
+//! connection's one SFTP session (eight at once) to temporary names beside their
+//! destinations, and one command checks their sizes, gives them their attributes and
+//! renames those that replace files into place; new files are renamed over SFTP (no
+//! process on the host), or by `mv` when there is no SFTP. Four commands for any number
+//! of files, where a `copy` loop runs two per file. Files it replaces are kept in one
+//! backup directory beside dest for rollback.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +19,9 @@ use crate::connection::{CommandSpec, quote};
 
 /// How many files are sent at once.
 const UPLOADS_AT_ONCE: usize = 8;
+
+/// How many renames are asked of the host at once (each is one small request).
+const RENAMES_AT_ONCE: usize = 32;
 
 /// One entry of the controller's tree, relative to the copied directory.
 #[derive(Debug)]
@@ -506,11 +511,28 @@ pub(crate) async fn copy_tree(
             attrs.group.as_deref(),
         ));
     }
+    // New files go into place by the connection's own rename when it has one (SFTP's:
+    // no process on the host; a `mv` for each was most of the time a copy of many small
+    // files took), after the script has checked them all; files that replace others by
+    // `mv -f` in the script (SFTP's rename never replaces).
+    let renaming = ctx.become_.is_none() && sent.iter().any(|(_, f)| f.before.is_none());
     for (tmp, f) in &sent {
-        fin.push_str(&format!("mv -f -- {} {}\n", quote(tmp), quote(&f.path)));
+        if !(renaming && f.before.is_none()) {
+            fin.push_str(&format!("mv -f -- {} {}\n", quote(tmp), quote(&f.path)));
+        }
     }
     if let Err(e) = script_ok(ctx, &format!("cannot write into {dest}"), fin).await {
         return Err(give_up(ctx, &sent, &undo, e).await);
+    }
+    if renaming {
+        let fresh: Vec<(&str, &str)> = sent
+            .iter()
+            .filter(|(_, f)| f.before.is_none())
+            .map(|(tmp, f)| (tmp.as_str(), f.path.as_str()))
+            .collect();
+        if let Err(e) = rename_fresh(ctx, &fresh).await {
+            return Err(give_up(ctx, &sent, &undo, e).await);
+        }
     }
     if let Some(m) = attrs.mode {
         data["mode"] = json!(mode_text(m));
@@ -531,6 +553,41 @@ async fn script_ok(
 ) -> Result<CommandOutput, ModuleError> {
     let spec = CommandSpec::shell("exec /bin/sh -s").stdin(script.into_bytes());
     spec_ok(ctx, what, spec).await
+}
+
+/// Renames new files (`(temporary, final)` pairs) into place: by the connection's own
+/// rename, several at once, or, when it has none, by one script of `mv`s.
+async fn rename_fresh(ctx: &ModuleContext, fresh: &[(&str, &str)]) -> Result<(), ModuleError> {
+    let Some(((tmp, path), rest)) = fresh.split_first() else {
+        return Ok(());
+    };
+    if ctx.conn.rename_new(tmp, path).await? {
+        type Renaming<'a> = std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = Result<bool, crate::connection::ConnectionError>>
+                    + Send
+                    + 'a,
+            >,
+        >;
+        let mut renames: Vec<Renaming> = Vec::new();
+        for &(tmp, path) in rest {
+            renames.push(Box::pin(ctx.conn.rename_new(tmp, path)));
+        }
+        let done: Vec<_> = futures_util::stream::iter(renames)
+            .buffer_unordered(RENAMES_AT_ONCE)
+            .collect()
+            .await;
+        for r in done {
+            r?;
+        }
+        return Ok(());
+    }
+    let mut script = String::from("set -e\n");
+    for (tmp, path) in fresh {
+        script.push_str(&format!("mv -f -- {} {}\n", quote(tmp), quote(path)));
+    }
+    script_ok(ctx, "cannot move the new files into place", script).await?;
+    Ok(())
 }
 
 /// After a failure: removes the files sent and puts the tree back; returns `e`.

@@ -1322,6 +1322,10 @@ impl Connection for SshConnection {
     async fn stat(&self, remote_path: &str) -> Result<Option<FileStat>, ConnectionError> {
         super::local::stat_via_command(self, remote_path, None).await
     }
+
+    async fn rename_new(&self, from: &str, to: &str) -> Result<bool, ConnectionError> {
+        transfer::rename_new(self, from, to).await
+    }
 }
 
 #[cfg(test)]

@@ -248,6 +248,25 @@ pub(super) async fn put_file(
     Ok(())
 }
 
+/// Renames a host file over SFTP, which refuses when something is at `to` (OpenSSH's
+/// server links the new name, then removes the old: a name that appeared meanwhile is
+/// never replaced). `Ok(false)` when the server has no SFTP.
+pub(super) async fn rename_new(
+    conn: &SshConnection,
+    from: &str,
+    to: &str,
+) -> Result<bool, ConnectionError> {
+    let Some((_live, shared)) = open_sftp(conn).await? else {
+        return Ok(false);
+    };
+    shared
+        .0
+        .rename(from, to)
+        .await
+        .map_err(|e| conn.err(format!("cannot rename {from} to {to}: {e}")))?;
+    Ok(true)
+}
+
 /// The permission bits of a host file (following links), or `None` when the host cannot
 /// say.
 async fn remote_mode(conn: &SshConnection, remote: &str) -> Result<Option<u32>, ConnectionError> {
