@@ -471,7 +471,29 @@ def check_copies(w, tool, hosts):
     return None
 
 
+def busy_ticks():
+    """Clock ticks the machine's CPUs have spent busy so far (idle, iowait and steal
+    left out), from /proc/stat."""
+    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(v) - v[3] - v[4] - v[7]
+
+
+def settle(limit=10.0):
+    """Waits until the machine is quiet (under a tenth of a core busy over 200 ms), at
+    most `limit` seconds: what one run leaves behind (sshd sessions closing, a tool's
+    ssh masters ending) must not fall on the next."""
+    deadline = time.monotonic() + limit
+    window = 0.2
+    quiet = 0.1 * window * os.sysconf("SC_CLK_TCK")
+    while time.monotonic() < deadline:
+        b0 = busy_ticks()
+        time.sleep(window)
+        if busy_ticks() - b0 <= quiet:
+            return
+
+
 def measure(tool, cmd, cwd, env, logf, timeout):
+    settle()
     tf = cwd / ".time"
     t0 = time.perf_counter()
     with open(logf, "ab") as lf:
