@@ -1040,6 +1040,7 @@ impl Run {
         let become_ = step.become_with(&settings);
 
         let mut results = Vec::new();
+        let mut item_msgs: Vec<String> = Vec::new();
         let mut changed = false;
         let mut failure: Option<(String, Json)> = None;
         for (index, item) in items.iter().enumerate() {
@@ -1109,8 +1110,9 @@ impl Run {
                     if let Some(d) = &outcome.diff {
                         diffs.push(d.clone());
                     }
-                    if outcome.msg.is_some() {
-                        msg = outcome.msg.clone();
+                    if let Some(m) = &outcome.msg {
+                        item_msgs.push(m.clone());
+                        msg = Some(m.clone());
                     }
                     for (k, v) in &outcome.facts {
                         self.vars.facts.set(host, &step.scope, k, v.clone());
@@ -1128,10 +1130,17 @@ impl Run {
                     // explicit rollback can see them.
                     rec.undo.push((args, None));
                     results.push(j.clone());
-                    failure = Some((e.to_string(), j));
+                    let text = match item {
+                        Some(it) => format!("item {} ({}): {e}", index + 1, item_label(it)),
+                        None => e.to_string(),
+                    };
+                    failure = Some((text, j));
                     break;
                 }
             }
+        }
+        if step.loop_items.is_some() {
+            msg = loop_msg(&item_msgs, results.len());
         }
         let result = if step.loop_items.is_some() {
             json!({
@@ -1437,8 +1446,48 @@ const TIMEOUT_GRACE: Duration = Duration::from_secs(2);
 /// The duration a retry waits, for docs.
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// A loop item as a message names it: its JSON, cut to 60 characters.
+fn item_label(item: &Json) -> String {
+    let text = match item {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(59).collect::<String>())
+    } else {
+        text
+    }
+}
+
+/// The message of a loop step: its one item's, or how many items ran and the last
+/// item's message (every item's is in `results`).
+fn loop_msg(msgs: &[String], items: usize) -> Option<String> {
+    let last = msgs.last()?;
+    Some(if items == 1 {
+        last.clone()
+    } else {
+        format!("{items} items; the last: {last}")
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn loop_messages_count_the_items_and_give_the_last() {
+        let m = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(loop_msg(&[], 3), None);
+        assert_eq!(loop_msg(&m(&["x"]), 1).as_deref(), Some("x"));
+        assert_eq!(
+            loop_msg(&m(&["a", "b", "c", "d"]), 4).as_deref(),
+            Some("4 items; the last: d")
+        );
+        assert_eq!(item_label(&serde_json::json!("web")), "web");
+        assert_eq!(item_label(&serde_json::json!({"n": 1})), "{\"n\":1}");
+        let long = item_label(&serde_json::json!("x".repeat(100)));
+        assert_eq!(long.chars().count(), 60);
+        assert!(long.ends_with('…'));
+    }
+
     use super::*;
     use crate::graph::Selection;
 

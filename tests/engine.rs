@@ -386,12 +386,23 @@ steps:
     shell: >
       echo "{{ colours.results | length }} {{ colours.results[1].item }}
       {{ colours.results[2].stdout | trim }} {{ colours.changed }}" > {{ playbook_dir }}/report
+  - id: say
+    loop: [a, b, c, d, e]
+    debug:
+      msg: colour {{ item }}
+  - id: once
+    loop: [a]
+    debug:
+      msg: colour {{ item }}
 "#,
         )
         .run();
     out.assert_code(0);
     assert_eq!(out.read("items"), "red\ngreen\nblue\n");
     assert_eq!(out.read("report").trim(), "3 green blue True");
+    // A loop's message says how many items ran, then the last item's.
+    assert_eq!(out.msg("say", "localhost"), "5 items; the last: colour e");
+    assert_eq!(out.msg("once", "localhost"), "colour a");
 }
 
 #[test]
@@ -1668,6 +1679,11 @@ steps:
         .run();
     out.assert_code(0);
     assert_eq!(out.status("each", "localhost"), "ignored");
+    assert!(
+        out.msg("each", "localhost").starts_with("item 2 (2): "),
+        "the message names the item that failed: {}",
+        out.msg("each", "localhost")
+    );
     assert_eq!(
         out.read("items"),
         "1\n2\n",
