@@ -1040,7 +1040,6 @@ impl Run {
         let become_ = step.become_with(&settings);
 
         let mut results = Vec::new();
-        let mut item_msgs: Vec<String> = Vec::new();
         let mut changed = false;
         let mut failure: Option<(String, Json)> = None;
         for (index, item) in items.iter().enumerate() {
@@ -1110,9 +1109,8 @@ impl Run {
                     if let Some(d) = &outcome.diff {
                         diffs.push(d.clone());
                     }
-                    if let Some(m) = &outcome.msg {
-                        item_msgs.push(m.clone());
-                        msg = Some(m.clone());
+                    if outcome.msg.is_some() {
+                        msg = outcome.msg.clone();
                     }
                     for (k, v) in &outcome.facts {
                         self.vars.facts.set(host, &step.scope, k, v.clone());
@@ -1140,7 +1138,7 @@ impl Run {
             }
         }
         if step.loop_items.is_some() {
-            msg = loop_msg(&item_msgs, results.len());
+            msg = loop_msg(msg, results.len());
         }
         let result = if step.loop_items.is_some() {
             json!({
@@ -1459,12 +1457,12 @@ fn item_label(item: &Json) -> String {
     }
 }
 
-/// The message of a loop step: its one item's, or how many items ran and the last
-/// item's message (every item's is in `results`).
-fn loop_msg(msgs: &[String], items: usize) -> Option<String> {
-    let last = msgs.last()?;
+/// The message of a loop step whose last item said `last`: that, or how many items ran
+/// and that (every item's is in `results`).
+fn loop_msg(last: Option<String>, items: usize) -> Option<String> {
+    let last = last?;
     Some(if items == 1 {
-        last.clone()
+        last
     } else {
         format!("{items} items; the last: {last}")
     })
@@ -1472,13 +1470,15 @@ fn loop_msg(msgs: &[String], items: usize) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::graph::Selection;
+
     #[test]
     fn loop_messages_count_the_items_and_give_the_last() {
-        let m = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(loop_msg(&[], 3), None);
-        assert_eq!(loop_msg(&m(&["x"]), 1).as_deref(), Some("x"));
+        assert_eq!(loop_msg(None, 3), None);
+        assert_eq!(loop_msg(Some("x".into()), 1).as_deref(), Some("x"));
         assert_eq!(
-            loop_msg(&m(&["a", "b", "c", "d"]), 4).as_deref(),
+            loop_msg(Some("d".into()), 4).as_deref(),
             Some("4 items; the last: d")
         );
         assert_eq!(item_label(&serde_json::json!("web")), "web");
@@ -1487,9 +1487,6 @@ mod tests {
         assert_eq!(long.chars().count(), 60);
         assert!(long.ends_with('…'));
     }
-
-    use super::*;
-    use crate::graph::Selection;
 
     fn graph_of(playbook: &str, inventory: &str) -> (Playbook, Graph) {
         let dir = tempfile::tempdir().expect("tempdir");

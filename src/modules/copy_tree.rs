@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use serde_json::{Value as Json, json};
 
 use super::copy::{attr_script, local_sha256, mode_text, sibling, spec_ok, split_path};
@@ -435,9 +436,7 @@ pub(crate) async fn copy_tree(
 
     // Send, to temporary names beside the destinations, several at once over the
     // connection's one SFTP session (a file's open, write and close are round trips).
-    type Sending<'a> = std::pin::Pin<
-        Box<dyn std::future::Future<Output = (usize, String, Result<(), ModuleError>)> + Send + 'a>,
-    >;
+    type Sending<'a> = BoxFuture<'a, (usize, String, Result<(), ModuleError>)>;
     let mut sending: Vec<Sending> = Vec::new();
     for (k, f) in changed.iter().enumerate().filter(|(_, f)| f.send) {
         let tmp = sibling(&f.path, "", &ctx.run_id);
@@ -562,14 +561,8 @@ async fn rename_fresh(ctx: &ModuleContext, fresh: &[(&str, &str)]) -> Result<(),
         return Ok(());
     };
     if ctx.conn.rename_new(tmp, path).await? {
-        type Renaming<'a> = std::pin::Pin<
-            Box<
-                dyn std::future::Future<Output = Result<bool, crate::connection::ConnectionError>>
-                    + Send
-                    + 'a,
-            >,
-        >;
-        let mut renames: Vec<Renaming> = Vec::new();
+        let mut renames: Vec<BoxFuture<Result<bool, crate::connection::ConnectionError>>> =
+            Vec::new();
         for &(tmp, path) in rest {
             renames.push(Box::pin(ctx.conn.rename_new(tmp, path)));
         }
