@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod assert;
+pub mod backup_chain;
 pub mod backup_common;
 pub mod command;
 pub mod copy;
@@ -14,6 +15,7 @@ pub mod debug;
 pub mod fetch;
 pub mod file;
 pub mod manifest;
+pub mod mariadb_backup;
 pub mod move_aside;
 pub mod mysql;
 pub mod mysql_checksum;
@@ -498,6 +500,7 @@ pub fn registry() -> &'static IndexMap<&'static str, Arc<dyn Module>> {
             Arc::new(mysql_restore::MysqlRestore),
             Arc::new(mysql_query::MysqlQuery),
             Arc::new(mysql_checksum::MysqlChecksum),
+            Arc::new(mariadb_backup::MariadbBackup),
             Arc::new(rsync::Rsync),
             Arc::new(archive::Archive),
             Arc::new(unarchive::Unarchive),

@@ -20,7 +20,7 @@ use crate::yaml::Node;
 pub struct Service;
 
 const STATES: &[&str] = &["started", "stopped", "restarted"];
-const MANAGERS: &[&str] = &[
+pub(crate) const MANAGERS: &[&str] = &[
     "auto", "systemd", "sysv", "openrc", "docker", "podman", "command",
 ];
 
@@ -524,5 +524,81 @@ impl Module for Service {
             return Ok(Outcome::ok().with_msg("every service is as it was"));
         }
         Ok(Outcome::changed().with_msg(format!("put back: {}", done.join(", "))))
+    }
+}
+
+/// One service that another module stops and starts (the MariaDB server, for
+/// `mariadb_backup`'s restore): the same managers and the same waiting as this module.
+pub(crate) struct Control {
+    m: Manager,
+    name: String,
+    wait: Duration,
+}
+
+impl Control {
+    /// Resolves the manager (`auto` on the host) for the service `name`. `commands` is
+    /// the rendered `{start, stop, status}` mapping of `manager: command`.
+    pub(crate) async fn resolve(
+        ctx: &ModuleContext,
+        name: &str,
+        manager: &str,
+        commands: Option<&Json>,
+        wait: Duration,
+    ) -> Result<Control, ModuleError> {
+        let kind = choice("service", "manager", manager, MANAGERS)?.to_string();
+        let commands = match commands {
+            None | Some(Json::Null) => None,
+            Some(c) => Some(serde_json::from_value::<Commands>(c.clone()).map_err(|e| {
+                ModuleError::Args(format!(
+                    "commands must be {{start, stop, status}} shell templates: {e}"
+                ))
+            })?),
+        };
+        if kind == "command" && commands.is_none() {
+            return Err(ModuleError::Args(
+                "manager command needs commands: {start, stop, status}".into(),
+            ));
+        }
+        let init_dir = init_d();
+        let kind = if kind == "auto" {
+            detect(ctx, &init_dir, name).await?
+        } else {
+            kind
+        };
+        Ok(Control {
+            m: Manager {
+                kind,
+                init_dir,
+                commands,
+            },
+            name: name.to_string(),
+            wait,
+        })
+    }
+
+    /// The service and its manager, for messages: `mariadb (systemd)`.
+    pub(crate) fn describe(&self) -> String {
+        format!("{} ({})", self.name, self.m.kind)
+    }
+
+    /// Whether it runs now.
+    pub(crate) async fn running(&self, ctx: &ModuleContext) -> Result<bool, ModuleError> {
+        running(ctx, &self.m, &self.name).await
+    }
+
+    /// Stops it (when it runs) and waits until it is observed stopped.
+    pub(crate) async fn stop(&self, ctx: &ModuleContext) -> Result<(), ModuleError> {
+        if self.running(ctx).await? {
+            act(ctx, &self.m, &self.name, Action::Stop, self.wait).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts it (when it does not run) and waits until it is observed running.
+    pub(crate) async fn start(&self, ctx: &ModuleContext) -> Result<(), ModuleError> {
+        if !self.running(ctx).await? {
+            act(ctx, &self.m, &self.name, Action::Start, self.wait).await?;
+        }
+        Ok(())
     }
 }

@@ -91,16 +91,14 @@ pub fn galera() -> &'static MariaDb {
     })
 }
 
-/// Starts a private server. It is stopped and its directory removed when the test
-/// process ends.
-pub fn start(opts: Options) -> MariaDb {
+/// Makes a server's directory with a fresh datadir (`<dir>/data`).
+fn install() -> PathBuf {
     let dir = tempfile::Builder::new()
         .prefix("lifeboat-mariadb-")
         .tempdir()
         .expect("temporary directory")
         .keep();
     let data = dir.join("data");
-    let socket = dir.join("mysqld.sock");
     let install = Command::new(find("mariadb-install-db"))
         .arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
@@ -115,8 +113,27 @@ pub fn start(opts: Options) -> MariaDb {
         "mariadb-install-db failed: {}",
         String::from_utf8_lossy(&install.stderr)
     );
-    let port = free_port();
-    let mut extra: Vec<String> = Vec::new();
+    dir
+}
+
+/// The command line of a server in `dir` on `port`, set up by `opts`.
+fn server_command(dir: &Path, port: u16, opts: Options) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        find("mariadbd").display().to_string(),
+        "--no-defaults".into(),
+        "--user=root".into(),
+        format!("--datadir={}", dir.join("data").display()),
+        format!("--socket={}", dir.join("mysqld.sock").display()),
+        format!("--port={port}"),
+        "--bind-address=127.0.0.1".into(),
+        format!("--pid-file={}", dir.join("mysqld.pid").display()),
+        format!("--log-error={}", dir.join("error.log").display()),
+        "--skip-name-resolve".into(),
+        "--innodb-buffer-pool-size=64M".into(),
+        "--innodb-log-file-size=16M".into(),
+        "--skip-log-bin".into(),
+        "--max-connections=200".into(),
+    ];
     if opts.galera {
         assert!(
             Path::new(GALERA_PROVIDER).exists(),
@@ -124,7 +141,7 @@ pub fn start(opts: Options) -> MariaDb {
         );
         // Its own group communication port, so parallel test binaries never meet.
         let gcomm = free_port();
-        extra.extend([
+        args.extend([
             "--wsrep-on=ON".to_string(),
             format!("--wsrep-provider={GALERA_PROVIDER}"),
             "--wsrep-cluster-address=gcomm://".to_string(),
@@ -138,19 +155,24 @@ pub fn start(opts: Options) -> MariaDb {
         ]);
     }
     if opts.general_log {
-        extra.extend([
+        args.extend([
             "--general-log=1".to_string(),
             format!("--general-log-file={}", dir.join("general.log").display()),
         ]);
     }
+    args
+}
+
+/// Starts a private server. It is stopped and its directory removed when the test
+/// process ends.
+pub fn start(opts: Options) -> MariaDb {
+    let dir = install();
+    let port = free_port();
     // The watchdog: runs the server, and when the test process (or the server) ends,
     // stops the server and removes the directory.
     let script = r#"
-test_pid=$1; dir=$2; mariadbd=$3; port=$4; shift 4
-"$mariadbd" --no-defaults --user=root --datadir="$dir/data" --socket="$dir/mysqld.sock" \
-  --port="$port" --bind-address=127.0.0.1 --pid-file="$dir/mysqld.pid" \
-  --log-error="$dir/error.log" --skip-name-resolve --innodb-buffer-pool-size=64M \
-  --innodb-log-file-size=16M --skip-log-bin --max-connections=200 "$@" &
+test_pid=$1; dir=$2; shift 2
+"$@" &
 m=$!
 trap 'kill "$m" 2>/dev/null; wait "$m" 2>/dev/null; rm -rf -- "$dir"' EXIT
 while kill -0 "$test_pid" 2>/dev/null && kill -0 "$m" 2>/dev/null; do sleep 0.2; done
@@ -161,61 +183,131 @@ while kill -0 "$test_pid" 2>/dev/null && kill -0 "$m" 2>/dev/null; do sleep 0.2;
         .arg("watchdog")
         .arg(std::process::id().to_string())
         .arg(&dir)
-        .arg(find("mariadbd"))
-        .arg(port.to_string())
-        .args(&extra)
+        .args(server_command(&dir, port, opts))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()
         .expect("start the MariaDB watchdog");
+    let socket = dir.join("mysqld.sock");
     let server = MariaDb { dir, socket, port };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ping = Command::new(find("mariadb"))
-            .args(["--no-defaults", "-uroot", "-e", "SELECT 1"])
-            .arg(format!("--socket={}", server.socket.display()))
-            .output()
-            .expect("run mariadb");
-        if ping.status.success() {
-            break;
-        }
+    server.wait_ready(opts, || {
         if let Ok(Some(status)) = watchdog.try_wait() {
             panic!(
                 "mariadbd ended ({status}): {}",
-                std::fs::read_to_string(server.dir.join("error.log")).unwrap_or_default()
+                std::fs::read_to_string(server_log(&server.dir)).unwrap_or_default()
             );
         }
-        assert!(
-            Instant::now() < deadline,
-            "MariaDB did not accept connections within 60s: {}",
-            std::fs::read_to_string(server.dir.join("error.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
     // The watchdog keeps running after this handle is dropped.
     drop(watchdog);
-    if opts.galera {
-        // The node accepts connections before it has joined its (new) cluster.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while server.status("wsrep_local_state_comment") != "Synced" {
-            assert!(
-                Instant::now() < deadline,
-                "the Galera node did not reach Synced within 60s: {}",
-                std::fs::read_to_string(server.dir.join("error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    let pw = sql_literal(PASSWORD);
-    server.sql(&format!(
-        "CREATE USER '{USER}'@'127.0.0.1' IDENTIFIED BY {pw};
-         CREATE USER '{USER}'@'localhost' IDENTIFIED BY {pw};
-         GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'127.0.0.1' WITH GRANT OPTION;
-         GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'localhost' WITH GRANT OPTION;"
-    ));
+    server.create_test_user();
     server
+}
+
+fn server_log(dir: &Path) -> PathBuf {
+    dir.join("error.log")
+}
+
+/// A server started and stopped by a control script, `<dir>/ctl start|stop|status`, as
+/// a service manager would (status exit 0: running): for the tests that stop it and
+/// swap its datadir (`mariadb_backup`'s restore, with `manager: command`). A watchdog
+/// stops it and removes the directory when the test process ends.
+pub struct Controlled {
+    /// The server (its datadir is `<dir>/data`).
+    pub db: MariaDb,
+    /// The control script.
+    pub ctl: PathBuf,
+}
+
+/// Starts a server under a control script.
+pub fn start_controlled(opts: Options) -> Controlled {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = install();
+    let port = free_port();
+    let command: Vec<String> = server_command(&dir, port, opts)
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    let ctl = dir.join("ctl");
+    std::fs::write(
+        &ctl,
+        format!(
+            r#"#!/bin/sh
+# Controls the test server in this directory: start | stop | status.
+dir='{dir}'
+alive() {{ pid=$(cat "$dir/mysqld.pid" 2>/dev/null) && kill -0 "$pid" 2>/dev/null && [ "$(ps -o stat= -p "$pid" | cut -c1)" != Z ]; }}
+case "$1" in
+start) alive && exit 0
+       setsid {command} < /dev/null >> "$dir/ctl.log" 2>&1 &
+       ;;
+stop)  alive || exit 0
+       kill "$pid"
+       i=0; while alive; do i=$((i + 1)); [ "$i" -lt 1200 ] || exit 1; sleep 0.05; done
+       ;;
+status) alive ;;
+*) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
+"#,
+            dir = dir.display(),
+            command = command.join(" "),
+        ),
+    )
+    .expect("write the control script");
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).expect("chmod ctl");
+    let started = Command::new(&ctl)
+        .arg("start")
+        .status()
+        .expect("run ctl start");
+    assert!(started.success(), "ctl start failed");
+    Command::new("bash")
+        .arg("-c")
+        .arg(r#"while kill -0 "$1" 2>/dev/null; do sleep 0.2; done; "$2/ctl" stop; rm -rf -- "$2""#)
+        .arg("watchdog")
+        .arg(std::process::id().to_string())
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start the watchdog");
+    let socket = dir.join("mysqld.sock");
+    let db = MariaDb { dir, socket, port };
+    db.wait_ready(opts, || {});
+    db.create_test_user();
+    Controlled { db, ctl }
+}
+
+impl Controlled {
+    /// `manager: command` arguments that control this server.
+    pub fn service_args(&self) -> Json {
+        let ctl = self.ctl.display().to_string();
+        json!({
+            "service": "mariadb-test",
+            "manager": "command",
+            "commands": {
+                "start": format!("{ctl} start"),
+                "stop": format!("{ctl} stop"),
+                "status": format!("{ctl} status"),
+            },
+        })
+    }
+
+    /// The datadir.
+    pub fn datadir(&self) -> PathBuf {
+        self.db.dir.join("data")
+    }
+
+    /// Whether the server runs (its control script's status).
+    pub fn running(&self) -> bool {
+        Command::new(&self.ctl)
+            .arg("status")
+            .status()
+            .expect("run ctl status")
+            .success()
+    }
 }
 
 /// Whether a general log line starts an entry: `[YYMMDD HH:MM:SS]<TAB>...<id> <Command><TAB>`
@@ -248,6 +340,51 @@ pub fn sql_literal(s: &str) -> String {
 }
 
 impl MariaDb {
+    /// Waits (60 s at most) until the server accepts connections and, for Galera,
+    /// until the node is Synced; `check` runs between tries (to fail early).
+    pub fn wait_ready(&self, opts: Options, mut check: impl FnMut()) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ping = Command::new(find("mariadb"))
+                .args(["--no-defaults", "-uroot", "-e", "SELECT 1"])
+                .arg(format!("--socket={}", self.socket.display()))
+                .output()
+                .expect("run mariadb");
+            if ping.status.success() {
+                break;
+            }
+            check();
+            assert!(
+                Instant::now() < deadline,
+                "MariaDB did not accept connections within 60s: {}",
+                std::fs::read_to_string(server_log(&self.dir)).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if opts.galera {
+            // The node accepts connections before it has joined its (new) cluster.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while self.status("wsrep_local_state_comment") != "Synced" {
+                assert!(
+                    Instant::now() < deadline,
+                    "the Galera node did not reach Synced within 60s: {}",
+                    std::fs::read_to_string(server_log(&self.dir)).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    fn create_test_user(&self) {
+        let pw = sql_literal(PASSWORD);
+        self.sql(&format!(
+            "CREATE USER '{USER}'@'127.0.0.1' IDENTIFIED BY {pw};
+             CREATE USER '{USER}'@'localhost' IDENTIFIED BY {pw};
+             GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'127.0.0.1' WITH GRANT OPTION;
+             GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'localhost' WITH GRANT OPTION;"
+        ));
+    }
+
     /// Runs SQL as root over the socket; panics when it fails. Returns the rows,
     /// tab-separated, without column names.
     pub fn sql(&self, sql: &str) -> String {

@@ -1,0 +1,1169 @@
+//! `mariadb_backup`: hot physical backups of a MariaDB server with `mariadb-backup`,
+//! kept as chains (a full backup and incrementals on top of it, see
+//! [`super::backup_chain`]), and the way back: `prepare` (unpack and apply the chain,
+//! in order, into a scratch directory) and `restore` (prepare beside the datadir, stop
+//! the server, move the old datadir aside, move the prepared files in, fix their
+//! ownership, start the server and wait until it answers). The old datadir stays aside,
+//! so that a failure, or the rollback of a later step, puts it back and starts the server
+//! on it.
+//!
+//! Backups stream (`--stream=xbstream`) through zstd (gzip where zstd is missing) into
+//! a hidden directory of the chain, which is renamed to its number only once the
+//! stream, its sha256 and its manifest are written: a backup that is not complete never
+//! looks complete. The server's password reaches the tool through the 0600 option
+//! file of [`Client`], never a command line.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::backup_chain::{self, Backup, Chain, Kind, LIST_SCRIPT, Upto};
+use super::backup_common::{check_choice, choice, failed_with};
+use super::copy::sibling;
+use super::mysql::{Client, Login, PIPEFAIL, validate_login, with_login_args};
+use super::service::{Control, MANAGERS};
+use super::{
+    ArgKind, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, duration_arg, parse_args,
+};
+use crate::connection::{CommandSpec, quote};
+use crate::error::{SourceError, SourceFile};
+use crate::template::Templates;
+use crate::yaml::{Node, Value};
+
+/// The `mariadb_backup` module.
+pub struct MariadbBackup;
+
+const ACTIONS: &[&str] = &["full", "incremental", "prepare", "restore"];
+const COMPRESS: &[&str] = &["auto", "zstd", "gzip"];
+
+/// The arguments only some actions take, and which.
+const ONLY_FOR: &[(&str, &[&str])] = &[
+    ("compress", &["full", "incremental"]),
+    ("parallel", &["full", "incremental"]),
+    ("full_if_missing", &["incremental"]),
+    ("max_incrementals", &["incremental"]),
+    ("galera", &["full", "incremental", "restore"]),
+    ("upto", &["prepare", "restore"]),
+    ("target", &["prepare"]),
+    ("datadir", &["restore"]),
+    ("owner", &["restore"]),
+    ("service", &["restore"]),
+    ("manager", &["restore"]),
+    ("commands", &["restore"]),
+    ("wait", &["restore"]),
+];
+
+static DOC: ModuleDoc = ModuleDoc {
+    name: "mariadb_backup",
+    summary: "Physical MariaDB backups (full and incremental chains) with mariadb-backup, and their prepare and restore",
+    description: "Keeps chains in `dir` on the database host: `<dir>/<chain>/000-full/`, \
+`001-incr/`, ... each with the stream (`backup.xb.zst`, or `.gz` where zstd is missing), \
+`xtrabackup_checkpoints`, `xtrabackup_info` and a `manifest.json` (format, chain, number, kind, \
+parent, from_lsn/to_lsn/last_lsn, size, sha256, compression, server and tool versions, host, \
+start and end time, Galera position) written last. Actions: \
+`full` starts a new chain (named `chain`, default the run id) with a hot full backup \
+(`mariadb-backup --backup --stream=xbstream`, piped under pipefail through the compressor into a \
+hidden directory, renamed to its number once complete). `incremental` adds the next backup to a \
+chain (`chain`, default the newest one with a full backup), from the LSN where its last backup \
+ended; with `full_if_missing` it makes a full backup in a new chain when there is no chain to add \
+to (or the newest one is broken), and with `max_incrementals` when the chain has that many \
+incrementals already. With `galera`, the node is desynced (`wsrep_desync`) for the backup and \
+resynced after it (also when it fails), and `--galera-info` records its position. \
+`prepare` unpacks the chain in order, up to `upto` (default its last backup), each piece's \
+sha256 checked against its manifest, and applies it (`--prepare`, then `--prepare \
+--incremental-dir` per incremental) into `target`, which must be absent or empty. `restore` checks \
+the chain the same way before anything is stopped (a missing, unfinished or out-of-order piece is \
+refused with what to do), prepares it in a directory beside `datadir` while the server still \
+runs, then stops the server (`service`, through the `service` module's managers), moves the old \
+datadir aside to `.<datadir>.lifeboat-old-<run id>-...`, moves the prepared files into a new empty \
+datadir (`mariadb-backup --move-back`), gives them the old datadir's owner (or `owner`), starts the \
+server and waits (`wait`) until it answers a query with the login arguments. With `galera` it \
+writes `grastate.dat` from the backup's Galera position with `safe_to_bootstrap: 1`, for a start \
+that bootstraps a new cluster (the other nodes then join it by SST). When anything fails after \
+the server was stopped, the step puts the old datadir back and starts the server on it before it \
+fails. After a successful restore the old datadir stays aside (its path is in the result): \
+remove it once the restore is verified. Every action is `changed`. The dry run checks the chain, \
+the server and the directories and says what would be made, stopped, moved and started; nothing \
+changes.",
+    free_form: None,
+    args: with_login_args![
+        arg(
+            "action",
+            ArgKind::Str,
+            true,
+            "full | incremental | prepare | restore",
+        ),
+        arg(
+            "dir",
+            ArgKind::Str,
+            true,
+            "the chain store on the host (it must exist): one directory per chain",
+        ),
+        arg(
+            "chain",
+            ArgKind::Str,
+            false,
+            "the chain: with full, the new chain's name (default the run id); otherwise the chain to add to, prepare or restore (default the newest one with a full backup)",
+        ),
+        arg(
+            "upto",
+            ArgKind::Any,
+            false,
+            "prepare/restore: the last backup to apply, by number (2) or name (002-incr) (default the chain's last)",
+        ),
+        arg(
+            "compress",
+            ArgKind::Str,
+            false,
+            "full/incremental: auto (zstd when the host has it, else gzip), zstd or gzip (default auto)",
+        ),
+        arg(
+            "parallel",
+            ArgKind::Int,
+            false,
+            "full/incremental: files copied at once (mariadb-backup --parallel; default 1)",
+        ),
+        arg(
+            "full_if_missing",
+            ArgKind::Bool,
+            false,
+            "incremental: make a full backup in a new chain when there is no whole chain to add to (default false: fail)",
+        ),
+        arg(
+            "max_incrementals",
+            ArgKind::Int,
+            false,
+            "incremental: start a new chain with a full backup when the chain has this many incrementals",
+        ),
+        arg(
+            "galera",
+            ArgKind::Bool,
+            false,
+            "backup: desync the node while it is copied and record its position; restore: write grastate.dat to bootstrap from the restored node (default false)",
+        ),
+        arg(
+            "target",
+            ArgKind::Str,
+            false,
+            "prepare: where the prepared datadir goes (absent or empty)",
+        ),
+        arg(
+            "datadir",
+            ArgKind::Str,
+            false,
+            "restore: the server's datadir, e.g. /var/lib/mysql",
+        ),
+        arg(
+            "owner",
+            ArgKind::Str,
+            false,
+            "restore: user:group of the restored files (default the old datadir's, e.g. mysql:mysql)",
+        ),
+        arg(
+            "service",
+            ArgKind::Str,
+            false,
+            "restore: the server's service (default mariadb)",
+        ),
+        arg(
+            "manager",
+            ArgKind::Str,
+            false,
+            "restore: how to stop and start it, as in the service module: auto | systemd | sysv | openrc | docker | podman | command (default auto)",
+        ),
+        arg(
+            "commands",
+            ArgKind::Map,
+            false,
+            "restore, with manager command: start, stop, status shell templates, as in the service module",
+        ),
+        arg(
+            "wait",
+            ArgKind::Duration,
+            false,
+            "restore: how long to wait for the server to stop, to start and to answer (default 2m)",
+        ),
+    ],
+    open_args: false,
+    example: "- id: db-backup\n  mariadb_backup:\n    action: incremental\n    dir: /var/backups/mariadb\n    full_if_missing: true\n    max_incrementals: 6\n    login_user: backup\n    login_password: \"{{ db_backup_password }}\"\n\n- id: db-restore\n  mariadb_backup:\n    action: restore\n    dir: /var/backups/mariadb\n    datadir: /var/lib/mysql\n    service: mariadb\n    login_user: backup\n    login_password: \"{{ db_backup_password }}\"\n",
+    returns: &[
+        (
+            "kind",
+            "full/incremental: full or incremental (what was made)",
+        ),
+        ("chain", "the chain"),
+        (
+            "name",
+            "full/incremental: the backup's directory name, e.g. 001-incr",
+        ),
+        ("path", "full/incremental: the backup's directory"),
+        (
+            "from_lsn, to_lsn",
+            "the LSN range of the backup (prepare/restore: to_lsn of the last applied)",
+        ),
+        ("size, sha256", "full/incremental: the stream file's"),
+        (
+            "manifest",
+            "full/incremental: the manifest (also in <path>/manifest.json)",
+        ),
+        ("backups", "prepare/restore: the backups applied, in order"),
+        ("target", "prepare: the prepared datadir"),
+        (
+            "datadir, old_datadir",
+            "restore: the datadir, and where the old one was moved aside",
+        ),
+        (
+            "prepare_seconds, downtime_seconds",
+            "restore: time to unpack and apply the chain; time from the stop to the first answer",
+        ),
+    ],
+    rollback: "full/incremental: removes the backup made (and the chain directory a full backup \
+made). prepare: removes the prepared directory. restore: stops the server, removes the restored \
+datadir, moves the old one back and starts the server on it (a restore into a missing datadir \
+has nothing to put back).",
+};
+
+#[derive(Debug, Deserialize)]
+struct Args {
+    action: String,
+    dir: String,
+    chain: Option<String>,
+    #[serde(default)]
+    upto: Json,
+    compress: Option<String>,
+    parallel: Option<u32>,
+    #[serde(default)]
+    full_if_missing: bool,
+    max_incrementals: Option<u64>,
+    #[serde(default)]
+    galera: bool,
+    target: Option<String>,
+    datadir: Option<String>,
+    owner: Option<String>,
+    service: Option<String>,
+    manager: Option<String>,
+    commands: Option<Json>,
+    wait: Option<Json>,
+    #[serde(flatten)]
+    login: Login,
+}
+
+impl Args {
+    fn wait(&self) -> Result<Duration, ModuleError> {
+        self.wait
+            .as_ref()
+            .map_or(Ok(Duration::from_secs(120)), duration_arg)
+    }
+
+    fn chain(&self) -> Option<&str> {
+        self.chain.as_deref().filter(|c| !c.trim().is_empty())
+    }
+}
+
+/// Shell lines finding the tools as `$mb` (mariadb-backup) and `$mbs` (mbstream).
+const FIND_TOOLS: &str = "mb=$(command -v mariadb-backup || command -v mariabackup) || { echo 'mariadb-backup is not installed on the host (apt-get install mariadb-backup)' >&2; exit 127; }\n\
+mbs=$(command -v mbstream) || { echo 'mbstream is not installed on the host (it comes with mariadb-backup)' >&2; exit 127; }\n";
+
+#[async_trait]
+impl Module for MariadbBackup {
+    fn doc(&self) -> &'static ModuleDoc {
+        &DOC
+    }
+
+    fn validate(&self, args: &Node, file: &SourceFile) -> Vec<SourceError> {
+        let mut errors = check_choice(args, file, "mariadb_backup", "action", ACTIONS);
+        errors.extend(check_choice(
+            args,
+            file,
+            "mariadb_backup",
+            "compress",
+            COMPRESS,
+        ));
+        errors.extend(check_choice(
+            args,
+            file,
+            "mariadb_backup",
+            "manager",
+            MANAGERS,
+        ));
+        errors.extend(validate_login(args, file));
+        let action = args
+            .get("action")
+            .and_then(Node::as_str)
+            .filter(|a| ACTIONS.contains(a));
+        if let Some(action) = action {
+            for (key, actions) in ONLY_FOR {
+                if let Some(n) = args.get(key)
+                    && !actions.contains(&action)
+                {
+                    errors.push(
+                        n.error(
+                            file,
+                            format!("`{key}` is not an argument of action {action}"),
+                        )
+                        .with_help(format!("`{key}` is for action {}", actions.join(" or "))),
+                    );
+                }
+            }
+            for (key, needed_by) in [("target", "prepare"), ("datadir", "restore")] {
+                if action == needed_by && args.get(key).is_none() {
+                    errors.push(
+                        args.error(file, format!("action {action} needs `{key}`"))
+                            .with_help(match key {
+                                "target" => "e.g. target: /var/tmp/prepared (absent or empty)",
+                                _ => "e.g. datadir: /var/lib/mysql",
+                            }),
+                    );
+                }
+            }
+        }
+        if let Some(n) = args.get("chain")
+            && let Some(c) = n.as_str()
+            && !Templates::is_template(c)
+            && (c.is_empty() || c.contains('/') || c.starts_with('.'))
+        {
+            errors.push(
+                n.error(file, format!("`{c}` is not a chain name"))
+                    .with_help("a chain is a directory name in dir: no `/`, not starting with `.`"),
+            );
+        }
+        if let Some(n) = args.get("upto")
+            && !matches!(&n.value, Value::Str(s) if Templates::is_template(s))
+            && let Err(e) = Upto::from_json(&n.to_json())
+        {
+            errors.push(
+                n.error(file, e)
+                    .with_help("e.g. upto: 2, or upto: 002-incr"),
+            );
+        }
+        for key in ["parallel", "max_incrementals"] {
+            if let Some(n) = args.get(key)
+                && let Value::Int(i) = n.value
+                && (i < 0 || (key == "parallel" && i == 0))
+            {
+                errors.push(n.error(file, format!("`{key}` must be a positive number")));
+            }
+        }
+        match (
+            args.get("manager").and_then(Node::as_str),
+            args.get("commands"),
+        ) {
+            (Some("command"), None) => errors.push(
+                args.error(
+                    file,
+                    "`manager: command` needs `commands: {start, stop, status}`",
+                )
+                .with_help("shell templates; {name} is the service, status exit 0 = running"),
+            ),
+            (m, Some(c)) if m.is_none_or(|m| m != "command" && !m.contains("{{")) => errors.push(
+                c.error(file, "`commands` is only for `manager: command`")
+                    .with_help("set manager: command"),
+            ),
+            _ => {}
+        }
+        errors
+    }
+
+    async fn run(&self, ctx: &ModuleContext, args: &Json) -> Result<Outcome, ModuleError> {
+        let a: Args = parse_args("mariadb_backup", args)?;
+        match choice("mariadb_backup", "action", &a.action, ACTIONS)? {
+            "full" => backup(ctx, &a, Kind::Full).await,
+            "incremental" => backup(ctx, &a, Kind::Incremental).await,
+            "prepare" => prepare(ctx, &a).await,
+            _ => restore(ctx, &a).await,
+        }
+    }
+
+    async fn undo(
+        &self,
+        ctx: &ModuleContext,
+        args: &Json,
+        undo: &Json,
+    ) -> Result<Outcome, ModuleError> {
+        let a: Args = parse_args("mariadb_backup", args)?;
+        let text = |k: &str| undo.get(k).and_then(Json::as_str).map(str::to_string);
+        match a.action.as_str() {
+            "full" | "incremental" | "prepare" => {
+                let mut paths: Vec<String> = text("path").into_iter().collect();
+                paths.extend(text("made_chain"));
+                if paths.is_empty() {
+                    return Ok(Outcome::ok().with_msg("nothing to undo"));
+                }
+                if ctx.check {
+                    return Ok(
+                        Outcome::changed().with_msg(format!("would remove {}", paths.join(", ")))
+                    );
+                }
+                let mut argv = vec!["rm".to_string(), "-rf".into(), "--".into()];
+                argv.extend(paths.iter().cloned());
+                let out = ctx.probe(CommandSpec::argv(argv)).await?;
+                if !out.success() {
+                    return Err(failed_with("cannot remove what the step made", out));
+                }
+                Ok(Outcome::changed().with_msg(format!("removed {}", paths.join(", "))))
+            }
+            _ => {
+                let (Some(datadir), Some(old)) = (text("datadir"), text("old_datadir")) else {
+                    return Ok(Outcome::ok()
+                        .with_msg("no datadir was there before the restore: nothing to put back"));
+                };
+                let control = control(ctx, &a).await?;
+                if ctx.check {
+                    return Ok(Outcome::changed().with_msg(format!(
+                        "would stop {}, put {old} back as {datadir} and start it",
+                        control.describe()
+                    )));
+                }
+                let client = Client::open(ctx, &a.login).await?;
+                let result = put_back(ctx, &client, &control, &datadir, &old, a.wait()?).await;
+                client.close(ctx).await;
+                result?;
+                Ok(Outcome::changed().with_msg(format!(
+                    "put the old datadir back as {datadir}; {} runs on it",
+                    control.describe()
+                )))
+            }
+        }
+    }
+}
+
+/// Lists the chains of the store `dir`.
+async fn chains(ctx: &ModuleContext, dir: &str) -> Result<Vec<Chain>, ModuleError> {
+    let out = ctx
+        .probe(CommandSpec::shell(format!(
+            "dir={}\n{LIST_SCRIPT}",
+            quote(dir)
+        )))
+        .await?;
+    match out.rc {
+        Some(0) => Ok(backup_chain::parse_listing(&out.stdout_text())),
+        Some(3) => Err(ModuleError::failed(format!(
+            "the chain store {dir} does not exist on the host (create it with a `file` step, state: directory)"
+        ))),
+        _ => Err(failed_with(
+            &format!("cannot list the chains in {dir}"),
+            out,
+        )),
+    }
+}
+
+/// Joins a directory and a name.
+fn join(dir: &str, name: &str) -> String {
+    format!("{}/{name}", dir.trim_end_matches('/'))
+}
+
+/// What a backup step will make.
+struct BackupPlan {
+    kind: Kind,
+    chain: String,
+    index: u32,
+    /// The backup it builds on (incremental).
+    parent: Option<Backup>,
+    /// Why a full backup was made where an incremental was asked for.
+    why_full: Option<String>,
+}
+
+fn plan_backup(
+    ctx: &ModuleContext,
+    a: &Args,
+    chains: &[Chain],
+    asked: Kind,
+) -> Result<BackupPlan, ModuleError> {
+    let new_chain = |why: Option<String>| -> Result<BackupPlan, ModuleError> {
+        let name = match (asked, a.chain()) {
+            (Kind::Full, Some(c)) => c.to_string(),
+            _ => ctx.run_id.clone(),
+        };
+        if chains.iter().any(|c| c.name == name) {
+            return Err(ModuleError::failed(format!(
+                "chain {name} exists already in {}: a full backup starts a new chain (leave chain out to name it after the run)",
+                a.dir
+            )));
+        }
+        Ok(BackupPlan {
+            kind: Kind::Full,
+            chain: name,
+            index: 0,
+            parent: None,
+            why_full: why,
+        })
+    };
+    if asked == Kind::Full {
+        return new_chain(None);
+    }
+    let chain = match backup_chain::pick(chains, a.chain(), &a.dir) {
+        Ok(c) => c,
+        Err(e) if a.full_if_missing && a.chain().is_none() => return new_chain(Some(e)),
+        Err(e) => {
+            return Err(ModuleError::failed(format!(
+                "{e}{}",
+                if a.chain().is_none() {
+                    " (or set full_if_missing: true)"
+                } else {
+                    ""
+                }
+            )));
+        }
+    };
+    let pieces = match backup_chain::verify(chain, None) {
+        Ok(p) => p,
+        Err(e) if a.full_if_missing && a.chain().is_none() => return new_chain(Some(e)),
+        Err(e) => return Err(ModuleError::failed(e)),
+    };
+    if let Some(max) = a.max_incrementals
+        && a.chain().is_none()
+        && chain.incrementals() as u64 >= max
+    {
+        return new_chain(Some(format!(
+            "chain {} has {} incrementals (max_incrementals {max})",
+            chain.name,
+            chain.incrementals()
+        )));
+    }
+    let last = pieces
+        .last()
+        .ok_or_else(|| ModuleError::failed(format!("chain {} has no backups", chain.name)))?;
+    Ok(BackupPlan {
+        kind: Kind::Incremental,
+        chain: chain.name.clone(),
+        index: last.index + 1,
+        parent: Some((*last).clone()),
+        why_full: None,
+    })
+}
+
+async fn backup(ctx: &ModuleContext, a: &Args, asked: Kind) -> Result<Outcome, ModuleError> {
+    let dir_missing = !matches!(ctx.stat(&a.dir).await?, Some(s) if s.kind == "directory");
+    if dir_missing && ctx.check {
+        let client = Client::open(ctx, &a.login).await?;
+        let version = client.server_version(ctx).await;
+        client.close(ctx).await;
+        version?;
+        return Ok(Outcome::changed().with_msg(format!(
+            "would make a {} backup in {} ({} does not exist yet: an earlier step must create it)",
+            asked.word(),
+            a.dir,
+            a.dir
+        )));
+    }
+    let chains = chains(ctx, &a.dir).await?;
+    let plan = plan_backup(ctx, a, &chains, asked)?;
+    let client = Client::open(ctx, &a.login).await?;
+    let result = backup_with(ctx, a, &client, &plan).await;
+    client.close(ctx).await;
+    result
+}
+
+async fn backup_with(
+    ctx: &ModuleContext,
+    a: &Args,
+    client: &Client,
+    plan: &BackupPlan,
+) -> Result<Outcome, ModuleError> {
+    let server_version = client.server_version(ctx).await?;
+    let chain_dir = join(&a.dir, &plan.chain);
+    let name = Backup::dir_name(plan.index, plan.kind);
+    let path = join(&chain_dir, &name);
+    let what = match &plan.parent {
+        None => format!("a full backup (chain {})", plan.chain),
+        Some(p) => format!(
+            "incremental {name} of chain {} (from LSN {})",
+            plan.chain,
+            p.end_lsn().unwrap_or(0)
+        ),
+    };
+    let why = plan
+        .why_full
+        .as_ref()
+        .map(|w| format!(": {w}"))
+        .unwrap_or_default();
+    if ctx.check {
+        return Ok(Outcome::changed()
+            .with_data(json!({ "kind": plan.kind.word(), "chain": plan.chain, "name": name, "path": path }))
+            .with_msg(format!("would make {what} in {}{why}", a.dir)));
+    }
+    if a.galera {
+        client
+            .query(ctx, "SET GLOBAL wsrep_desync = ON", None, false)
+            .await?;
+    }
+    let made = run_backup(ctx, a, client, plan, &chain_dir, &name).await;
+    if a.galera {
+        let resync = client
+            .query(ctx, "SET GLOBAL wsrep_desync = OFF", None, false)
+            .await;
+        if let Err(e) = resync {
+            if let Ok(f) = &made {
+                remove(ctx, &[f.work.as_str()]).await;
+            }
+            return Err(ModuleError::failed(format!(
+                "cannot put the Galera node back in sync (SET GLOBAL wsrep_desync = OFF): {e}"
+            )));
+        }
+    }
+    let facts = made?;
+    // The exact position is inside the backup (xtrabackup_galera_info, used by the
+    // restore); the manifest names the cluster and where the node was just after.
+    let galera_status = if a.galera {
+        galera_position(ctx, client).await.ok()
+    } else {
+        None
+    };
+    let manifest = json!({
+        "format": backup_chain::FORMAT,
+        "chain": plan.chain,
+        "index": plan.index,
+        "name": name,
+        "kind": plan.kind.word(),
+        "parent": plan.parent.as_ref().map(|p| p.name.clone()),
+        "from_lsn": facts.num("from_lsn"),
+        "to_lsn": facts.num("to_lsn"),
+        "last_lsn": facts.num("last_lsn"),
+        "file": facts.get("file"),
+        "compress": facts.get("compress"),
+        "size": facts.num("size"),
+        "sha256": facts.get("sha256"),
+        "server_version": server_version,
+        "tool": facts.get("tool"),
+        "host": ctx.host,
+        "started": facts.get("started"),
+        "finished": facts.get("finished"),
+        "galera": a.galera,
+        "galera_cluster_uuid": galera_status.as_ref().map(|g| g.0.clone()),
+        "galera_seqno_after": galera_status.as_ref().map(|g| g.1.clone()),
+        "run_id": ctx.run_id,
+    });
+    if let Some(parent) = &plan.parent
+        && manifest["from_lsn"].as_u64() != parent.end_lsn()
+    {
+        remove(ctx, &[facts.work.as_str()]).await;
+        return Err(ModuleError::failed(format!(
+            "mariadb-backup made an incremental from LSN {} but {} of chain {} ends at LSN {}",
+            manifest["from_lsn"],
+            parent.name,
+            plan.chain,
+            parent.end_lsn().unwrap_or(0)
+        )));
+    }
+    let text = serde_json::to_string_pretty(&manifest)
+        .map_err(|e| ModuleError::failed(format!("cannot write the manifest: {e}")))?
+        + "\n";
+    let script = format!(
+        "set -e\nw={w}; p={p}\n[ ! -e \"$p\" ] || {{ echo \"$p exists already\" >&2; exit 1; }}\numask 077\ncat > \"$w/manifest.json\"\nsync -- \"$w/manifest.json\" 2>/dev/null || true\nmv -- \"$w\" \"$p\"\n",
+        w = quote(&facts.work),
+        p = quote(&path),
+    );
+    let out = ctx
+        .probe(CommandSpec::shell(script).stdin(text.into_bytes()))
+        .await?;
+    if !out.success() {
+        remove(ctx, &[facts.work.as_str()]).await;
+        return Err(failed_with(
+            &format!("cannot put the backup in place at {path}"),
+            out,
+        ));
+    }
+    let undo = json!({
+        "path": path,
+        "made_chain": facts.made_chain.then_some(chain_dir.clone()),
+    });
+    let size = facts.num("size").unwrap_or(0);
+    Ok(Outcome::changed()
+        .with_data(json!({
+            "kind": plan.kind.word(),
+            "chain": plan.chain,
+            "name": name,
+            "path": path,
+            "from_lsn": manifest["from_lsn"],
+            "to_lsn": manifest["to_lsn"],
+            "size": size,
+            "sha256": manifest["sha256"],
+            "manifest": manifest,
+            "manifest_path": join(&path, "manifest.json"),
+        }))
+        .with_undo(undo)
+        .with_msg(format!("made {what}{why}: {size} bytes")))
+}
+
+/// The node's cluster (`wsrep_cluster_state_uuid`) and last committed seqno.
+async fn galera_position(
+    ctx: &ModuleContext,
+    client: &Client,
+) -> Result<(String, String), ModuleError> {
+    let sets = client
+        .query(
+            ctx,
+            "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_cluster_state_uuid', 'wsrep_last_committed')",
+            None,
+            true,
+        )
+        .await?;
+    let mut uuid = String::new();
+    let mut seqno = String::new();
+    for row in sets.into_iter().flat_map(|s| s.rows) {
+        let mut cells = row.into_iter().map(|(_, v)| v.unwrap_or_default());
+        match (cells.next().as_deref(), cells.next()) {
+            (Some("wsrep_cluster_state_uuid"), Some(v)) => uuid = v,
+            (Some("wsrep_last_committed"), Some(v)) => seqno = v,
+            _ => {}
+        }
+    }
+    Ok((uuid, seqno))
+}
+
+/// The `key=value` lines a host script printed.
+struct Facts {
+    values: Vec<(String, String)>,
+    work: String,
+    made_chain: bool,
+}
+
+impl Facts {
+    fn parse(text: &str, work: String) -> Facts {
+        let values: Vec<(String, String)> = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let made_chain = values.iter().any(|(k, _)| k == "made_chain");
+        Facts {
+            values,
+            work,
+            made_chain,
+        }
+    }
+
+    fn get(&self, key: &str) -> Json {
+        self.values
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(Json::Null, |(_, v)| Json::from(v.clone()))
+    }
+
+    fn num(&self, key: &str) -> Option<u64> {
+        self.values
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.parse().ok())
+    }
+}
+
+async fn run_backup(
+    ctx: &ModuleContext,
+    a: &Args,
+    client: &Client,
+    plan: &BackupPlan,
+    chain_dir: &str,
+    name: &str,
+) -> Result<Facts, ModuleError> {
+    let work = join(chain_dir, &format!(".{name}.tmp-{}", ctx.run_id));
+    let compress = a.compress.as_deref().unwrap_or("auto");
+    choice("mariadb_backup", "compress", compress, COMPRESS)?;
+    let mut opts = vec!["--backup".to_string(), "--stream=xbstream".into()];
+    if let Some(p) = &plan.parent {
+        opts.push(format!(
+            "--incremental-basedir={}",
+            join(chain_dir, &p.name)
+        ));
+    }
+    if a.galera {
+        opts.push("--galera-info".into());
+    }
+    if let Some(n) = a.parallel {
+        opts.push(format!("--parallel={n}"));
+    }
+    let opts: Vec<String> = opts.iter().map(|o| quote(o)).collect();
+    let script = format!(
+        "set -eu\n{PIPEFAIL}umask 077\n{FIND_TOOLS}chain={chain}; work={work}\n\
+case {compress} in auto) if command -v zstd >/dev/null 2>&1; then c=zstd; else c=gzip; fi ;; *) c={compress} ;; esac\n\
+if [ \"$c\" = zstd ]; then z='zstd -q -c'; f=backup.xb.zst; else z='gzip -c'; f=backup.xb.gz; fi\n\
+if [ ! -d \"$chain\" ]; then mkdir -- \"$chain\"; echo made_chain=1; fi\n\
+trap 'rm -rf -- \"$work\"' EXIT\n\
+mkdir -- \"$work\" \"$work/tmp\"\n\
+echo \"tool=$(\"$mb\" --version 2>&1 | head -n 1)\"\n\
+echo \"started=$(date -u +%Y-%m-%dT%H:%M:%SZ)\"\n\
+\"$mb\" {login} {opts} --extra-lsndir=\"$work\" --target-dir=\"$work/tmp\" 2> \"$work/backup.log\" | $z | tee -- \"$work/$f\" | sha256sum | cut -c1-64 > \"$work/sha256\" || {{ tail -n 20 \"$work/backup.log\" >&2; exit 1; }}\n\
+grep -q 'completed OK!' \"$work/backup.log\" || {{ tail -n 20 \"$work/backup.log\" >&2; echo 'mariadb-backup did not say \"completed OK!\"' >&2; exit 1; }}\n\
+echo \"finished=$(date -u +%Y-%m-%dT%H:%M:%SZ)\"\n\
+rm -rf -- \"$work/tmp\"\n\
+sync -- \"$work/$f\" 2>/dev/null || true\n\
+echo \"file=$f\"; echo \"compress=$c\"; echo \"sha256=$(cat \"$work/sha256\")\"; rm -f -- \"$work/sha256\"\n\
+echo \"size=$(stat -c %s -- \"$work/$f\")\"\n\
+sed -n 's/^\\(from_lsn\\|to_lsn\\|last_lsn\\) = /\\1=/p' \"$work/xtrabackup_checkpoints\"\n\
+trap - EXIT\n",
+        chain = quote(chain_dir),
+        work = quote(&work),
+        compress = quote(compress),
+        login = client.opts(),
+        opts = opts.join(" "),
+    );
+    let out = ctx.run(CommandSpec::shell(script)).await?;
+    if !out.success() {
+        return Err(failed_with("mariadb-backup failed", out));
+    }
+    let facts = Facts::parse(&out.stdout_text(), work);
+    if facts.num("to_lsn").is_none() || facts.get("sha256").as_str().is_none_or(|s| s.len() != 64) {
+        remove(ctx, &[facts.work.as_str()]).await;
+        return Err(ModuleError::Failed {
+            message: "mariadb-backup ran but its LSNs or the stream's sha256 could not be read"
+                .into(),
+            output: Some(out),
+        });
+    }
+    Ok(facts)
+}
+
+async fn remove(ctx: &ModuleContext, paths: &[&str]) {
+    let mut argv = vec!["rm", "-rf", "--"];
+    argv.extend_from_slice(paths);
+    let _ = ctx.probe(CommandSpec::argv(argv)).await;
+}
+
+/// The chain a prepare or restore applies, checked whole, with its pieces in order.
+async fn chain_to_apply(
+    ctx: &ModuleContext,
+    a: &Args,
+) -> Result<(Chain, Vec<Backup>), ModuleError> {
+    let all = chains(ctx, &a.dir).await?;
+    let chain = backup_chain::pick(&all, a.chain(), &a.dir).map_err(ModuleError::failed)?;
+    let upto = Upto::from_json(&a.upto).map_err(ModuleError::Args)?;
+    let pieces = backup_chain::verify(chain, upto.as_ref())
+        .map_err(ModuleError::failed)?
+        .into_iter()
+        .cloned()
+        .collect();
+    Ok((chain.clone(), pieces))
+}
+
+fn describe(chain: &Chain, pieces: &[Backup]) -> String {
+    let last = pieces.last().map_or("none", |b| b.name.as_str());
+    format!(
+        "chain {} up to {last} ({} backup{}, to LSN {})",
+        chain.name,
+        pieces.len(),
+        if pieces.len() == 1 { "" } else { "s" },
+        pieces.last().and_then(Backup::end_lsn).unwrap_or(0)
+    )
+}
+
+/// Unpacks and applies `pieces` into `target` (absent or empty), each stream's sha256
+/// checked as it is read. On failure nothing is left at `target`.
+async fn prepare_into(
+    ctx: &ModuleContext,
+    dir: &str,
+    chain: &Chain,
+    pieces: &[Backup],
+    target: &str,
+) -> Result<(), ModuleError> {
+    let chain_dir = join(dir, &chain.name);
+    let mut steps = String::new();
+    for b in pieces {
+        let file = b.text("file").unwrap_or("backup.xb.zst");
+        let reader = match b.text("compress") {
+            Some("gzip") => "gzip -dc",
+            _ => "zstd -dcq",
+        };
+        let sha = b.text("sha256").unwrap_or("");
+        let into = if b.kind == Kind::Full {
+            "\"$t\""
+        } else {
+            "\"$inc\""
+        };
+        steps.push_str(&format!(
+            "{fresh}piece {file} {into} {sha} {name} '{reader}'\n",
+            fresh = if b.kind == Kind::Full {
+                ""
+            } else {
+                "rm -rf -- \"$inc\"; mkdir -- \"$inc\"\n"
+            },
+            file = quote(&join(&join(&chain_dir, &b.name), file)),
+            sha = quote(sha),
+            name = quote(&b.name),
+        ));
+        if b.kind == Kind::Full {
+            steps.push_str("\"$mb\" --prepare --target-dir=\"$t\" > \"$priv/log\" 2>&1 || { tail -n 20 \"$priv/log\" >&2; exit 1; }\n");
+        } else {
+            steps.push_str("\"$mb\" --prepare --target-dir=\"$t\" --incremental-dir=\"$inc\" > \"$priv/log\" 2>&1 || { tail -n 20 \"$priv/log\" >&2; exit 1; }\nrm -rf -- \"$inc\"\n");
+        }
+    }
+    let script = format!(
+        "set -eu\n{PIPEFAIL}umask 077\n{FIND_TOOLS}t={t}; inc={inc}\n\
+if [ -e \"$t\" ] && [ -n \"$(ls -A -- \"$t\")\" ]; then echo \"$t is not empty: prepare into an absent or empty directory\" >&2; exit 1; fi\n\
+priv=$(mktemp -d \"${{TMPDIR:-/tmp}}/lifeboat-prepare.XXXXXXXX\")\n\
+trap 'rm -rf -- \"$priv\" \"$inc\"; [ -n \"${{prepared:-}}\" ] || rm -rf -- \"$t\"' EXIT\n\
+mkdir -p -- \"$t\"\nmkfifo \"$priv/f\"\n\
+piece() {{\n  sha256sum < \"$priv/f\" > \"$priv/sum\" &\n  s=$!\n  \
+if ! tee -- \"$priv/f\" < \"$1\" | $5 | \"$mbs\" -x -C \"$2\"; then wait $s || true; echo \"cannot unpack $4 ($1)\" >&2; exit 1; fi\n  \
+wait $s\n  [ \"$(cut -c1-64 \"$priv/sum\")\" = \"$3\" ] || {{ echo \"$4: the sha256 of $1 is not the one in its manifest: the file is damaged\" >&2; exit 1; }}\n}}\n\
+{steps}prepared=1\n",
+        t = quote(target),
+        inc = quote(&format!("{}.lifeboat-incr", target.trim_end_matches('/'))),
+    );
+    let out = ctx.run(CommandSpec::shell(script)).await?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(failed_with(
+            &format!("cannot prepare {}", describe(chain, pieces)),
+            out,
+        ))
+    }
+}
+
+async fn prepare(ctx: &ModuleContext, a: &Args) -> Result<Outcome, ModuleError> {
+    let target = a
+        .target
+        .clone()
+        .ok_or_else(|| ModuleError::Args("mariadb_backup: prepare needs target".into()))?;
+    let (chain, pieces) = chain_to_apply(ctx, a).await?;
+    let what = describe(&chain, &pieces);
+    let existed = ctx.stat(&target).await?.is_some();
+    let data = json!({
+        "chain": chain.name,
+        "backups": pieces.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
+        "to_lsn": pieces.last().and_then(Backup::end_lsn),
+        "target": target,
+    });
+    if ctx.check {
+        return Ok(Outcome::changed()
+            .with_data(data)
+            .with_msg(format!("would prepare {what} into {target}")));
+    }
+    prepare_into(ctx, &a.dir, &chain, &pieces, &target).await?;
+    Ok(Outcome::changed()
+        .with_data(data)
+        .with_undo(json!({ "path": target, "existed": existed }))
+        .with_msg(format!("prepared {what} into {target}")))
+}
+
+async fn control(ctx: &ModuleContext, a: &Args) -> Result<Control, ModuleError> {
+    Control::resolve(
+        ctx,
+        a.service.as_deref().unwrap_or("mariadb"),
+        a.manager.as_deref().unwrap_or("auto"),
+        a.commands.as_ref(),
+        a.wait()?,
+    )
+    .await
+}
+
+/// Waits until the server answers a query, for up to `wait`.
+async fn answers(ctx: &ModuleContext, client: &Client, wait: Duration) -> Result<(), ModuleError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match client.server_version(ctx).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(ModuleError::failed(format!(
+                    "the server does not answer {} after it was started: {e}",
+                    humantime::format_duration(wait)
+                )));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn restore(ctx: &ModuleContext, a: &Args) -> Result<Outcome, ModuleError> {
+    let datadir = a
+        .datadir
+        .clone()
+        .ok_or_else(|| ModuleError::Args("mariadb_backup: restore needs datadir".into()))?
+        .trim_end_matches('/')
+        .to_string();
+    if datadir.is_empty() {
+        return Err(ModuleError::Args(
+            "mariadb_backup: datadir cannot be /".into(),
+        ));
+    }
+    // Everything that can be refused is refused before anything is stopped.
+    let (chain, pieces) = chain_to_apply(ctx, a).await?;
+    let what = describe(&chain, &pieces);
+    let had_datadir = match ctx.stat(&datadir).await? {
+        Some(s) if s.kind == "directory" => true,
+        Some(s) => {
+            return Err(ModuleError::failed(format!(
+                "{datadir} is a {}, not a datadir",
+                s.kind
+            )));
+        }
+        None => false,
+    };
+    let control = control(ctx, a).await?;
+    let wait = a.wait()?;
+    let old = sibling(&datadir, "old-", &ctx.run_id);
+    let new = sibling(&datadir, "restore-", &ctx.run_id);
+    if ctx.check {
+        let aside = if had_datadir {
+            format!("move {datadir} aside to {old}")
+        } else {
+            format!("make {datadir} (it does not exist)")
+        };
+        return Ok(Outcome::changed()
+            .with_data(json!({
+                "chain": chain.name,
+                "backups": pieces.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
+                "to_lsn": pieces.last().and_then(Backup::end_lsn),
+                "datadir": datadir,
+                "old_datadir": had_datadir.then_some(old.clone()),
+            }))
+            .with_msg(format!(
+                "would prepare {what} beside {datadir}, stop {}, {aside}, move the prepared files in, fix their owner and start {}",
+                control.describe(),
+                control.describe()
+            )));
+    }
+    let started = Instant::now();
+    prepare_into(ctx, &a.dir, &chain, &pieces, &new).await?;
+    let prepared = started.elapsed();
+    let client = Client::open(ctx, &a.login).await?;
+    let result = swap_in(
+        ctx,
+        a,
+        &client,
+        &control,
+        &datadir,
+        had_datadir.then_some(old.as_str()),
+        &new,
+        wait,
+    )
+    .await;
+    client.close(ctx).await;
+    if result.is_err() {
+        remove(ctx, &[new.as_str()]).await;
+    }
+    let downtime = result?;
+    Ok(Outcome::changed()
+        .with_data(json!({
+            "chain": chain.name,
+            "backups": pieces.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
+            "to_lsn": pieces.last().and_then(Backup::end_lsn),
+            "datadir": datadir,
+            "old_datadir": had_datadir.then_some(old.clone()),
+            "prepare_seconds": prepared.as_secs_f64(),
+            "downtime_seconds": downtime.as_secs_f64(),
+            "total_seconds": started.elapsed().as_secs_f64(),
+        }))
+        .with_undo(json!({
+            "datadir": datadir,
+            "old_datadir": had_datadir.then_some(old.clone()),
+        }))
+        .with_msg(format!(
+            "restored {what} into {datadir}{}; {} answers",
+            if had_datadir {
+                format!(" (the old datadir is at {old})")
+            } else {
+                String::new()
+            },
+            control.describe()
+        )))
+}
+
+/// Stops the server, swaps the prepared directory in and starts the server; returns the
+/// downtime. When anything fails after the old datadir was moved, it is put back and the
+/// server started on it before the error is returned.
+#[allow(clippy::too_many_arguments)]
+async fn swap_in(
+    ctx: &ModuleContext,
+    a: &Args,
+    client: &Client,
+    control: &Control,
+    datadir: &str,
+    old: Option<&str>,
+    new: &str,
+    wait: Duration,
+) -> Result<Duration, ModuleError> {
+    let stopped_at = Instant::now();
+    control.stop(ctx).await?;
+    if client.server_version(ctx).await.is_ok() {
+        control.start(ctx).await.ok();
+        return Err(ModuleError::failed(format!(
+            "the server still answers after {} was stopped: is the datadir {datadir} really this server's? Nothing was moved",
+            control.describe()
+        )));
+    }
+    let galera = if a.galera {
+        "gi=$(cat -- \"$new/xtrabackup_galera_info\" 2>/dev/null) || { echo 'the backup has no Galera position (xtrabackup_galera_info): it was not made with galera: true' >&2; exit 1; }\n\
+uuid=${gi%%:*}; rest=${gi#*:}; seqno=${rest%%[!0-9-]*}\n\
+[ -n \"$uuid\" ] && [ -n \"$seqno\" ] || { echo \"cannot read the Galera position: $gi\" >&2; exit 1; }\n"
+    } else {
+        ""
+    };
+    let grastate = if a.galera {
+        "printf '# GALERA saved state\\nversion: 2.1\\nuuid:    %s\\nseqno:   %s\\nsafe_to_bootstrap: 1\\n' \"$uuid\" \"$seqno\" > \"$d/grastate.dat\"\n\
+chown -- \"$owner\" \"$d/grastate.dat\"\n"
+    } else {
+        ""
+    };
+    let script = format!(
+        "set -eu\n{FIND_TOOLS}d={d}; old={old}; new={new}; owner={owner}\n{galera}\
+if [ -n \"$old\" ]; then\n  [ -n \"$owner\" ] || owner=$(stat -c %u:%g -- \"$d\")\n  mode=$(stat -c %a -- \"$d\")\n  mv -- \"$d\" \"$old\"\n  echo moved_aside\n\
+else\n  [ -n \"$owner\" ] || {{ owner=$(id -u mysql 2>/dev/null):$(id -g mysql 2>/dev/null); [ \"$owner\" != : ] || owner=$(id -u):$(id -g); }}\n  mode=750\nfi\n\
+mkdir -m \"$mode\" -- \"$d\"\n\
+\"$mb\" --move-back --target-dir=\"$new\" --datadir=\"$d\" > \"$new.log\" 2>&1 || {{ tail -n 20 \"$new.log\" >&2; rm -f -- \"$new.log\"; exit 1; }}\n\
+rm -f -- \"$new.log\"\n\
+chown -R -- \"$owner\" \"$d\"\n{grastate}\
+rm -rf -- \"$new\"\n",
+        d = quote(datadir),
+        old = quote(old.unwrap_or("")),
+        new = quote(new),
+        owner = quote(a.owner.as_deref().unwrap_or("")),
+    );
+    let out = ctx.run(CommandSpec::shell(script)).await?;
+    let moved = out.stdout_text().lines().any(|l| l == "moved_aside");
+    let started = if out.success() {
+        match control.start(ctx).await {
+            Ok(()) => answers(ctx, client, wait).await,
+            Err(e) => Err(e),
+        }
+    } else {
+        Err(failed_with(
+            "cannot move the restored files into the datadir",
+            out,
+        ))
+    };
+    let Err(e) = started else {
+        return Ok(stopped_at.elapsed());
+    };
+    let Some(old) = old.filter(|_| moved) else {
+        return Err(e);
+    };
+    match put_back(ctx, client, control, datadir, old, wait).await {
+        Ok(()) => Err(ModuleError::failed(format!(
+            "{e} (the old datadir was put back and {} started on it)",
+            control.describe()
+        ))),
+        Err(back) => Err(ModuleError::failed(format!(
+            "{e}; putting the old datadir back failed too: {back} (it is at {old})"
+        ))),
+    }
+}
+
+/// Stops the server, replaces the datadir by the one kept aside, and starts the server
+/// on it.
+async fn put_back(
+    ctx: &ModuleContext,
+    client: &Client,
+    control: &Control,
+    datadir: &str,
+    old: &str,
+    wait: Duration,
+) -> Result<(), ModuleError> {
+    control.stop(ctx).await?;
+    let failed = sibling(datadir, "failed-", &ctx.run_id);
+    let script = format!(
+        "set -eu\nd={d}; old={old}; failed={failed}\n[ -d \"$old\" ] || {{ echo \"the old datadir $old is not there any more\" >&2; exit 1; }}\n\
+if [ -e \"$d\" ]; then mv -- \"$d\" \"$failed\"; fi\nmv -- \"$old\" \"$d\"\nrm -rf -- \"$failed\"\n",
+        d = quote(datadir),
+        old = quote(old),
+        failed = quote(&failed),
+    );
+    let out = ctx.run(CommandSpec::shell(script)).await?;
+    if !out.success() {
+        return Err(failed_with("cannot put the old datadir back", out));
+    }
+    control.start(ctx).await?;
+    answers(ctx, client, wait).await
+}
