@@ -261,7 +261,8 @@ esac
         .status()
         .expect("run ctl start");
     assert!(started.success(), "ctl start failed");
-    Command::new("bash")
+    // The watchdog keeps running after its handle is dropped.
+    let watchdog = Command::new("bash")
         .arg("-c")
         .arg(r#"while kill -0 "$1" 2>/dev/null; do sleep 0.2; done; "$2/ctl" stop; rm -rf -- "$2""#)
         .arg("watchdog")
@@ -273,6 +274,7 @@ esac
         .process_group(0)
         .spawn()
         .expect("start the watchdog");
+    drop(watchdog);
     let socket = dir.join("mysqld.sock");
     let db = MariaDb { dir, socket, port };
     db.wait_ready(opts, || {});
