@@ -99,9 +99,14 @@ fn install() -> PathBuf {
         .expect("temporary directory")
         .keep();
     let data = dir.join("data");
+    // A temporary directory of its own: servers bootstrapping at the same time in one
+    // /tmp collide on the names of their temporary tables (and crash).
+    let tmp = dir.join("tmp");
+    std::fs::create_dir(&tmp).expect("the server's temporary directory");
     let install = Command::new(find("mariadb-install-db"))
         .arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
         .arg("--user=root")
         .arg("--auth-root-authentication-method=normal")
         .arg("--skip-test-db")
@@ -127,6 +132,7 @@ fn server_command(dir: &Path, port: u16, opts: Options) -> Vec<String> {
         format!("--port={port}"),
         "--bind-address=127.0.0.1".into(),
         format!("--pid-file={}", dir.join("mysqld.pid").display()),
+        format!("--tmpdir={}", dir.join("tmp").display()),
         format!("--log-error={}", dir.join("error.log").display()),
         "--skip-name-resolve".into(),
         "--innodb-buffer-pool-size=64M".into(),
