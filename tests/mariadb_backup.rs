@@ -222,7 +222,7 @@ fn a_full_backup_and_two_incrementals_restore_to_the_moment_of_the_last() {
 #[test]
 fn prepare_applies_a_chain_into_a_scratch_directory() {
     let (server, store) = setup(Options::default());
-    let (chain, _) = chain_of_three(&server, store.path());
+    let (chain, at_last) = chain_of_three(&server, store.path());
     let scratch = tempfile::tempdir().expect("tempdir");
     let target = scratch.path().join("prepared");
     let rt = runtime();
@@ -252,6 +252,33 @@ fn prepare_applies_a_chain_into_a_scratch_directory() {
         .expect("undo");
     assert!(!target.exists());
 
+    // verify opens the whole chain with a throw-away server: the tables of the moment of
+    // the last incremental, and nothing left behind.
+    let v = rt.block_on(ok(
+        "mariadb_backup",
+        &ctx,
+        &json!({ "action": "verify", "dir": s(store.path()) }),
+    ));
+    assert!(!v.changed);
+    let seen: BTreeMap<String, String> = v.data["checksums"]
+        .as_object()
+        .expect("checksums")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    assert_eq!(seen, at_last);
+    assert!(
+        v.data["databases"]
+            .as_array()
+            .is_some_and(|d| d.contains(&json!("pb_nova")))
+    );
+    let hidden: Vec<String> = std::fs::read_dir(store.path())
+        .expect("read")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+
     // A damaged stream is found by its sha256 before it is applied.
     let file = store.path().join(&chain).join("001-incr").join(
         read_json(&store.path().join(&chain).join("001-incr/manifest.json"))["file"]
@@ -269,6 +296,12 @@ fn prepare_applies_a_chain_into_a_scratch_directory() {
         "{damaged}"
     );
     assert!(!target.exists(), "a failed prepare leaves nothing behind");
+    let e = failure(rt.block_on(run(
+        "mariadb_backup",
+        &ctx,
+        &json!({ "action": "verify", "dir": s(store.path()) }),
+    )));
+    assert!(e.contains("001-incr"), "{e}");
 }
 
 #[test]

@@ -35,7 +35,7 @@ use crate::yaml::{Node, Value};
 /// The `mariadb_backup` module.
 pub struct MariadbBackup;
 
-const ACTIONS: &[&str] = &["full", "incremental", "prepare", "restore"];
+const ACTIONS: &[&str] = &["full", "incremental", "prepare", "restore", "verify"];
 const COMPRESS: &[&str] = &["auto", "zstd", "gzip"];
 
 /// The arguments only some actions take, and which.
@@ -45,8 +45,8 @@ const ONLY_FOR: &[(&str, &[&str])] = &[
     ("full_if_missing", &["incremental"]),
     ("max_incrementals", &["incremental"]),
     ("galera", &["full", "incremental", "restore"]),
-    ("upto", &["prepare", "restore"]),
-    ("target", &["prepare"]),
+    ("upto", &["prepare", "restore", "verify"]),
+    ("target", &["prepare", "verify"]),
     ("datadir", &["restore"]),
     ("owner", &["restore"]),
     ("service", &["restore"]),
@@ -73,7 +73,11 @@ incrementals already. With `galera`, the node is desynced (`wsrep_desync`) for t
 resynced after it (also when it fails), and `--galera-info` records its position. \
 `prepare` unpacks the chain in order, up to `upto` (default its last backup), each piece's \
 sha256 checked against its manifest, and applies it (`--prepare`, then `--prepare \
---incremental-dir` per incremental) into `target`, which must be absent or empty. `restore` checks \
+--incremental-dir` per incremental) into `target`, which must be absent or empty. `verify` proves a chain opens, as a restore would need it to: it prepares the chain \
+into a scratch directory, starts a throw-away server on it (`mariadbd --skip-networking \
+--skip-grant-tables` on a socket of its own), checks every table (`CHECK TABLE`), records the \
+databases, the number of tables and their `CHECKSUM TABLE`s, stops the server and removes the \
+scratch directory; the host needs mariadb-server (and never touches a running server). `restore` checks \
 the chain the same way before anything is stopped (a missing, unfinished or out-of-order piece is \
 refused with what to do), prepares it in a directory beside `datadir` while the server still \
 runs, then stops the server (`service`, through the `service` module's managers), moves the old \
@@ -84,7 +88,7 @@ writes `grastate.dat` from the backup's Galera position with `safe_to_bootstrap:
 that bootstraps a new cluster (the other nodes then join it by SST). When anything fails after \
 the server was stopped, the step puts the old datadir back and starts the server on it before it \
 fails. After a successful restore the old datadir stays aside (its path is in the result): \
-remove it once the restore is verified. Every action is `changed`. The dry run checks the chain, \
+remove it once the restore is verified. Every action but `verify` is `changed`. The dry run checks the chain, \
 the server and the directories and says what would be made, stopped, moved and started; nothing \
 changes.",
     free_form: None,
@@ -93,7 +97,7 @@ changes.",
             "action",
             ArgKind::Str,
             true,
-            "full | incremental | prepare | restore",
+            "full | incremental | prepare | restore | verify",
         ),
         arg(
             "dir",
@@ -147,7 +151,7 @@ changes.",
             "target",
             ArgKind::Str,
             false,
-            "prepare: where the prepared datadir goes (absent or empty)",
+            "prepare: where the prepared datadir goes (absent or empty); verify: the scratch directory (default a hidden one in dir, removed after)",
         ),
         arg(
             "datadir",
@@ -211,6 +215,10 @@ changes.",
         ("backups", "prepare/restore: the backups applied, in order"),
         ("target", "prepare: the prepared datadir"),
         (
+            "databases, tables, checksums",
+            "verify: the databases of the prepared chain, its number of tables, and CHECKSUM TABLE by table",
+        ),
+        (
             "datadir, old_datadir",
             "restore: the datadir, and where the old one was moved aside",
         ),
@@ -220,7 +228,7 @@ changes.",
         ),
     ],
     rollback: "full/incremental: removes the backup made (and the chain directory a full backup \
-made). prepare: removes the prepared directory. restore: stops the server, removes the restored \
+made). prepare: removes the prepared directory. verify: nothing (it leaves nothing behind). restore: stops the server, removes the restored \
 datadir, moves the old one back and starts the server on it (a restore into a missing datadir \
 has nothing to put back).",
 };
@@ -308,6 +316,7 @@ impl Module for MariadbBackup {
                 }
             }
             for (key, needed_by) in [("target", "prepare"), ("datadir", "restore")] {
+                // verify makes its own scratch directory when target is not given
                 if action == needed_by && args.get(key).is_none() {
                     errors.push(
                         args.error(file, format!("action {action} needs `{key}`"))
@@ -372,6 +381,7 @@ impl Module for MariadbBackup {
             "full" => backup(ctx, &a, Kind::Full).await,
             "incremental" => backup(ctx, &a, Kind::Incremental).await,
             "prepare" => prepare(ctx, &a).await,
+            "verify" => verify(ctx, &a).await,
             _ => restore(ctx, &a).await,
         }
     }
@@ -385,6 +395,7 @@ impl Module for MariadbBackup {
         let a: Args = parse_args("mariadb_backup", args)?;
         let text = |k: &str| undo.get(k).and_then(Json::as_str).map(str::to_string);
         match a.action.as_str() {
+            "verify" => Ok(Outcome::ok().with_msg("nothing to undo")),
             "full" | "incremental" | "prepare" => {
                 let mut paths: Vec<String> = text("path").into_iter().collect();
                 paths.extend(text("made_chain"));
@@ -1166,4 +1177,72 @@ if [ -e \"$d\" ]; then mv -- \"$d\" \"$failed\"; fi\nmv -- \"$old\" \"$d\"\nrm -
     }
     control.start(ctx).await?;
     answers(ctx, client, wait).await
+}
+
+/// Prepares the chain into a scratch directory, opens it with a throw-away server and
+/// checks its tables; leaves nothing behind.
+async fn verify(ctx: &ModuleContext, a: &Args) -> Result<Outcome, ModuleError> {
+    let (chain, pieces) = chain_to_apply(ctx, a).await?;
+    let what = describe(&chain, &pieces);
+    let scratch = a.target.clone().unwrap_or_else(|| {
+        join(
+            &a.dir,
+            &format!(".verify-{}", super::copy::unique_suffix(&ctx.run_id)),
+        )
+    });
+    if ctx.check {
+        return Ok(Outcome::ok().with_msg(format!(
+            "would prepare {what} into {scratch} and open it with a throw-away server"
+        )));
+    }
+    let started = Instant::now();
+    prepare_into(ctx, &a.dir, &chain, &pieces, &scratch).await?;
+    let script = format!(
+        "set -eu\nt={t}\nd=$(mktemp -d \"${{TMPDIR:-/tmp}}/lifeboat-verify.XXXXXXXX\")\n\
+trap 'if [ -f \"$d/pid\" ]; then kill \"$(cat \"$d/pid\")\" 2>/dev/null; i=0; while [ -f \"$d/pid\" ] && [ \"$i\" -lt 600 ]; do i=$((i + 1)); sleep 0.1; done; fi; rm -rf -- \"$d\" \"$t\"' EXIT\n\
+server=$(command -v mariadbd || command -v mysqld || {{ [ -x /usr/sbin/mariadbd ] && echo /usr/sbin/mariadbd; }}) || {{ echo 'mariadbd is not installed on the host (apt-get install mariadb-server): a throw-away server opens the chain' >&2; exit 127; }}\n\
+client=$(command -v mariadb || command -v mysql) || {{ echo 'the mariadb client is not installed on the host' >&2; exit 127; }}\n\
+mkdir \"$d/tmp\"\n\
+\"$server\" --no-defaults --user=\"$(id -un)\" --datadir=\"$t\" --socket=\"$d/sock\" --pid-file=\"$d/pid\" --tmpdir=\"$d/tmp\" --skip-networking --skip-grant-tables --skip-log-bin --log-error=\"$d/error.log\" --innodb-buffer-pool-size=128M < /dev/null > /dev/null 2>&1 &\n\
+i=0\nuntil \"$client\" --no-defaults --socket=\"$d/sock\" -e 'SELECT 1' > /dev/null 2>&1; do\n  i=$((i + 1))\n  if [ \"$i\" -gt 1200 ] || ! kill -0 $! 2>/dev/null; then tail -n 20 \"$d/error.log\" >&2; echo 'the throw-away server did not open the prepared chain' >&2; exit 1; fi\n  sleep 0.1\ndone\n\
+q() {{ \"$client\" --no-defaults --socket=\"$d/sock\" --batch --skip-column-names -e \"$1\"; }}\n\
+tables=$(q \"SELECT CONCAT('\\`', REPLACE(table_schema, '\\`', '\\`\\`'), '\\`.\\`', REPLACE(table_name, '\\`', '\\`\\`'), '\\`') FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1\" | paste -sd, -)\n\
+q 'SHOW DATABASES' | sed 's/^/database\\t/'\n\
+if [ -n \"$tables\" ]; then\n  q \"CHECK TABLE $tables\" | awk -F '\\t' '$3 == \"error\" || ($3 == \"status\" && $4 != \"OK\") {{ bad = 1; print \"check\\t\" $0 }} END {{ exit bad }}' || {{ echo 'CHECK TABLE found damaged tables' >&2; exit 1; }}\n  q \"CHECKSUM TABLE $tables\" | sed 's/^/checksum\\t/'\nfi\n",
+        t = quote(&scratch),
+    );
+    let out = ctx.run(CommandSpec::shell(script)).await?;
+    if !out.success() {
+        return Err(failed_with(
+            &format!("the prepared {what} does not open"),
+            out,
+        ));
+    }
+    let mut databases = Vec::new();
+    let mut checksums = serde_json::Map::new();
+    for line in out.stdout_text().lines() {
+        let mut f = line.split('\t');
+        match (f.next(), f.next(), f.next()) {
+            (Some("database"), Some(d), _) => databases.push(Json::from(d)),
+            (Some("checksum"), Some(t), Some(c)) => {
+                checksums.insert(t.to_string(), Json::from(c));
+            }
+            _ => {}
+        }
+    }
+    let tables = checksums.len();
+    Ok(Outcome::ok()
+        .with_data(json!({
+            "chain": chain.name,
+            "backups": pieces.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
+            "to_lsn": pieces.last().and_then(Backup::end_lsn),
+            "databases": databases,
+            "tables": tables,
+            "checksums": checksums,
+            "seconds": started.elapsed().as_secs_f64(),
+        }))
+        .with_msg(format!(
+            "{what} opens: {tables} tables checked in {} databases",
+            databases.len()
+        )))
 }
