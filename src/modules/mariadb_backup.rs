@@ -241,11 +241,13 @@ struct Args {
     #[serde(default)]
     upto: Json,
     compress: Option<String>,
-    parallel: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
+    parallel: Option<u64>,
+    #[serde(default, deserialize_with = "flag")]
     full_if_missing: bool,
+    #[serde(default, deserialize_with = "number")]
     max_incrementals: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     galera: bool,
     target: Option<String>,
     datadir: Option<String>,
@@ -256,6 +258,37 @@ struct Args {
     wait: Option<Json>,
     #[serde(flatten)]
     login: Login,
+}
+
+/// A whole number, given as one or as the text of one (`-e max_incrementals=6`).
+fn number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<Json>::deserialize(d)? {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+        Some(Json::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Json::String(s)) if s.trim().parse::<u64>().is_ok() => Ok(s.trim().parse().ok()),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "expected a whole number, found {other}"
+        ))),
+    }
+}
+
+/// true or false, given as a boolean or as its text (`-e galera=true`).
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    match Option::<Json>::deserialize(d)? {
+        None | Some(Json::Null) => Ok(false),
+        Some(Json::Bool(b)) => Ok(b),
+        Some(Json::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => Ok(true),
+            "false" | "no" | "off" | "0" | "" => Ok(false),
+            _ => Err(serde::de::Error::custom(format!(
+                "expected true or false, found `{s}`"
+            ))),
+        },
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "expected true or false, found {other}"
+        ))),
+    }
 }
 
 impl Args {
