@@ -117,6 +117,18 @@ impl Templates {
         env.add_filter("to_json", |v: Value| {
             serde_json::to_string(&v).unwrap_or_default()
         });
+        // JSON text (a registered command's stdout) as data; bad JSON is an error that
+        // says where the text stops being JSON.
+        env.add_filter("from_json", |s: String| {
+            serde_json::from_str::<serde_json::Value>(&s)
+                .map(|j| Value::from(minijinja::value::Serde(j)))
+                .map_err(|e| {
+                    minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        format!("from_json: the text is not JSON ({e})"),
+                    )
+                })
+        });
         env.add_function("now", || {
             humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
         });
@@ -264,6 +276,31 @@ mod tests {
             .render_str("echo {{ 'a b' | safe }}", &ctx(), true)
             .unwrap_or_default();
         assert_eq!(safe, "echo a b");
+    }
+
+    #[test]
+    fn from_json_reads_registered_text_as_data() {
+        let t = Templates::new();
+        let v = Value::from(minijinja::value::Serde(serde_json::json!({
+            "out": "{\"chain\": \"c1\", \"n\": [1, 2]}",
+            "bad": "{nope",
+        })));
+        let out = t
+            .render_str(
+                "{{ (out | from_json).chain }}-{{ (out | from_json).n[1] }}",
+                &v,
+                false,
+            )
+            .unwrap_or_default();
+        assert_eq!(out, "c1-2");
+        let e = t
+            .render_str("{{ bad | from_json }}", &v, false)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("from_json: the text is not JSON"),
+            "{e}"
+        );
     }
 
     #[test]
