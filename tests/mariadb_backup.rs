@@ -569,6 +569,7 @@ fn a_galera_node_is_desynced_for_its_backup_and_bootstrapped_from_its_restore() 
     let (server, store) = setup(Options {
         galera: true,
         general_log: true,
+        ..Options::default()
     });
     let rt = runtime();
     let ctx = context("db1");
@@ -623,6 +624,7 @@ fn a_galera_node_is_desynced_for_its_backup_and_bootstrapped_from_its_restore() 
         Options {
             galera: true,
             general_log: true,
+            ..Options::default()
         },
         || {},
     );

@@ -10,7 +10,9 @@
 //!    desynchronised until `lifeboat rollback RUN_ID`;
 //! 3. `db_dump_all: true`: `db/all.sql.gz` holds every database and the grants, tests
 //!    clean in verify-backups.yml, and rebuilds a whole (fresh) server with
-//!    `mysql_restore`, tables checksum for checksum.
+//!    `mysql_restore`, tables checksum for checksum;
+//! 4. `db_backup_method: physical` (on a server of its own): a chain of a full backup and
+//!    an incremental, on the backup host, opened by verify-backups.yml.
 
 #[path = "support/mariadb.rs"]
 mod mariadb;
@@ -246,4 +248,74 @@ fn galera_desync_around_the_dumps_and_the_all_databases_dump() {
     seen(db, from).dumps_inside_desync(1);
     in_sync(db);
     db.sql("DROP VIEW `gal_nova`.`broken`");
+}
+
+/// `db_backup_method: physical`: the first backup starts a chain with a full backup, the
+/// second adds an incremental, both are copied to the backup host and recorded in their
+/// snapshots, no dump is taken, and verify-backups.yml opens the chain up to the checked
+/// snapshot's backup with a throw-away server. The server's files are readable by the mini-cloud's login user, who runs
+/// mariadb-backup over ssh.
+#[test]
+fn physical_backups_make_a_chain_on_the_backup_host_that_verify_backups_opens() {
+    let db: &'static mariadb::MariaDb = Box::leak(Box::new(mariadb::start(mariadb::Options {
+        readable: true,
+        ..mariadb::Options::default()
+    })));
+    let cloud = MiniCloud::start_on("phy", 53, db);
+    let physical = ["-e", "db_backup_method=physical"];
+
+    let first = cloud.run_events("playbooks/openstack/backup.yml", &physical);
+    expect_code(&first, 0);
+    assert_eq!(first.node("physical-backup", "ctl01").status, "changed");
+    assert_eq!(first.node("dump-databases", "ctl01").status, "skipped");
+    assert!(
+        first
+            .node("physical-backup", "ctl01")
+            .msg
+            .contains("made a full backup"),
+        "{}",
+        first.out
+    );
+    db.sql("UPDATE phy_nova.instances SET vm_state = 'shelved' WHERE id % 3 = 0");
+    let second = cloud.run_events("playbooks/openstack/backup.yml", &physical);
+    expect_code(&second, 0);
+    assert!(
+        second
+            .node("physical-backup", "ctl01")
+            .msg
+            .contains("incremental 001-incr"),
+        "{}",
+        second.out
+    );
+
+    let snap = cloud.backups_of("ctl01").join(latest(&cloud));
+    assert!(
+        !snap.join("db/nova.sql.gz").exists(),
+        "no dump with the physical method"
+    );
+    let record: serde_json::Value = ok(serde_json::from_str(&ok(std::fs::read_to_string(
+        snap.join("db/physical.json"),
+    ))));
+    assert_eq!(record["name"], "001-incr", "{record}");
+    let chain = record["chain"].as_str().expect("chain").to_string();
+    let copy = cloud.backups_of("ctl01").join("physical").join(&chain);
+    for piece in ["000-full", "001-incr"] {
+        assert!(
+            copy.join(piece).join("manifest.json").exists(),
+            "{piece} on the backup host"
+        );
+    }
+
+    let verify = cloud.run_events("playbooks/openstack/verify-backups.yml", &physical);
+    expect_code(&verify, 0);
+    let opened = verify.node("physical-opens", "ctl01");
+    assert_eq!(opened.status, "ok", "{}", verify.out);
+    assert!(
+        opened
+            .msg
+            .contains(&format!("chain {chain} up to 001-incr")),
+        "{}",
+        opened.msg
+    );
+    assert!(opened.msg.contains("opens:"), "{}", opened.msg);
 }

@@ -69,6 +69,10 @@ pub struct Options {
     pub galera: bool,
     /// Log every statement received to `general.log` in the server's directory.
     pub general_log: bool,
+    /// Its directory and files readable by every user (the server runs with
+    /// `UMASK=0644`): for tests where a login user that is not root reads the datadir
+    /// (`mariadb-backup` over ssh).
+    pub readable: bool,
 }
 
 /// Where Debian's galera-4 package puts the provider.
@@ -87,6 +91,7 @@ pub fn galera() -> &'static MariaDb {
         start(Options {
             galera: true,
             general_log: true,
+            ..Options::default()
         })
     })
 }
@@ -173,6 +178,14 @@ fn server_command(dir: &Path, port: u16, opts: Options) -> Vec<String> {
 /// process ends.
 pub fn start(opts: Options) -> MariaDb {
     let dir = install();
+    if opts.readable {
+        let made = Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&dir)
+            .status()
+            .expect("run chmod");
+        assert!(made.success(), "chmod -R a+rX {}", dir.display());
+    }
     let port = free_port();
     // The watchdog: runs the server, and when the test process (or the server) ends,
     // stops the server and removes the directory.
@@ -190,6 +203,11 @@ while kill -0 "$test_pid" 2>/dev/null && kill -0 "$m" 2>/dev/null; do sleep 0.2;
         .arg(std::process::id().to_string())
         .arg(&dir)
         .args(server_command(&dir, port, opts))
+        .envs(if opts.readable {
+            vec![("UMASK", "0644"), ("UMASK_DIR", "0755")]
+        } else {
+            Vec::new()
+        })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
