@@ -694,3 +694,69 @@ fn arguments_are_checked_at_load_with_their_place() {
     assert!(errors("mariadb_backup: { action: incremental, dir: /b, full_if_missing: true, max_incrementals: 6 }").is_empty());
     assert!(support::modules::example_errors("mariadb_backup").is_empty());
 }
+
+#[test]
+fn retention_removes_whole_chains_by_their_last_backup_and_never_the_newest_complete_one() {
+    let server = start_controlled(Options::default());
+    server.db.load_openstack("pb");
+    let store = tempfile::tempdir().expect("tempdir");
+    let rt = runtime();
+    let full = |id: &str| {
+        rt.block_on(ok(
+            "mariadb_backup",
+            &ContextWith::run_id(id),
+            &with(
+                backup_args(&server, store.path(), "full"),
+                json!({ "chain": id }),
+            ),
+        ))
+    };
+    full("2024-old");
+    full("2025-mid");
+    // The middle chain's full backup is old, its incremental recent: the chain stays.
+    rt.block_on(ok(
+        "mariadb_backup",
+        &ContextWith::run_id("r-inc"),
+        &with(
+            backup_args(&server, store.path(), "incremental"),
+            json!({ "chain": "2025-mid" }),
+        ),
+    ));
+    let age = |path: &Path, days: u64| {
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86400);
+        let f = std::fs::File::open(path).expect("open");
+        f.set_modified(t).expect("set mtime");
+    };
+    age(&store.path().join("2024-old"), 30);
+    age(&store.path().join("2025-mid/000-full"), 30);
+    let prune = json!({
+        "path": s(store.path()),
+        "pattern": "[0-9]*",
+        "older_than": "7d",
+        "complete_marker": "{name}/000-full/manifest.json",
+    });
+    let out = rt.block_on(ok("prune", &context("db1"), &prune));
+    assert_eq!(out.data["removed"], json!(["2024-old"]), "{:?}", out.data);
+    assert!(
+        store
+            .path()
+            .join("2025-mid/000-full/manifest.json")
+            .exists()
+    );
+    assert!(
+        store
+            .path()
+            .join("2025-mid/001-incr/manifest.json")
+            .exists()
+    );
+    // Every chain old: the newest complete one stays, whole.
+    age(&store.path().join("2025-mid"), 30);
+    let out = rt.block_on(ok("prune", &context("db1"), &prune));
+    assert_eq!(out.data["removed"], json!([]), "{:?}", out.data);
+    let restored = rt.block_on(ok(
+        "mariadb_backup",
+        &context("db1"),
+        &json!({ "action": "prepare", "dir": s(store.path()), "target": s(&store.path().join(".p")) }),
+    ));
+    assert_eq!(restored.data["backups"], json!(["000-full", "001-incr"]));
+}
