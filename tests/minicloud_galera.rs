@@ -319,3 +319,70 @@ fn physical_backups_make_a_chain_on_the_backup_host_that_verify_backups_opens() 
     );
     assert!(opened.msg.contains("opens:"), "{}", opened.msg);
 }
+
+/// restore-control-plane.yml with `db_backup_method: physical`: after the databases are
+/// broken, the whole server comes back from the snapshot's chain (copied from the backup
+/// host, prepared, the server stopped, its datadir swapped, started): checksums of the
+/// backup. The server runs as, and belongs to, the mini-cloud's login user, who stops and
+/// starts it with its control script over ssh. restore-service.yml refuses the method.
+#[test]
+fn restore_control_plane_restores_the_whole_server_from_a_physical_backup() {
+    ok(sshd::ensure_user());
+    let server: &'static mariadb::Controlled =
+        Box::leak(Box::new(mariadb::start_controlled(mariadb::Options {
+            owner: Some(sshd::USER),
+            ..mariadb::Options::default()
+        })));
+    let cloud = MiniCloud::start_on("phr", 76, &server.db);
+    let ctl = server.ctl.display().to_string();
+    let settings = cloud.dir.path().join("physical.yml");
+    ok(std::fs::write(
+        &settings,
+        format!(
+            "db_backup_method: physical\ndb_datadir: {}\ndb_service: mariadb-test\ndb_service_manager: command\n\
+db_service_commands: {{start: \"{ctl} start\", stop: \"{ctl} stop\", status: \"{ctl} status\"}}\n",
+            server.datadir().display()
+        ),
+    ));
+    let with_settings = format!("@{}", settings.display());
+    let physical = ["-e", with_settings.as_str()];
+    expect_code(
+        &cloud.run_events("playbooks/openstack/backup.yml", &physical),
+        0,
+    );
+    let at_backup = cloud.db_checksums();
+
+    server.db.sql(
+        "DROP TABLE phr_nova.instances; DELETE FROM phr_keystone.user WHERE enabled = 0; \
+         UPDATE phr_glance.images SET status = 'killed';",
+    );
+    assert_ne!(cloud.db_checksums(), at_backup);
+
+    let refused = cloud.run_events(
+        "playbooks/openstack/restore-service.yml",
+        &["-e", with_settings.as_str(), "-e", "service=nova"],
+    );
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused
+            .out
+            .contains("restore it with restore-control-plane.yml"),
+        "{}",
+        refused.out
+    );
+
+    let run = cloud.run_events("playbooks/openstack/restore-control-plane.yml", &physical);
+    expect_code(&run, 0);
+    assert_eq!(run.node("physical-database", "ctl01").status, "changed");
+    assert_eq!(
+        run.node("nova-database.import-database", "ctl01").status,
+        "skipped",
+        "no dump is imported"
+    );
+    assert!(server.running());
+    assert_eq!(
+        cloud.db_checksums(),
+        at_backup,
+        "the databases of the backup"
+    );
+}

@@ -73,6 +73,9 @@ pub struct Options {
     /// `UMASK=0644`): for tests where a login user that is not root reads the datadir
     /// (`mariadb-backup` over ssh).
     pub readable: bool,
+    /// The user the server runs as and whose its files are (default root): a login user
+    /// that restores its datadir over ssh (`mariadb_backup` restore) must own them.
+    pub owner: Option<&'static str>,
 }
 
 /// Where Debian's galera-4 package puts the provider.
@@ -131,7 +134,7 @@ fn server_command(dir: &Path, port: u16, opts: Options) -> Vec<String> {
     let mut args: Vec<String> = vec![
         find("mariadbd").display().to_string(),
         "--no-defaults".into(),
-        "--user=root".into(),
+        format!("--user={}", opts.owner.unwrap_or("root")),
         format!("--datadir={}", dir.join("data").display()),
         format!("--socket={}", dir.join("mysqld.sock").display()),
         format!("--port={port}"),
@@ -249,6 +252,14 @@ pub struct Controlled {
 pub fn start_controlled(opts: Options) -> Controlled {
     use std::os::unix::fs::PermissionsExt;
     let dir = install();
+    if let Some(owner) = opts.owner {
+        let made = Command::new("chown")
+            .args(["-R", &format!("{owner}:")])
+            .arg(&dir)
+            .status()
+            .expect("run chown");
+        assert!(made.success(), "chown -R {owner} {}", dir.display());
+    }
     let port = free_port();
     let command: Vec<String> = server_command(&dir, port, opts)
         .iter()
@@ -280,10 +291,15 @@ esac
     )
     .expect("write the control script");
     std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).expect("chmod ctl");
-    let started = Command::new(&ctl)
-        .arg("start")
-        .status()
-        .expect("run ctl start");
+    // Started by its owner, as the owner will restart it (its logs are then the owner's).
+    let started = match opts.owner {
+        Some(owner) => Command::new("su")
+            .args(["-s", "/bin/sh", owner, "-c"])
+            .arg(format!("{} start", ctl.display()))
+            .status(),
+        None => Command::new(&ctl).arg("start").status(),
+    }
+    .expect("run ctl start");
     assert!(started.success(), "ctl start failed");
     // The watchdog keeps running after its handle is dropped.
     let watchdog = Command::new("bash")
