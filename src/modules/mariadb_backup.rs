@@ -23,7 +23,7 @@ use super::backup_chain::{self, Backup, Chain, Kind, LIST_SCRIPT, Upto};
 use super::backup_common::{check_choice, choice, failed_with};
 use super::copy::sibling;
 use super::mysql::{Client, Login, PIPEFAIL, validate_login, with_login_args};
-use super::service::{Control, MANAGERS};
+use super::service::{Control, MANAGERS, validate_commands};
 use super::{
     ArgKind, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, duration_arg, parse_args,
 };
@@ -388,23 +388,7 @@ impl Module for MariadbBackup {
                 errors.push(n.error(file, format!("`{key}` must be a positive number")));
             }
         }
-        match (
-            args.get("manager").and_then(Node::as_str),
-            args.get("commands"),
-        ) {
-            (Some("command"), None) => errors.push(
-                args.error(
-                    file,
-                    "`manager: command` needs `commands: {start, stop, status}`",
-                )
-                .with_help("shell templates; {name} is the service, status exit 0 = running"),
-            ),
-            (m, Some(c)) if m.is_none_or(|m| m != "command" && !m.contains("{{")) => errors.push(
-                c.error(file, "`commands` is only for `manager: command`")
-                    .with_help("set manager: command"),
-            ),
-            _ => {}
-        }
+        errors.extend(validate_commands(args, file));
         errors
     }
 
@@ -881,6 +865,20 @@ async fn chain_to_apply(
     Ok((chain.clone(), pieces))
 }
 
+/// The result data every action that applies a chain returns: the chain, the backups
+/// applied and the LSN they reach, and `more`.
+fn applied(chain: &Chain, pieces: &[Backup], more: Json) -> Json {
+    let mut data = json!({
+        "chain": chain.name,
+        "backups": pieces.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
+        "to_lsn": pieces.last().and_then(Backup::end_lsn),
+    });
+    if let (Some(d), Json::Object(m)) = (data.as_object_mut(), more) {
+        d.extend(m);
+    }
+    data
+}
+
 fn describe(chain: &Chain, pieces: &[Backup]) -> String {
     let last = pieces.last().map_or("none", |b| b.name.as_str());
     format!(
@@ -964,12 +962,7 @@ async fn prepare(ctx: &ModuleContext, a: &Args) -> Result<Outcome, ModuleError> 
     let (chain, pieces) = chain_to_apply(ctx, a).await?;
     let what = describe(&chain, &pieces);
     let existed = ctx.stat(&target).await?.is_some();
-    let data = json!({
-        "chain": chain.name,
-        "backups": pieces.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
-        "to_lsn": pieces.last().and_then(Backup::end_lsn),
-        "target": target,
-    });
+    let data = applied(&chain, &pieces, json!({ "target": target }));
     if ctx.check {
         return Ok(Outcome::changed()
             .with_data(data)
@@ -1046,13 +1039,10 @@ async fn restore(ctx: &ModuleContext, a: &Args) -> Result<Outcome, ModuleError> 
             format!("make {datadir} (it does not exist)")
         };
         return Ok(Outcome::changed()
-            .with_data(json!({
-                "chain": chain.name,
-                "backups": pieces.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
-                "to_lsn": pieces.last().and_then(Backup::end_lsn),
+            .with_data(applied(&chain, &pieces, json!({
                 "datadir": datadir,
                 "old_datadir": had_datadir.then_some(old.clone()),
-            }))
+            })))
             .with_msg(format!(
                 "would prepare {what} beside {datadir}, stop {}, {aside}, move the prepared files in, fix their owner and start {}",
                 control.describe(),
@@ -1080,16 +1070,17 @@ async fn restore(ctx: &ModuleContext, a: &Args) -> Result<Outcome, ModuleError> 
     }
     let downtime = result?;
     Ok(Outcome::changed()
-        .with_data(json!({
-            "chain": chain.name,
-            "backups": pieces.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
-            "to_lsn": pieces.last().and_then(Backup::end_lsn),
-            "datadir": datadir,
-            "old_datadir": had_datadir.then_some(old.clone()),
-            "prepare_seconds": prepared.as_secs_f64(),
-            "downtime_seconds": downtime.as_secs_f64(),
-            "total_seconds": started.elapsed().as_secs_f64(),
-        }))
+        .with_data(applied(
+            &chain,
+            &pieces,
+            json!({
+                "datadir": datadir,
+                "old_datadir": had_datadir.then_some(old.clone()),
+                "prepare_seconds": prepared.as_secs_f64(),
+                "downtime_seconds": downtime.as_secs_f64(),
+                "total_seconds": started.elapsed().as_secs_f64(),
+            }),
+        ))
         .with_undo(json!({
             "datadir": datadir,
             "old_datadir": had_datadir.then_some(old.clone()),
@@ -1265,15 +1256,16 @@ if [ -n \"$tables\" ]; then\n  q \"CHECK TABLE $tables\" | awk -F '\\t' '$3 == \
     }
     let tables = checksums.len();
     Ok(Outcome::ok()
-        .with_data(json!({
-            "chain": chain.name,
-            "backups": pieces.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
-            "to_lsn": pieces.last().and_then(Backup::end_lsn),
-            "databases": databases,
-            "tables": tables,
-            "checksums": checksums,
-            "seconds": started.elapsed().as_secs_f64(),
-        }))
+        .with_data(applied(
+            &chain,
+            &pieces,
+            json!({
+                "databases": databases,
+                "tables": tables,
+                "checksums": checksums,
+                "seconds": started.elapsed().as_secs_f64(),
+            }),
+        ))
         .with_msg(format!(
             "{what} opens: {tables} tables checked in {} databases",
             databases.len()

@@ -313,33 +313,7 @@ impl Module for Service {
             ),
             _ => {}
         }
-        let manager = args.get("manager").and_then(Node::as_str);
-        match (manager, args.get("commands")) {
-            (Some("command"), None) => errors.push(
-                args.error(
-                    file,
-                    "`manager: command` needs `commands: {start, stop, status}`",
-                )
-                .with_help("shell templates; {name} is the service, status exit 0 = running"),
-            ),
-            (Some("command"), Some(c)) => {
-                for key in ["start", "stop", "status"] {
-                    if c.get(key).is_none() {
-                        errors.push(
-                            c.error(file, format!("`commands` needs `{key}`"))
-                                .with_help(
-                                    "start, stop and status are required; restart is optional",
-                                ),
-                        );
-                    }
-                }
-            }
-            (m, Some(c)) if m.is_none_or(|m| !m.contains("{{")) => errors.push(
-                c.error(file, "`commands` is only for `manager: command`")
-                    .with_help("set manager: command"),
-            ),
-            _ => {}
-        }
+        errors.extend(validate_commands(args, file));
         errors
     }
 
@@ -601,4 +575,38 @@ impl Control {
         }
         Ok(())
     }
+}
+
+/// Load-time check of `manager` and `commands` (here and wherever a service is
+/// controlled, as in `mariadb_backup`'s restore): `manager: command` needs `commands`
+/// with start, stop and status; `commands` is only for `manager: command`.
+pub(crate) fn validate_commands(args: &Node, file: &SourceFile) -> Vec<SourceError> {
+    let mut errors = Vec::new();
+    let manager = args.get("manager").and_then(Node::as_str);
+    match (manager, args.get("commands")) {
+        (Some("command"), None) => errors.push(
+            args.error(
+                file,
+                "`manager: command` needs `commands: {start, stop, status}`",
+            )
+            .with_help("shell templates; {name} is the service, status exit 0 = running"),
+        ),
+        (Some("command"), Some(c)) if c.as_map().is_some() => {
+            for key in ["start", "stop", "status"] {
+                if c.get(key).is_none() {
+                    errors.push(
+                        c.error(file, format!("`commands` needs `{key}`"))
+                            .with_help("start, stop and status are required; restart is optional"),
+                    );
+                }
+            }
+        }
+        (Some("command"), Some(_)) => {}
+        (m, Some(c)) if m.is_none_or(|m| !m.contains("{{")) => errors.push(
+            c.error(file, "`commands` is only for `manager: command`")
+                .with_help("set manager: command"),
+        ),
+        _ => {}
+    }
+    errors
 }
