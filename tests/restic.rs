@@ -813,3 +813,75 @@ fn a_wrong_password_fails_with_advice() {
         "{r:?}"
     );
 }
+
+/// The shape docs/openstack.md documents: one send to a list of repositories (a path
+/// and a Swift container), `env` from the loop item, then retention and a check.
+#[test]
+fn one_send_to_a_list_of_repositories() {
+    let tmp = workdir();
+    let dir = tmp.path();
+    let sw = swift::server();
+    let local_repo = s(&dir.join("second-site"));
+    let src = dir.join("latest");
+    make_tree(&src, "list");
+    let playbook = fill(
+        r#"vars:
+  offsite_repositories:
+    - { repository: "swift:lifeboat-list:/site1", env: { ST_AUTH: "@AUTH@", ST_USER: "@USER@", ST_KEY: "{{ swift_key }}" } }
+    - { repository: "@LOCAL@", env: {} }
+"#,
+        &[
+            ("AUTH", sw.auth_url()),
+            ("USER", swift::USER.to_string()),
+            ("LOCAL", local_repo.clone()),
+        ],
+    );
+    let steps = fill(
+        r#"  - id: offsite-init
+    restic: { action: init, repository: "{{ item.repository }}", env: "{{ item.env }}", password: "{{ restic_pw }}" }
+    loop: "{{ offsite_repositories }}"
+  - id: offsite-send
+    needs: offsite-init
+    restic:
+      action: backup
+      repository: "{{ item.repository }}"
+      env: "{{ item.env }}"
+      password: "{{ restic_pw }}"
+      paths: ["@SRC@"]
+      hostname: controller1
+      tags: [lifeboat]
+    loop: "{{ offsite_repositories }}"
+  - id: offsite-retention
+    needs: offsite-send
+    restic: { action: forget, repository: "{{ item.repository }}", env: "{{ item.env }}", password: "{{ restic_pw }}", keep_daily: 7, prune: true }
+    loop: "{{ offsite_repositories }}"
+  - id: offsite-check
+    needs: offsite-retention
+    restic: { action: check, repository: "{{ item.repository }}", env: "{{ item.env }}", password: "{{ restic_pw }}", read_data_subset: 50% }
+    loop: "{{ offsite_repositories }}"
+"#,
+        &[("SRC", s(&src))],
+    );
+    let text = format!("{HEAD}{steps}").replacen("steps:\n", &format!("{playbook}steps:\n"), 1);
+    let r = lifeboat_env(
+        dir,
+        "list",
+        &text,
+        "backup ansible_connection=local\n",
+        &[],
+        &[
+            ("LB_RESTIC_PW", PASSWORD.to_string()),
+            ("LB_SWIFT_KEY", swift::KEY.to_string()),
+        ],
+    );
+    assert_ok(&r);
+    for repo in [
+        ("swift:lifeboat-list:/site1", sw.env()),
+        (local_repo.as_str(), Vec::new()),
+    ] {
+        let snaps = snapshot_list(repo.0, &repo.1);
+        assert_eq!(snaps.len(), 1, "{repo:?}: {snaps:?}");
+        assert_eq!(snaps[0]["hostname"], "controller1");
+    }
+    assert_no_secret(&r, dir, &[]);
+}
