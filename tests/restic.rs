@@ -885,3 +885,61 @@ fn one_send_to_a_list_of_repositories() {
     }
     assert_no_secret(&r, dir, &[]);
 }
+
+/// `lifeboat modules restic` documents the actions, the secrets' way and the rollback.
+#[test]
+fn the_module_documents_itself() {
+    let out = ok(Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(["modules", "restic"])
+        .env("NO_COLOR", "1")
+        .output());
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "init | backup | restore | forget | check | snapshots",
+        "RESTIC_PASSWORD_FILE",
+        "never appear on a command line",
+        "read_data_subset",
+        "keep_within",
+        "newest snapshot of a host is never removed",
+        "forgets the snapshot it made",
+    ] {
+        assert!(text.contains(want), "`{want}` missing from:\n{text}");
+    }
+}
+
+/// In a dry run, `snapshots` and `check` really run (they change nothing), and `init`
+/// of a missing repository predicts a change and creates nothing.
+#[test]
+fn dry_run_reads_and_predicts() {
+    let tmp = workdir();
+    let dir = tmp.path();
+    let repo = s(&dir.join("repo"));
+    let missing = s(&dir.join("missing"));
+    restic(&repo, &[], &["init"]);
+    let src = dir.join("src");
+    make_tree(&src, "dry");
+    restic(&repo, &[], &["backup", "--host", "db1", &s(&src)]);
+    let steps = fill(
+        "  - id: list\n    restic: { action: snapshots, repository: \"@REPO@\", password: \"{{ restic_pw }}\" }\n\
+\x20\x20- id: check\n    restic: { action: check, repository: \"@REPO@\", password: \"{{ restic_pw }}\" }\n\
+\x20\x20- id: init\n    restic: { action: init, repository: \"@MISSING@\", password: \"{{ restic_pw }}\" }\n",
+        &[("REPO", repo.clone()), ("MISSING", missing.clone())],
+    );
+    let r = run(
+        dir,
+        "dry",
+        "db1 ansible_connection=local\n",
+        &steps,
+        &["--check"],
+    );
+    assert_ok(&r);
+    assert_eq!(r.status("list", "db1"), "ok", "{r:?}");
+    assert!(r.msg("list", "db1").starts_with("1 snapshots in"), "{r:?}");
+    assert_eq!(r.status("check", "db1"), "ok", "{r:?}");
+    assert_eq!(r.status("init", "db1"), "would_change", "{r:?}");
+    assert!(
+        !Path::new(&missing).exists(),
+        "a dry run created a repository"
+    );
+}
