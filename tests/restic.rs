@@ -943,3 +943,39 @@ fn dry_run_reads_and_predicts() {
         "a dry run created a repository"
     );
 }
+
+/// A backup restic reports incomplete (exit 3: a file it could not read) fails, and
+/// the snapshot it wrote is forgotten at once: nothing later may trust it.
+#[test]
+fn an_incomplete_backup_fails_and_leaves_no_snapshot() {
+    let tmp = workdir();
+    let dir = tmp.path();
+    let host = ok(Sshd::start("127.0.0.1"));
+    let inventory = host_line("node1", &host, "");
+    let data_root = user_dir(dir, "data");
+    let src = data_root.join("src");
+    make_tree(&src, "partial");
+    harness::sh(&format!("chown -R {USER} {}", s(&data_root)));
+    // Root's, unreadable to the login user restic runs as.
+    write(&src.join("secret.key"), b"root only\n");
+    harness::chmod(&src.join("secret.key"), 0o600);
+    let repo = s(&data_root.join("repo"));
+    let steps = fill(
+        "  - id: init\n    restic: { action: init, repository: \"@REPO@\", password: \"{{ restic_pw }}\" }\n\
+\x20\x20- id: backup\n    needs: init\n    restic: { action: backup, repository: \"@REPO@\", password: \"{{ restic_pw }}\", paths: [\"@SRC@\"] }\n",
+        &[("REPO", repo.clone()), ("SRC", s(&src))],
+    );
+    let r = run(dir, "partial", &inventory, &steps, &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(r.status("backup", "node1"), "failed", "{r:?}");
+    let msg = r.msg("backup", "node1");
+    assert!(
+        msg.contains("was incomplete") && msg.contains("forgotten"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("secret.key"),
+        "restic's complaint is shown: {msg}"
+    );
+    assert!(snapshot_list(&repo, &[]).is_empty(), "{r:?}");
+}

@@ -88,7 +88,8 @@ sets it (it breaks rclone against a plain-http endpoint).\n\
 Actions: `init` creates the repository, ok when it already exists (a wrong password fails). \
 `backup` makes a snapshot of `paths` (tags, excludes, `hostname`: default the inventory host \
 name), always `changed` (restic 0.14 writes a snapshot even when nothing changed; \
-`data_added` says how much was new); in a dry run it runs `restic backup --dry-run` and \
+`data_added` says how much was new); a snapshot restic wrote but reported incomplete \
+(exit 3: files it could not read) is forgotten at once and the step fails; in a dry run it runs `restic backup --dry-run` and \
 reports what would be added, or `would change` when the repository cannot be read yet. \
 `restore` restores `snapshot` (an id, or `latest` among the snapshots matching `hostname`, \
 `tags` and `path`; default latest) into `target`, which must not be `/`: an existing target is \
@@ -890,9 +891,8 @@ async fn list(ctx: &ModuleContext, repo: &Repo, rest: &str) -> Result<Vec<Json>,
     }
 }
 
-/// Snapshots in time order, oldest first (restic's RFC 3339 times sort as text only
-/// within one offset, which restic writes as the host's: compare them as restic does
-/// by listing order, which is by time).
+/// The newest of a list from `restic snapshots --json`, which restic sorts by time,
+/// oldest first.
 fn newest(snaps: &[Json]) -> Option<&Json> {
     snaps.last()
 }
