@@ -606,18 +606,26 @@ fn ssh_host_swift_repository_and_secrets_off_argv() {
             ("BIG", s(&big)),
         ],
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_argv(stop.clone());
-    let r = run(dir, "big", &inventory, &steps, &["-v"]);
-    stop.store(true, Ordering::SeqCst);
-    let (restic_lines, leaks) = sampler.join().expect("the sampler");
-    assert_ok(&r);
-    assert!(leaks.is_empty(), "secrets on a command line: {leaks:?}");
-    assert!(
-        restic_lines.iter().any(|l| l.contains("backup --json")),
-        "ps saw the restic backup run: {restic_lines:?}"
-    );
-    assert_no_secret(&r, dir, std::slice::from_ref(&big));
+    // Over SSH (the script reaches the host's kept shell on its standard input) and on
+    // the local host (the connection runs `sh -c LINE`: a secret on that line would show).
+    let local = "ctl1 ansible_connection=local\n".to_string();
+    for (tag, inv) in [("big-ssh", &inventory), ("big-local", &local)] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = sample_argv(stop.clone());
+        let r = run(dir, tag, inv, &steps, &["-v"]);
+        stop.store(true, Ordering::SeqCst);
+        let (restic_lines, leaks) = sampler.join().expect("the sampler");
+        assert_ok(&r);
+        assert!(
+            leaks.is_empty(),
+            "{tag}: secrets on a command line: {leaks:?}"
+        );
+        assert!(
+            restic_lines.iter().any(|l| l.contains("backup --json")),
+            "{tag}: ps saw the restic backup run: {restic_lines:?}"
+        );
+        assert_no_secret(&r, dir, std::slice::from_ref(&big));
+    }
 }
 
 #[test]
