@@ -23,6 +23,7 @@ pub mod mysql_dump;
 pub mod mysql_query;
 pub mod mysql_restore;
 pub mod prune;
+pub mod restic;
 pub mod rsync;
 pub mod service;
 pub mod set_fact;
@@ -508,6 +509,7 @@ pub fn registry() -> &'static IndexMap<&'static str, Arc<dyn Module>> {
             Arc::new(verify_manifest::VerifyManifest),
             Arc::new(move_aside::MoveAside),
             Arc::new(prune::Prune),
+            Arc::new(restic::Restic),
         ];
         all.into_iter().map(|m| (m.doc().name, m)).collect()
     })
