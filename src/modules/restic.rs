@@ -865,10 +865,12 @@ async fn backup(ctx: &ModuleContext, repo: &Repo, a: &Args) -> Result<Outcome, M
         .with_data(Json::Object(data)))
 }
 
-/// `restic snapshots --json` with filters and optional ids.
+/// `restic snapshots --json` with filters and optional ids, without taking the
+/// repository's lock: a listing must not fail while another step (a `check`, a `forget`
+/// of another host) holds it exclusively.
 async fn list(ctx: &ModuleContext, repo: &Repo, rest: &str) -> Result<Vec<Json>, ModuleError> {
     let out = repo
-        .run(ctx, &format!("snapshots --json{rest}"), false)
+        .run(ctx, &format!("--no-lock snapshots --json{rest}"), false)
         .await?;
     if !out.success() {
         return Err(failed(
