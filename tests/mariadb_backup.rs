@@ -639,12 +639,7 @@ fn a_galera_node_is_desynced_for_its_backup_and_bootstrapped_from_its_restore() 
 
 // ---------------------------------------------------------------- validation
 
-fn errors(step: &str) -> Vec<String> {
-    support::modules::validate(step)
-        .into_iter()
-        .map(|e| e.to_string())
-        .collect()
-}
+use support::modules::validation_messages as errors;
 
 #[test]
 fn arguments_are_checked_at_load_with_their_place() {

@@ -878,12 +878,7 @@ steps:
 
 // ---------------------------------------------------------------- validation
 
-fn errors(step: &str) -> Vec<String> {
-    support::modules::validate(step)
-        .into_iter()
-        .map(|e| e.to_string())
-        .collect()
-}
+use support::modules::validation_messages as errors;
 
 #[test]
 fn arguments_are_checked_at_load() {

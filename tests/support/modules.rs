@@ -95,6 +95,11 @@ pub fn validate(step: &str) -> Vec<SourceError> {
     validate_args(&*module, key, value, &file)
 }
 
+/// [`validate`]'s errors as the text a person reads (place, message, help).
+pub fn validation_messages(step: &str) -> Vec<String> {
+    validate(step).into_iter().map(|e| e.to_string()).collect()
+}
+
 /// The load-time errors of the first step of a module's documented example, which must
 /// use the module.
 pub fn example_errors(name: &str) -> Vec<SourceError> {
