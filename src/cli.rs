@@ -586,6 +586,11 @@ fn run_full(
     let mut playbook_vars: IndexMap<String, Json> = playbook.vars.clone();
     let mut errors = InputErrors::default();
     for (name, source) in &playbook.secrets {
+        if source.absent() {
+            // An optional secret whose source is not there: left undefined, so the
+            // playbook's `default(...)` applies (or an inventory value does).
+            continue;
+        }
         match source.resolve(name) {
             Ok(v) => {
                 secrets.push(v.clone());

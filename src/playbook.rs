@@ -132,6 +132,10 @@ impl std::fmt::Debug for Playbook {
 pub struct SecretSource {
     /// Where the value comes from.
     pub from: SecretFrom,
+    /// `optional: true`: a source that is not there (an unset variable, a missing
+    /// file) leaves the secret undefined instead of failing the run, so a shipped
+    /// playbook can declare a secret that only some of its settings use.
+    pub optional: bool,
     value: Arc<OnceLock<Zeroizing<String>>>,
 }
 
@@ -162,7 +166,7 @@ impl std::fmt::Debug for SecretSource {
 
 impl PartialEq for SecretSource {
     fn eq(&self, other: &Self) -> bool {
-        self.from == other.from
+        self.from == other.from && self.optional == other.optional
     }
 }
 
@@ -171,6 +175,7 @@ impl SecretSource {
     pub fn new(from: SecretFrom) -> SecretSource {
         SecretSource {
             from,
+            optional: false,
             value: Arc::new(OnceLock::new()),
         }
     }
@@ -184,6 +189,18 @@ impl SecretSource {
         let value = self.read(name)?;
         let kept = self.value.get_or_init(|| value);
         Ok(kept.to_string())
+    }
+
+    /// Whether an optional secret's source is absent: the environment variable is
+    /// unset, or the file does not exist. (A command that fails is an error, not an
+    /// absence.)
+    pub fn absent(&self) -> bool {
+        self.optional
+            && match &self.from {
+                SecretFrom::Env(var) => std::env::var_os(var).is_none(),
+                SecretFrom::File(path) => !path.exists(),
+                SecretFrom::Command(_) | SecretFrom::Value(_) => false,
+            }
     }
 
     /// The value, once [`SecretSource::resolve`] has read it.
@@ -1038,27 +1055,47 @@ impl Loader {
         };
         for (k, v) in entries {
             let name = k.scalar_text().unwrap_or_default();
-            let source = match v.as_map() {
-                Some([(sk, sv)]) => {
-                    let kind = sk.scalar_text().unwrap_or_default();
-                    let text = sv.scalar_text();
-                    match (kind.as_str(), text) {
-                        ("env", Some(t)) => Some(SecretFrom::Env(t)),
-                        ("file", Some(t)) => Some(SecretFrom::File(base.join(t))),
-                        ("command", Some(t)) => Some(SecretFrom::Command(t)),
-                        ("value", Some(t)) => Some(SecretFrom::Value(Zeroizing::new(t))),
-                        _ => None,
+            // One source, and optionally `optional: true|false`.
+            let mut optional = false;
+            let mut sources = Vec::new();
+            let mut bad_optional = None;
+            for (sk, sv) in v.as_map().unwrap_or(&[]) {
+                let kind = sk.scalar_text().unwrap_or_default();
+                if kind == "optional" {
+                    match sv.value {
+                        Value::Bool(b) => optional = b,
+                        _ => bad_optional = Some(sv),
                     }
+                } else {
+                    sources.push((kind, sv.scalar_text()));
                 }
+            }
+            if let Some(sv) = bad_optional {
+                self.err(
+                    sv.error(file, format!("`optional` of secret `{name}` must be true or false"))
+                        .with_help("write `optional: true` to leave the secret undefined when its source is not there"),
+                );
+                continue;
+            }
+            let source = match sources.as_slice() {
+                [(kind, Some(t))] => match kind.as_str() {
+                    "env" => Some(SecretFrom::Env(t.clone())),
+                    "file" => Some(SecretFrom::File(base.join(t))),
+                    "command" => Some(SecretFrom::Command(t.clone())),
+                    "value" => Some(SecretFrom::Value(Zeroizing::new(t.clone()))),
+                    _ => None,
+                },
                 _ => None,
             };
             match source {
                 Some(s) => {
-                    out.insert(name, SecretSource::new(s));
+                    let mut s = SecretSource::new(s);
+                    s.optional = optional;
+                    out.insert(name, s);
                 }
                 None => self.err(
                     v.error(file, format!("secret `{name}` needs exactly one source"))
-                        .with_help("write `{ env: VAR }`, `{ file: path }`, `{ command: \"...\" }` or `{ value: \"...\" }`"),
+                        .with_help("write `{ env: VAR }`, `{ file: path }`, `{ command: \"...\" }` or `{ value: \"...\" }`, and `optional: true` to allow an unset variable or a missing file"),
                 ),
             }
         }

@@ -43,7 +43,7 @@ const KEEPS: &[(&str, &str)] = &[
 /// Which arguments each action takes (beyond the common ones).
 fn action_args(action: &str) -> &'static [&'static str] {
     match action {
-        "backup" => &["paths", "tags", "exclude", "hostname"],
+        "backup" => &["paths", "tags", "exclude", "hostname", "chdir"],
         "restore" => &["snapshot", "target", "include", "tags", "hostname", "path"],
         "forget" => &[
             "keep_last",
@@ -54,6 +54,7 @@ fn action_args(action: &str) -> &'static [&'static str] {
             "keep_yearly",
             "keep_within",
             "prune",
+            "group_by",
             "tags",
             "hostname",
         ],
@@ -96,7 +97,7 @@ reports what would be added, or `would change` when the repository cannot be rea
 first moved aside to `.<name>.lifeboat-aside-<run_id>-<random>`; a dry run resolves the \
 snapshot. `forget` applies keep policies (`keep_last`, `keep_hourly`, `keep_daily`, \
 `keep_weekly`, `keep_monthly`, `keep_yearly`, `keep_within`; at least one) to the snapshots \
-matching `hostname`/`tags`, grouped by host and paths, and always keeps the newest snapshot of \
+matching `hostname`/`tags`, grouped by host and paths (`group_by` to change it), and always keeps the newest snapshot of \
 each group (`--keep-last 1` at least), so the newest snapshot of a host is never removed; \
 `prune: true` then removes the unreferenced data. Changed when it forgot something; a dry run \
 runs `restic forget --dry-run` and lists what would go. `check` verifies the repository's \
@@ -146,6 +147,12 @@ hostname, tags, path) into the result, and runs in a dry run too.",
             ArgKind::StrOrList,
             false,
             "backup: the host paths to back up (required for backup)",
+        ),
+        arg(
+            "chdir",
+            ArgKind::Str,
+            false,
+            "backup: run restic in this directory; with paths: [.] the snapshot holds the directory's contents at its root (restored as they are into a target), and records the directory as its path",
         ),
         arg(
             "tags",
@@ -238,6 +245,12 @@ hostname, tags, path) into the result, and runs in a dry run too.",
             "forget: also remove the data no snapshot needs any more (default false)",
         ),
         arg(
+            "group_by",
+            ArgKind::Str,
+            false,
+            "forget: how snapshots are grouped before the keep policy applies to each group: host, paths and/or tags, comma-separated (default host,paths; `host` when each snapshot has a path of its own, such as a dated directory)",
+        ),
+        arg(
             "read_data_subset",
             ArgKind::Str,
             false,
@@ -316,6 +329,8 @@ struct Args {
     keep_within: Option<String>,
     #[serde(default)]
     prune: Option<Json>,
+    group_by: Option<String>,
+    chdir: Option<String>,
     read_data_subset: Option<String>,
 }
 
@@ -456,6 +471,14 @@ impl Module for Restic {
                 "e.g. repository: /backup/restic, sftp:backup@vault:/srv/restic or swift:offsite:/controller",
             ));
         }
+        if let Some((n, s)) = literal(args, "group_by")
+            && group_by(&s).is_none()
+        {
+            errors.push(
+                n.error(file, format!("group_by `{s}` is not a grouping restic knows"))
+                    .with_help("write host, paths and/or tags, comma-separated (e.g. host or host,tags)"),
+            );
+        }
         if let Some((n, s)) = literal(args, "read_data_subset")
             && !valid_subset(&s)
         {
@@ -556,6 +579,24 @@ fn valid_subset(s: &str) -> bool {
     false
 }
 
+/// A `--group-by` value: host, paths and/or tags, comma-separated, each once (`None`
+/// when it is not one).
+fn group_by(s: &str) -> Option<String> {
+    let parts: Vec<&str> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut seen = Vec::new();
+    for p in &parts {
+        if !["host", "paths", "tags"].contains(p) || seen.contains(p) {
+            return None;
+        }
+        seen.push(*p);
+    }
+    (!seen.is_empty()).then(|| seen.join(","))
+}
+
 /// How to reach one repository: its location, options, and the secret file's content.
 struct Repo {
     repository: String,
@@ -631,6 +672,24 @@ impl Repo {
         rest: &str,
         stream: bool,
     ) -> Result<CommandOutput, ModuleError> {
+        self.run_in(ctx, None, rest, stream).await
+    }
+
+    /// [`Repo::run`] in the directory `cwd` (the host's path).
+    async fn run_in(
+        &self,
+        ctx: &ModuleContext,
+        cwd: Option<&str>,
+        rest: &str,
+        stream: bool,
+    ) -> Result<CommandOutput, ModuleError> {
+        let cd = cwd.map_or_else(String::new, |d| {
+            format!(
+                "cd -- {q} || {{ echo {msg} >&2; exit 1; }}\n",
+                q = quote(d),
+                msg = quote(&format!("restic: cannot enter {d}"))
+            )
+        });
         let opts: String = self
             .options
             .iter()
@@ -645,7 +704,7 @@ trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM\n\
 cat > \"$lb_dir/env\" || exit 1\n\
 . \"$lb_dir/env\"\n\
 rm -f -- \"$lb_dir/env\"\n\
-restic -r {repo}{opts} {rest}\n",
+{cd}restic -r {repo}{opts} {rest}\n",
             repo = quote(&self.repository),
         );
         let spec = CommandSpec::shell(script).stdin(self.secret_lines.clone().into_bytes());
@@ -791,7 +850,11 @@ async fn backup(ctx: &ModuleContext, repo: &Repo, a: &Args) -> Result<Outcome, M
     data.insert("paths".into(), json!(a.paths));
     data.insert("hostname".into(), json!(host));
     data.insert("tags".into(), json!(a.tags));
-    let out = repo.run(ctx, &cmd, false).await?;
+    let cwd = a.chdir.as_deref().filter(|d| !d.trim().is_empty());
+    if let Some(d) = cwd {
+        data.insert("chdir".into(), json!(d));
+    }
+    let out = repo.run_in(ctx, cwd, &cmd, false).await?;
     if ctx.check {
         if !out.success() {
             // The repository may be one an earlier step creates, or paths one makes.
@@ -1058,7 +1121,15 @@ async fn forget(ctx: &ModuleContext, repo: &Repo, a: &Args) -> Result<Outcome, M
             "restic: forget needs a keep policy (keep_last, keep_daily, ...)".into(),
         ));
     }
-    cmd.push_str(" --group-by host,paths");
+    let grouping = match a.group_by.as_deref().filter(|g| !g.trim().is_empty()) {
+        None => "host,paths".to_string(),
+        Some(g) => group_by(g).ok_or_else(|| {
+            ModuleError::Args(format!(
+                "restic: group_by `{g}` is not host, paths and/or tags"
+            ))
+        })?,
+    };
+    cmd.push_str(&format!(" --group-by {grouping}"));
     cmd.push_str(&filters(a.hostname.as_deref(), &a.tags, None));
     let prune = flag("prune", a.prune.as_ref())?;
     if ctx.check {
@@ -1203,6 +1274,15 @@ mod tests {
         assert!(!valid_subset("0%"));
         assert!(!valid_subset("6/5"));
         assert!(!valid_subset("ten"));
+    }
+
+    #[test]
+    fn groupings() {
+        assert_eq!(group_by("host").as_deref(), Some("host"));
+        assert_eq!(group_by(" host , tags ").as_deref(), Some("host,tags"));
+        assert_eq!(group_by("host,host"), None);
+        assert_eq!(group_by("hosts"), None);
+        assert_eq!(group_by(""), None);
     }
 
     #[test]
