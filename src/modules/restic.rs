@@ -10,8 +10,15 @@
 //! and removes the directory on exit. The script's text holds no secret, so neither
 //! `ps` nor the `sh -c` line shows one.
 //!
+//! restic 0.14 fails at once when another restic holds the repository's lock (a
+//! `forget`, `prune` or `check` takes it exclusively): the script retries such a
+//! command every second for up to `lock_wait` (default 5m), so steps of several hosts
+//! on one repository (sends, or the rollback's forgets) wait for each other.
+//!
 //! Rollback: a snapshot made by `backup` is forgotten; a `restore` removes what it
 //! restored and puts back the target it moved aside.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -19,7 +26,10 @@ use serde_json::{Value as Json, json};
 
 use super::backup_common::{check_choice, choice, exists, refuse_root, str_list};
 use super::copy::sibling;
-use super::{ArgKind, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, parse_args};
+use super::{
+    ArgKind, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, parse_args,
+    parse_duration,
+};
 use crate::connection::{CommandOutput, CommandSpec, is_env_name, quote};
 use crate::error::{SourceError, SourceFile};
 use crate::template::Templates;
@@ -72,7 +82,11 @@ const COMMON: &[&str] = &[
     "password_file",
     "env",
     "options",
+    "lock_wait",
 ];
+
+/// How long a command waits for another restic's lock on the repository by default.
+const LOCK_WAIT: Duration = Duration::from_secs(300);
 
 static DOC: ModuleDoc = ModuleDoc {
     name: "restic",
@@ -84,7 +98,8 @@ file named by RESTIC_PASSWORD_FILE, and the backend's variables (`env`: ST_AUTH/
 AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, RCLONE_CONFIG_*, OS_*) as `export` lines of a 0600 \
 file the script sources; both sit in a private `mktemp -d` directory on the host, removed when \
 the command ends, and never appear on a command line. restic trims spaces around a password \
-read from a file. For `rclone:` repositories an inherited AWS_CA_BUNDLE is unset unless `env` \
+read from a file. A command refused because another restic holds the repository's lock is \
+retried every second for up to `lock_wait` (default 5m). For `rclone:` repositories an inherited AWS_CA_BUNDLE is unset unless `env` \
 sets it (it breaks rclone against a plain-http endpoint).\n\
 Actions: `init` creates the repository, ok when it already exists (a wrong password fails). \
 `backup` makes a snapshot of `paths` (tags, excludes, `hostname`: default the inventory host \
@@ -141,6 +156,12 @@ hostname, tags, path) into the result, and runs in a dry run too.",
             ArgKind::List,
             false,
             "restic extended options (`-o`), e.g. [\"sftp.command=ssh -i /root/.ssh/offsite backup@vault -s sftp\"]: on the command line, so no secret",
+        ),
+        arg(
+            "lock_wait",
+            ArgKind::Str,
+            false,
+            "how long to wait while another restic holds the repository's lock (restic 0.14 gives up at once), e.g. 30s, 10m (default 5m; 0: fail at once)",
         ),
         arg(
             "paths",
@@ -331,6 +352,7 @@ struct Args {
     prune: Option<Json>,
     group_by: Option<String>,
     chdir: Option<String>,
+    lock_wait: Option<String>,
     read_data_subset: Option<String>,
 }
 
@@ -471,12 +493,28 @@ impl Module for Restic {
                 "e.g. repository: /backup/restic, sftp:backup@vault:/srv/restic or swift:offsite:/controller",
             ));
         }
+        if let Some((n, s)) = literal(args, "lock_wait")
+            && s.trim() != "0"
+            && let Err(e) = parse_duration(&s)
+        {
+            errors.push(
+                n.error(file, format!("lock_wait `{s}` is not a duration: {e}"))
+                    .with_help(
+                        "write e.g. 30s or 10m, or 0 to fail at once when the repository is locked",
+                    ),
+            );
+        }
         if let Some((n, s)) = literal(args, "group_by")
             && group_by(&s).is_none()
         {
             errors.push(
-                n.error(file, format!("group_by `{s}` is not a grouping restic knows"))
-                    .with_help("write host, paths and/or tags, comma-separated (e.g. host or host,tags)"),
+                n.error(
+                    file,
+                    format!("group_by `{s}` is not a grouping restic knows"),
+                )
+                .with_help(
+                    "write host, paths and/or tags, comma-separated (e.g. host or host,tags)",
+                ),
             );
         }
         if let Some((n, s)) = literal(args, "read_data_subset")
@@ -601,6 +639,8 @@ fn group_by(s: &str) -> Option<String> {
 struct Repo {
     repository: String,
     options: Vec<String>,
+    /// How long to retry while the repository is locked.
+    lock_wait: Duration,
     /// The lines of the 0600 file sourced before restic runs (secret).
     secret_lines: String,
 }
@@ -657,9 +697,16 @@ impl Repo {
             }
         }
         lines.push_str("unset RESTIC_PASSWORD RESTIC_PASSWORD_COMMAND\n");
+        let lock_wait = match a.lock_wait.as_deref().map(str::trim) {
+            None | Some("") => LOCK_WAIT,
+            Some("0") => Duration::ZERO,
+            Some(w) => parse_duration(w)
+                .map_err(|e| ModuleError::Args(format!("restic: lock_wait: {e}")))?,
+        };
         Ok(Repo {
             repository: a.repository.clone(),
             options: a.options.clone(),
+            lock_wait,
             secret_lines: lines,
         })
     }
@@ -695,8 +742,13 @@ impl Repo {
             .iter()
             .map(|o| format!(" -o {}", quote(o)))
             .collect();
+        // The secret files are made under umask 077; restic itself runs under the
+        // caller's umask (the directories it makes for a restore target are not
+        // private). A command refused because another restic holds the lock is tried again
+        // every second until lock_wait has passed (restic 0.14 has no --retry-lock);
+        // its standard error is kept aside to tell, and then passed on.
         let script = format!(
-            "umask 077\n\
+            "lb_umask=$(umask)\numask 077\n\
 command -v restic >/dev/null 2>&1 || {{ echo 'restic is not installed on the host (apt-get install restic)' >&2; exit 127; }}\n\
 lb_dir=$(mktemp -d \"${{TMPDIR:-/tmp}}/lifeboat-restic.XXXXXXXX\") || exit 1\n\
 trap 'rm -rf -- \"$lb_dir\"' EXIT\n\
@@ -704,8 +756,16 @@ trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM\n\
 cat > \"$lb_dir/env\" || exit 1\n\
 . \"$lb_dir/env\"\n\
 rm -f -- \"$lb_dir/env\"\n\
-{cd}restic -r {repo}{opts} {rest}\n",
+umask \"$lb_umask\"\n\
+{cd}lb_until=$(( $(date +%s) + {wait} ))\n\
+while :; do\n\
+  restic -r {repo}{opts} {rest} 2>\"$lb_dir/err\"; lb_rc=$?\n\
+  if [ \"$lb_rc\" -ne 0 ] && grep -q 'repository is already locked' \"$lb_dir/err\" && [ \"$(date +%s)\" -lt \"$lb_until\" ]; then sleep 1; continue; fi\n\
+  cat \"$lb_dir/err\" >&2\n\
+  exit \"$lb_rc\"\n\
+done\n",
             repo = quote(&self.repository),
+            wait = self.lock_wait.as_secs(),
         );
         let spec = CommandSpec::shell(script).stdin(self.secret_lines.clone().into_bytes());
         if stream {
@@ -1060,6 +1120,20 @@ async fn restore(ctx: &ModuleContext, repo: &Repo, a: &Args) -> Result<Outcome, 
             .await?;
         if !out.success() {
             return Err(failed(&format!("cannot move {target} aside"), out));
+        }
+    }
+    // restic makes a missing target and its parents 0700: the parents are made first,
+    // as mkdir makes them (the caller's umask), so only the target itself is private.
+    if let Some(parent) = std::path::Path::new(&target)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        let parent = parent.to_string_lossy().into_owned();
+        let out = ctx
+            .probe(CommandSpec::argv(["mkdir", "-p", "--", parent.as_str()]))
+            .await?;
+        if !out.success() {
+            return Err(failed(&format!("cannot make {parent}"), out));
         }
     }
     let undo = json!({ "target": target, "moved_aside": existed.then_some(aside.clone()) });

@@ -57,6 +57,9 @@ pub struct MiniCloud {
     pub db: &'static MariaDb,
     /// The inventory file.
     pub inventory: PathBuf,
+    /// Environment variables every run of lifeboat gets (secrets such as
+    /// LIFEBOAT_OFFSITE_PASSWORD).
+    pub env: Vec<(String, String)>,
 }
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
@@ -213,6 +216,7 @@ impl MiniCloud {
             prefix: prefix.to_string(),
             db,
             inventory: inv_path,
+            env: Vec::new(),
         };
         for u in CONTROL_UNITS {
             cloud.start_unit("ctl01", u);
@@ -242,7 +246,38 @@ impl MiniCloud {
         if inventory {
             cmd = cmd.arg("-i").arg(&self.inventory);
         }
-        cmd.run()
+        cmd.envs(self.env.iter().cloned()).run()
+    }
+
+    /// Adds variables to the inventory: to `all` (host `None`) or to one host. They win
+    /// over `group_vars/all.yml` only at the host level, as in Ansible.
+    pub fn set_vars(&self, host: Option<&str>, vars: serde_json::Value) {
+        let text = ok(std::fs::read_to_string(&self.inventory));
+        let mut inv: serde_json::Value = ok(serde_json::from_str(&text));
+        let target = match host {
+            None => &mut inv["all"]["vars"],
+            Some(h) => {
+                let groups = ["control", "network", "compute", "storage", "backup"];
+                let g = groups
+                    .iter()
+                    .find(|g| !inv["all"]["children"][**g]["hosts"][h].is_null())
+                    .unwrap_or_else(|| panic!("{h} is not in the inventory"));
+                &mut inv["all"]["children"][*g]["hosts"][h]
+            }
+        };
+        for (k, v) in vars.as_object().cloned().unwrap_or_default() {
+            target[k] = v;
+        }
+        write(
+            &self.inventory,
+            ok(serde_json::to_string_pretty(&inv)).as_bytes(),
+        );
+    }
+
+    /// Where the database of this cloud listens, and its login (user, password): for
+    /// clouds that log in with db_login_* rather than the controller's option file.
+    pub fn db_login(&self) -> (u16, &'static str, &'static str) {
+        (self.db.port, DB_USER, DB_PASSWORD)
     }
 
     /// Runs a shipped playbook and returns (exit code, console output).
