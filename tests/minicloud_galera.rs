@@ -325,6 +325,8 @@ fn physical_backups_make_a_chain_on_the_backup_host_that_verify_backups_opens() 
 /// host, prepared, the server stopped, its datadir swapped, started): checksums of the
 /// backup. The server runs as, and belongs to, the mini-cloud's login user, who stops and
 /// starts it with its control script over ssh. restore-service.yml refuses the method.
+/// Then the same from off-site: the chain sent to a restic repository by backup.yml's
+/// offsite stage, restored with `restore_from: offsite` once the backup host is empty.
 #[test]
 fn restore_control_plane_restores_the_whole_server_from_a_physical_backup() {
     ok(sshd::ensure_user());
@@ -333,7 +335,7 @@ fn restore_control_plane_restores_the_whole_server_from_a_physical_backup() {
             owner: Some(sshd::USER),
             ..mariadb::Options::default()
         })));
-    let cloud = MiniCloud::start_on("phr", 76, &server.db);
+    let mut cloud = MiniCloud::start_on("phr", 76, &server.db);
     let ctl = server.ctl.display().to_string();
     let settings = cloud.dir.path().join("physical.yml");
     ok(std::fs::write(
@@ -384,5 +386,48 @@ db_service_commands: {{start: \"{ctl} start\", stop: \"{ctl} stop\", status: \"{
         cloud.db_checksums(),
         at_backup,
         "the databases of the backup"
+    );
+
+    // Off-site: the chains go to a restic repository (a path on the backup host) with
+    // the node's snapshot; once the backup host has lost everything, the server comes
+    // back from the repository alone.
+    let repo = cloud.dir.path().join("offsite");
+    ok(std::fs::create_dir_all(&repo));
+    let chown = ok(std::process::Command::new("chown")
+        .arg(format!("{}:", sshd::USER))
+        .arg(&repo)
+        .output());
+    assert!(chown.status.success());
+    cloud.env = vec![("LIFEBOAT_OFFSITE_PASSWORD".into(), "phr-0ffsite".into())];
+    let repo_setting = format!("offsite_repository={}/repo", repo.display());
+    let offsite = ["-e", with_settings.as_str(), "-e", repo_setting.as_str()];
+    let sent = cloud.run_events("playbooks/openstack/backup.yml", &offsite);
+    expect_code(&sent, 0);
+    assert_eq!(
+        sent.node("offsite-send-physical", "ctl01").status,
+        "changed"
+    );
+    let at_offsite = cloud.db_checksums();
+    server
+        .db
+        .sql("DROP TABLE phr_keystone.assignment; DELETE FROM phr_nova.block_device_mapping;");
+    assert_ne!(cloud.db_checksums(), at_offsite);
+    ok(std::fs::remove_dir_all(
+        cloud.root("bak01").join("srv/backup"),
+    ));
+    let run = cloud.run_events(
+        "playbooks/openstack/restore-control-plane.yml",
+        &[&offsite[..], &["-e", "restore_from=offsite"]].concat(),
+    );
+    expect_code(&run, 0);
+    assert_eq!(run.node("fetch.offsite-fetch", "ctl01").status, "changed");
+    assert_eq!(run.node("physical-fetch", "ctl01").status, "changed");
+    assert_eq!(run.node("physical-stage", "ctl01").status, "skipped");
+    assert_eq!(run.node("physical-database", "ctl01").status, "changed");
+    assert!(server.running());
+    assert_eq!(
+        cloud.db_checksums(),
+        at_offsite,
+        "the databases of the off-site backup"
     );
 }

@@ -472,3 +472,41 @@ fn a_secret_source_that_fails_names_the_secret_and_runs_nothing() {
     assert!(all.contains("secret `c`:") && all.contains("oops"), "{all}");
     assert!(!dir.join("ran").exists());
 }
+
+#[test]
+fn an_optional_secret_whose_source_is_absent_is_undefined_and_one_that_is_there_is_masked() {
+    let tmp = tempfile::Builder::new()
+        .prefix("lifeboat-secrets")
+        .tempdir()
+        .expect("tempdir");
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("playbook.yml"),
+        "secrets:\n  absent: { env: LB_TEST_UNSET_SECRET_VAR, optional: true }\n  gone: { file: missing.txt, optional: true }\n  there: { env: LB_TEST_SECRET, optional: true }\n\
+steps:\n  - id: show\n    shell: printf '%s|%s|%s\\n' {{ absent | default('fallback') }} {{ gone is defined }} {{ there }} > seen; cat seen\n",
+    )
+    .expect("write");
+    let (code, stdout, stderr) = lifeboat(dir, &["run", "-v", "playbook.yml"]);
+    let all = format!("{stdout}{stderr}");
+    assert_eq!(code, 0, "{all}");
+    let seen = std::fs::read_to_string(dir.join("seen")).expect("the step ran");
+    assert_eq!(seen, format!("fallback|False|{}\n", env_secret(dir)));
+    assert!(all.contains("fallback|False|********"), "{all}");
+    assert!(!all.contains(ENV_CORE), "{all}");
+
+    // `optional` is true or false, said where it is written.
+    std::fs::write(
+        dir.join("bad.yml"),
+        "secrets:\n  s: { env: X, optional: sometimes }\nsteps:\n  - id: never\n    shell: touch ran\n",
+    )
+    .expect("write");
+    let (code, stdout, stderr) = lifeboat(dir, &["run", "bad.yml"]);
+    let all = format!("{stdout}{stderr}");
+    assert_eq!(code, 1, "{all}");
+    assert!(
+        all.contains("bad.yml:2:")
+            && all.contains("`optional` of secret `s` must be true or false"),
+        "{all}"
+    );
+    assert!(!dir.join("ran").exists());
+}
