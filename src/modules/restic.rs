@@ -99,7 +99,7 @@ AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, RCLONE_CONFIG_*, OS_*) as `export` line
 file the script sources; both sit in a private `mktemp -d` directory on the host, removed when \
 the command ends, and never appear on a command line. restic trims spaces around a password \
 read from a file. A command refused because another restic holds the repository's lock is \
-retried every second for up to `lock_wait` (default 5m). For `rclone:` repositories an inherited AWS_CA_BUNDLE is unset unless `env` \
+retried after a pause of a second, as many times as `lock_wait` has seconds (default 5m). For `rclone:` repositories an inherited AWS_CA_BUNDLE is unset unless `env` \
 sets it (it breaks rclone against a plain-http endpoint).\n\
 Actions: `init` creates the repository, ok when it already exists (a wrong password fails). \
 `backup` makes a snapshot of `paths` (tags, excludes, `hostname`: default the inventory host \
@@ -757,11 +757,11 @@ cat > \"$lb_dir/env\" || exit 1\n\
 . \"$lb_dir/env\"\n\
 rm -f -- \"$lb_dir/env\"\n\
 umask \"$lb_umask\"\n\
-{cd}lb_until=$(( $(date +%s) + {wait} ))\n\
+{cd}lb_tries=0\n\
 while :; do\n\
   restic -r {repo}{opts} {rest} 2>\"$lb_dir/err\"; lb_rc=$?\n\
-  if [ \"$lb_rc\" -ne 0 ] && grep -q 'repository is already locked' \"$lb_dir/err\" && [ \"$(date +%s)\" -lt \"$lb_until\" ]; then sleep 1; continue; fi\n\
-  cat \"$lb_dir/err\" >&2\n\
+  if [ \"$lb_rc\" -ne 0 ] && [ \"$lb_tries\" -lt {wait} ] && grep -q 'repository is already locked' \"$lb_dir/err\"; then lb_tries=$((lb_tries + 1)); sleep 1; continue; fi\n\
+  while IFS= read -r lb_line || [ -n \"$lb_line\" ]; do printf '%s\\n' \"$lb_line\"; done < \"$lb_dir/err\" >&2\n\
   exit \"$lb_rc\"\n\
 done\n",
             repo = quote(&self.repository),
