@@ -688,6 +688,33 @@ fn arguments_are_checked_at_load_with_their_place() {
     }
     assert!(errors("mariadb_backup: { action: incremental, dir: /b, full_if_missing: true, max_incrementals: 6 }").is_empty());
     assert!(support::modules::example_errors("mariadb_backup").is_empty());
+
+    // galera_rejoin (the other nodes of a restored cluster) takes the same service and
+    // login arguments.
+    for (step, want) in [
+        (
+            "galera_rejoin: { service: mariadb }",
+            "needs the argument `datadir`",
+        ),
+        (
+            "galera_rejoin: { datadir: /d, manager: command }",
+            "`manager: command` needs `commands: {start, stop, status}`",
+        ),
+        (
+            "galera_rejoin: { datadir: /d, manager: upstart }",
+            "unknown manager `upstart`",
+        ),
+        (
+            "galera_rejoin: { datadir: /d, login_host: h, login_socket: /s }",
+            "login_socket",
+        ),
+        ("galera_rejoin: { datadir: /d, sst: rsync }", "sst"),
+    ] {
+        let errs = errors(step);
+        assert!(errs.iter().any(|e| e.contains(want)), "{step}: {errs:?}");
+        assert!(errs.iter().all(|e| e.contains("play.yml:1:")), "{errs:?}");
+    }
+    assert!(support::modules::example_errors("galera_rejoin").is_empty());
 }
 
 #[test]

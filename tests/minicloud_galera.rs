@@ -12,7 +12,11 @@
 //!    clean in verify-backups.yml, and rebuilds a whole (fresh) server with
 //!    `mysql_restore`, tables checksum for checksum;
 //! 4. `db_backup_method: physical` (on a server of its own): a chain of a full backup and
-//!    an incremental, on the backup host, opened by verify-backups.yml.
+//!    an incremental, on the backup host, opened by verify-backups.yml;
+//! 5. restore-control-plane.yml on a two-node Galera cluster (two servers of their own,
+//!    the second joined by rsync SST): the other node stops before the first is restored
+//!    and bootstraps a new cluster, then rejoins it by a full state transfer; both nodes
+//!    hold the backup's checksums, the cluster has two nodes again.
 
 #[path = "support/mariadb.rs"]
 mod mariadb;
@@ -430,4 +434,126 @@ db_service_commands: {{start: \"{ctl} start\", stop: \"{ctl} stop\", status: \"{
         at_offsite,
         "the databases of the off-site backup"
     );
+}
+
+/// restore-control-plane.yml with `db_backup_method: physical` on a two-node Galera
+/// cluster: the second node (played by the compute host's inventory entry, with its
+/// own datadir, control script and port in its host vars) stops before the first is
+/// restored, and once the first has bootstrapped a new cluster from the backup it
+/// rejoins by a full state transfer (galera_rejoin): both nodes hold the backup's
+/// data, Synced, in a cluster of two.
+#[test]
+fn a_galera_cluster_is_restored_first_node_then_the_others_by_state_transfer() {
+    ok(sshd::ensure_user());
+    let first: &'static mariadb::Controlled =
+        Box::leak(Box::new(mariadb::start_controlled(mariadb::Options {
+            galera: true,
+            owner: Some(sshd::USER),
+            ..mariadb::Options::default()
+        })));
+    let second = mariadb::start_controlled(mariadb::Options {
+        galera: true,
+        owner: Some(sshd::USER),
+        galera_join: first.gcomm_port,
+        ..mariadb::Options::default()
+    });
+    assert_eq!(second.db.status("wsrep_cluster_size"), "2");
+    let cloud = MiniCloud::start_on("gss", 87, &first.db);
+    let (_, user, password) = cloud.db_login();
+    let node = |c: &mariadb::Controlled| {
+        let ctl = c.ctl.display().to_string();
+        serde_json::json!({
+            "db_datadir": c.datadir().display().to_string(),
+            "db_service_commands": {
+                "start": format!("{ctl} start"),
+                "stop": format!("{ctl} stop"),
+                "status": format!("{ctl} status"),
+            },
+        })
+    };
+    cloud.set_vars(Some("ctl01"), node(first));
+    let mut other = node(&second);
+    for (k, v) in [
+        ("db_defaults_file", serde_json::json!("")),
+        ("db_login_host", serde_json::json!("127.0.0.1")),
+        ("db_login_port", serde_json::json!(second.db.port)),
+        ("db_login_user", serde_json::json!(user)),
+        ("db_password", serde_json::json!(password)),
+    ] {
+        other[k] = v;
+    }
+    cloud.set_vars(Some("cmp01"), other);
+    let settings = cloud.dir.path().join("galera.yml");
+    ok(std::fs::write(
+        &settings,
+        "db_backup_method: physical\ngalera: true\ngalera_nodes: [cmp01]\ndb_service: mariadb-test\ndb_service_manager: command\n",
+    ));
+    let with_settings = format!("@{}", settings.display());
+    let args = ["-e", with_settings.as_str()];
+    expect_code(
+        &cloud.run_events("playbooks/openstack/backup.yml", &args),
+        0,
+    );
+    let at_backup = cloud.db_checksums();
+
+    first
+        .db
+        .sql("DROP TABLE gss_nova.instances; DELETE FROM gss_keystone.user WHERE enabled = 0;");
+    assert_ne!(
+        cloud.db_checksums_on(&second.db),
+        at_backup,
+        "the loss reached the other node"
+    );
+
+    // The dry run says what it would do to the other node, and does nothing.
+    let pid = || ok(std::fs::read_to_string(second.db.dir.join("mysqld.pid")));
+    let before = pid();
+    let plan = cloud.run_events(
+        "playbooks/openstack/restore-control-plane.yml",
+        &[&args[..], &["--check"]].concat(),
+    );
+    expect_code(&plan, 0);
+    let would = plan.node("galera-rejoin", "cmp01");
+    assert!(
+        would
+            .msg
+            .starts_with("would stop mariadb-test (command), move grastate.dat"),
+        "{}",
+        would.msg
+    );
+    assert!(second.datadir().join("grastate.dat").exists());
+    assert_eq!(pid(), before, "the other node was not restarted");
+    assert_ne!(cloud.db_checksums_on(&second.db), at_backup);
+
+    let run = cloud.run_events("playbooks/openstack/restore-control-plane.yml", &args);
+    assert_eq!(
+        run.code,
+        0,
+        "{}\nthe other node's log:\n{}",
+        run.out,
+        std::fs::read_to_string(second.db.dir.join("error.log")).unwrap_or_default()
+    );
+    expect_code(&run, 0);
+    let stop = run.node("galera-others-stop", "cmp01");
+    let restore = run.node("physical-database", "ctl01");
+    let rejoin = run.node("galera-rejoin", "cmp01");
+    assert_eq!(stop.status, "changed", "{}", run.out);
+    assert_eq!(restore.status, "changed");
+    assert_eq!(rejoin.status, "changed", "{}", rejoin.msg);
+    assert!(
+        stop.end <= restore.start,
+        "the other node stops before the restore"
+    );
+    assert!(restore.end <= rejoin.start, "and rejoins after it");
+    assert!(rejoin.msg.contains("cluster size 2"), "{}", rejoin.msg);
+    assert_eq!(run.node("galera-others-stop", "ctl01").status, "skipped");
+    for db in [&first.db, &second.db] {
+        assert_eq!(db.status("wsrep_local_state_comment"), "Synced");
+        assert_eq!(db.status("wsrep_cluster_size"), "2");
+        assert_eq!(
+            cloud.db_checksums_on(db),
+            at_backup,
+            "both nodes hold the backup"
+        );
+    }
 }

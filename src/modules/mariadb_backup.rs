@@ -1015,6 +1015,19 @@ async fn restore(ctx: &ModuleContext, a: &Args) -> Result<Outcome, ModuleError> 
             "mariadb_backup: datadir cannot be /".into(),
         ));
     }
+    // A dry run before the step that copies the chain in (restore-control-plane.yml
+    // stages it first): the store is not there yet, so there is nothing to check.
+    if ctx.check && ctx.stat(&a.dir).await?.is_none() {
+        let control = control(ctx, a).await?;
+        return Ok(Outcome::changed()
+            .with_data(json!({ "datadir": datadir, "chain": a.chain() }))
+            .with_msg(format!(
+                "would restore chain {} from {} (not there yet: an earlier step makes it) into {datadir}: prepare it beside {datadir}, stop {c}, move {datadir} aside, move the prepared files in and start {c}",
+                a.chain().unwrap_or("(the newest)"),
+                a.dir,
+                c = control.describe()
+            )));
+    }
     // Everything that can be refused is refused before anything is stopped.
     let (chain, pieces) = chain_to_apply(ctx, a).await?;
     let what = describe(&chain, &pieces);

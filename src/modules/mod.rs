@@ -14,6 +14,7 @@ pub mod copy_tree;
 pub mod debug;
 pub mod fetch;
 pub mod file;
+pub mod galera_rejoin;
 pub mod manifest;
 pub mod mariadb_backup;
 pub mod move_aside;
@@ -502,6 +503,7 @@ pub fn registry() -> &'static IndexMap<&'static str, Arc<dyn Module>> {
             Arc::new(mysql_query::MysqlQuery),
             Arc::new(mysql_checksum::MysqlChecksum),
             Arc::new(mariadb_backup::MariadbBackup),
+            Arc::new(galera_rejoin::GaleraRejoin),
             Arc::new(rsync::Rsync),
             Arc::new(archive::Archive),
             Arc::new(unarchive::Unarchive),

@@ -76,6 +76,10 @@ pub struct Options {
     /// The user the server runs as and whose its files are (default root): a login user
     /// that restores its datadir over ssh (`mariadb_backup` restore) must own them.
     pub owner: Option<&'static str>,
+    /// With `galera`: join the cluster of the node whose group communication listens on
+    /// this loopback port (its [`Controlled::gcomm_port`]), by a full state transfer
+    /// (rsync SST), instead of bootstrapping a cluster of its own.
+    pub galera_join: Option<u16>,
 }
 
 /// Where Debian's galera-4 package puts the provider.
@@ -153,16 +157,31 @@ fn server_command(dir: &Path, port: u16, opts: Options) -> Vec<String> {
             Path::new(GALERA_PROVIDER).exists(),
             "{GALERA_PROVIDER} is missing: apt-get install galera-4"
         );
-        // Its own group communication port, so parallel test binaries never meet.
-        let gcomm = free_port();
+        // Its own group communication, state transfer and IST ports, so parallel test
+        // binaries never meet; the group port is kept in `gcomm.port` for joiners.
+        let (gcomm, ist, sst) = (free_port(), free_port(), free_port());
+        std::fs::write(dir.join("gcomm.port"), gcomm.to_string()).expect("write gcomm.port");
+        let (address, bootstrap) = match opts.galera_join {
+            Some(p) => (format!("gcomm://127.0.0.1:{p}"), None),
+            None => (
+                "gcomm://".to_string(),
+                Some("--wsrep-new-cluster".to_string()),
+            ),
+        };
         args.extend([
             "--wsrep-on=ON".to_string(),
             format!("--wsrep-provider={GALERA_PROVIDER}"),
-            "--wsrep-cluster-address=gcomm://".to_string(),
-            "--wsrep-new-cluster".to_string(),
+            format!("--wsrep-cluster-address={address}"),
+        ]);
+        args.extend(bootstrap);
+        args.extend([
             "--wsrep-cluster-name=lifeboat-test".to_string(),
             "--wsrep-node-address=127.0.0.1".to_string(),
-            format!("--wsrep-provider-options=gmcast.listen_addr=tcp://127.0.0.1:{gcomm}"),
+            "--wsrep-sst-method=rsync".to_string(),
+            format!("--wsrep-sst-receive-address=127.0.0.1:{sst}"),
+            format!(
+                "--wsrep-provider-options=gmcast.listen_addr=tcp://127.0.0.1:{gcomm};ist.recv_addr=127.0.0.1:{ist}"
+            ),
             "--binlog-format=ROW".to_string(),
             "--default-storage-engine=InnoDB".to_string(),
             "--innodb-autoinc-lock-mode=2".to_string(),
@@ -246,6 +265,8 @@ pub struct Controlled {
     pub db: MariaDb,
     /// The control script.
     pub ctl: PathBuf,
+    /// With `galera`: the node's group communication port (for [`Options::galera_join`]).
+    pub gcomm_port: Option<u16>,
 }
 
 /// Starts a server under a control script.
@@ -319,7 +340,14 @@ esac
     let db = MariaDb { dir, socket, port };
     db.wait_ready(opts, || {});
     db.create_test_user();
-    Controlled { db, ctl }
+    let gcomm_port = std::fs::read_to_string(db.dir.join("gcomm.port"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok());
+    Controlled {
+        db,
+        ctl,
+        gcomm_port,
+    }
 }
 
 impl Controlled {
@@ -420,8 +448,8 @@ impl MariaDb {
     fn create_test_user(&self) {
         let pw = sql_literal(PASSWORD);
         self.sql(&format!(
-            "CREATE USER '{USER}'@'127.0.0.1' IDENTIFIED BY {pw};
-             CREATE USER '{USER}'@'localhost' IDENTIFIED BY {pw};
+            "CREATE USER IF NOT EXISTS '{USER}'@'127.0.0.1' IDENTIFIED BY {pw};
+             CREATE USER IF NOT EXISTS '{USER}'@'localhost' IDENTIFIED BY {pw};
              GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'127.0.0.1' WITH GRANT OPTION;
              GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'localhost' WITH GRANT OPTION;"
         ));
