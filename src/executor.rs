@@ -881,9 +881,15 @@ impl Run {
     ) {
         let node = &self.graph.nodes[i];
         let step = &self.playbook.steps[node.step];
+        // A loop's result holds its items' outputs; when it failed, the output shown
+        // is the failed item's (the last one run), as for a step without a loop.
+        let failed_item = (rec.result.get("failed") == Some(&Json::Bool(true)))
+            .then(|| rec.result.get("results")?.as_array()?.last())
+            .flatten();
         let text = |k: &str| {
             rec.result
                 .get(k)
+                .or_else(|| failed_item.and_then(|it| it.get(k)))
                 .and_then(Json::as_str)
                 .unwrap_or("")
                 .to_string()

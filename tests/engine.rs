@@ -406,6 +406,36 @@ steps:
 }
 
 #[test]
+fn a_failed_loop_item_shows_its_standard_error_as_a_step_does() {
+    let out = Test::new()
+        .playbook(
+            r#"
+steps:
+  - id: each
+    loop: [fine, broken]
+    shell: "[ {{ item }} = fine ] || { echo '{{ item }} is beyond repair' >&2; exit 4; }"
+"#,
+        )
+        .run();
+    out.assert_code(2);
+    assert!(
+        out.msg("each", "localhost").starts_with("item 2 (broken):"),
+        "{}",
+        out.msg("each", "localhost")
+    );
+    assert_eq!(
+        out.finish("each", "localhost")["stderr"].as_str(),
+        Some("broken is beyond repair\n")
+    );
+    assert!(
+        out.stdout
+            .contains("      stderr:\n        broken is beyond repair"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
 fn register_exposes_rc_stdout_changed_failed_and_data() {
     let out = Test::new()
         .playbook(
