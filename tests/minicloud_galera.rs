@@ -419,6 +419,23 @@ db_service_commands: {{start: \"{ctl} start\", stop: \"{ctl} stop\", status: \"{
     ok(std::fs::remove_dir_all(
         cloud.root("bak01").join("srv/backup"),
     ));
+    // Its plan changes nothing (and cannot name the chain before fetching it).
+    let plan = cloud.run_events(
+        "playbooks/openstack/restore-control-plane.yml",
+        &[&offsite[..], &["-e", "restore_from=offsite", "--check"]].concat(),
+    );
+    expect_code(&plan, 0);
+    let would = plan.node("physical-database", "ctl01");
+    assert!(
+        would.msg.starts_with("would restore chain (the newest)"),
+        "{}",
+        would.msg
+    );
+    assert_ne!(
+        cloud.db_checksums(),
+        at_offsite,
+        "the plan restored nothing"
+    );
     let run = cloud.run_events(
         "playbooks/openstack/restore-control-plane.yml",
         &[&offsite[..], &["-e", "restore_from=offsite"]].concat(),

@@ -354,6 +354,32 @@ fn offsite_copies_and_the_controller_loss_drill() {
         assert_eq!(snaps["ctl01"].len(), 2, "{repo}: {snaps:?}");
     }
 
+    // The plan of a whole restore from off-site, the backup host still empty: it names
+    // the snapshot each node would fetch, and changes nothing.
+    let plan = cloud.run_events(
+        "playbooks/openstack/restore-control-plane.yml",
+        &["-e", "restore_from=offsite", "--check"],
+    );
+    assert_eq!(plan.code, 0, "{}", plan.out);
+    for host in ["ctl01", "cmp01"] {
+        let fetch = plan.node("fetch.offsite-fetch", host);
+        assert!(
+            fetch.msg.starts_with("would restore snapshot"),
+            "{host}: {}",
+            fetch.msg
+        );
+    }
+    // keystone runs, so the plan would stop it; the plan goes on to the end.
+    assert_eq!(
+        plan.node("keystone-stop.daemons", "ctl01").status,
+        "would_change"
+    );
+    assert_eq!(plan.node("keystone-up", "ctl01").status, "ok");
+    assert!(differences(&state_files, &backed_up_files(cloud)).is_empty());
+    assert_eq!(cloud.db_checksums(), state_sums);
+    assert_eq!(cloud.running(), state_running);
+    outputs.push_str(&plan.out);
+
     // 4. One service from off-site while the backup host is still empty.
     let image = cloud
         .root("ctl01")
