@@ -380,6 +380,30 @@ fn offsite_copies_and_the_controller_loss_drill() {
     assert_eq!(cloud.running(), state_running);
     outputs.push_str(&plan.out);
 
+    // The plan of one service from off-site: the same, for the nodes glance runs on.
+    let plan = cloud.run_events(
+        "playbooks/openstack/restore-service.yml",
+        &[
+            "-e",
+            "service=glance",
+            "-e",
+            "restore_from=offsite",
+            "--check",
+        ],
+    );
+    assert_eq!(plan.code, 0, "{}", plan.out);
+    let fetch = plan.node("fetch.offsite-fetch", "ctl01");
+    assert!(
+        fetch.msg.starts_with("would restore snapshot"),
+        "{}",
+        fetch.msg
+    );
+    assert_eq!(plan.node("stop.daemons", "ctl01").status, "would_change");
+    assert_eq!(plan.node("started", "ctl01").status, "ok");
+    assert!(differences(&state_files, &backed_up_files(cloud)).is_empty());
+    assert_eq!(cloud.running(), state_running);
+    outputs.push_str(&plan.out);
+
     // 4. One service from off-site while the backup host is still empty.
     let image = cloud
         .root("ctl01")
