@@ -129,6 +129,31 @@ impl Templates {
                     )
                 })
         });
+        // Ansible's items2dict: a list of mappings to one mapping, each item's
+        // `key_name` (default `key`) to its `value_name` (default `value`).
+        env.add_filter(
+            "items2dict",
+            |items: Vec<Value>,
+             kwargs: minijinja::value::Kwargs|
+             -> Result<Value, minijinja::Error> {
+                let key: Option<String> = kwargs.get("key_name")?;
+                let value: Option<String> = kwargs.get("value_name")?;
+                kwargs.assert_all_used()?;
+                let (key, value) = (key.unwrap_or("key".into()), value.unwrap_or("value".into()));
+                let mut out = std::collections::BTreeMap::new();
+                for item in items {
+                    let (k, v) = (item.get_attr(&key)?, item.get_attr(&value)?);
+                    if k.is_undefined() || v.is_undefined() {
+                        return Err(minijinja::Error::new(
+                            minijinja::ErrorKind::InvalidOperation,
+                            format!("items2dict: an item has no `{key}` or no `{value}`: {item}"),
+                        ));
+                    }
+                    out.insert(k.to_string(), v);
+                }
+                Ok(Value::from(out))
+            },
+        );
         env.add_function("now", || {
             humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
         });

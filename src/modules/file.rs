@@ -433,11 +433,8 @@ impl Module for File {
                         if !ctx.check {
                             match s.kind.as_str() {
                                 "file" if s.size <= UNDO_MAX => {
-                                    let bytes = ctx
-                                        .conn
-                                        .read_file(path, UNDO_MAX)
-                                        .await?
-                                        .unwrap_or_default();
+                                    let bytes =
+                                        ctx.read_file(path, UNDO_MAX).await?.unwrap_or_default();
                                     undo["content"] = encode_content(&bytes);
                                 }
                                 "file" => {

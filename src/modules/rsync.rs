@@ -38,7 +38,8 @@ and pull (ssh on the controller) the controller's `LIFEBOAT_KNOWN_HOSTS`, \
 say nothing, as for the run's own connection. With `become`, push and pull start the far end's \
 rsync as `sudo -n -H -u USER rsync` (`--rsync-path`): that needs sudo without a password for rsync \
 on the host (the rsync protocol holds its standard input), and a become password or `su` is \
-refused; with dest_host and mode local, become applies to the rsync on the host (and so to its ssh). \
+refused; with dest_host and mode local, become applies to the rsync on the host (and so to its ssh) \
+and, the same way, to the receiving rsync on dest_host (`sudo -n`: NOPASSWD there too). \
 With dest_host the ssh runs on the source host, as its login user (or \
 the become user), with dest_host's variables: the key file they name must exist there, readable by \
 that user only, the known_hosts file they name must exist there with dest_host's key as the source \
@@ -474,6 +475,12 @@ impl Module for Rsync {
                         }
                         (Some(r), _) => {
                             argv.extend(["-e".to_string(), r.ssh.clone(), "--protect-args".into()]);
+                            // The receiving rsync runs as dest_host's login user: with
+                            // become it gets the same sudo as the host's end, or it could
+                            // neither write root's trees nor keep their owners.
+                            if let Some(b) = &ctx.become_ {
+                                argv.push(format!("--rsync-path={}", rsync_path_for(b)?));
+                            }
                             (
                                 ctx.conn.clone(),
                                 a.src.clone(),

@@ -2,6 +2,7 @@
 //! docker or podman containers, or any manager through `commands`), waits until the
 //! new state is observed, and on rollback puts every service back as it was.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -44,7 +45,11 @@ step's variables); status exit 0 means running; without `restart`, restart is st
 `auto` (the default) picks systemd when it is running as init (`/run/systemd/system` exists and \
 systemctl is there), else sysv when `<init_dir>/<name>` is executable, else openrc when rc-service \
 exists. A dry run only probes the status and says which services would change. When an action \
-fails, the services this step already changed are put back before the step fails.",
+fails, the services this step already changed are put back before the step fails. `pidfiles` maps \
+a service to the pid file its daemon writes: its status is then \"that file names a live process\" \
+whatever the manager says (Debian's uwsgi init scripts answer `status` with `pidof uwsgi_python311`, \
+\"running\" while any of them runs). `missing: skip` leaves out a service that is not installed on the \
+host (no init script, unit or container), reported as `absent`; the default `fail` fails on it.",
     free_form: Some("name"),
     args: &[
         arg(
@@ -84,12 +89,24 @@ fails, the services this step already changed are put back before the step fails
             false,
             "how long to wait for the new state to be observed (default 30s)",
         ),
+        arg(
+            "pidfiles",
+            ArgKind::Map,
+            false,
+            "service -> the pid file of its daemon: running means the file names a live process",
+        ),
+        arg(
+            "missing",
+            ArgKind::Str,
+            false,
+            "fail (default) | skip: leave out a service that is not installed on the host",
+        ),
     ],
     open_args: false,
     example: "- id: stop-nova\n  service:\n    names: [nova-api, nova-scheduler, nova-conductor]\n    state: stopped\n",
     returns: &[(
         "services",
-        "list of {name, before, after, changed}: before/after are running or stopped",
+        "list of {name, before, after, changed}: before/after are running, stopped or absent",
     )],
     rollback: "puts every service the step acted on back as it was before: a stop step starts \
 exactly the services it stopped, a start step stops what it started, a restart step stops what was \
@@ -118,7 +135,17 @@ struct Args {
     #[serde(default = "init_d")]
     init_dir: String,
     wait: Option<Json>,
+    #[serde(default)]
+    pidfiles: BTreeMap<String, String>,
+    #[serde(default = "fail")]
+    missing: String,
 }
+
+fn fail() -> String {
+    "fail".to_string()
+}
+
+const MISSING: &[&str] = &["fail", "skip"];
 
 fn auto() -> String {
     "auto".to_string()
@@ -151,11 +178,21 @@ struct Manager {
     kind: String,
     init_dir: String,
     commands: Option<Commands>,
+    /// service -> its daemon's pid file: the status then reads it.
+    pidfiles: BTreeMap<String, String>,
 }
 
 impl Manager {
     fn status(&self, name: &str) -> String {
         let n = quote(name);
+        if let Some(f) = self.pidfiles.get(name) {
+            // A live process, not a zombie (a stopped daemon whose parent has not reaped it).
+            return format!(
+                "p=$(cat -- {} 2>/dev/null) && [ -n \"$p\" ] && [ -d \"/proc/$p\" ] && \
+                 ! grep -q '^State:.*Z' \"/proc/$p/status\" 2>/dev/null",
+                quote(f)
+            );
+        }
         match self.kind.as_str() {
             "systemd" => format!("systemctl is-active --quiet -- {n}"),
             "sysv" => format!("{} status", quote(&self.script(name))),
@@ -168,6 +205,18 @@ impl Manager {
                 .commands
                 .as_ref()
                 .map_or_else(|| "false".to_string(), |c| c.status.replace("{name}", &n)),
+        }
+    }
+
+    /// Exits 0 when the service is installed on the host.
+    fn installed(&self, name: &str) -> String {
+        let n = quote(name);
+        match self.kind.as_str() {
+            "systemd" => format!("systemctl cat -- {n} >/dev/null 2>&1"),
+            "sysv" => format!("[ -x {} ]", quote(&self.script(name))),
+            "openrc" => format!("[ -x /etc/init.d/{n} ]"),
+            "docker" | "podman" => format!("{} inspect -- {n} >/dev/null 2>&1", self.kind),
+            _ => "true".to_string(),
         }
     }
 
@@ -283,6 +332,7 @@ async fn restore(
 fn manager_of(a: &Args, kind: String) -> Manager {
     Manager {
         kind,
+        pidfiles: a.pidfiles.clone(),
         init_dir: a.init_dir.clone(),
         commands: a.commands.as_ref().map(|c| Commands {
             start: c.start.clone(),
@@ -302,6 +352,7 @@ impl Module for Service {
     fn validate(&self, args: &Node, file: &SourceFile) -> Vec<SourceError> {
         let mut errors = check_choice(args, file, "service", "state", STATES);
         errors.extend(check_choice(args, file, "service", "manager", MANAGERS));
+        errors.extend(check_choice(args, file, "service", "missing", MISSING));
         match (args.get("name"), args.get("names")) {
             (Some(_), Some(n)) => errors.push(
                 n.error(file, "`service` takes `name` or `names`, not both")
@@ -343,9 +394,20 @@ impl Module for Service {
             kind
         };
         let m = manager_of(&a, kind.clone());
+        let skip_missing = choice("service", "missing", &a.missing, MISSING)? == "skip";
 
         let mut plan = Vec::new();
+        let mut absent = Vec::new();
         for n in &names {
+            if skip_missing
+                && !ctx
+                    .probe(CommandSpec::shell(m.installed(n)))
+                    .await?
+                    .success()
+            {
+                absent.push(n.clone());
+                continue;
+            }
             let was = running(ctx, &m, n).await?;
             let action = match (state, was) {
                 ("started", false) => Some(Action::Start),
@@ -366,8 +428,16 @@ impl Module for Service {
                         "after": word(after(i)),
                         "changed": act.is_some(),
                     }))
+                    .chain(absent.iter().map(|n| json!({
+                        "name": n, "before": "absent", "after": "absent", "changed": false,
+                    })))
                     .collect::<Vec<_>>()
             )
+        };
+        let absent_note = if absent.is_empty() {
+            String::new()
+        } else {
+            format!(" (not installed: {})", absent.join(", "))
         };
         let acting: Vec<&str> = plan
             .iter()
@@ -383,8 +453,11 @@ impl Module for Service {
             return Ok(Outcome::ok()
                 .with_data(json!({ "manager": kind, "services": report(&expected) }))
                 .with_msg(format!(
-                    "{}: already {}",
-                    names.join(", "),
+                    "{}: already {}{absent_note}",
+                    plan.iter()
+                        .map(|p| p.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     if state == "stopped" {
                         "stopped"
                     } else {
@@ -400,7 +473,7 @@ impl Module for Service {
         if ctx.check {
             return Ok(Outcome::changed()
                 .with_data(json!({ "manager": kind, "services": report(&expected) }))
-                .with_msg(format!("would {verb} {}", acting.join(", "))));
+                .with_msg(format!("would {verb} {}{absent_note}", acting.join(", "))));
         }
         let mut changed: Vec<(String, bool)> = Vec::new();
         for (n, was, action) in &plan {
@@ -423,6 +496,7 @@ impl Module for Service {
                 "start": c.start, "stop": c.stop, "status": c.status, "restart": c.restart,
             })),
             "wait_secs": wait.as_secs_f64(),
+            "pidfiles": a.pidfiles,
             "services": changed.iter().map(|(n, w)| json!({ "name": n, "was_running": w })).collect::<Vec<_>>(),
         });
         let verb_past = match state {
@@ -433,7 +507,7 @@ impl Module for Service {
         Ok(Outcome::changed()
             .with_data(json!({ "manager": kind, "services": report(&expected) }))
             .with_undo(undo)
-            .with_msg(format!("{verb_past} {}", acting.join(", "))))
+            .with_msg(format!("{verb_past} {}{absent_note}", acting.join(", "))))
     }
 
     async fn undo(
@@ -454,6 +528,10 @@ impl Module for Service {
         };
         let m = Manager {
             kind: kind.to_string(),
+            pidfiles: undo
+                .get("pidfiles")
+                .and_then(|p| serde_json::from_value(p.clone()).ok())
+                .unwrap_or_default(),
             init_dir: undo
                 .get("init_dir")
                 .and_then(Json::as_str)
@@ -544,6 +622,7 @@ impl Control {
                 kind,
                 init_dir,
                 commands,
+                pidfiles: BTreeMap::new(),
             },
             name: name.to_string(),
             wait,

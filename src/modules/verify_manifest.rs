@@ -102,8 +102,8 @@ impl Module for VerifyManifest {
 
     async fn run(&self, ctx: &ModuleContext, args: &Json) -> Result<Outcome, ModuleError> {
         let a: Args = parse_args("verify_manifest", args)?;
+        // As the step's (become) user: a restore's staged manifests are root's.
         let bytes = ctx
-            .conn
             .read_file(&a.manifest, MANIFEST_MAX)
             .await?
             .ok_or_else(|| {

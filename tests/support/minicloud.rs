@@ -33,6 +33,7 @@ const DB_PASSWORD: &str = "minicloud-Pw1";
 
 /// The daemons on each node (the shipped defaults of `vars/services.yml`).
 pub const CONTROL_UNITS: &[&str] = &[
+    "memcached",
     "keystone",
     "glance-api",
     "nova-api",
