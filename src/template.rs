@@ -304,6 +304,36 @@ mod tests {
     }
 
     #[test]
+    fn items2dict_makes_a_mapping_as_ansible_does() {
+        let t = Templates::new();
+        let v = Value::from(minijinja::value::Serde(serde_json::json!({
+            "units": [{"name": "a", "pidfile": "/run/a.pid"}, {"name": "b", "pidfile": "/run/b.pid"}],
+            "pairs": [{"key": "k", "value": 1}],
+            "odd": [{"name": "a"}],
+        })));
+        let out = t
+            .render_str(
+                "{{ (units | items2dict(key_name='name', value_name='pidfile')).b }} {{ (pairs | items2dict).k }}",
+                &v,
+                false,
+            )
+            .unwrap_or_default();
+        assert_eq!(out, "/run/b.pid 1");
+        let e = t
+            .render_str(
+                "{{ odd | items2dict(key_name='name', value_name='pidfile') }}",
+                &v,
+                false,
+            )
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("has no `name` or no `pidfile`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn from_json_reads_registered_text_as_data() {
         let t = Templates::new();
         let v = Value::from(minijinja::value::Serde(serde_json::json!({

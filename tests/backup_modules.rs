@@ -737,6 +737,94 @@ async fn service_sysv_scripts_start_restart_and_rollback() {
     assert!(e.contains("still not running"), "{e}");
 }
 
+/// Debian's uwsgi init scripts answer `status` with `pidof uwsgi_python311`: "running"
+/// while any of them runs. With `pidfiles`, the daemon's own pid file decides.
+#[tokio::test]
+async fn service_pidfiles_decide_running_where_the_init_script_lies() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for d in ["init.d", "run"] {
+        std::fs::create_dir(tmp.path().join(d)).expect("mkdir");
+    }
+    let _reaper = Reaper(tmp.path().join("run"));
+    std::fs::copy(fixture("daemon.sh"), tmp.path().join("daemon.sh")).expect("copy");
+    std::fs::copy(
+        fixture("sysv-service.sh"),
+        tmp.path().join("init.d/glance-api"),
+    )
+    .expect("copy");
+    // `keystone`: an init script whose status always says running; it starts and stops
+    // the glance-api daemon of the fixture (pid file run/glance-api.pid).
+    let liar = tmp.path().join("init.d/keystone");
+    std::fs::write(
+        &liar,
+        "#!/bin/sh\ncase \"$1\" in status) exit 0 ;; *) exec \"$(dirname \"$0\")/glance-api\" \"$1\" ;; esac\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&liar, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let init_dir = s(&tmp.path().join("init.d"));
+    let pidfile = tmp.path().join("run/glance-api.pid");
+    let args = |state: &str, pidfiles: Json| {
+        json!({ "names": ["keystone", "nova-novncproxy"], "state": state, "manager": "sysv",
+                "init_dir": init_dir, "pidfiles": pidfiles, "missing": "skip" })
+    };
+
+    // Without pid files the lie wins: "already running", nothing started.
+    let o = ok("service", &ctx(), &args("started", json!({}))).await;
+    assert!(!o.changed, "{o:?}");
+    assert!(pid_in(&pidfile).is_none());
+
+    // With its pid file the daemon is started, and the service not installed is left out.
+    let files = json!({ "keystone": s(&pidfile) });
+    let o = ok("service", &ctx(), &args("started", files.clone())).await;
+    assert!(o.changed);
+    let pid = pid_in(&pidfile).expect("pid");
+    assert!(alive(pid));
+    assert_eq!(o.data["services"][1]["name"], "nova-novncproxy");
+    assert_eq!(o.data["services"][1]["before"], "absent");
+    let msg = o.msg.clone().unwrap_or_default();
+    assert!(msg.contains("not installed: nova-novncproxy"), "{msg}");
+
+    let o = ok("service", &ctx(), &args("stopped", files.clone())).await;
+    assert!(o.changed);
+    eventually("the daemon ends", || !alive(pid));
+    // The rollback of the stop starts it again, by the same pid file.
+    undo("service", &ctx(), &args("stopped", files.clone()), &o)
+        .await
+        .expect("undo");
+    let again = pid_in(&pidfile).expect("pid after the rollback");
+    assert!(alive(again));
+    ok("service", &ctx(), &args("stopped", files)).await;
+    eventually("the daemon ends", || !alive(again));
+
+    // A service that is not installed fails unless `missing: skip`.
+    let e = failure(
+        run(
+            "service",
+            &ctx(),
+            &json!({ "name": "nova-novncproxy", "state": "started", "manager": "sysv",
+                     "init_dir": init_dir }),
+        )
+        .await,
+    );
+    assert!(e.contains("nova-novncproxy"), "{e}");
+
+    // systemd named on a host whose init is not systemd is refused, not read as "stopped".
+    if !Path::new("/run/systemd/system").exists() {
+        let e = failure(
+            run(
+                "service",
+                &ctx(),
+                &json!({ "name": "glance-api", "state": "stopped", "manager": "systemd" }),
+            )
+            .await,
+        );
+        assert!(
+            e.contains("systemd is not running on this host") && e.contains("sysv"),
+            "{e}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- validation and docs
 
 fn validate(step: &str) -> Vec<String> {

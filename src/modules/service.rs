@@ -267,6 +267,24 @@ async fn detect(ctx: &ModuleContext, init_dir: &str, first: &str) -> Result<Stri
     }
 }
 
+/// Fails when systemd is not the host's init: `systemctl is-active` would then call
+/// every service stopped, and a plan would say "already stopped" of running daemons.
+async fn systemd_runs(ctx: &ModuleContext) -> Result<(), ModuleError> {
+    let out = ctx
+        .probe(CommandSpec::shell(
+            "[ -d /run/systemd/system ] || { ps -o comm= -p 1 2>/dev/null || echo unknown; exit 1; }",
+        ))
+        .await?;
+    if out.success() {
+        return Ok(());
+    }
+    Err(ModuleError::failed(format!(
+        "service: manager systemd, but systemd is not running on this host (its init is {}): \
+         set manager (service_manager in the OpenStack playbooks) to sysv, openrc or command",
+        out.stdout_text().trim()
+    )))
+}
+
 async fn running(ctx: &ModuleContext, m: &Manager, name: &str) -> Result<bool, ModuleError> {
     Ok(ctx
         .probe(CommandSpec::shell(m.status(name)))
@@ -393,6 +411,9 @@ impl Module for Service {
         } else {
             kind
         };
+        if kind == "systemd" {
+            systemd_runs(ctx).await?;
+        }
         let m = manager_of(&a, kind.clone());
         let skip_missing = choice("service", "missing", &a.missing, MISSING)? == "skip";
 
@@ -612,6 +633,9 @@ impl Control {
             ));
         }
         let init_dir = init_d();
+        if kind == "systemd" {
+            systemd_runs(ctx).await?;
+        }
         let kind = if kind == "auto" {
             detect(ctx, &init_dir, name).await?
         } else {
