@@ -675,19 +675,26 @@ async fn service_command_manager_stop_dry_run_and_rollback() {
     assert!(alive(api2), "api was running before the step: it stays");
 }
 
-#[tokio::test]
-async fn service_sysv_scripts_start_restart_and_rollback() {
+/// A folder with `init.d/glance-api` (the LSB fixture script) starting `daemon.sh`, whose
+/// pid file is `run/glance-api.pid`; the reaper ends the daemons left when it drops.
+fn sysv_glance_api() -> (tempfile::TempDir, Reaper) {
     let tmp = tempfile::tempdir().expect("tempdir");
     for d in ["init.d", "run"] {
         std::fs::create_dir(tmp.path().join(d)).expect("mkdir");
     }
-    let _reaper = Reaper(tmp.path().join("run"));
+    let reaper = Reaper(tmp.path().join("run"));
     std::fs::copy(fixture("daemon.sh"), tmp.path().join("daemon.sh")).expect("copy");
     std::fs::copy(
         fixture("sysv-service.sh"),
         tmp.path().join("init.d/glance-api"),
     )
     .expect("copy");
+    (tmp, reaper)
+}
+
+#[tokio::test]
+async fn service_sysv_scripts_start_restart_and_rollback() {
+    let (tmp, _reaper) = sysv_glance_api();
     let init_dir = s(&tmp.path().join("init.d"));
     let pidfile = tmp.path().join("run/glance-api.pid");
     let args = |state: &str, manager: &str| json!({ "name": "glance-api", "state": state, "manager": manager, "init_dir": init_dir });
@@ -741,17 +748,7 @@ async fn service_sysv_scripts_start_restart_and_rollback() {
 /// while any of them runs. With `pidfiles`, the daemon's own pid file decides.
 #[tokio::test]
 async fn service_pidfiles_decide_running_where_the_init_script_lies() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    for d in ["init.d", "run"] {
-        std::fs::create_dir(tmp.path().join(d)).expect("mkdir");
-    }
-    let _reaper = Reaper(tmp.path().join("run"));
-    std::fs::copy(fixture("daemon.sh"), tmp.path().join("daemon.sh")).expect("copy");
-    std::fs::copy(
-        fixture("sysv-service.sh"),
-        tmp.path().join("init.d/glance-api"),
-    )
-    .expect("copy");
+    let (tmp, _reaper) = sysv_glance_api();
     // `keystone`: an init script whose status always says running; it starts and stops
     // the glance-api daemon of the fixture (pid file run/glance-api.pid).
     let liar = tmp.path().join("init.d/keystone");
