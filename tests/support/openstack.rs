@@ -35,20 +35,8 @@ use binary::{Lifeboat, Ran};
 pub const RIG_DIR: &str = "/var/tmp/lifeboat-openstack-rig";
 /// The login user of the rig's hosts: sudo without a password.
 pub const OP_USER: &str = "lifeboat-op";
-/// Ports of the APIs (env.sh).
+/// keystone's port (env.sh).
 pub const KEYSTONE: u16 = 25000;
-pub const ADMIN_PASSWORD: &str = "rig-admin-secret";
-/// The databases of the control plane.
-pub const DATABASES: &[&str] = &[
-    "keystone",
-    "glance",
-    "placement",
-    "nova_api",
-    "nova",
-    "nova_cell0",
-    "neutron",
-    "cinder",
-];
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
@@ -241,18 +229,6 @@ impl Rig {
             .run()
     }
 
-    /// Runs a shipped playbook with `-e` pairs; (exit code, console output).
-    pub fn run(&self, playbook: &str, extra: &[&str]) -> (i32, String) {
-        let path = shipped(playbook).display().to_string();
-        let mut args = vec!["run", path.as_str()];
-        for e in extra {
-            args.push("-e");
-            args.push(e);
-        }
-        let out = self.lifeboat(&args);
-        (out.code, format!("{}\n{}", out.stdout, out.stderr))
-    }
-
     /// Runs a shipped drill with `-e` settings (the admin openrc is the rig's) and a JSON
     /// report; (exit code, console output, the report).
     pub fn drill(&self, drill: &str, extra: &[&str]) -> (i32, String, serde_json::Value) {
@@ -280,25 +256,9 @@ impl Rig {
             .unwrap_or(serde_json::Value::Null);
         (out.code, format!("{}\n{}", out.stdout, out.stderr), report)
     }
-
-    /// The disaster: every OpenStack daemon and memcached stopped, every OpenStack
-    /// database dropped, every /etc/<service> deleted (keystone's fernet and credential
-    /// keys with it), glance's images deleted.
-    pub fn disaster(&self) {
-        rig_sh(&["stop-daemons"]);
-        let drops: String = DATABASES
-            .iter()
-            .map(|d| format!("DROP DATABASE {d};"))
-            .collect();
-        sh(&format!(
-            "mariadb --no-defaults -S {RIG_DIR}/run/mysqld.sock -uroot -e '{drops}'
-             rm -rf /etc/keystone /etc/glance /etc/placement /etc/nova /etc/neutron /etc/cinder
-             rm -rf /var/lib/glance/images/*"
-        ));
-    }
 }
 
-/// An `openstack` client command as admin (or as another user with `as_user`).
+/// An `openstack` client command as admin (`env` overrides: another user).
 fn openstack(args: &str, env: &[(&str, &str)]) -> String {
     let mut cmd = Command::new("bash");
     cmd.args([
