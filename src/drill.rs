@@ -166,8 +166,11 @@ impl DrillReport {
                 p.started = 0.0;
             }
         }
+        // A verify step skipped on a node (its `when` false there) proved nothing: it is
+        // no verification, neither passed nor failed.
         let verifications: Vec<Verification> = (0..records.len())
             .filter(|&i| phase_of(i).as_deref() == Some("verify"))
+            .filter(|&i| records[i].status != NodeStatus::Skipped)
             .map(|i| {
                 let step = &pb.steps[graph.nodes[i].step];
                 let r = &records[i];
@@ -175,10 +178,7 @@ impl DrillReport {
                     step: step.id.clone(),
                     name: step.name.clone(),
                     host: graph.nodes[i].host.clone(),
-                    passed: matches!(
-                        r.status,
-                        NodeStatus::Ok | NodeStatus::Changed | NodeStatus::Skipped
-                    ),
+                    passed: matches!(r.status, NodeStatus::Ok | NodeStatus::Changed),
                     msg: match r.result.get("msg").and_then(Json::as_str) {
                         None | Some("") => String::new(),
                         Some(_) if step.no_log => "(hidden by no_log)".to_string(),
@@ -219,7 +219,8 @@ impl DrillReport {
             ));
         }
         if verifications.is_empty() {
-            failures.push("the drill has no verify step: nothing was proven".into());
+            failures
+                .push("no verify step ran (none, or every one skipped): nothing was proven".into());
         }
         match (rto, rto_target) {
             (Some(r), Some(t)) if r > t => {

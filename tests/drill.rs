@@ -41,8 +41,7 @@ phases:
     )
 }
 
-const GOOD_VERIFY: &str =
-    "    - id: same\n      needs: restore\n      command: cmp {{ live }}/file {{ backup }}/file\n";
+const GOOD_VERIFY: &str = "    - id: same\n      needs: restore\n      command: cmp {{ live }}/file {{ backup }}/file\n    - id: not-here\n      needs: restore\n      when: false\n      command: \"false\"\n";
 
 #[test]
 fn a_passing_drill_reports_verifications_rto_and_rpo() {
@@ -69,6 +68,11 @@ fn a_passing_drill_reports_verifications_rto_and_rpo() {
     assert_eq!(report["passed"], true);
     assert_eq!(report["verifications"][0]["step"], "same");
     assert_eq!(report["verifications"][0]["passed"], true);
+    assert_eq!(
+        report["verifications"].as_array().map(Vec::len),
+        Some(1),
+        "a skipped verify step is no verification: {report}"
+    );
     let phases: Vec<&str> = report["phases"]
         .as_array()
         .into_iter()
