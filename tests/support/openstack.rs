@@ -42,19 +42,24 @@ fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Runs a bash script as root; its standard output, or a panic with its error output.
-pub fn sh(script: &str) -> String {
-    let out = ok(Command::new("bash")
-        .args(["-euo", "pipefail", "-c", script])
-        .stdin(Stdio::null())
-        .output());
+/// Runs `cmd` (standard input closed); its standard output, or a panic naming `what`
+/// with both outputs.
+fn checked(mut cmd: Command, what: &str) -> String {
+    let out = ok(cmd.stdin(Stdio::null()).output());
     assert!(
         out.status.success(),
-        "{script}\nstdout: {}\nstderr: {}",
+        "{what} failed\nstdout: {}\nstderr: {}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a bash script as root; its standard output, or a panic with its error output.
+pub fn sh(script: &str) -> String {
+    let mut cmd = Command::new("bash");
+    cmd.args(["-euo", "pipefail", "-c", script]);
+    checked(cmd, script)
 }
 
 /// A file of tests/fixtures/openstack.
@@ -70,16 +75,9 @@ pub fn shipped(rel: &str) -> PathBuf {
 }
 
 fn rig_sh(args: &[&str]) {
-    let out = ok(Command::new(fixture("rig.sh"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output());
-    assert!(
-        out.status.success(),
-        "rig.sh {args:?} failed\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = Command::new(fixture("rig.sh"));
+    cmd.args(args);
+    checked(cmd, &format!("rig.sh {args:?}"));
 }
 
 /// The login user with sudo without a password (created once).
@@ -268,13 +266,9 @@ fn openstack(args: &str, env: &[(&str, &str)]) -> String {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = ok(cmd.stdin(Stdio::null()).output());
-    assert!(
-        out.status.success(),
-        "openstack {args}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    checked(cmd, &format!("openstack {args}"))
+        .trim()
+        .to_string()
 }
 
 /// What the proofs compare before and after a restore: tokens issued before the
