@@ -254,6 +254,70 @@ async fn manifest_and_verify_find_missing_extra_and_changed_files() {
     assert!(!man.exists());
 }
 
+#[tokio::test]
+async fn manifest_of_one_file_and_of_an_absent_optional_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let conf = tmp.path().join("default/keystone");
+    write(&conf, "DAEMON_ARGS=x\n");
+    chmod(&conf, 0o640);
+    write(&tmp.path().join("default/glance-api"), "other\n");
+    let man = tmp.path().join("keystone.json");
+    let o = ok(
+        "manifest",
+        &ctx(),
+        &json!({ "path": s(&conf), "dest": s(&man) }),
+    )
+    .await;
+    assert_eq!(o.data["kind"], "file", "{:?}", o.data);
+    let m: Json =
+        serde_json::from_str(&std::fs::read_to_string(&man).expect("manifest")).expect("json");
+    // The file alone, by its name: not its neighbours.
+    assert_eq!(m["kind"], "file");
+    assert_eq!(m["files"].as_object().map(|f| f.len()), Some(1), "{m}");
+    assert_eq!(m["files"]["keystone"]["mode"], "0640");
+    let verify = json!({ "manifest": s(&man) });
+    ok("verify_manifest", &ctx(), &verify).await;
+    write(&conf, "DAEMON_ARGS=y\n");
+    let e = failure(run("verify_manifest", &ctx(), &verify).await);
+    assert!(e.contains("1 changed") && e.contains("keystone"), "{e}");
+    // A directory where the file was is no restore of it.
+    std::fs::remove_file(&conf).expect("rm");
+    std::fs::create_dir(&conf).expect("mkdir");
+    let e = failure(run("verify_manifest", &ctx(), &verify).await);
+    assert!(e.contains("is a directory, not a file"), "{e}");
+
+    // An optional file that is not there: an error by default, recorded with missing: record.
+    let gone = tmp.path().join("default/cinder-api");
+    let man2 = tmp.path().join("cinder.json");
+    let e = failure(
+        run(
+            "manifest",
+            &ctx(),
+            &json!({ "path": s(&gone), "dest": s(&man2) }),
+        )
+        .await,
+    );
+    assert!(e.contains("does not exist (give `missing: record`"), "{e}");
+    let o = ok(
+        "manifest",
+        &ctx(),
+        &json!({ "path": s(&gone), "dest": s(&man2), "missing": "record" }),
+    )
+    .await;
+    assert_eq!(
+        (o.data["kind"].clone(), o.data["files"].clone()),
+        (json!("absent"), json!(0))
+    );
+    let verify2 = json!({ "manifest": s(&man2) });
+    ok("verify_manifest", &ctx(), &verify2).await;
+    write(&gone, "appeared\n");
+    let e = failure(run("verify_manifest", &ctx(), &verify2).await);
+    assert!(
+        e.contains("exists, but the manifest") && e.contains("recorded it absent"),
+        "{e}"
+    );
+}
+
 // ---------------------------------------------------------------- archive
 
 async fn round_trip(ext: &str) {

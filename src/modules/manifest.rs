@@ -1,7 +1,7 @@
 //! `manifest`: records the sha256, size and mode of every regular file under a host
-//! path in a JSON manifest on the host, written atomically (through `copy`'s
-//! placement, so it is idempotent and undoable). Also home of the tree scan that
-//! `verify_manifest` compares against.
+//! path (a directory, or one file) in a JSON manifest on the host, written atomically
+//! (through `copy`'s placement, so it is idempotent and undoable). Also home of the
+//! scan that `verify_manifest` compares against.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +21,7 @@ pub struct Manifest;
 
 static DOC: ModuleDoc = ModuleDoc {
     name: "manifest",
-    summary: "Record sha256, size and mode of every file under a path in a JSON manifest",
+    summary: "Record sha256, size and mode of every file under a path (or of one file) in a JSON manifest",
     description: "Scans `path` on the host (`find -type f -printf` for size and mode, `find -print0 | \
 xargs -0 sha256sum -z` for content: the files are read on the host, nothing is copied to the \
 controller) and writes the manifest to `dest` on the host, atomically (a temporary name, then a \
@@ -31,10 +31,18 @@ directories, devices and sockets are not. `exclude` patterns are `find -path` gl
 skips `path/instances`, `*.log` every log file. The manifest holds no timestamp, so the step is \
 changed only when the manifest's content changes (a file was added, removed or changed). A dry run \
 scans the tree too (read only) and reports whether the manifest would change. File names that are \
-not UTF-8 are recorded with U+FFFD replacement characters.",
+not UTF-8 are recorded with U+FFFD replacement characters. `path` may also be one regular file: \
+the manifest then records that file alone, by its name. With `missing: record`, a `path` that does \
+not exist is recorded as absent (an optional file: `verify_manifest` then expects it absent); by \
+default it is an error.",
     free_form: None,
     args: &[
-        arg("path", ArgKind::Str, true, "the host directory to describe"),
+        arg(
+            "path",
+            ArgKind::Str,
+            true,
+            "the host directory (or regular file) to describe",
+        ),
         arg(
             "dest",
             ArgKind::Str,
@@ -47,12 +55,20 @@ not UTF-8 are recorded with U+FFFD replacement characters.",
             false,
             "find -path globs relative to path, e.g. [instances, \"*.log\"]",
         ),
+        arg(
+            "missing",
+            ArgKind::Str,
+            false,
+            "fail | record: what a path that does not exist means (default fail; record: \
+the manifest says it is absent)",
+        ),
     ],
     open_args: false,
     example: "- id: nova-manifest\n  manifest:\n    path: /var/lib/nova\n    dest: /var/backups/nova.manifest.json\n    exclude: [instances]\n",
     returns: &[
         ("dest", "the manifest file"),
-        ("path", "the directory described"),
+        ("path", "the directory (or file) described"),
+        ("kind", "directory, file, or absent (missing: record)"),
         ("files", "number of files recorded"),
         ("bytes", "their total size"),
         ("sha256", "sha256 of the manifest file itself"),
@@ -68,6 +84,52 @@ struct Args {
     dest: String,
     #[serde(default, deserialize_with = "str_list")]
     exclude: Vec<String>,
+    #[serde(default)]
+    missing: Missing,
+}
+
+/// What a `path` that does not exist means.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Missing {
+    /// An error (the default).
+    #[default]
+    Fail,
+    /// The manifest records it as absent.
+    Record,
+}
+
+/// What a manifest describes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Kind {
+    /// Every regular file under a directory, by relative path (older manifests).
+    #[default]
+    Directory,
+    /// One regular file, by its name.
+    File,
+    /// Nothing: the path did not exist (`missing: record`).
+    Absent,
+}
+
+impl Kind {
+    /// The kind a host path's stat shows, if a manifest can describe it.
+    pub(crate) fn of(stat_kind: &str) -> Option<Kind> {
+        match stat_kind {
+            "directory" => Some(Kind::Directory),
+            "file" => Some(Kind::File),
+            _ => None,
+        }
+    }
+
+    /// As the manifest and messages say it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Directory => "directory",
+            Kind::File => "file",
+            Kind::Absent => "absent",
+        }
+    }
 }
 
 /// One file of a manifest.
@@ -86,8 +148,11 @@ pub(crate) struct FileEntry {
 pub(crate) struct ManifestFile {
     /// Format version (1).
     pub version: u32,
-    /// The directory described.
+    /// The directory (or file) described.
     pub path: String,
+    /// What it is (older manifests: a directory).
+    #[serde(default)]
+    pub kind: Kind,
     /// The exclude patterns used.
     #[serde(default)]
     pub exclude: Vec<String>,
@@ -110,17 +175,34 @@ fn prune_clause(exclude: &[String]) -> String {
     }
 }
 
-/// Scans a host directory: every regular file's sha256, size and mode, by relative path.
+/// Scans a host directory (every regular file's sha256, size and mode, by relative
+/// path) or one regular file (by its name).
 pub(crate) async fn scan(
     ctx: &ModuleContext,
     path: &str,
     exclude: &[String],
+    kind: Kind,
 ) -> Result<BTreeMap<String, FileEntry>, ModuleError> {
+    let (cd, start, name_format) = match kind {
+        Kind::Absent => return Ok(BTreeMap::new()),
+        Kind::Directory => (format!("cd -- {} && ", quote(path)), ".".to_string(), "%P"),
+        Kind::File => {
+            let (dir, name) = match path.rsplit_once('/') {
+                Some(("", name)) => ("/", name),
+                Some((dir, name)) => (dir, name),
+                None => (".", path),
+            };
+            (
+                format!("cd -- {} && ", quote(dir)),
+                format!("{} -maxdepth 0", quote(&format!("./{name}"))),
+                "%f",
+            )
+        }
+    };
     let prune = prune_clause(exclude);
-    let cd = format!("cd -- {} && ", quote(path));
     let stats = ctx
         .probe(CommandSpec::shell(format!(
-            "{cd}find . {prune} -type f -printf '%s %m %P\\0'"
+            "{cd}find {start} {prune} -type f -printf '%s %m {name_format}\\0'"
         )))
         .await?;
     if !stats.success() {
@@ -131,7 +213,7 @@ pub(crate) async fn scan(
     }
     let sums = ctx
         .probe(CommandSpec::shell(format!(
-            "{cd}find . {prune} -type f -print0 | xargs -0 -r sha256sum -z --"
+            "{cd}find {start} {prune} -type f -print0 | xargs -0 -r sha256sum -z --"
         )))
         .await?;
     if !sums.success() {
@@ -184,8 +266,14 @@ impl Module for Manifest {
     async fn run(&self, ctx: &ModuleContext, args: &Json) -> Result<Outcome, ModuleError> {
         let a: Args = parse_args("manifest", args)?;
         let st = ctx.stat(&a.path).await?;
-        match st.as_ref().map(|s| s.kind.as_str()) {
-            Some("directory") => {}
+        let kind = match st.as_ref().map(|s| s.kind.as_str()) {
+            Some(k) => Kind::of(k).ok_or_else(|| {
+                ModuleError::failed(format!(
+                    "{} is a {k}, not a directory or a regular file",
+                    a.path
+                ))
+            })?,
+            None if a.missing == Missing::Record => Kind::Absent,
             None if ctx.check => {
                 return Ok(Outcome::changed().with_msg(format!(
                     "would write {} ({} does not exist now: an earlier step must create it)",
@@ -193,21 +281,19 @@ impl Module for Manifest {
                 )));
             }
             None => {
-                return Err(ModuleError::failed(format!("{} does not exist", a.path)));
-            }
-            Some(k) => {
                 return Err(ModuleError::failed(format!(
-                    "{} is a {k}, not a directory",
+                    "{} does not exist (give `missing: record` if it may be absent)",
                     a.path
                 )));
             }
-        }
-        let files = scan(ctx, &a.path, &a.exclude).await?;
+        };
+        let files = scan(ctx, &a.path, &a.exclude, kind).await?;
         let count = files.len();
         let bytes: u64 = files.values().map(|f| f.size).sum();
         let manifest = ManifestFile {
             version: 1,
             path: a.path.clone(),
+            kind,
             exclude: a.exclude.clone(),
             files,
         };
@@ -230,6 +316,7 @@ impl Module for Manifest {
         o.data = json!({
             "dest": a.dest,
             "path": a.path,
+            "kind": kind.name(),
             "files": count,
             "bytes": bytes,
             "sha256": sha,

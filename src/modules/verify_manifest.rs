@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::manifest::{ManifestFile, scan};
+use super::manifest::{Kind, ManifestFile, scan};
 use super::{ArgKind, Module, ModuleContext, ModuleDoc, ModuleError, Outcome, arg, parse_args};
 
 /// The `verify_manifest` module.
@@ -25,7 +25,9 @@ static DOC: ModuleDoc = ModuleDoc {
 `missing`, files on disk but not in the manifest are `extra`, files whose sha256, size or mode differ \
 are `changed` (with what differs). Fails when anything differs, naming the first paths of each kind, \
 unless `fail_on_mismatch: false` (then the step is ok and the lists are in the result data). `path` \
-defaults to the directory the manifest describes: give it to verify a restored copy elsewhere. Read \
+defaults to the directory the manifest describes: give it to verify a restored copy elsewhere. A \
+manifest of one file checks a regular file at `path`; one that recorded its path absent \
+(`manifest` with `missing: record`) checks that nothing is there. Read \
 only: never changed, and it runs in a dry run too.",
     free_form: None,
     args: &[
@@ -51,7 +53,7 @@ only: never changed, and it runs in a dry run too.",
     open_args: false,
     example: "- id: verify-restored-nova\n  verify_manifest:\n    path: /etc/nova\n    manifest: /var/backups/nova-etc.manifest.json\n",
     returns: &[
-        ("path", "the directory checked"),
+        ("path", "the directory (or file) checked"),
         ("ok", "true when nothing differs"),
         ("files", "number of files in the manifest"),
         ("missing", "relative paths in the manifest, absent on disk"),
@@ -113,16 +115,36 @@ impl Module for VerifyManifest {
             ModuleError::failed(format!("{} is not a lifeboat manifest: {e}", a.manifest))
         })?;
         let path = a.path.clone().unwrap_or_else(|| m.path.clone());
-        match ctx.stat(&path).await?.map(|s| s.kind) {
-            Some(k) if k == "directory" => {}
-            Some(k) => {
+        let found_kind = ctx
+            .stat(&path)
+            .await?
+            .map(|s| Kind::of(&s.kind).ok_or(s.kind));
+        match (m.kind, found_kind) {
+            (want, Some(Ok(got))) if want == got => {}
+            (Kind::Absent, None) => {}
+            (want, None) => {
                 return Err(ModuleError::failed(format!(
-                    "{path} is a {k}, not a directory"
+                    "{path} does not exist (the manifest {} describes a {})",
+                    a.manifest,
+                    want.name()
                 )));
             }
-            None => return Err(ModuleError::failed(format!("{path} does not exist"))),
+            (Kind::Absent, Some(_)) => {
+                return Err(ModuleError::failed(format!(
+                    "{path} exists, but the manifest {} recorded it absent",
+                    a.manifest
+                )));
+            }
+            (want, Some(got)) => {
+                return Err(ModuleError::failed(format!(
+                    "{path} is a {}, not a {} as the manifest {} says",
+                    got.map_or_else(|k| k, |k| k.name().to_string()),
+                    want.name(),
+                    a.manifest
+                )));
+            }
         }
-        let found = scan(ctx, &path, &m.exclude).await?;
+        let found = scan(ctx, &path, &m.exclude, m.kind).await?;
         let missing: Vec<String> = m
             .files
             .keys()

@@ -595,6 +595,13 @@ fn seed_controller(root: &Path, db: &MariaDb) {
         );
     }
     w("etc/keystone/keystone.conf", "[token]\nprovider = fernet\n");
+    // Debian's per-daemon overrides (an operator's files: keystone's here, nova-api's
+    // absent) and memcached's configuration: single files the backup covers.
+    w(
+        "etc/default/keystone",
+        "DAEMON_ARGS=\"--ini /etc/keystone/keystone-uwsgi.ini --http-socket 127.0.0.1:5000\"\n",
+    );
+    w("etc/memcached.conf", "-m 64\n-p 11211\n-l 127.0.0.1\n");
     w(
         "etc/keystone/fernet-keys/0",
         "Zm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyMDA=\n",

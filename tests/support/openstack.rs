@@ -111,6 +111,16 @@ static RIG: Mutex<Option<Rig>> = Mutex::new(None);
 pub fn rig() -> MutexGuard<'static, Option<Rig>> {
     let mut guard = RIG.lock().unwrap_or_else(|p| p.into_inner());
     if guard.is_none() {
+        // One user of the control plane at a time on this machine (another test binary,
+        // bench/w7-control-plane): held until this process ends.
+        ok(std::fs::create_dir_all(RIG_DIR));
+        let session = ok(std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(format!("{RIG_DIR}/session.lock")));
+        ok(session.lock());
+        std::mem::forget(session);
         ensure_operator();
         // Stops every daemon once this test binary has ended, however it ends.
         ok(Command::new("setsid")
@@ -486,6 +496,7 @@ pub fn foreign_fernet_keys() {
 pub fn owners_and_modes() -> String {
     sh(
         "find /etc/keystone /etc/glance /etc/placement /etc/nova /etc/neutron /etc/cinder \
-        /var/lib/glance/images -printf '%p %u:%g %m\\n' | sort",
+        /var/lib/glance/images /etc/default/keystone /etc/default/nova-api /etc/memcached.conf \
+        -printf '%p %u:%g %m\\n' | sort",
     )
 }
