@@ -423,7 +423,7 @@ fn the_control_plane_is_restored_database_first_then_service_by_service_compute_
     );
     let out = expect(cloud.run("playbooks/openstack/restore-service.yml", &[]), 2);
     assert!(
-        out.contains("give it with -e service=NAME, NAME being one of ceilometer, cinder, glance, heat, keystone, neutron, nova, placement, swift"),
+        out.contains("give it with -e service=NAME, NAME being one of ceilometer, cinder, glance, heat, keystone, neutron, nova, placement, rabbitmq, swift"),
         "{out}"
     );
     assert_eq!(

@@ -30,14 +30,23 @@ for each, in one session. `digest` is a sha256 over the sorted `db.table rows ch
 two servers (or one, before and after a restore) hold the same table data when their digests \
 are equal. Checksums are comparable between servers of the same version and row format only. \
 Tables written while it runs give counts and checksums of different moments: run it when the \
-data is quiet. Read-only: always `ok`, and it runs in a dry run too.",
+data is quiet, or leave out with `exclude_tables` the tables a running service keeps rewriting \
+(nova's and cinder's `services` heartbeats). Read-only: always `ok`, and it runs in a dry run too.",
     free_form: Some("databases"),
-    args: with_login_args![arg(
-        "databases",
-        ArgKind::StrOrList,
-        false,
-        "database names (default: every database but the server's own schemas)",
-    )],
+    args: with_login_args![
+        arg(
+            "databases",
+            ArgKind::StrOrList,
+            false,
+            "database names (default: every database but the server's own schemas)",
+        ),
+        arg(
+            "exclude_tables",
+            ArgKind::StrOrList,
+            false,
+            "tables left out: `db.table`, or `table` in every database (e.g. [services])",
+        )
+    ],
     open_args: false,
     example: "- id: proof-before\n  mysql_checksum:\n    databases: [nova, glance, keystone]\n  register: before\n- id: proof-after\n  mysql_checksum: [nova, glance, keystone]\n  needs: [restore-nova]\n  register: after\n- id: compare\n  assert: before.data.digest == after.data.digest\n  needs: [proof-before, proof-after]\n",
     returns: &[
@@ -47,6 +56,7 @@ data is quiet. Read-only: always `ok`, and it runs in a dry run too.",
         ),
         ("digest", "sha256 over the sorted entries"),
         ("databases", "the databases covered"),
+        ("excluded", "the tables left out (`db.table`)"),
         ("table_count", "how many tables"),
     ],
     rollback: "none needed: it changes nothing",
@@ -55,6 +65,8 @@ data is quiet. Read-only: always `ok`, and it runs in a dry run too.",
 #[derive(Debug, Deserialize)]
 struct ChecksumArgs {
     databases: Option<Json>,
+    #[serde(default, deserialize_with = "super::backup_common::str_list")]
+    exclude_tables: Vec<String>,
     #[serde(flatten)]
     login: Login,
 }
@@ -87,7 +99,7 @@ impl Module for MysqlChecksum {
             None => None,
         };
         let client = Client::open(ctx, &a.login).await?;
-        let result = checksum(ctx, &client, databases).await;
+        let result = checksum(ctx, &client, databases, &a.exclude_tables).await;
         client.close(ctx).await;
         result
     }
@@ -97,6 +109,7 @@ async fn checksum(
     ctx: &ModuleContext,
     client: &Client,
     databases: Option<Vec<String>>,
+    exclude_tables: &[String],
 ) -> Result<Outcome, ModuleError> {
     let present = client.databases(ctx).await?;
     let dbs: Vec<String> = match databases {
@@ -144,6 +157,16 @@ ORDER BY TABLE_SCHEMA, TABLE_NAME"
             }
         }
     }
+    let mut excluded = Vec::new();
+    tables.retain(|(d, t)| {
+        let out = exclude_tables
+            .iter()
+            .any(|e| e == t || *e == format!("{d}.{t}"));
+        if out {
+            excluded.push(format!("{d}.{t}"));
+        }
+        !out
+    });
     let mut entries: BTreeMap<String, (u64, Option<u64>)> = BTreeMap::new();
     if !tables.is_empty() {
         let full = |(d, t): &(String, String)| format!("{}.{}", ident(d), ident(t));
@@ -203,6 +226,7 @@ ORDER BY TABLE_SCHEMA, TABLE_NAME"
             "tables": Json::Object(map),
             "digest": digest,
             "databases": dbs,
+            "excluded": excluded,
             "table_count": entries.len(),
         })))
 }

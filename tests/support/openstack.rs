@@ -185,7 +185,7 @@ impl Rig {
                     "service_manager": "sysv",
                     "service_wait": "180s",
                     "backup_root": backup_root.display().to_string(),
-                    "backup_services": ["keystone", "glance", "placement", "nova", "neutron", "cinder"],
+                    "backup_services": ["rabbitmq", "keystone", "glance", "placement", "nova", "neutron", "cinder"],
                     "db_defaults_file": format!("{RIG_DIR}/lifeboat-db.cnf"),
                     // The rig's ports (env.sh), not Debian's defaults.
                     "service_ready": {
@@ -229,8 +229,14 @@ impl Rig {
     /// Runs `lifeboat ARGS... -i INVENTORY` as the controller (a control-plane restore
     /// takes minutes: ten at the most).
     pub fn lifeboat(&self, args: &[&str]) -> Ran {
+        self.lifeboat_env(args, &[])
+    }
+
+    /// The same with environment variables (the secrets a playbook reads).
+    pub fn lifeboat_env(&self, args: &[&str], env: &[(&str, &str)]) -> Ran {
         Lifeboat::new(self.dir.path())
             .timeout(Duration::from_secs(600))
+            .envs(env.iter().copied())
             .args(args)
             .arg("-i")
             .arg(&self.inventory)
@@ -240,6 +246,16 @@ impl Rig {
     /// Runs a shipped drill with `-e` settings (the admin openrc is the rig's) and a JSON
     /// report; (exit code, console output, the report).
     pub fn drill(&self, drill: &str, extra: &[&str]) -> (i32, String, serde_json::Value) {
+        self.drill_env(drill, extra, &[])
+    }
+
+    /// The same with environment variables (the secrets the drill reads).
+    pub fn drill_env(
+        &self,
+        drill: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> (i32, String, serde_json::Value) {
         let path = shipped(drill).display().to_string();
         let report = self.dir.path().join("drill.json");
         let _ = std::fs::remove_file(&report);
@@ -257,7 +273,7 @@ impl Rig {
             args.push("-e");
             args.push(e);
         }
-        let out = self.lifeboat(&args);
+        let out = self.lifeboat_env(&args, env);
         let report = std::fs::read_to_string(&report)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
