@@ -465,6 +465,90 @@ fn console_shows_a_failed_run_its_rollback_and_what_is_left_undone() {
 }
 
 #[test]
+fn console_prints_a_servers_error_lines_once() {
+    let server = "ERROR 1146 (42S02): Table 'mysql.db' doesn't exist\nsecond line";
+    let failed_node = |step: &str, msg: &str, stderr: &str| Event::NodeFinish {
+        step: step.into(),
+        name: "restore".into(),
+        host: "ctl01".into(),
+        status: NodeStatus::Failed,
+        started: 0.0,
+        duration: 0.1,
+        attempts: 1,
+        rc: Some(1),
+        msg: Some(msg.into()),
+        diff: None,
+        stdout: String::new(),
+        stderr: stderr.into(),
+    };
+    let events = vec![
+        run_start(false, 3),
+        // A message that already ends with the command's stderr: not repeated below it.
+        failed_node(
+            "restore-db",
+            &format!("mysql failed: {server}"),
+            &format!("{server}\n"),
+        ),
+        // One that does not quote it: the stderr follows (even a word of the command).
+        failed_node(
+            "other",
+            "`echo boom >&2; exit 1` exited with status 1",
+            "boom\n",
+        ),
+        Event::RollbackStart {
+            reason: "restore-db failed on ctl01".into(),
+            nodes: 1,
+        },
+        rollback_node(
+            "stop-db",
+            "ctl01",
+            RollbackStatus::Failed,
+            Some(&format!("start failed: {server}")),
+        ),
+        Event::RollbackFinish {
+            complete: false,
+            left_undone: vec![(
+                "stop-db".into(),
+                "ctl01".into(),
+                format!("its rollback failed: start failed: {server}"),
+            )],
+        },
+        Event::RunEnd {
+            outcome: RunOutcome::RollbackIncomplete,
+            exit_code: 3,
+            duration: 1.0,
+            recap: vec![recap("ctl01", 0, 0, 0, 2)],
+        },
+    ];
+    let text = console_text(false, &events);
+    assert_eq!(
+        text.matches("Table 'mysql.db' doesn't exist").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(text.matches("second line").count(), 2, "{text}");
+    assert!(line_with(&text, &["stderr:"]).is_some(), "{text}");
+    assert!(text.contains("        boom\n"), "{text}");
+    assert!(
+        line_with(
+            &text,
+            &[
+                "stop-db",
+                "ctl01",
+                "its rollback failed (its error is above)"
+            ]
+        )
+        .is_some(),
+        "{text}"
+    );
+    let (last, _) = outcome_and_next(&text);
+    assert!(
+        last.contains("left undone: stop-db [ctl01] (its rollback failed (its error is above))"),
+        "{last}"
+    );
+}
+
+#[test]
 fn console_verbose_streams_command_output() {
     let text = console_text(true, &failed_run());
     assert!(

@@ -274,7 +274,11 @@ impl Console {
                         st.emit(&format!("      {line}"));
                     }
                 }
-                if failed && !stderr.trim().is_empty() {
+                // Not printed twice when the message already ends with it whole (a module's
+                // error often does).
+                let said = msg.as_deref().unwrap_or_default();
+                if failed && !stderr.trim().is_empty() && !said.trim_end().ends_with(stderr.trim())
+                {
                     st.emit("      stderr:");
                     for line in stderr.trim_end().lines() {
                         let line = self.paint(line, Style::new().red());
@@ -351,6 +355,7 @@ impl Console {
                     let line = self.paint(&line, Style::new().red().bold());
                     st.emit(&line);
                     for (step, host, why) in left_undone {
+                        let why = short_why(why);
                         st.emit(&format!(
                             "  {step:<sw$}  {host:<hw$}  {why}",
                             sw = st.step_width,
@@ -577,6 +582,16 @@ impl Console {
     }
 }
 
+/// Why a node is left undone, in one line: a failed rollback's error was printed on
+/// its rollback line already (printing the server's lines again buries the next step).
+fn short_why(why: &str) -> &str {
+    if why.starts_with("its rollback failed") {
+        "its rollback failed (its error is above)"
+    } else {
+        why.lines().next().unwrap_or_default()
+    }
+}
+
 impl State {
     /// Writes `text` (one or more lines), pausing the spinner so lines don't tear.
     fn emit(&mut self, text: &str) {
@@ -647,7 +662,7 @@ impl State {
         let items: Vec<String> = match &self.left_undone {
             Some(list) => list
                 .iter()
-                .map(|(step, host, why)| format!("{step} [{host}] ({why})"))
+                .map(|(step, host, why)| format!("{step} [{host}] ({})", short_why(why)))
                 .collect(),
             None => self
                 .changed
