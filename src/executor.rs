@@ -1125,6 +1125,10 @@ impl Run {
                     rec.undo.push((args, outcome.undo));
                     self.lock_partial().insert(i, rec.clone());
                 }
+                Err(ModuleError::Unknown(why)) if check => {
+                    self.lock_partial().remove(&i);
+                    return self.unknown(i, rec, step, host, why);
+                }
                 Err(e) => {
                     let mut j = error_json(&e);
                     if let (Some(it), Json::Object(m)) = (item, &mut j) {

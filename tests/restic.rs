@@ -931,8 +931,15 @@ fn dry_run_reads_and_predicts() {
     let steps = fill(
         "  - id: list\n    restic: { action: snapshots, repository: \"@REPO@\", password: \"{{ restic_pw }}\" }\n\
 \x20\x20- id: check\n    restic: { action: check, repository: \"@REPO@\", password: \"{{ restic_pw }}\" }\n\
-\x20\x20- id: init\n    restic: { action: init, repository: \"@MISSING@\", password: \"{{ restic_pw }}\" }\n",
-        &[("REPO", repo.clone()), ("MISSING", missing.clone())],
+\x20\x20- id: init\n    restic: { action: init, repository: \"@MISSING@\", password: \"{{ restic_pw }}\" }\n\
+\x20\x20- id: first-send\n    needs: init\n    restic: { action: backup, repository: \"@MISSING@\", password: \"{{ restic_pw }}\", paths: [\"@SRC@\"] }\n\
+\x20\x20- id: first-list\n    needs: first-send\n    restic: { action: snapshots, repository: \"@MISSING@\", password: \"{{ restic_pw }}\" }\n\
+\x20\x20- id: first-forget\n    needs: first-send\n    restic: { action: forget, repository: \"@MISSING@\", password: \"{{ restic_pw }}\", keep_last: 1 }\n",
+        &[
+            ("REPO", repo.clone()),
+            ("MISSING", missing.clone()),
+            ("SRC", s(&src)),
+        ],
     );
     let r = run(
         dir,
@@ -946,6 +953,16 @@ fn dry_run_reads_and_predicts() {
     assert!(r.msg("list", "db1").starts_with("1 snapshots in"), "{r:?}");
     assert_eq!(r.status("check", "db1"), "ok", "{r:?}");
     assert_eq!(r.status("init", "db1"), "would_change", "{r:?}");
+    // A first off-site send: what reads the repository its init makes cannot be known
+    // before the run; the plan says so and does not fail.
+    for step in ["first-send", "first-list", "first-forget"] {
+        assert_eq!(r.status(step, "db1"), "unknown", "{step}: {r:?}");
+        assert!(
+            r.msg(step, "db1")
+                .contains("does not exist yet (an earlier `init` makes it"),
+            "{step}: {r:?}"
+        );
+    }
     assert!(
         !Path::new(&missing).exists(),
         "a dry run created a repository"

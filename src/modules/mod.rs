@@ -421,6 +421,12 @@ pub enum ModuleError {
     /// An argument is wrong once rendered.
     #[error("argument error: {0}")]
     Args(String),
+    /// In a dry run: what the step reads does not exist yet (an earlier step of the
+    /// plan would make it, e.g. a repository its `init` creates), so what it would do
+    /// cannot be known. The plan reports the node `unknown` with this reason; it never
+    /// fails the plan. Outside a dry run it is a failure.
+    #[error("cannot be known before the run: {0}")]
+    Unknown(String),
 }
 
 impl ModuleError {

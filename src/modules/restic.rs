@@ -118,7 +118,9 @@ each group (`--keep-last 1` at least), so the newest snapshot of a host is never
 runs `restic forget --dry-run` and lists what would go. `check` verifies the repository's \
 structure, and with `read_data_subset` (`10%`, `1/5`) reads that much of the data back; it \
 changes nothing and runs in a dry run too. `snapshots` lists the snapshots (filters: \
-hostname, tags, path) into the result, and runs in a dry run too.",
+hostname, tags, path) into the result, and runs in a dry run too. In a dry run, every action but \
+`init` on a repository that does not exist yet is `unknown` (an earlier `init` of the plan makes \
+it in the run), never a failure of the plan.",
     free_form: None,
     args: &[
         arg(
@@ -551,6 +553,9 @@ impl Module for Restic {
         let a: Args = parse_args("restic", args)?;
         let action = choice("restic", "action", &a.action, ACTIONS)?.to_string();
         let repo = Repo::new(&a)?;
+        if ctx.check && action != "init" {
+            absent_in_plan(ctx, &repo).await?;
+        }
         match action.as_str() {
             "init" => init(ctx, &repo).await,
             "backup" => backup(ctx, &repo, &a).await,
@@ -808,6 +813,20 @@ fn no_repository(out: &CommandOutput) -> bool {
     let e = out.stderr_text();
     e.contains("Is there a repository at the following location?")
         || e.contains("repository does not exist")
+}
+
+/// In a dry run, a repository that does not exist yet (an earlier `init` of the plan
+/// makes it, in the real run) leaves what this action would do unknown.
+async fn absent_in_plan(ctx: &ModuleContext, repo: &Repo) -> Result<(), ModuleError> {
+    let probe = repo.run(ctx, "cat config", false).await?;
+    if !probe.success() && no_repository(&probe) {
+        return Err(ModuleError::Unknown(format!(
+            "the repository {} does not exist yet (an earlier `init` makes it in the run; \
+             without one the run fails here)",
+            repo.repository
+        )));
+    }
+    Ok(())
 }
 
 async fn init(ctx: &ModuleContext, repo: &Repo) -> Result<Outcome, ModuleError> {
