@@ -5,7 +5,9 @@
 //! identical, later writes gone); prepare into a scratch directory; a broken chain
 //! refused before the server is stopped; a restore that fails after the datadir moved,
 //! put back with the server running on the old data; the rollback of a run that
-//! restored; the Galera variant (desync, position, bootstrap); the dry run; load-time
+//! restored (the old datadir back, the restored one kept aside); the disaster case, a
+//! server down with an empty datadir, restored then rolled back: down again, the restore
+//! kept at the printed path; the Galera variant (desync, position, bootstrap); the dry run; load-time
 //! checks.
 
 #[path = "support/mariadb.rs"]
@@ -396,6 +398,44 @@ fn a_restore_that_fails_after_the_datadir_moved_puts_the_old_one_back() {
     assert!(back.changed, "{back:?}");
     assert!(server.running());
     assert_eq!(checksums(&server.db), before);
+    // The restored datadir is kept aside, not removed, and the message says where.
+    let kept = lifeboat_paths(&server);
+    assert_eq!(kept, ["data.lifeboat-restored-test"], "{back:?}");
+    assert!(
+        server
+            .db
+            .dir
+            .join(&kept[0])
+            .join("pb_nova/instances.ibd")
+            .exists(),
+        "the restored copy is whole"
+    );
+    assert!(
+        back.msg.as_deref().is_some_and(
+            |m| m.contains(&kept[0]) && m.contains("mariadb-test (command) runs on it")
+        ),
+        "{back:?}"
+    );
+
+    // The server down and its datadir empty: a restore that fails puts the empty datadir
+    // back and leaves the server stopped, as it was (it does not try to start it there).
+    stop(&server);
+    let datadir = server.datadir();
+    std::fs::remove_dir_all(&datadir).expect("remove the datadir");
+    std::fs::create_dir(&datadir).expect("an empty datadir");
+    let e = failure(rt.block_on(run("mariadb_backup", &ctx, &args)));
+    assert!(
+        e.contains("the old datadir was put back; mariadb-test (command) is left stopped, as it was before the step"),
+        "{e}"
+    );
+    assert!(!server.running());
+    assert!(
+        std::fs::read_dir(&datadir)
+            .expect("the datadir")
+            .next()
+            .is_none(),
+        "the empty datadir is back"
+    );
 }
 
 #[test]
@@ -482,6 +522,196 @@ steps:
         checksums(&server.db),
         before,
         "the rollback put the old datadir back"
+    );
+}
+
+/// Names in the server's directory that lifeboat made (moved aside, kept, prepared).
+fn lifeboat_paths(server: &Controlled) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&server.db.dir)
+        .expect("read")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("lifeboat"))
+        .collect();
+    names.sort();
+    names
+}
+
+fn stop(server: &Controlled) {
+    let stopped = std::process::Command::new(&server.ctl)
+        .arg("stop")
+        .status()
+        .expect("run ctl stop");
+    assert!(stopped.success(), "ctl stop");
+    assert!(!server.running());
+}
+
+#[test]
+fn the_rollback_of_a_restore_onto_a_lost_datadir_keeps_the_restore_and_leaves_the_server_down() {
+    let (server, store) = setup(Options::default());
+    let rt = runtime();
+    rt.block_on(ok(
+        "mariadb_backup",
+        &context("db1"),
+        &backup_args(&server, store.path(), "full"),
+    ));
+    let at_backup = checksums(&server.db);
+    // The disaster: the server is down and its datadir empty.
+    stop(&server);
+    let datadir = server.datadir();
+    for entry in std::fs::read_dir(&datadir).expect("read the datadir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).expect("remove");
+        } else {
+            std::fs::remove_file(&path).expect("remove");
+        }
+    }
+    let ctl = s(&server.ctl);
+    let playbook = format!(
+        r#"
+secrets:
+  db_password: {{ file: db-password }}
+steps:
+  - id: restore
+    mariadb_backup:
+      action: restore
+      dir: {dir}
+      datadir: {datadir}
+      service: mariadb-test
+      manager: command
+      commands: {{ start: "{ctl} start", stop: "{ctl} stop", status: "{ctl} status" }}
+      login_host: 127.0.0.1
+      login_port: {port}
+      login_user: lifeboat
+      login_password: "{{{{ db_password }}}}"
+  - id: count
+    needs: [restore]
+    mysql_query:
+      query: SELECT COUNT(*) AS n FROM pb_nova.instances
+      login_host: 127.0.0.1
+      login_port: {port}
+      login_user: lifeboat
+      login_password: "{{{{ db_password }}}}"
+    register: counted
+  - id: then-fail
+    needs: [count]
+    assert: counted.data.rows[0].n == "-1"
+"#,
+        dir = s(store.path()),
+        datadir = s(&datadir),
+        port = server.db.port,
+    );
+    let out = support::Test::new()
+        .playbook(&playbook)
+        .file("db-password", PASSWORD)
+        .run();
+    assert_eq!(out.code, 2, "the rollback is complete: {out:?}");
+    assert_eq!(out.status("restore", "localhost"), "changed", "{out:?}");
+    assert_eq!(
+        out.status("count", "localhost"),
+        "ok",
+        "the server answered with the restored data: {out:?}"
+    );
+    assert_eq!(out.status("then-fail", "localhost"), "failed");
+    assert_eq!(
+        out.rollback_status("restore", "localhost"),
+        "done",
+        "{out:?}"
+    );
+
+    // The state of before the step: the server down, its datadir empty.
+    assert!(!server.running(), "the server stays stopped, as it was");
+    assert!(
+        std::fs::read_dir(&datadir)
+            .expect("the datadir is back")
+            .next()
+            .is_none(),
+        "the empty datadir is back"
+    );
+    // The restored datadir is kept beside it, and its path is printed.
+    let kept: Vec<String> = lifeboat_paths(&server);
+    assert_eq!(
+        kept.len(),
+        1,
+        "only the restored copy is left beside the datadir: {kept:?}"
+    );
+    assert!(kept[0].starts_with("data.lifeboat-restored-"), "{kept:?}");
+    let kept = server.db.dir.join(&kept[0]);
+    assert!(
+        out.stdout.contains(&s(&kept)),
+        "the console prints where the restore is kept ({}): {}",
+        kept.display(),
+        out.stdout
+    );
+    let undone = out
+        .rollback_nodes()
+        .into_iter()
+        .find(|n| n["step"] == "restore")
+        .and_then(|n| n["msg"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        undone.contains(&s(&kept))
+            && undone.contains("not removed")
+            && undone.contains("stopped, as it was before the step"),
+        "{undone}"
+    );
+    for file in ["pb_nova/instances.ibd", "mysql/db.frm", "ibdata1"] {
+        assert!(kept.join(file).exists(), "{file} is in the kept restore");
+    }
+    assert!(
+        store
+            .path()
+            .read_dir()
+            .expect("the chain store")
+            .next()
+            .is_some(),
+        "the chain is still there"
+    );
+
+    // The kept copy is the whole restore: moved back by hand, the server runs on it.
+    std::fs::remove_dir(&datadir).expect("remove the empty datadir");
+    std::fs::rename(&kept, &datadir).expect("move the restore back");
+    let started = std::process::Command::new(&server.ctl)
+        .arg("start")
+        .status()
+        .expect("run ctl start");
+    assert!(started.success(), "ctl start");
+    server.db.wait_ready(Options::default(), || {});
+    assert_eq!(
+        checksums(&server.db),
+        at_backup,
+        "the kept copy is the backup's data"
+    );
+
+    // Restored into a datadir that was not there, with the server down: the rollback
+    // leaves no datadir and the server down, and keeps the restore.
+    stop(&server);
+    let gone = server.db.dir.join("data.gone");
+    std::fs::rename(&datadir, &gone).expect("move the datadir away");
+    let ctx = context("db1");
+    let args = restore_args(&server, store.path());
+    let restored = rt.block_on(ok("mariadb_backup", &ctx, &args));
+    assert!(server.running());
+    assert_eq!(restored.data["old_datadir"], Json::Null);
+    let back = rt
+        .block_on(undo("mariadb_backup", &ctx, &args, &restored))
+        .expect("undo");
+    assert!(!server.running(), "{back:?}");
+    assert!(!datadir.exists(), "no datadir, as before: {back:?}");
+    let kept: Vec<String> = lifeboat_paths(&server);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        back.msg.as_deref().is_some_and(|m| m.contains(&kept[0])),
+        "{back:?}"
+    );
+    assert!(
+        server
+            .db
+            .dir
+            .join(&kept[0])
+            .join("pb_nova/instances.ibd")
+            .exists()
     );
 }
 

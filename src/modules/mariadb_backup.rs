@@ -4,8 +4,9 @@
 //! in order, into a scratch directory) and `restore` (prepare beside the datadir, stop
 //! the server, move the old datadir aside, move the prepared files in, fix their
 //! ownership, start the server and wait until it answers). The old datadir stays aside,
-//! so that a failure, or the rollback of a later step, puts it back and starts the server
-//! on it.
+//! so that a failure, or the rollback of a later step, puts it back and brings the
+//! server back to the state it was in before the step (running, or stopped); a
+//! rollback keeps the restored datadir aside, never removes it.
 //!
 //! Backups stream (`--stream=xbstream`) through zstd (gzip where zstd is missing) into
 //! a hidden directory of the chain, which is renamed to its number only once the
@@ -86,9 +87,10 @@ datadir (`mariadb-backup --move-back`), gives them the old datadir's owner (or `
 server and waits (`wait`) until it answers a query with the login arguments. With `galera` it \
 writes `grastate.dat` from the backup's Galera position with `safe_to_bootstrap: 1`, for a start \
 that bootstraps a new cluster (the other nodes then join it by SST). When anything fails after \
-the server was stopped, the step puts the old datadir back and starts the server on it before it \
-fails. After a successful restore the old datadir stays aside (its path is in the result): \
-remove it once the restore is verified. Every action but `verify` is `changed`. The dry run checks the chain, \
+the server was stopped, the step puts the old datadir back (removing the restored files: the \
+chain is intact) and, when the server was running before the step, starts it on it, before it \
+fails. After a successful restore the old datadir stays aside (its path is in the result): remove \
+it once the restore is verified. Every action but `verify` is `changed`. The dry run checks the chain, \
 the server and the directories and says what would be made, stopped, moved and started; nothing \
 changes.",
     free_form: None,
@@ -228,9 +230,13 @@ changes.",
         ),
     ],
     rollback: "full/incremental: removes the backup made (and the chain directory a full backup \
-made). prepare: removes the prepared directory. verify: nothing (it leaves nothing behind). restore: stops the server, removes the restored \
-datadir, moves the old one back and starts the server on it (a restore into a missing datadir \
-has nothing to put back).",
+made). prepare: removes the prepared directory. verify: nothing (it leaves nothing behind). \
+restore: brings back the state of before the step: stops the server, moves the restored datadir \
+aside to `<datadir>.lifeboat-restored-<run id>` (never removes it: it may be the best copy of the \
+data there is; the rollback's message prints its path), moves the old datadir back (an empty one \
+too; none when there was none) and starts the server only when it was running before the step: \
+a server that was down, its datadir lost, stays down, and the run ends with the rollback done \
+(exit 2), the restored copy waiting to be moved back by hand.",
 };
 
 #[derive(Debug, Deserialize)]
@@ -432,29 +438,87 @@ impl Module for MariadbBackup {
                 }
                 Ok(Outcome::changed().with_msg(format!("removed {}", paths.join(", "))))
             }
-            _ => {
-                let (Some(datadir), Some(old)) = (text("datadir"), text("old_datadir")) else {
-                    return Ok(Outcome::ok()
-                        .with_msg("no datadir was there before the restore: nothing to put back"));
-                };
-                let control = control(ctx, &a).await?;
-                if ctx.check {
-                    return Ok(Outcome::changed().with_msg(format!(
-                        "would stop {}, put {old} back as {datadir} and start it",
-                        control.describe()
-                    )));
-                }
-                let client = Client::open(ctx, &a.login).await?;
-                let result = put_back(ctx, &client, &control, &datadir, &old, a.wait()?).await;
-                client.close(ctx).await;
-                result?;
-                Ok(Outcome::changed().with_msg(format!(
-                    "put the old datadir back as {datadir}; {} runs on it",
-                    control.describe()
-                )))
-            }
+            _ => undo_restore(ctx, &a, undo).await,
         }
     }
+}
+
+/// The rollback of a restore: the state of before the step comes back. The restored
+/// datadir is moved aside (never removed), the old one moved back (an empty one too:
+/// that is what was there), and the server is started only when it ran before the step
+/// (a server that was down, its datadir lost, stays down).
+async fn undo_restore(ctx: &ModuleContext, a: &Args, undo: &Json) -> Result<Outcome, ModuleError> {
+    let text = |k: &str| undo.get(k).and_then(Json::as_str).map(str::to_string);
+    let Some(datadir) = text("datadir") else {
+        return Ok(Outcome::ok().with_msg("nothing to undo"));
+    };
+    let old = text("old_datadir");
+    // Recorded by a lifeboat that did not observe the server before the step: it
+    // always ran on the old datadir, and a missing datadir was left alone.
+    let observed = undo.get("was_running").and_then(Json::as_bool);
+    if observed.is_none() && old.is_none() {
+        return Ok(
+            Outcome::ok().with_msg("no datadir was there before the restore: nothing to put back")
+        );
+    }
+    let was_running = observed.unwrap_or(true);
+    let old_empty = undo
+        .get("old_datadir_empty")
+        .and_then(Json::as_bool)
+        .unwrap_or(false);
+    let control = control(ctx, a).await?;
+    let c = control.describe();
+    let stem = restored_stem(&datadir, &ctx.run_id);
+    let before = match (&old, old_empty) {
+        (None, _) => format!("leave no {datadir} (there was none before the step)"),
+        (Some(_), true) => format!("put the old, empty {datadir} back"),
+        (Some(old), false) => format!("put {old} back as {datadir}"),
+    };
+    let server = if was_running {
+        format!("start {c} (it ran before the step)")
+    } else {
+        format!("leave {c} stopped (it was stopped before the step)")
+    };
+    if ctx.check {
+        return Ok(Outcome::changed().with_msg(format!(
+            "would stop {c}, move the restored datadir aside to {stem} (kept, not removed), {before} and {server}"
+        )));
+    }
+    let kept = swap_back(ctx, &control, &datadir, old.as_deref(), Replaced::KeepAside).await?;
+    if was_running {
+        let client = Client::open(ctx, &a.login).await?;
+        let result = async {
+            control.start(ctx).await?;
+            answers(ctx, &client, a.wait()?).await
+        }
+        .await;
+        client.close(ctx).await;
+        result.map_err(|e| {
+            ModuleError::failed(format!(
+                "{e} (the datadir of before the restore is back in {datadir}, {c} does not run on it; the restored datadir is kept at {}: move it back to {datadir} and start {c} to run on the restored data)",
+                if kept.is_empty() { stem.clone() } else { kept.join(", ") }
+            ))
+        })?;
+    }
+    let kept = if kept.is_empty() {
+        "there was no restored datadir to keep".to_string()
+    } else {
+        format!(
+            "the restored datadir is kept at {} (not removed: move it back to {datadir} to use it, or remove it once it is not needed)",
+            kept.join(", ")
+        )
+    };
+    let now = match (&old, old_empty) {
+        (None, _) => format!("there is no {datadir}, as before the step"),
+        (Some(_), true) => format!("the old, empty {datadir} is back"),
+        (Some(_), false) => format!("the old datadir is back as {datadir}"),
+    };
+    let server = if was_running {
+        format!("{c} runs on it")
+    } else {
+        format!("{c} is stopped, as it was before the step")
+    };
+    Ok(Outcome::changed().with_msg(format!("{kept}; {now}; {server}")))
 }
 
 /// Lists the chains of the store `dir`.
@@ -1043,6 +1107,10 @@ async fn restore(ctx: &ModuleContext, a: &Args) -> Result<Outcome, ModuleError> 
     };
     let control = control(ctx, a).await?;
     let wait = a.wait()?;
+    // What was there before, for a rollback that must bring back exactly that: a server
+    // that was down (the datadir lost) stays down, and its empty datadir comes back.
+    let was_running = control.running(ctx).await?;
+    let old_empty = had_datadir && is_empty_dir(ctx, &datadir).await?;
     let old = sibling(&datadir, "old-", &ctx.run_id);
     let new = sibling(&datadir, "restore-", &ctx.run_id);
     if ctx.check {
@@ -1074,6 +1142,7 @@ async fn restore(ctx: &ModuleContext, a: &Args) -> Result<Outcome, ModuleError> 
         &datadir,
         had_datadir.then_some(old.as_str()),
         &new,
+        was_running,
         wait,
     )
     .await;
@@ -1097,6 +1166,8 @@ async fn restore(ctx: &ModuleContext, a: &Args) -> Result<Outcome, ModuleError> 
         .with_undo(json!({
             "datadir": datadir,
             "old_datadir": had_datadir.then_some(old.clone()),
+            "was_running": was_running,
+            "old_datadir_empty": old_empty,
         }))
         .with_msg(format!(
             "restored {what} into {datadir}{}; {} answers",
@@ -1121,6 +1192,7 @@ async fn swap_in(
     datadir: &str,
     old: Option<&str>,
     new: &str,
+    was_running: bool,
     wait: Duration,
 ) -> Result<Duration, ModuleError> {
     let stopped_at = Instant::now();
@@ -1178,9 +1250,21 @@ rm -rf -- \"$new\"\n",
     let Some(old) = old.filter(|_| moved) else {
         return Err(e);
     };
-    match put_back(ctx, client, control, datadir, old, wait).await {
-        Ok(()) => Err(ModuleError::failed(format!(
+    let back = async {
+        swap_back(ctx, control, datadir, Some(old), Replaced::Remove).await?;
+        if was_running {
+            control.start(ctx).await?;
+            answers(ctx, client, wait).await?;
+        }
+        Ok::<(), ModuleError>(())
+    };
+    match back.await {
+        Ok(()) if was_running => Err(ModuleError::failed(format!(
             "{e} (the old datadir was put back and {} started on it)",
+            control.describe()
+        ))),
+        Ok(()) => Err(ModuleError::failed(format!(
+            "{e} (the old datadir was put back; {} is left stopped, as it was before the step)",
             control.describe()
         ))),
         Err(back) => Err(ModuleError::failed(format!(
@@ -1189,31 +1273,92 @@ rm -rf -- \"$new\"\n",
     }
 }
 
-/// Stops the server, replaces the datadir by the one kept aside, and starts the server
-/// on it.
-async fn put_back(
+/// What becomes of the datadir a put-back replaces.
+#[derive(Clone, Copy, PartialEq)]
+enum Replaced {
+    /// Removed: a restore that failed in its own step (the chain it came from is intact).
+    Remove,
+    /// Moved aside to `<datadir>.lifeboat-restored-<run id>` (`-2`, `-3`, ... when that
+    /// is taken), never removed: in a rollback it is a restore that worked, maybe the
+    /// operator's best copy of the data.
+    KeepAside,
+}
+
+/// The stem of the paths a rollback keeps a restored datadir at.
+fn restored_stem(datadir: &str, run_id: &str) -> String {
+    format!("{datadir}.lifeboat-restored-{run_id}")
+}
+
+/// Whether `dir` (a directory) has no entries.
+async fn is_empty_dir(ctx: &ModuleContext, dir: &str) -> Result<bool, ModuleError> {
+    let out = ctx
+        .probe(CommandSpec::shell(format!(
+            "d={}\n[ -d \"$d\" ] && [ -r \"$d\" ] || exit 2\n[ -z \"$(ls -A -- \"$d\")\" ]",
+            quote(dir)
+        )))
+        .await?;
+    match out.rc {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => Err(failed_with(
+            &format!(
+                "cannot read the datadir {dir} (is it readable by the login user, or is become needed?)"
+            ),
+            out,
+        )),
+    }
+}
+
+/// Stops the server and swaps back what was there before the restore: the datadir
+/// there now is removed or kept aside (`replaced`), and the old one kept aside (`old`,
+/// None when there was no datadir) moved back. Returns the paths a restored datadir is
+/// kept at. Run again after it went through (a rollback retried), it finds the old
+/// datadir back in place and changes nothing.
+async fn swap_back(
     ctx: &ModuleContext,
-    client: &Client,
     control: &Control,
     datadir: &str,
-    old: &str,
-    wait: Duration,
-) -> Result<(), ModuleError> {
+    old: Option<&str>,
+    replaced: Replaced,
+) -> Result<Vec<String>, ModuleError> {
     control.stop(ctx).await?;
     let failed = sibling(datadir, "failed-", &ctx.run_id);
     let script = format!(
-        "set -eu\nd={d}; old={old}; failed={failed}\n[ -d \"$old\" ] || {{ echo \"the old datadir $old is not there any more\" >&2; exit 1; }}\n\
-if [ -e \"$d\" ]; then mv -- \"$d\" \"$failed\"; fi\nmv -- \"$old\" \"$d\"\nrm -rf -- \"$failed\"\n",
+        "set -eu\nd={d}; old={old}; failed={failed}; keep={keep}; stem={stem}\n\
+if [ -n \"$old\" ] && [ ! -d \"$old\" ]; then\n\
+  [ -d \"$d\" ] || {{ echo \"neither the old datadir $old nor $d is there: nothing can be put back\" >&2; exit 1; }}\n\
+  for k in \"$stem\" \"$stem\"-*; do if [ -e \"$k\" ]; then echo \"kept $k\"; fi; done\n\
+  echo already\n  exit 0\nfi\n\
+if [ -e \"$d\" ]; then\n\
+  if [ -n \"$keep\" ]; then\n\
+    k=$stem; i=1; while [ -e \"$k\" ]; do i=$((i + 1)); k=$stem-$i; done\n\
+    mv -- \"$d\" \"$k\"\n    echo \"kept $k\"\n\
+  else\n    mv -- \"$d\" \"$failed\"\n  fi\nfi\n\
+if [ -n \"$old\" ]; then mv -- \"$old\" \"$d\"; fi\n\
+if [ -z \"$keep\" ]; then rm -rf -- \"$failed\"; fi\n",
         d = quote(datadir),
-        old = quote(old),
+        old = quote(old.unwrap_or("")),
         failed = quote(&failed),
+        keep = if replaced == Replaced::KeepAside {
+            "1"
+        } else {
+            "''"
+        },
+        stem = quote(&restored_stem(datadir, &ctx.run_id)),
     );
     let out = ctx.run(CommandSpec::shell(script)).await?;
     if !out.success() {
-        return Err(failed_with("cannot put the old datadir back", out));
+        return Err(failed_with(
+            &format!("cannot put back the datadir {datadir} of before the restore"),
+            out,
+        ));
     }
-    control.start(ctx).await?;
-    answers(ctx, client, wait).await
+    Ok(out
+        .stdout_text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("kept "))
+        .map(str::to_string)
+        .collect())
 }
 
 /// Prepares the chain into a scratch directory, opens it with a throw-away server and
