@@ -12,6 +12,8 @@
 
 #[path = "support/mariadb.rs"]
 mod mariadb;
+#[path = "support/sshd.rs"]
+mod sshd;
 mod support;
 
 use std::collections::BTreeMap;
@@ -865,6 +867,69 @@ fn a_galera_node_is_desynced_for_its_backup_and_bootstrapped_from_its_restore() 
     );
     assert_eq!(server.db.status("wsrep_local_state_comment"), "Synced");
     assert_eq!(checksums(&server.db), at_backup);
+}
+
+/// galera_rejoin's rollback leaves the node as it was before the step: a node that was
+/// running rejoins again (by a whole copy) and runs, Synced; a node that was stopped
+/// stays stopped, its new grastate.dat removed.
+#[test]
+fn the_rollback_of_a_rejoin_leaves_the_node_as_it_was_before_the_step() {
+    // The nodes run as a user that is not root, as in tests/minicloud_galera.rs: the
+    // rsync state transfer of nodes run as root fails.
+    sshd::ensure_user().expect("the test user");
+    let first = start_controlled(Options {
+        galera: true,
+        owner: Some(sshd::USER),
+        ..Options::default()
+    });
+    let second = start_controlled(Options {
+        galera: true,
+        owner: Some(sshd::USER),
+        galera_join: first.gcomm_port,
+        ..Options::default()
+    });
+    assert_eq!(second.db.status("wsrep_cluster_size"), "2");
+    let rt = runtime();
+    let ctx = context("db2");
+    let args = with(
+        with(second.db.login(), second.service_args()),
+        json!({ "datadir": s(&second.datadir()), "wait": "3m" }),
+    );
+
+    // Running before the step: running, Synced, after its rollback.
+    let out = rt.block_on(ok("galera_rejoin", &ctx, &args));
+    assert_eq!(out.data["state"], "Synced", "{out:?}");
+    let pid = server_pid(&second);
+    let back = rt
+        .block_on(undo("galera_rejoin", &ctx, &args, &out))
+        .expect("undo");
+    assert!(second.running(), "{back:?}");
+    assert_ne!(server_pid(&second), pid, "it was stopped and started again");
+    assert!(
+        back.msg
+            .as_deref()
+            .is_some_and(|m| m.contains("as it ran before the step")),
+        "{back:?}"
+    );
+    assert_eq!(second.db.status("wsrep_local_state_comment"), "Synced");
+    assert_eq!(second.db.status("wsrep_cluster_size"), "2");
+
+    // Stopped before the step (as the restore playbook leaves it): stopped after its
+    // rollback, its next start a whole copy.
+    stop(&second);
+    let out = rt.block_on(ok("galera_rejoin", &ctx, &args));
+    assert!(second.running());
+    let back = rt
+        .block_on(undo("galera_rejoin", &ctx, &args, &out))
+        .expect("undo");
+    assert!(!second.running(), "{back:?}");
+    assert!(!second.datadir().join("grastate.dat").exists());
+    assert!(
+        back.msg
+            .as_deref()
+            .is_some_and(|m| m.contains("as it was before the step")),
+        "{back:?}"
+    );
 }
 
 // ---------------------------------------------------------------- validation

@@ -8,8 +8,10 @@
 //! cluster and must be replaced.
 //!
 //! Rollback: stops the node and removes the `grastate.dat` its state transfer wrote,
-//! so that its next start (the rollback of the step that stopped it) takes a whole copy
-//! again, from the cluster as the rollback leaves it.
+//! so that its next start takes a whole copy again, from the cluster as the rollback
+//! leaves it; then brings back the state observed before the step: a node that was
+//! stopped (the restore playbook stops it first) stays stopped, for the rollback of the
+//! step that stopped it; a node that was running is started again and waited for.
 
 use std::time::{Duration, Instant};
 
@@ -93,7 +95,10 @@ nothing changes.",
     ],
     rollback: "stops the node and removes the grastate.dat its state transfer wrote: its next \
 start takes a whole copy from the cluster again (the old state stays aside: it describes data \
-the transfer replaced).",
+the transfer replaced). Then the node is left as it was before the step: stopped when it was \
+stopped (its next start is then the rollback of the step that stopped it), started again and \
+waited for until Synced (a full state transfer from the cluster as it is then) when it was \
+running.",
 };
 
 #[derive(Debug, Deserialize)]
@@ -194,14 +199,17 @@ impl Module for GaleraRejoin {
         let datadir = a.datadir()?;
         let control = a.control(ctx).await?;
         let wait = a.wait()?;
-        let mut moved = Vec::new();
-        for f in STATE_FILES {
-            if ctx.stat(&format!("{datadir}/{f}")).await?.is_some() {
-                moved.push(*f);
-            }
-        }
         let aside = sibling(&datadir, "galera-state-", &ctx.run_id);
+        // For the rollback: the node comes back to this state.
+        let was_running = control.running(ctx).await?;
         if ctx.check {
+            // What is there now; a running node's gvwstate.dat goes with its stop.
+            let mut moved = Vec::new();
+            for f in STATE_FILES {
+                if ctx.stat(&format!("{datadir}/{f}")).await?.is_some() {
+                    moved.push(*f);
+                }
+            }
             return Ok(Outcome::changed()
                 .with_data(json!({
                     "datadir": datadir,
@@ -222,34 +230,34 @@ impl Module for GaleraRejoin {
         let started = Instant::now();
         let result = async {
             control.stop(ctx).await?;
-            if !moved.is_empty() {
-                let mut script = format!("set -e\nmkdir -m 0700 -- {}\n", quote(&aside));
-                for f in &moved {
-                    script.push_str(&format!(
-                        "mv -- {} {}/\n",
-                        quote(&format!("{datadir}/{f}")),
-                        quote(&aside)
-                    ));
-                }
-                let out = ctx.probe(CommandSpec::shell(script)).await?;
-                if !out.success() {
-                    return Err(ModuleError::Failed {
-                        message: format!(
-                            "cannot move the Galera state of {datadir} aside: {}",
-                            out.stderr_text().trim()
-                        ),
-                        output: Some(out),
-                    });
-                }
+            // The files there once the server is stopped: a clean shutdown of a running
+            // node removes its gvwstate.dat.
+            let mut script = format!("set -e\naside={}; made=\n", quote(&aside));
+            for f in STATE_FILES {
+                script.push_str(&format!(
+                    "if [ -e {p} ]; then\n  [ -n \"$made\" ] || {{ mkdir -m 0700 -- \"$aside\"; made=1; }}\n  mv -- {p} \"$aside\"/\n  echo {f}\nfi\n",
+                    p = quote(&format!("{datadir}/{f}")),
+                ));
             }
+            let out = ctx.probe(CommandSpec::shell(script)).await?;
+            if !out.success() {
+                return Err(ModuleError::Failed {
+                    message: format!(
+                        "cannot move the Galera state of {datadir} aside to {aside}: {}",
+                        out.stderr_text().trim()
+                    ),
+                    output: Some(out),
+                });
+            }
+            let moved: Vec<String> = out.stdout_text().lines().map(str::to_string).collect();
             control.start(ctx).await?;
             synced(ctx, &client, wait).await?;
             let size = status(ctx, &client, "wsrep_cluster_size").await;
-            Ok(size)
+            Ok((size, moved))
         }
         .await;
         client.close(ctx).await;
-        let size = result?;
+        let (size, moved) = result?;
         Ok(Outcome::changed()
             .with_data(json!({
                 "datadir": datadir,
@@ -259,7 +267,7 @@ impl Module for GaleraRejoin {
                 "cluster_size": size.as_deref().and_then(|s| s.parse::<u64>().ok()),
                 "seconds": started.elapsed().as_secs_f64(),
             }))
-            .with_undo(json!({ "datadir": datadir }))
+            .with_undo(json!({ "datadir": datadir, "was_running": was_running }))
             .with_msg(format!(
                 "{} rejoined its cluster by a full state transfer: Synced{}",
                 control.describe(),
@@ -280,11 +288,20 @@ impl Module for GaleraRejoin {
         };
         let control = a.control(ctx).await?;
         let grastate = format!("{datadir}/grastate.dat");
+        // Undo data of a lifeboat that did not record it: the node was left stopped.
+        let was_running = undo
+            .get("was_running")
+            .and_then(Json::as_bool)
+            .unwrap_or(false);
+        let c = control.describe();
         if ctx.check {
-            return Ok(Outcome::changed().with_msg(format!(
-                "would stop {} and remove {grastate}",
-                control.describe()
-            )));
+            return Ok(Outcome::changed().with_msg(if was_running {
+                format!(
+                    "would stop {c}, remove {grastate} and start {c} again (it ran before the step): it takes a whole copy from the cluster"
+                )
+            } else {
+                format!("would stop {c} and remove {grastate} (it was stopped before the step)")
+            }));
         }
         control.stop(ctx).await?;
         let out = ctx
@@ -296,9 +313,25 @@ impl Module for GaleraRejoin {
                 output: Some(out),
             });
         }
+        if !was_running {
+            return Ok(Outcome::changed().with_msg(format!(
+                "stopped {c}, as it was before the step, and removed {grastate}: its next start takes a whole copy from the cluster"
+            )));
+        }
+        let client = Client::open(ctx, &a.login).await?;
+        let result = async {
+            control.start(ctx).await?;
+            synced(ctx, &client, a.wait()?).await
+        }
+        .await;
+        client.close(ctx).await;
+        result.map_err(|e| {
+            ModuleError::failed(format!(
+                "{e} ({c} ran before the step; it was stopped, {grastate} removed and started again to rejoin the cluster as it is now by a whole copy: see the server's error log, and start it once the cluster it joins runs)"
+            ))
+        })?;
         Ok(Outcome::changed().with_msg(format!(
-            "stopped {} and removed {grastate}: its next start takes a whole copy from the cluster",
-            control.describe()
+            "removed {grastate} and started {c} again, as it ran before the step: Synced with the cluster by a whole copy"
         )))
     }
 }
