@@ -869,6 +869,39 @@ fn a_galera_node_is_desynced_for_its_backup_and_bootstrapped_from_its_restore() 
     assert_eq!(checksums(&server.db), at_backup);
 }
 
+/// A restore whose login reaches another server than the one it stops is refused
+/// before anything moves, and the server it stopped is left as it was: a server that was
+/// stopped is not started.
+#[test]
+fn a_restore_that_logs_in_to_another_server_leaves_the_stopped_one_stopped() {
+    let (server, store) = setup(Options::default());
+    let rt = runtime();
+    let ctx = context("db1");
+    rt.block_on(ok(
+        "mariadb_backup",
+        &ctx,
+        &backup_args(&server, store.path(), "full"),
+    ));
+    let other = start_controlled(Options::default());
+    stop(&server);
+    let args = with(
+        restore_args(&server, store.path()),
+        json!({ "login_port": other.db.port }),
+    );
+    let e = failure(rt.block_on(run("mariadb_backup", &ctx, &args)));
+    assert!(
+        e.contains("still answers")
+            && e.contains("mariadb-test (command) is left stopped, as it was"),
+        "{e}"
+    );
+    assert!(!server.running(), "the stopped server was not started");
+    assert!(
+        server.datadir().join("ibdata1").exists(),
+        "nothing was moved"
+    );
+    assert!(lifeboat_paths(&server).is_empty());
+}
+
 /// galera_rejoin's rollback leaves the node as it was before the step: a node that was
 /// running rejoins again (by a whole copy) and runs, Synced; a node that was stopped
 /// stays stopped, its new grastate.dat removed.

@@ -1198,9 +1198,17 @@ async fn swap_in(
     let stopped_at = Instant::now();
     control.stop(ctx).await?;
     if client.server_version(ctx).await.is_ok() {
-        control.start(ctx).await.ok();
+        // Back as it was: started again only when it ran before the step.
+        let back = if was_running {
+            match control.start(ctx).await {
+                Ok(()) => format!("{} was started again", control.describe()),
+                Err(e) => format!("starting {} again failed: {e}", control.describe()),
+            }
+        } else {
+            format!("{} is left stopped, as it was", control.describe())
+        };
         return Err(ModuleError::failed(format!(
-            "the server still answers after {} was stopped: is the datadir {datadir} really this server's? Nothing was moved",
+            "the server still answers after {} was stopped: is the datadir {datadir} really this server's, and do the login arguments reach it? Nothing was moved ({back})",
             control.describe()
         )));
     }
