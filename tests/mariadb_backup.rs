@@ -359,6 +359,25 @@ fn a_restore_that_fails_after_the_datadir_moved_puts_the_old_one_back() {
     let before = checksums(&server.db);
     let rt = runtime();
     let ctx = context("db1");
+    // A failure before the datadir moves (galera: true, but the backup has no Galera
+    // position): the server, stopped for the swap, runs again on its untouched data.
+    let pid = server_pid(&server);
+    let e = failure(rt.block_on(run(
+        "mariadb_backup",
+        &ctx,
+        &with(
+            restore_args(&server, store.path()),
+            json!({ "galera": true }),
+        ),
+    )));
+    assert!(
+        e.contains("no Galera position")
+            && e.contains("nothing was moved; mariadb-test (command) was started again"),
+        "{e}"
+    );
+    assert!(server.running());
+    assert_ne!(server_pid(&server), pid, "it was stopped for the swap");
+    assert_eq!(checksums(&server.db), before);
     // The owner does not exist: the files were moved in, the chown fails.
     let args = with(
         restore_args(&server, store.path()),

@@ -1256,6 +1256,23 @@ rm -rf -- \"$new\"\n",
         return Ok(stopped_at.elapsed());
     };
     let Some(old) = old.filter(|_| moved) else {
+        if old.is_some() && was_running {
+            // Failed before the datadir moved: it is untouched, the server goes back up.
+            let back = async {
+                control.start(ctx).await?;
+                answers(ctx, client, wait).await
+            };
+            return Err(match back.await {
+                Ok(()) => ModuleError::failed(format!(
+                    "{e} (nothing was moved; {} was started again)",
+                    control.describe()
+                )),
+                Err(b) => ModuleError::failed(format!(
+                    "{e}; nothing was moved, but starting {} again failed: {b}",
+                    control.describe()
+                )),
+            });
+        }
         return Err(e);
     };
     let back = async {
