@@ -583,6 +583,8 @@ fn run_full(
         .or_else(|| past.and_then(|p| p.lock_dir.clone()))
         .unwrap_or_else(|| crate::lock::DEFAULT_LOCK_DIR.to_string());
     let mut secrets = Vec::new();
+    // The secrets by name: the journal refers to them by name, never by value.
+    let mut named: Vec<(String, zeroize::Zeroizing<String>)> = Vec::new();
     let mut playbook_vars: IndexMap<String, Json> = playbook.vars.clone();
     let mut errors = InputErrors::default();
     for (name, source) in &playbook.secrets {
@@ -594,11 +596,21 @@ fn run_full(
         match source.resolve(name) {
             Ok(v) => {
                 secrets.push(v.clone());
+                named.push((name.clone(), zeroize::Zeroizing::new(v.clone())));
                 playbook_vars.insert(name.clone(), Json::String(v));
             }
-            Err(e) => errors.push(
-                SourceError::plain(e).with_help("set the secret's source, or pass it with -e"),
-            ),
+            Err(e) => errors.push(SourceError::plain(e).with_help(match &continuing {
+                Continuing::No => "set the secret's source, or pass it with -e".to_string(),
+                Continuing::Resume(p) | Continuing::Rollback(p) => format!(
+                    "run {id} had it: give it its value again, then run `lifeboat {verb} {id}` again",
+                    id = p.run_id,
+                    verb = if matches!(continuing, Continuing::Rollback(_)) {
+                        "rollback"
+                    } else {
+                        "resume"
+                    }
+                ),
+            })),
         }
     }
     if !errors.is_empty() {
@@ -607,7 +619,52 @@ fn run_full(
     // Passwords from the inventory are secrets too.
     for host in graph.hosts() {
         let c = inventory.connection(&host);
-        secrets.extend(c.password.into_iter().chain(c.become_password));
+        for (var, value) in [
+            ("ansible_password", c.password),
+            ("ansible_become_password", c.become_password),
+        ] {
+            if let Some(v) = value {
+                named.push((format!("{host}/{var}"), zeroize::Zeroizing::new(v.clone())));
+                secrets.push(v);
+            }
+        }
+    }
+    // What a past run recorded of its secrets (references, see Referencer) gets their
+    // values again from where they come from now; one that is not given is refused.
+    if let Some(past) = past {
+        let value_of = |name: &str| {
+            named
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        for (i, rec) in prior.iter_mut() {
+            let node = &graph.nodes[*i];
+            let step = &playbook.steps[node.step];
+            let undo = rec
+                .undo
+                .iter_mut()
+                .flat_map(|(args, data)| std::iter::once(args).chain(data.iter_mut()));
+            let missing = std::iter::once(&mut rec.result)
+                .chain(undo)
+                .try_for_each(|v| crate::output::emitter::unrefer(v, &value_of));
+            if let Err(name) = missing {
+                let source = playbook
+                    .secrets
+                    .get(&name)
+                    .map_or_else(|| "the inventory".to_string(), |s| s.describe());
+                return Err(SourceError::plain(format!(
+                    "run {} recorded step `{}` on {} with the secret `{name}`, which has no value now ({source})",
+                    past.run_id, step.id, node.host
+                ))
+                .with_help(format!(
+                    "give `{name}` its value again as the run had it, then run `lifeboat {} {}` again",
+                    if matches!(continuing, Continuing::Rollback(_)) { "rollback" } else { "resume" },
+                    past.run_id
+                ))
+                .into());
+            }
+        }
     }
     let run_id = new_run_id();
     let mut run_info = IndexMap::new();
@@ -673,7 +730,8 @@ fn run_full(
     if let Some(dir) = state_dir {
         let mask = {
             let emitter = emitter.clone();
-            Box::new(move |text: &str| emitter.redact(text))
+            let referencer = crate::output::emitter::Referencer::new(&named);
+            Box::new(move |text: &str| emitter.redact(&referencer.refer(text)))
         };
         let inventory_text = args
             .inventory

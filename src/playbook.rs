@@ -203,6 +203,21 @@ impl SecretSource {
             }
     }
 
+    /// Where the value comes from, as a person reads it (never the value).
+    pub fn describe(&self) -> String {
+        let from = match &self.from {
+            SecretFrom::Env(var) => format!("environment variable {var}"),
+            SecretFrom::File(path) => format!("file {}", path.display()),
+            SecretFrom::Command(cmd) => format!("command `{cmd}`"),
+            SecretFrom::Value(_) => "a value in the playbook".to_string(),
+        };
+        if self.optional && self.absent() {
+            format!("{from}, which is not set")
+        } else {
+            from
+        }
+    }
+
     /// The value, once [`SecretSource::resolve`] has read it.
     pub fn value(&self) -> Option<&str> {
         self.value.get().map(|v| v.as_str())

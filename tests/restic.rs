@@ -969,6 +969,82 @@ fn dry_run_reads_and_predicts() {
     );
 }
 
+/// A past run whose password came from the environment is undone by `lifeboat
+/// rollback` once the environment gives the password again: its journal holds a
+/// reference to the secret, never the value (nor the mask in its place). Without it,
+/// the rollback is refused before anything runs, naming the secret and its source.
+#[test]
+fn a_past_run_with_a_secret_is_rolled_back_when_its_source_gives_it_again() {
+    let tmp = workdir();
+    let dir = tmp.path();
+    let repo = s(&dir.join("repo"));
+    restic(&repo, &[], &["init"]);
+    let src = dir.join("src");
+    make_tree(&src, "past");
+    let steps = fill(
+        "  - id: send\n    restic: { action: backup, repository: \"@REPO@\", password: \"{{ restic_pw }}\", paths: [\"@SRC@\"] }\n",
+        &[("REPO", repo.clone()), ("SRC", s(&src))],
+    );
+    // Optional, as the shipped playbooks declare theirs: the run had it, the rollback
+    // must have it again.
+    let r = lifeboat_env(
+        dir,
+        "past",
+        &format!(
+            "name: past\nsecrets:\n  restic_pw: {{ env: LB_RESTIC_PW, optional: true }}\nsteps:\n{steps}"
+        ),
+        "db1 ansible_connection=local\n",
+        &[],
+        &[("LB_RESTIC_PW", PASSWORD.to_string())],
+    );
+    assert_ok(&r);
+    assert_eq!(snapshot_list(&repo, &[]).len(), 1);
+    let run_id = r.events[0]["run_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let journal = ok(std::fs::read_to_string(
+        dir.join("state/runs").join(&run_id).join("journal.jsonl"),
+    ));
+    assert!(
+        journal.contains("@@lifeboat-secret:restic_pw:"),
+        "{journal}"
+    );
+    assert!(!journal.contains("********"), "{journal}");
+    assert_no_secret(&r, dir, &[]);
+
+    let rollback = |env: &[(&str, &str)]| {
+        let home = dir.join("controller-home");
+        binary::Lifeboat::new(dir)
+            .lock_dir(user_dir(dir, "locks"))
+            .home(&home)
+            .env_remove("LB_RESTIC_PW")
+            .envs(env.iter().copied())
+            .timeout(Duration::from_secs(90))
+            .args(["rollback", &run_id])
+            .run()
+    };
+    let refused = rollback(&[("LB_SWIFT_KEY", swift::KEY)]);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    let text = refused.console();
+    assert!(
+text.contains("recorded step `send` on db1 with the secret `restic_pw`, which has no value now (environment variable LB_RESTIC_PW, which is not set)")
+            && text.contains(&format!("then run `lifeboat rollback {run_id}` again")),
+        "{text}"
+    );
+    assert_eq!(
+        snapshot_list(&repo, &[]).len(),
+        1,
+        "a refused rollback did something"
+    );
+
+    let undone = rollback(&[("LB_RESTIC_PW", PASSWORD), ("LB_SWIFT_KEY", swift::KEY)]);
+    assert_eq!(undone.code, 0, "{undone:?}");
+    assert!(snapshot_list(&repo, &[]).is_empty(), "{undone:?}");
+    let text = undone.console();
+    assert!(!text.contains(PASSWORD_CORE), "{text}");
+}
+
 /// A backup restic reports incomplete (exit 3: a file it could not read) fails, and
 /// the snapshot it wrote is forgotten at once: nothing later may trust it.
 #[test]

@@ -125,6 +125,114 @@ impl Masker {
     }
 }
 
+/// How the journal refers to a named secret: `@@lifeboat-secret:NAME:FORM@@`, where FORM
+/// says what the token stands for once the journal's JSON is read: `v` the value, `sq`
+/// its content between shell single quotes, `jv` and `jsq` those JSON-escaped (JSON
+/// inside a JSON string). ASCII without JSON escapes: it survives the journal as it is.
+const REF_OPEN: &str = "@@lifeboat-secret:";
+const REF_CLOSE: &str = "@@";
+
+/// The journal's mask of the named secrets (the playbook's `secrets:`, the inventory's
+/// passwords): each form a secret takes in a record's text is written as a reference
+/// to the secret's name, never as the value, so that `resume` and `rollback` can put
+/// the value back once its source gives it again ([`unrefer`]).
+#[derive(Default)]
+pub struct Referencer {
+    forms: Vec<(Zeroizing<String>, String)>,
+}
+
+impl Referencer {
+    /// A referencer of these (name, value) pairs (empty values are ignored).
+    pub fn new(named: &[(String, Zeroizing<String>)]) -> Referencer {
+        let mut forms: Vec<(Zeroizing<String>, String)> = Vec::new();
+        for (name, value) in named {
+            if value.is_empty() {
+                continue;
+            }
+            let sq = Zeroizing::new(crate::template::sq_content(value));
+            // JSON-escaping changes nothing in a plain value: its plain name then.
+            let (jv, jsq) = (
+                if *json_inner(value) == **value {
+                    "v"
+                } else {
+                    "jv"
+                },
+                if *json_inner(&sq) == *sq { "sq" } else { "jsq" },
+            );
+            // As the record's text holds them, and what each is once the JSON is read.
+            for (text, form) in [
+                (json_inner(&json_inner(value)), jv),
+                (json_inner(&json_inner(&sq)), jsq),
+                (json_inner(value), "v"),
+                (json_inner(&sq), "sq"),
+                (sq.clone(), "sq"),
+                (value.clone(), "v"),
+            ] {
+                if !text.is_empty() && !forms.iter().any(|(t, _)| **t == *text) {
+                    forms.push((text, format!("{REF_OPEN}{name}:{form}{REF_CLOSE}")));
+                }
+            }
+        }
+        // Longest first, so a secret containing another is referred to whole.
+        forms.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+        Referencer { forms }
+    }
+
+    /// A record's text with every named secret replaced by its reference.
+    pub fn refer(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (t, reference) in &self.forms {
+            if out.contains(t.as_str()) {
+                out = out.replace(t.as_str(), reference);
+            }
+        }
+        out
+    }
+}
+
+/// Puts the named secrets back into a value read from a journal: every reference in
+/// its strings becomes the secret's value (`value_of` NAME), in the form it stood for.
+/// A secret `value_of` does not give is an error naming it.
+pub fn unrefer(
+    value: &mut serde_json::Value,
+    value_of: &dyn Fn(&str) -> Option<Zeroizing<String>>,
+) -> Result<(), String> {
+    use serde_json::Value as J;
+    match value {
+        J::String(s) if s.contains(REF_OPEN) => {
+            let mut out = String::with_capacity(s.len());
+            let mut rest = s.as_str();
+            while let Some(at) = rest.find(REF_OPEN) {
+                out.push_str(&rest[..at]);
+                let after = &rest[at + REF_OPEN.len()..];
+                let Some(end) = after.find(REF_CLOSE) else {
+                    out.push_str(&rest[at..]);
+                    rest = "";
+                    break;
+                };
+                let inner = &after[..end];
+                let (name, form) = inner.rsplit_once(':').unwrap_or((inner, "v"));
+                let v = value_of(name).ok_or_else(|| name.to_string())?;
+                let sq = Zeroizing::new(crate::template::sq_content(&v));
+                let text = match form {
+                    "sq" => sq,
+                    "jv" => json_inner(&v),
+                    "jsq" => json_inner(&sq),
+                    _ => v,
+                };
+                out.push_str(&text);
+                rest = &after[end + REF_CLOSE.len()..];
+            }
+            out.push_str(rest);
+            *s = out;
+            Ok(())
+        }
+        J::Array(items) => items.iter_mut().try_for_each(|v| unrefer(v, value_of)),
+        J::Object(m) => m.values_mut().try_for_each(|v| unrefer(v, value_of)),
+        _ => Ok(()),
+    }
+}
+
 /// A JSON value with every string in it (keys kept) replaced by [`MASK`]: how a record
 /// that must not show a `no_log` step's values keeps its shape.
 pub fn mask_strings(value: &serde_json::Value) -> serde_json::Value {
@@ -365,6 +473,30 @@ impl Emitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_journal_refers_to_named_secrets_and_gets_them_back() {
+        let pw = "p4ss 'q' \"dq\" $(x) \\ end";
+        let named = vec![("restic_pw".to_string(), Zeroizing::new(pw.to_string()))];
+        let r = Referencer::new(&named);
+        let cmd = format!("restic -p '{}' snapshots", crate::template::sq_content(pw));
+        let inner = serde_json::json!({ "password": pw }).to_string();
+        let record = serde_json::json!({
+            "args": { "password": pw, "cmd": cmd, "as_json": inner },
+            "list": [pw, "plain"],
+        });
+        let text = r.refer(&record.to_string());
+        assert!(!text.contains("p4ss"), "{text}");
+        assert!(text.contains("@@lifeboat-secret:restic_pw:"), "{text}");
+        let mut back: serde_json::Value = serde_json::from_str(&text).expect("still JSON");
+        assert_ne!(back, record);
+        let known = |n: &str| (n == "restic_pw").then(|| Zeroizing::new(pw.to_string()));
+        unrefer(&mut back, &known).expect("known");
+        assert_eq!(back, record);
+        // A secret the source no longer gives: named.
+        let mut again: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(unrefer(&mut again, &|_| None), Err("restic_pw".to_string()));
+    }
 
     fn masker(values: &[&str]) -> Masker {
         Masker::new(values.iter().map(|v| Zeroizing::new(v.to_string())))
