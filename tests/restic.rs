@@ -969,6 +969,45 @@ fn dry_run_reads_and_predicts() {
     );
 }
 
+/// A backup of `.` (with chdir) and its restore into a new target: the target gets the
+/// directory's own mode and owner back (restic keeps none for it and makes it 0700).
+#[test]
+fn a_restore_of_dot_gives_the_target_its_own_mode_and_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = workdir();
+    let dir = tmp.path();
+    let repo = s(&dir.join("repo"));
+    restic(&repo, &[], &["init"]);
+    let src = dir.join("keys");
+    make_tree(&src, "dot");
+    harness::sh(&format!(
+        "chown -R nobody:nogroup {0} && chmod 0751 {0}",
+        s(&src)
+    ));
+    let target = dir.join("restored/keys");
+    let steps = fill(
+        "  - id: send\n    restic: { action: backup, repository: \"@REPO@\", password: \"{{ restic_pw }}\", chdir: \"@SRC@\", paths: [.] }\n\
+\x20\x20- id: back\n    needs: send\n    restic: { action: restore, repository: \"@REPO@\", password: \"{{ restic_pw }}\", target: \"@TARGET@\" }\n",
+        &[
+            ("REPO", repo.clone()),
+            ("SRC", s(&src)),
+            ("TARGET", s(&target)),
+        ],
+    );
+    let r = run(dir, "dot", "db1 ansible_connection=local\n", &steps, &[]);
+    assert_ok(&r);
+    let snaps = snapshot_list(&repo, &[]);
+    assert_eq!(
+        snaps[0]["tags"],
+        serde_json::json!(["lifeboat-root:0751:nobody:nogroup"])
+    );
+    let meta = ok(std::fs::metadata(&target));
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o751, "{r:?}");
+    let owner = harness::sh(&format!("stat -c %U:%G {}", s(&target)));
+    assert_eq!(owner.trim(), "nobody:nogroup");
+    assert_eq!(tree(&target), tree(&src));
+}
+
 /// A past run whose password came from the environment is undone by `lifeboat
 /// rollback` once the environment gives the password again: its journal holds a
 /// reference to the secret, never the value (nor the mask in its place). Without it,

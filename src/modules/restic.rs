@@ -106,11 +106,13 @@ Actions: `init` creates the repository, ok when it already exists (a wrong passw
 name), always `changed` (restic 0.14 writes a snapshot even when nothing changed; \
 `data_added` says how much was new); a snapshot restic wrote but reported incomplete \
 (exit 3: files it could not read) is forgotten at once and the step fails; in a dry run it runs `restic backup --dry-run` and \
-reports what would be added, or `would change` when the repository cannot be read yet. \
+reports what would be added. A backup of `.` (with `chdir`) records the directory's own mode \
+and owner in a tag `lifeboat-root:MODE:OWNER:GROUP` (restic keeps none for it). \
 `restore` restores `snapshot` (an id, or `latest` among the snapshots matching `hostname`, \
 `tags` and `path`; default latest) into `target`, which must not be `/`: an existing target is \
-first moved aside to `.<name>.lifeboat-aside-<run_id>-<random>`; a dry run resolves the \
-snapshot. `forget` applies keep policies (`keep_last`, `keep_hourly`, `keep_daily`, \
+first moved aside to `.<name>.lifeboat-aside-<run_id>-<random>`; the target gets the mode and \
+owner that tag recorded, or else those of the target it replaces (restic makes it 0700); a dry \
+run resolves the snapshot. `forget` applies keep policies (`keep_last`, `keep_hourly`, `keep_daily`, \
 `keep_weekly`, `keep_monthly`, `keep_yearly`, `keep_within`; at least one) to the snapshots \
 matching `hostname`/`tags`, grouped by host and paths (`group_by` to change it), and always keeps the newest snapshot of \
 each group (`--keep-last 1` at least), so the newest snapshot of a host is never removed; \
@@ -788,6 +790,10 @@ done\n",
     }
 }
 
+/// The tag a backup of `.` records the directory's mode and owner in:
+/// `lifeboat-root:MODE:OWNER:GROUP`.
+const ROOT_TAG: &str = "lifeboat-root:";
+
 /// A failed restic command, with its exit status and what it said.
 fn failed(what: &str, out: CommandOutput) -> ModuleError {
     let rc = out
@@ -915,6 +921,23 @@ async fn backup(ctx: &ModuleContext, repo: &Repo, a: &Args) -> Result<Outcome, M
     for t in &a.tags {
         cmd.push_str(&format!(" --tag {}", quote(t)));
     }
+    // restic keeps no metadata of the directory it is run in when `.` is backed up: its
+    // mode and owner go in a tag, which a restore gives back to the target.
+    let cwd = a.chdir.as_deref().filter(|d| !d.trim().is_empty());
+    if let Some(d) = cwd.filter(|_| a.paths.iter().any(|p| p == "." || p == "./"))
+        && let Some(st) = ctx.stat(d).await?
+        && st.kind == "directory"
+    {
+        cmd.push_str(&format!(
+            " --tag {}",
+            quote(&format!(
+                "{ROOT_TAG}{:04o}:{}:{}",
+                st.mode & 0o7777,
+                st.owner,
+                st.group
+            ))
+        ));
+    }
     for e in &a.exclude {
         cmd.push_str(&format!(" --exclude {}", quote(e)));
     }
@@ -929,7 +952,6 @@ async fn backup(ctx: &ModuleContext, repo: &Repo, a: &Args) -> Result<Outcome, M
     data.insert("paths".into(), json!(a.paths));
     data.insert("hostname".into(), json!(host));
     data.insert("tags".into(), json!(a.tags));
-    let cwd = a.chdir.as_deref().filter(|d| !d.trim().is_empty());
     if let Some(d) = cwd {
         data.insert("chdir".into(), json!(d));
     }
@@ -1173,11 +1195,51 @@ async fn restore(ctx: &ModuleContext, repo: &Repo, a: &Args) -> Result<Outcome, 
             out,
         ));
     }
+    // The target's own mode and owner: those the backup recorded (`.`), or else those
+    // of the directory it replaces; restic makes it 0700.
+    let recorded = snap
+        .get("tags")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Json::as_str)
+        .find_map(|t| t.strip_prefix(ROOT_TAG))
+        .and_then(|t| {
+            let mut it = t.splitn(3, ':');
+            let (mode, owner, group) = (it.next()?, it.next()?, it.next()?);
+            (mode.len() <= 4 && mode.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+                .then(|| (mode.to_string(), format!("{owner}:{group}")))
+        });
+    let script = match (&recorded, existed) {
+        (Some((mode, owner)), _) => Some(format!(
+            "chown -- {} {t} && chmod -- {} {t}",
+            quote(owner),
+            quote(mode),
+            t = quote(&target)
+        )),
+        (None, true) => Some(format!(
+            "chown --reference={a} -- {t} && chmod --reference={a} -- {t}",
+            a = quote(&aside),
+            t = quote(&target)
+        )),
+        (None, false) => None,
+    };
+    // An owner this host does not know leaves the target as restic made it, said so.
+    let mut root = String::new();
+    if let Some(script) = script {
+        let out = ctx.probe(CommandSpec::shell(script)).await?;
+        if !out.success() {
+            root = format!(
+                "; its own mode and owner could not be given back: {}",
+                out.stderr_text().trim()
+            );
+        }
+    }
     Ok(Outcome::changed()
         .with_undo(undo)
         .with_data(Json::Object(data))
         .with_msg(format!(
-            "restored snapshot {id} into {target}{}",
+            "restored snapshot {id} into {target}{}{root}",
             if existed {
                 format!(" (the previous {target} is at {aside})")
             } else {
