@@ -645,9 +645,14 @@ fn run_full(
                 .undo
                 .iter_mut()
                 .flat_map(|(args, data)| std::iter::once(args).chain(data.iter_mut()));
+            // A module argument's own (`arg/...`) comes back from its step, at the undo.
             let missing = std::iter::once(&mut rec.result)
                 .chain(undo)
-                .try_for_each(|v| crate::output::emitter::unrefer(v, &value_of));
+                .try_for_each(|v| {
+                    crate::output::emitter::unrefer_but(v, &value_of, &|n| {
+                        n.starts_with(crate::modules::ARG_SECRET_PREFIX)
+                    })
+                });
             if let Err(name) = missing {
                 let source = playbook
                     .secrets
@@ -728,10 +733,10 @@ fn run_full(
         ));
     }
     if let Some(dir) = state_dir {
+        emitter.refer_to(&named);
         let mask = {
             let emitter = emitter.clone();
-            let referencer = crate::output::emitter::Referencer::new(&named);
-            Box::new(move |text: &str| emitter.redact(&referencer.refer(text)))
+            Box::new(move |text: &str| emitter.for_journal(text))
         };
         let inventory_text = args
             .inventory

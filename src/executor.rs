@@ -1074,7 +1074,17 @@ impl Run {
                 None => ctx.clone(),
             };
             let args = match render_args(&self.templates, &*step.module, &step.args, &ctx) {
-                Ok(a) => a,
+                Ok(a) => {
+                    for (at, value) in crate::modules::secret_values(&a) {
+                        let name = format!(
+                            "{}{}/{host}/{at}",
+                            crate::modules::ARG_SECRET_PREFIX,
+                            step.id
+                        );
+                        self.emitter.add_named_secret(&name, &value);
+                    }
+                    a
+                }
                 Err(e) if is_unknown(&e, &step.args.to_string()) => {
                     return self.unknown(
                         i,

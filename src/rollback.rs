@@ -342,6 +342,53 @@ async fn emit_node_at(
     });
 }
 
+/// A past run's record with the secret module arguments its journal refers to
+/// (`arg/STEP/HOST/NAME`, see `modules::SECRET_ARGS`) put back: the step's arguments
+/// rendered again for this host, from the inventory and variables of now.
+fn args_again(
+    run: &Arc<Run>,
+    step: &crate::playbook::Step,
+    host: &str,
+    rec: &NodeRecord,
+) -> Result<NodeRecord, String> {
+    let mut rec = rec.clone();
+    let marker = format!("@@lifeboat-secret:{}", crate::modules::ARG_SECRET_PREFIX);
+    if !rec.undo.iter().any(|(a, u)| {
+        a.to_string().contains(&marker)
+            || u.as_ref().is_some_and(|u| u.to_string().contains(&marker))
+    }) {
+        return Ok(rec);
+    }
+    let ctx = run.vars.node_context(step, host, None, &[]);
+    let rendered = render_args(&run.templates, &*step.module, &step.args, &ctx).map_err(|e| {
+        format!(
+            "the arguments of step `{}` cannot be rendered again for its secret ones: {e}",
+            step.id
+        )
+    })?;
+    let secrets = crate::modules::secret_values(&rendered);
+    let value_of = |name: &str| {
+        let at = name.rsplit('/').next()?;
+        secrets
+            .iter()
+            .find(|(p, _)| p == at)
+            .map(|(_, v)| zeroize::Zeroizing::new(v.clone()))
+    };
+    for (args, undo) in rec.undo.iter_mut() {
+        for v in std::iter::once(args).chain(undo.iter_mut()) {
+            crate::output::emitter::unrefer(v, &value_of).map_err(|name| {
+                format!(
+                    "the argument {} of step `{}` has no value now: give the inventory or -e \
+                     the value the run had",
+                    name.rsplit('/').next().unwrap_or(&name),
+                    step.id
+                )
+            })?;
+        }
+    }
+    Ok(rec)
+}
+
 /// Runs one node's compensation.
 async fn compensate_node(
     run: &Arc<Run>,
@@ -355,6 +402,7 @@ async fn compensate_node(
         .get(&rec.exec_host)
         .await
         .map_err(|e| format!("unreachable: {e}"))?;
+    let rec = &args_again(run, step, &node.host, rec)?;
     let pre_state: Vec<Json> = rec
         .undo
         .iter()

@@ -1084,6 +1084,63 @@ text.contains("recorded step `send` on db1 with the secret `restic_pw`, which ha
     assert!(!text.contains(PASSWORD_CORE), "{text}");
 }
 
+/// A password that is no `secrets:` entry but an inventory variable, given to an
+/// argument that is secret by nature (`password`): masked in every output, kept in the
+/// journal as a reference to the step's argument, and rendered again from the
+/// inventory by a later `lifeboat rollback`, which then forgets the snapshot.
+#[test]
+fn a_password_from_the_inventory_is_no_clear_text_in_the_journal_and_rolls_back() {
+    let tmp = workdir();
+    let dir = tmp.path();
+    let repo = s(&dir.join("repo"));
+    let pw = "inv3ntoryPw0rd-Zq";
+    let env = [("RESTIC_PASSWORD".to_string(), pw.to_string())];
+    restic(&repo, &env, &["init"]);
+    let src = dir.join("src");
+    make_tree(&src, "inv");
+    let steps = fill(
+        "  - id: send\n    restic: { action: backup, repository: \"@REPO@\", password: \"{{ inv_pw }}\", paths: [\"@SRC@\"] }\n",
+        &[("REPO", repo.clone()), ("SRC", s(&src))],
+    );
+    let inventory = format!("db1 ansible_connection=local inv_pw={pw}\n");
+    let r = lifeboat_env(
+        dir,
+        "inv",
+        &format!("name: inv\nsteps:\n{steps}"),
+        &inventory,
+        &["-v"],
+        &[],
+    );
+    assert_ok(&r);
+    assert_eq!(snapshot_list(&repo, &env).len(), 1);
+    let run_id = r.events[0]["run_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let journal = ok(std::fs::read_to_string(
+        dir.join("state/runs").join(&run_id).join("journal.jsonl"),
+    ));
+    assert!(
+        journal.contains("@@lifeboat-secret:arg/send/db1/password:"),
+        "{journal}"
+    );
+    for (what, text) in [("journal", &journal), ("events", &r.events_text)] {
+        assert!(!text.contains(pw), "the password is in the {what}:\n{text}");
+    }
+    assert!(!r.console().contains(pw), "{}", r.console());
+
+    let home = dir.join("controller-home");
+    let undone = binary::Lifeboat::new(dir)
+        .lock_dir(user_dir(dir, "locks"))
+        .home(&home)
+        .timeout(Duration::from_secs(90))
+        .args(["rollback", &run_id])
+        .run();
+    assert_eq!(undone.code, 0, "{undone:?}");
+    assert!(snapshot_list(&repo, &env).is_empty(), "{undone:?}");
+    assert!(!undone.console().contains(pw));
+}
+
 /// A backup restic reports incomplete (exit 3: a file it could not read) fails, and
 /// the snapshot it wrote is forgotten at once: nothing later may trust it.
 #[test]

@@ -128,6 +128,52 @@ pub struct ArgSpec {
 }
 
 /// Shorthand for an argument spec.
+/// The module arguments that are secret by nature, wherever their value comes from (an
+/// inventory variable, `-e`, a literal): masked in every output, and kept in the journal
+/// as a reference to the step's argument (named [`ARG_SECRET_PREFIX`]`STEP/HOST/NAME`),
+/// which an undo renders again from the step.
+pub const SECRET_ARGS: &[&str] = &["login_password", "password", "become_password"];
+
+/// The prefix of the journal's references to a module argument's secret value.
+pub const ARG_SECRET_PREFIX: &str = "arg/";
+
+/// Whether an `env:` entry's name says its value is a secret (a backend key: `ST_KEY`,
+/// `AWS_SECRET_ACCESS_KEY`, `B2_ACCOUNT_KEY`, `OS_PASSWORD`, ...).
+pub fn secret_env_name(name: &str) -> bool {
+    let u = name.to_ascii_uppercase();
+    ["KEY", "SECRET", "PASSWORD", "TOKEN", "CREDENTIAL"]
+        .iter()
+        .any(|w| u.contains(w))
+}
+
+/// The secret values among rendered arguments, by where they are (`login_password`,
+/// `env.ST_KEY`); empty values are left out.
+pub fn secret_values(args: &Json) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Json::Object(map) = args else {
+        return out;
+    };
+    for (k, v) in map {
+        match v {
+            Json::String(s) if SECRET_ARGS.contains(&k.as_str()) && !s.is_empty() => {
+                out.push((k.clone(), s.clone()));
+            }
+            Json::Object(env) if k == "env" => {
+                for (name, v) in env {
+                    if let Json::String(s) = v
+                        && secret_env_name(name)
+                        && !s.is_empty()
+                    {
+                        out.push((format!("env.{name}"), s.clone()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 pub const fn arg(name: &'static str, kind: ArgKind, required: bool, doc: &'static str) -> ArgSpec {
     ArgSpec {
         name,

@@ -178,6 +178,19 @@ impl Referencer {
         Referencer { forms }
     }
 
+    /// Refers to one more named value from now on (a module argument that is secret by
+    /// nature, known once its step renders it); a value already referred to keeps its
+    /// first name.
+    pub fn add(&mut self, name: &str, value: &str) {
+        let more = Referencer::new(&[(name.to_string(), Zeroizing::new(value.to_string()))]);
+        for (t, r) in more.forms {
+            if !self.forms.iter().any(|(u, _)| **u == *t) {
+                self.forms.push((t, r));
+            }
+        }
+        self.forms.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+    }
+
     /// A record's text with every named secret replaced by its reference.
     pub fn refer(&self, text: &str) -> String {
         let mut out = text.to_string();
@@ -197,6 +210,16 @@ pub fn unrefer(
     value: &mut serde_json::Value,
     value_of: &dyn Fn(&str) -> Option<Zeroizing<String>>,
 ) -> Result<(), String> {
+    unrefer_but(value, value_of, &|_| false)
+}
+
+/// [`unrefer`], leaving the references to the names `later` says as they are (another
+/// part puts them back: a module argument's, from its step).
+pub fn unrefer_but(
+    value: &mut serde_json::Value,
+    value_of: &dyn Fn(&str) -> Option<Zeroizing<String>>,
+    later: &dyn Fn(&str) -> bool,
+) -> Result<(), String> {
     use serde_json::Value as J;
     match value {
         J::String(s) if s.contains(REF_OPEN) => {
@@ -212,6 +235,11 @@ pub fn unrefer(
                 };
                 let inner = &after[..end];
                 let (name, form) = inner.rsplit_once(':').unwrap_or((inner, "v"));
+                if later(name) {
+                    out.push_str(&rest[at..at + REF_OPEN.len() + end + REF_CLOSE.len()]);
+                    rest = &after[end + REF_CLOSE.len()..];
+                    continue;
+                }
                 let v = value_of(name).ok_or_else(|| name.to_string())?;
                 let sq = Zeroizing::new(crate::template::sq_content(&v));
                 let text = match form {
@@ -227,8 +255,12 @@ pub fn unrefer(
             *s = out;
             Ok(())
         }
-        J::Array(items) => items.iter_mut().try_for_each(|v| unrefer(v, value_of)),
-        J::Object(m) => m.values_mut().try_for_each(|v| unrefer(v, value_of)),
+        J::Array(items) => items
+            .iter_mut()
+            .try_for_each(|v| unrefer_but(v, value_of, later)),
+        J::Object(m) => m
+            .values_mut()
+            .try_for_each(|v| unrefer_but(v, value_of, later)),
         _ => Ok(()),
     }
 }
@@ -268,6 +300,8 @@ pub struct Emitter {
     observers: Vec<Arc<dyn Observer>>,
     start: Instant,
     masker: RwLock<Masker>,
+    /// The journal's references to named secrets (see [`Referencer`]).
+    referencer: RwLock<Referencer>,
     /// Per stream, streamed output held back because it may be a cut secret's start.
     held: Mutex<HashMap<StreamKey, String>>,
 }
@@ -280,6 +314,7 @@ impl Emitter {
             observers,
             start: Instant::now(),
             masker: RwLock::new(Masker::new(secrets.into_iter().map(Zeroizing::new))),
+            referencer: RwLock::new(Referencer::default()),
             held: Mutex::new(HashMap::new()),
         }
     }
@@ -294,6 +329,31 @@ impl Emitter {
     pub fn add_secret(&self, value: &str) {
         let mut m = self.masker.write().unwrap_or_else(|e| e.into_inner());
         m.add(Zeroizing::new(value.to_string()));
+    }
+
+    /// The journal refers to these named secrets by name (see [`Referencer`]).
+    pub fn refer_to(&self, named: &[(String, Zeroizing<String>)]) {
+        *self.referencer.write().unwrap_or_else(|e| e.into_inner()) = Referencer::new(named);
+    }
+
+    /// Hides one more value from now on, in outputs as a mask and in the journal as a
+    /// reference to `name` (a module argument that is secret by nature).
+    pub fn add_named_secret(&self, name: &str, value: &str) {
+        self.add_secret(value);
+        self.referencer
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(name, value);
+    }
+
+    /// A journal record's text: named secrets as references, any other secret masked.
+    pub fn for_journal(&self, text: &str) -> String {
+        let referred = self
+            .referencer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .refer(text);
+        self.redact(&referred)
     }
 
     /// Masks every secret in a text.
