@@ -355,3 +355,117 @@ fn a_resume_killed_in_turn_resumes_the_whole_chain() {
         "s1 (from the first run) and s2 (adopted by the second) are done\n{stdout}"
     );
 }
+
+/// A backup playbook with a secret (the restic password, from a 0600 file): gated shell
+/// steps around a real restic init and backup.
+const SWEEP: &str = r#"
+secrets:
+  pw: { file: "@DIR@/pw" }
+steps:
+  - id: init
+    restic: { action: init, repository: "@DIR@/repo", password: "{{ pw }}" }
+    rollback: none
+  - id: s1
+    needs: init
+    shell: "touch {{ playbook_dir }}/waiting-s1; while [ ! -e {{ playbook_dir }}/go-s1 ]; do sleep 0.05; done; echo s1 >> {{ playbook_dir }}/log"
+    rollback:
+      shell: echo undo-s1 >> {{ playbook_dir }}/log
+  - id: send
+    needs: s1
+    restic: { action: backup, repository: "@DIR@/repo", password: "{{ pw }}", paths: ["@DIR@/data"] }
+  - id: s2
+    needs: send
+    shell: "touch {{ playbook_dir }}/waiting-s2; while [ ! -e {{ playbook_dir }}/go-s2 ]; do sleep 0.05; done; echo s2 >> {{ playbook_dir }}/log"
+    rollback:
+      shell: echo undo-s2 >> {{ playbook_dir }}/log
+  - id: s3
+    needs: s2
+    shell: "touch {{ playbook_dir }}/waiting-s3; while [ ! -e {{ playbook_dir }}/go-s3 ]; do sleep 0.05; done; echo s3 >> {{ playbook_dir }}/log"
+    rollback:
+      shell: echo undo-s3 >> {{ playbook_dir }}/log
+"#;
+
+/// The snapshots restic lists in the sweep's repository.
+fn snapshots(dir: &Path) -> usize {
+    let out = std::process::Command::new("restic")
+        .arg("-r")
+        .arg(dir.join("repo"))
+        .args(["snapshots", "--json", "--no-lock"])
+        .env("RESTIC_PASSWORD_FILE", dir.join("pw"))
+        .env("RESTIC_CACHE_DIR", "/tmp/lifeboat-restic-test-cache")
+        .output()
+        .expect("restic runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+        .map(|v| v.len())
+        .unwrap_or(0)
+}
+
+/// Killed with SIGKILL at each gate in turn (before s1's effect, between the backup and
+/// s2, between s2 and s3): each time `resume` finishes the run, a later `rollback` of it
+/// undoes everything (the restic snapshot forgotten with the password the journal refers
+/// to), every effect happens exactly once, and the secret is nowhere in the state
+/// directory.
+#[test]
+fn killed_at_every_gate_a_run_with_a_secret_resumes_and_rolls_back_exactly_once() {
+    const PW: &str = "sw33p-secret 'q' $(x)";
+    for gate in ["s1", "s2", "s3"] {
+        let test = Test::new().relative_playbook();
+        let dir = test.path().to_path_buf();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, PW).expect("pw");
+        std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        std::fs::create_dir_all(dir.join("data")).expect("data");
+        std::fs::write(dir.join("data/keys"), "fernet\n").expect("data file");
+        // The gates before this one are open.
+        for open in ["s1", "s2", "s3"].iter().take_while(|g| **g != gate) {
+            std::fs::write(dir.join(format!("go-{open}")), "").expect("go");
+        }
+        let playbook = SWEEP.replace("@DIR@", &dir.display().to_string());
+        let killed = killed_in(
+            test,
+            &playbook,
+            &format!("waiting-{gate}"),
+            &format!("{gate} to wait"),
+        );
+        let dir = killed.path().to_path_buf();
+        for open in ["s1", "s2", "s3"] {
+            std::fs::write(dir.join(format!("go-{open}")), "").expect("go");
+        }
+        let first = run_id(&dir);
+        let resumed = lifeboat_in(&dir, &["resume", &first]);
+        assert_eq!(resumed.code, 0, "{gate}: {}", resumed.stdout);
+        assert_eq!(read_log(&dir), "s1\ns2\ns3\n", "{gate}: each step once");
+        assert_eq!(snapshots(&dir), 1, "{gate}: one backup\n{}", resumed.stdout);
+        let last = support::run_ids(&dir).pop().unwrap_or_default();
+        assert_ne!(last, first);
+        let undone = lifeboat_in(&dir, &["rollback", &last]);
+        assert_eq!(undone.code, 0, "{gate}: {}", undone.stdout);
+        assert_eq!(
+            read_log(&dir),
+            "s1\ns2\ns3\nundo-s3\nundo-s2\nundo-s1\n",
+            "{gate}: each undone once, in reverse\n{}",
+            undone.stdout
+        );
+        assert_eq!(
+            snapshots(&dir),
+            0,
+            "{gate}: the backup forgotten\n{}",
+            undone.stdout
+        );
+        for f in walk(&dir.join(".lifeboat")) {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            assert!(
+                !text.contains("sw33p-secret"),
+                "{gate}: the secret in {}",
+                f.display()
+            );
+        }
+        kill_left_commands(&dir);
+    }
+}
