@@ -1108,7 +1108,7 @@ fn a_password_from_the_inventory_is_no_clear_text_in_the_journal_and_rolls_back(
         "inv",
         &format!("name: inv\nsteps:\n{steps}"),
         &inventory,
-        &["-v"],
+        &["-v", "--junit", &s(&dir.join("inv.xml"))],
         &[],
     );
     assert_ok(&r);
@@ -1124,10 +1124,19 @@ fn a_password_from_the_inventory_is_no_clear_text_in_the_journal_and_rolls_back(
         journal.contains("@@lifeboat-secret:arg/send/db1/password:"),
         "{journal}"
     );
-    for (what, text) in [("journal", &journal), ("events", &r.events_text)] {
+    let junit = ok(std::fs::read_to_string(dir.join("inv.xml")));
+    for (what, text) in [
+        ("journal", &journal),
+        ("events", &r.events_text),
+        ("JUnit file", &junit),
+    ] {
         assert!(!text.contains(pw), "the password is in the {what}:\n{text}");
     }
     assert!(!r.console().contains(pw), "{}", r.console());
+    for f in files_under(&dir.join("state"), &[]) {
+        let text = String::from_utf8_lossy(&ok(std::fs::read(&f))).into_owned();
+        assert!(!text.contains(pw), "the password is in {}", f.display());
+    }
 
     let home = dir.join("controller-home");
     let undone = binary::Lifeboat::new(dir)

@@ -356,8 +356,8 @@ fn a_resume_killed_in_turn_resumes_the_whole_chain() {
     );
 }
 
-/// A backup playbook with a secret (the restic password, from a 0600 file): gated shell
-/// steps around a real restic init and backup.
+/// A backup and restore playbook with a secret (the restic password, from a 0600 file):
+/// gated shell steps around a real restic init, backup and restore.
 const SWEEP: &str = r#"
 secrets:
   pw: { file: "@DIR@/pw" }
@@ -383,6 +383,14 @@ steps:
     shell: "touch {{ playbook_dir }}/waiting-s3; while [ ! -e {{ playbook_dir }}/go-s3 ]; do sleep 0.05; done; echo s3 >> {{ playbook_dir }}/log"
     rollback:
       shell: echo undo-s3 >> {{ playbook_dir }}/log
+  - id: fetch
+    needs: s3
+    restic: { action: restore, repository: "@DIR@/repo", password: "{{ pw }}", target: "@DIR@/restored" }
+  - id: s4
+    needs: fetch
+    shell: "touch {{ playbook_dir }}/waiting-s4; while [ ! -e {{ playbook_dir }}/go-s4 ]; do sleep 0.05; done; echo s4 >> {{ playbook_dir }}/log"
+    rollback:
+      shell: echo undo-s4 >> {{ playbook_dir }}/log
 "#;
 
 /// The snapshots restic lists in the sweep's repository.
@@ -406,14 +414,14 @@ fn snapshots(dir: &Path) -> usize {
 }
 
 /// Killed with SIGKILL at each gate in turn (before s1's effect, between the backup and
-/// s2, between s2 and s3): each time `resume` finishes the run, a later `rollback` of it
-/// undoes everything (the restic snapshot forgotten with the password the journal refers
-/// to), every effect happens exactly once, and the secret is nowhere in the state
-/// directory.
+/// s2, between s2 and s3, between the restore and s4): each time `resume` finishes the
+/// run, a later `rollback` of it undoes everything (the restored target removed, the
+/// snapshot forgotten with the password the journal refers to), every effect happens
+/// exactly once, and the secret is nowhere in the state directory.
 #[test]
 fn killed_at_every_gate_a_run_with_a_secret_resumes_and_rolls_back_exactly_once() {
     const PW: &str = "sw33p-secret 'q' $(x)";
-    for gate in ["s1", "s2", "s3"] {
+    for gate in ["s1", "s2", "s3", "s4"] {
         let test = Test::new().relative_playbook();
         let dir = test.path().to_path_buf();
         let pw = dir.join("pw");
@@ -423,7 +431,7 @@ fn killed_at_every_gate_a_run_with_a_secret_resumes_and_rolls_back_exactly_once(
         std::fs::create_dir_all(dir.join("data")).expect("data");
         std::fs::write(dir.join("data/keys"), "fernet\n").expect("data file");
         // The gates before this one are open.
-        for open in ["s1", "s2", "s3"].iter().take_while(|g| **g != gate) {
+        for open in ["s1", "s2", "s3", "s4"].iter().take_while(|g| **g != gate) {
             std::fs::write(dir.join(format!("go-{open}")), "").expect("go");
         }
         let playbook = SWEEP.replace("@DIR@", &dir.display().to_string());
@@ -434,21 +442,32 @@ fn killed_at_every_gate_a_run_with_a_secret_resumes_and_rolls_back_exactly_once(
             &format!("{gate} to wait"),
         );
         let dir = killed.path().to_path_buf();
-        for open in ["s1", "s2", "s3"] {
+        for open in ["s1", "s2", "s3", "s4"] {
             std::fs::write(dir.join(format!("go-{open}")), "").expect("go");
         }
         let first = run_id(&dir);
         let resumed = lifeboat_in(&dir, &["resume", &first]);
         assert_eq!(resumed.code, 0, "{gate}: {}", resumed.stdout);
-        assert_eq!(read_log(&dir), "s1\ns2\ns3\n", "{gate}: each step once");
+        assert_eq!(read_log(&dir), "s1\ns2\ns3\ns4\n", "{gate}: each step once");
         assert_eq!(snapshots(&dir), 1, "{gate}: one backup\n{}", resumed.stdout);
+        assert!(
+            dir.join("restored")
+                .join(
+                    dir.join("data/keys")
+                        .strip_prefix("/")
+                        .unwrap_or(Path::new(""))
+                )
+                .exists(),
+            "{gate}: restored\n{}",
+            resumed.stdout
+        );
         let last = support::run_ids(&dir).pop().unwrap_or_default();
         assert_ne!(last, first);
         let undone = lifeboat_in(&dir, &["rollback", &last]);
         assert_eq!(undone.code, 0, "{gate}: {}", undone.stdout);
         assert_eq!(
             read_log(&dir),
-            "s1\ns2\ns3\nundo-s3\nundo-s2\nundo-s1\n",
+            "s1\ns2\ns3\ns4\nundo-s4\nundo-s3\nundo-s2\nundo-s1\n",
             "{gate}: each undone once, in reverse\n{}",
             undone.stdout
         );
