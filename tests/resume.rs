@@ -356,11 +356,11 @@ fn a_resume_killed_in_turn_resumes_the_whole_chain() {
     );
 }
 
-/// A backup and restore playbook with a secret (the restic password, from a 0600 file):
+/// A backup and restore playbook with a secret (the restic password, from the environment):
 /// gated shell steps around a real restic init, backup and restore.
 const SWEEP: &str = r#"
 secrets:
-  pw: { file: "@DIR@/pw" }
+  pw: { env: LB_SWEEP_PW }
 steps:
   - id: init
     restic: { action: init, repository: "@DIR@/repo", password: "{{ pw }}" }
@@ -422,8 +422,9 @@ fn snapshots(dir: &Path) -> usize {
 fn killed_at_every_gate_a_run_with_a_secret_resumes_and_rolls_back_exactly_once() {
     const PW: &str = "sw33p-secret 'q' $(x)";
     for gate in ["s1", "s2", "s3", "s4"] {
-        let test = Test::new().relative_playbook();
+        let test = Test::new().relative_playbook().env("LB_SWEEP_PW", PW);
         let dir = test.path().to_path_buf();
+        // restic's own look at the repository reads the password from a 0600 file.
         let pw = dir.join("pw");
         std::fs::write(&pw, PW).expect("pw");
         std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600))
@@ -446,7 +447,19 @@ fn killed_at_every_gate_a_run_with_a_secret_resumes_and_rolls_back_exactly_once(
             std::fs::write(dir.join(format!("go-{open}")), "").expect("go");
         }
         let first = run_id(&dir);
-        let resumed = lifeboat_in(&dir, &["resume", &first]);
+        // Without the secret the run had: refused, naming it and its source.
+        let refused = lifeboat_in(&dir, &["resume", &first]);
+        assert_ne!(refused.code, 0, "{gate}: {}", refused.stdout);
+        let said = format!("{}{}", refused.stdout, refused.stderr);
+        assert!(
+            said.contains("secret `pw`: environment variable LB_SWEEP_PW is not set")
+                && said.contains(&format!("then run `lifeboat resume {first}` again")),
+            "{gate}: {said}"
+        );
+        let resumed = support::lifeboat_in(&dir)
+            .env("LB_SWEEP_PW", PW)
+            .args(["resume", &first])
+            .run();
         assert_eq!(resumed.code, 0, "{gate}: {}", resumed.stdout);
         assert_eq!(read_log(&dir), "s1\ns2\ns3\ns4\n", "{gate}: each step once");
         assert_eq!(snapshots(&dir), 1, "{gate}: one backup\n{}", resumed.stdout);
@@ -463,7 +476,10 @@ fn killed_at_every_gate_a_run_with_a_secret_resumes_and_rolls_back_exactly_once(
         );
         let last = support::run_ids(&dir).pop().unwrap_or_default();
         assert_ne!(last, first);
-        let undone = lifeboat_in(&dir, &["rollback", &last]);
+        let undone = support::lifeboat_in(&dir)
+            .env("LB_SWEEP_PW", PW)
+            .args(["rollback", &last])
+            .run();
         assert_eq!(undone.code, 0, "{gate}: {}", undone.stdout);
         assert_eq!(
             read_log(&dir),

@@ -43,6 +43,7 @@ pub struct Test {
     junit: bool,
     events: bool,
     relative: bool,
+    env: Vec<(String, String)>,
 }
 
 impl Default for Test {
@@ -67,7 +68,14 @@ impl Test {
             junit: false,
             events: true,
             relative: false,
+            env: Vec::new(),
         }
+    }
+
+    /// An environment variable of the run (a secret's source).
+    pub fn env(mut self, key: &str, value: &str) -> Test {
+        self.env.push((key.into(), value.into()));
+        self
     }
 
     /// The subcommand (`run` by default; `plan`, `validate`, `graph`, ...). For commands
@@ -179,7 +187,9 @@ impl Test {
 
     /// The binary with this test's environment and `argv`.
     fn lifeboat(&self, argv: &[String]) -> Lifeboat {
-        lifeboat_in(self.dir.path()).args(argv)
+        lifeboat_in(self.dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .args(argv)
     }
 
     /// Runs the binary to its end.
