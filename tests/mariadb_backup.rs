@@ -85,6 +85,34 @@ fn read_json(p: &Path) -> Json {
     serde_json::from_str(&std::fs::read_to_string(p).expect("read")).expect("JSON")
 }
 
+/// A playbook that restores the chains of `dir` into `datadir` of the controlled server
+/// (the password from the file `db-password`), then runs `rest` (more steps).
+fn restore_then(server: &Controlled, dir: &Path, datadir: &Path, rest: &str) -> String {
+    format!(
+        r#"
+secrets:
+  db_password: {{ file: db-password }}
+steps:
+  - id: restore
+    mariadb_backup:
+      action: restore
+      dir: {dir}
+      datadir: {datadir}
+      service: mariadb-test
+      manager: command
+      commands: {{ start: "{ctl} start", stop: "{ctl} stop", status: "{ctl} status" }}
+      login_host: 127.0.0.1
+      login_port: {port}
+      login_user: lifeboat
+      login_password: "{{{{ db_password }}}}"
+{rest}"#,
+        dir = s(dir),
+        datadir = s(datadir),
+        ctl = s(&server.ctl),
+        port = server.db.port,
+    )
+}
+
 fn server_pid(server: &Controlled) -> String {
     std::fs::read_to_string(server.db.dir.join("mysqld.pid"))
         .expect("pid file")
@@ -468,25 +496,12 @@ fn a_run_that_fails_after_a_physical_restore_rolls_it_back_and_a_dry_run_changes
         .sql("UPDATE pb_glance.images SET status = 'killed'");
     let before = checksums(&server.db);
     let pid = server_pid(&server);
-    let ctl = s(&server.ctl);
-    let playbook = format!(
-        r#"
-secrets:
-  db_password: {{ file: db-password }}
-steps:
-  - id: restore
-    mariadb_backup:
-      action: restore
-      dir: {dir}
-      datadir: {datadir}
-      service: mariadb-test
-      manager: command
-      commands: {{ start: "{ctl} start", stop: "{ctl} stop", status: "{ctl} status" }}
-      login_host: 127.0.0.1
-      login_port: {port}
-      login_user: lifeboat
-      login_password: "{{{{ db_password }}}}"
-  - id: verify
+    let playbook = restore_then(
+        &server,
+        store.path(),
+        &server.datadir(),
+        &format!(
+            r#"  - id: verify
     needs: [restore]
     mysql_query:
       query: SELECT COUNT(*) AS n FROM pb_glance.images WHERE status = 'killed'
@@ -499,9 +514,8 @@ steps:
     needs: [verify]
     assert: killed.data.rows[0].n == "999999"
 "#,
-        dir = s(store.path()),
-        datadir = s(&server.datadir()),
-        port = server.db.port,
+            port = server.db.port,
+        ),
     );
     // The dry run: the plan, and nothing stopped or moved.
     let plan = support::Test::new()
@@ -587,25 +601,12 @@ fn the_rollback_of_a_restore_onto_a_lost_datadir_keeps_the_restore_and_leaves_th
             std::fs::remove_file(&path).expect("remove");
         }
     }
-    let ctl = s(&server.ctl);
-    let playbook = format!(
-        r#"
-secrets:
-  db_password: {{ file: db-password }}
-steps:
-  - id: restore
-    mariadb_backup:
-      action: restore
-      dir: {dir}
-      datadir: {datadir}
-      service: mariadb-test
-      manager: command
-      commands: {{ start: "{ctl} start", stop: "{ctl} stop", status: "{ctl} status" }}
-      login_host: 127.0.0.1
-      login_port: {port}
-      login_user: lifeboat
-      login_password: "{{{{ db_password }}}}"
-  - id: count
+    let playbook = restore_then(
+        &server,
+        store.path(),
+        &datadir,
+        &format!(
+            r#"  - id: count
     needs: [restore]
     mysql_query:
       query: SELECT COUNT(*) AS n FROM pb_nova.instances
@@ -618,9 +619,8 @@ steps:
     needs: [count]
     assert: counted.data.rows[0].n == "-1"
 "#,
-        dir = s(store.path()),
-        datadir = s(&datadir),
-        port = server.db.port,
+            port = server.db.port,
+        ),
     );
     let out = support::Test::new()
         .playbook(&playbook)

@@ -969,6 +969,18 @@ fn dry_run_reads_and_predicts() {
     );
 }
 
+/// The run id of a run in `dir`, and its journal's text.
+fn journal_of(dir: &Path, r: &Run) -> (String, String) {
+    let run_id = r.events[0]["run_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let journal = ok(std::fs::read_to_string(
+        dir.join("state/runs").join(&run_id).join("journal.jsonl"),
+    ));
+    (run_id, journal)
+}
+
 /// A backup of `.` (with chdir) and its restore into a new target: the target gets the
 /// directory's own mode and owner back (restic keeps none for it and makes it 0700).
 #[test]
@@ -1038,13 +1050,7 @@ fn a_past_run_with_a_secret_is_rolled_back_when_its_source_gives_it_again() {
     );
     assert_ok(&r);
     assert_eq!(snapshot_list(&repo, &[]).len(), 1);
-    let run_id = r.events[0]["run_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let journal = ok(std::fs::read_to_string(
-        dir.join("state/runs").join(&run_id).join("journal.jsonl"),
-    ));
+    let (run_id, journal) = journal_of(dir, &r);
     assert!(
         journal.contains("@@lifeboat-secret:restic_pw:"),
         "{journal}"
@@ -1113,13 +1119,7 @@ fn a_password_from_the_inventory_is_no_clear_text_in_the_journal_and_rolls_back(
     );
     assert_ok(&r);
     assert_eq!(snapshot_list(&repo, &env).len(), 1);
-    let run_id = r.events[0]["run_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let journal = ok(std::fs::read_to_string(
-        dir.join("state/runs").join(&run_id).join("journal.jsonl"),
-    ));
+    let (run_id, journal) = journal_of(dir, &r);
     assert!(
         journal.contains("@@lifeboat-secret:arg/send/db1/password:"),
         "{journal}"
