@@ -67,15 +67,21 @@ const LINES: [&str; 9] = [
 /// log), so the cut may take the start of any step. Returns how many records went.
 fn lose_unflushed_records(s: &Scenario, id: &str, rng: &mut Rng) -> usize {
     // A successful run flushes its journal before it removes its completion markers
-    // (its completion log among the locks): nothing it wrote can be lost after that.
+    // (its completion log among the locks) and those of the runs it continues: nothing
+    // it wrote can be lost once it has begun to remove them, even when it was killed
+    // half way (its own log still there, an earlier run's gone). Every earlier run of
+    // the scenario's chain keeps its log until then (one killed before it took its lock
+    // never had one: then nothing is lost either, which is only less of a test).
     let locks = s.locks.to_string_lossy();
-    let markers_kept = [
-        lifeboat::marker::MarkerPaths::of_host(&locks, "box", id),
-        lifeboat::marker::MarkerPaths::of_run(&locks, "box", id),
-    ]
-    .iter()
-    .any(|m| Path::new(&m.log).exists());
-    if !markers_kept {
+    let markers_kept = |run: &str| {
+        [
+            lifeboat::marker::MarkerPaths::of_host(&locks, "box", run),
+            lifeboat::marker::MarkerPaths::of_run(&locks, "box", run),
+        ]
+        .iter()
+        .any(|m| Path::new(&m.log).exists())
+    };
+    if !markers_kept(id) || s.runs().iter().any(|r| r != id && !markers_kept(r)) {
         return 0;
     }
     let path = s.dir.join("state/runs").join(id).join("journal.jsonl");
