@@ -448,6 +448,18 @@ enum Continuing {
     Rollback(crate::journal::PastRun),
 }
 
+impl Continuing {
+    /// What to run again after fixing what refused it: `run \`lifeboat resume ID\` again`.
+    fn again(&self) -> Option<String> {
+        let (verb, past) = match self {
+            Continuing::No => return None,
+            Continuing::Resume(p) => ("resume", p),
+            Continuing::Rollback(p) => ("rollback", p),
+        };
+        Some(format!("run `lifeboat {verb} {}` again", past.run_id))
+    }
+}
+
 /// `lifeboat resume` / `lifeboat rollback`: the past run's playbook, inventory and
 /// selection, from its journal.
 fn continue_run(args: ContinueArgs, rollback: bool) -> Result<u8, InputErrors> {
@@ -599,17 +611,9 @@ fn run_full(
                 named.push((name.clone(), zeroize::Zeroizing::new(v.clone())));
                 playbook_vars.insert(name.clone(), Json::String(v));
             }
-            Err(e) => errors.push(SourceError::plain(e).with_help(match &continuing {
-                Continuing::No => "set the secret's source, or pass it with -e".to_string(),
-                Continuing::Resume(p) | Continuing::Rollback(p) => format!(
-                    "run {id} had it: give it its value again, then run `lifeboat {verb} {id}` again",
-                    id = p.run_id,
-                    verb = if matches!(continuing, Continuing::Rollback(_)) {
-                        "rollback"
-                    } else {
-                        "resume"
-                    }
-                ),
+            Err(e) => errors.push(SourceError::plain(e).with_help(match continuing.again() {
+                None => "set the secret's source, or pass it with -e".to_string(),
+                Some(again) => format!("the run had it: give it its value again, then {again}"),
             })),
         }
     }
@@ -663,9 +667,8 @@ fn run_full(
                     past.run_id, step.id, node.host
                 ))
                 .with_help(format!(
-                    "give `{name}` its value again as the run had it, then run `lifeboat {} {}` again",
-                    if matches!(continuing, Continuing::Rollback(_)) { "rollback" } else { "resume" },
-                    past.run_id
+                    "give `{name}` its value again as the run had it, then {}",
+                    continuing.again().unwrap_or_default()
                 ))
                 .into());
             }

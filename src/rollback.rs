@@ -342,22 +342,25 @@ async fn emit_node_at(
     });
 }
 
-/// A past run's record with the secret module arguments its journal refers to
-/// (`arg/STEP/HOST/NAME`, see `modules::SECRET_ARGS`) put back: the step's arguments
-/// rendered again for this host, from the inventory and variables of now.
+/// A past run's record (journaled, `resume` or `rollback RUN_ID`) with the secret module
+/// arguments its journal refers to (`arg/STEP/HOST/NAME`, see `modules::SECRET_ARGS`)
+/// put back: the step's arguments rendered again for this host, from the inventory and
+/// variables of now. `None` when there is nothing to put back.
 fn args_again(
     run: &Arc<Run>,
     step: &crate::playbook::Step,
     host: &str,
     rec: &NodeRecord,
-) -> Result<NodeRecord, String> {
-    let mut rec = rec.clone();
-    let marker = format!("@@lifeboat-secret:{}", crate::modules::ARG_SECRET_PREFIX);
-    if !rec.undo.iter().any(|(a, u)| {
-        a.to_string().contains(&marker)
-            || u.as_ref().is_some_and(|u| u.to_string().contains(&marker))
-    }) {
-        return Ok(rec);
+) -> Result<Option<NodeRecord>, String> {
+    use crate::output::emitter::{refers_to, unrefer};
+    let prefix = crate::modules::ARG_SECRET_PREFIX;
+    let refers = |v: &Json| refers_to(v, prefix);
+    if !rec
+        .undo
+        .iter()
+        .any(|(a, u)| refers(a) || u.as_ref().is_some_and(refers))
+    {
+        return Ok(None);
     }
     let ctx = run.vars.node_context(step, host, None, &[]);
     let rendered = render_args(&run.templates, &*step.module, &step.args, &ctx).map_err(|e| {
@@ -374,9 +377,10 @@ fn args_again(
             .find(|(p, _)| p == at)
             .map(|(_, v)| zeroize::Zeroizing::new(v.clone()))
     };
+    let mut rec = rec.clone();
     for (args, undo) in rec.undo.iter_mut() {
         for v in std::iter::once(args).chain(undo.iter_mut()) {
-            crate::output::emitter::unrefer(v, &value_of).map_err(|name| {
+            unrefer(v, &value_of).map_err(|name| {
                 format!(
                     "the argument {} of step `{}` has no value now: give the inventory or -e \
                      the value the run had",
@@ -386,7 +390,7 @@ fn args_again(
             })?;
         }
     }
-    Ok(rec)
+    Ok(Some(rec))
 }
 
 /// Runs one node's compensation.
@@ -402,7 +406,13 @@ async fn compensate_node(
         .get(&rec.exec_host)
         .await
         .map_err(|e| format!("unreachable: {e}"))?;
-    let rec = &args_again(run, step, &node.host, rec)?;
+    // Only a past run's records come from the journal, with references in them.
+    let again = if run.prior.contains_key(&i) {
+        args_again(run, step, &node.host, rec)?
+    } else {
+        None
+    };
+    let rec = again.as_ref().unwrap_or(rec);
     let pre_state: Vec<Json> = rec
         .undo
         .iter()

@@ -127,7 +127,6 @@ pub struct ArgSpec {
     pub doc: &'static str,
 }
 
-/// Shorthand for an argument spec.
 /// The module arguments that are secret by nature, wherever their value comes from (an
 /// inventory variable, `-e`, a literal): masked in every output, and kept in the journal
 /// as a reference to the step's argument (named [`ARG_SECRET_PREFIX`]`STEP/HOST/NAME`),
@@ -174,6 +173,7 @@ pub fn secret_values(args: &Json) -> Vec<(String, String)> {
     out
 }
 
+/// Shorthand for an argument spec.
 pub const fn arg(name: &'static str, kind: ArgKind, required: bool, doc: &'static str) -> ArgSpec {
     ArgSpec {
         name,

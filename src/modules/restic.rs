@@ -555,17 +555,15 @@ impl Module for Restic {
         let a: Args = parse_args("restic", args)?;
         let action = choice("restic", "action", &a.action, ACTIONS)?.to_string();
         let repo = Repo::new(&a)?;
-        if ctx.check && action != "init" {
-            absent_in_plan(ctx, &repo).await?;
-        }
-        match action.as_str() {
+        let result = match action.as_str() {
             "init" => init(ctx, &repo).await,
             "backup" => backup(ctx, &repo, &a).await,
             "restore" => restore(ctx, &repo, &a).await,
             "forget" => forget(ctx, &repo, &a).await,
             "check" => check(ctx, &repo, &a).await,
             _ => snapshots(ctx, &repo, &a).await,
-        }
+        };
+        result.map_err(|e| unknown_in_plan(ctx, &repo, e))
     }
 
     async fn undo(
@@ -821,18 +819,19 @@ fn no_repository(out: &CommandOutput) -> bool {
         || e.contains("repository does not exist")
 }
 
-/// In a dry run, a repository that does not exist yet (an earlier `init` of the plan
-/// makes it, in the real run) leaves what this action would do unknown.
-async fn absent_in_plan(ctx: &ModuleContext, repo: &Repo) -> Result<(), ModuleError> {
-    let probe = repo.run(ctx, "cat config", false).await?;
-    if !probe.success() && no_repository(&probe) {
-        return Err(ModuleError::Unknown(format!(
+/// In a dry run, an action that failed because the repository does not exist yet (an
+/// earlier `init` of the plan makes it, in the real run) is unknown, not a failure.
+fn unknown_in_plan(ctx: &ModuleContext, repo: &Repo, e: ModuleError) -> ModuleError {
+    match &e {
+        ModuleError::Failed {
+            output: Some(out), ..
+        } if ctx.check && no_repository(out) => ModuleError::Unknown(format!(
             "the repository {} does not exist yet (an earlier `init` makes it in the run; \
              without one the run fails here)",
             repo.repository
-        )));
+        )),
+        _ => e,
     }
-    Ok(())
 }
 
 async fn init(ctx: &ModuleContext, repo: &Repo) -> Result<Outcome, ModuleError> {
@@ -957,8 +956,11 @@ async fn backup(ctx: &ModuleContext, repo: &Repo, a: &Args) -> Result<Outcome, M
     }
     let out = repo.run_in(ctx, cwd, &cmd, false).await?;
     if ctx.check {
+        if no_repository(&out) {
+            return Err(failed("restic backup --dry-run", out));
+        }
         if !out.success() {
-            // The repository may be one an earlier step creates, or paths one makes.
+            // The paths may be ones an earlier step makes.
             data.insert("snapshot_id".into(), Json::Null);
             return Ok(Outcome::changed()
                 .with_data(Json::Object(data))

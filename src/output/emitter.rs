@@ -203,6 +203,18 @@ impl Referencer {
     }
 }
 
+/// Whether a value read from a journal refers to a named secret whose name starts with
+/// `prefix`.
+pub fn refers_to(value: &serde_json::Value, prefix: &str) -> bool {
+    use serde_json::Value as J;
+    match value {
+        J::String(s) => s.contains(&format!("{REF_OPEN}{prefix}")),
+        J::Array(items) => items.iter().any(|v| refers_to(v, prefix)),
+        J::Object(m) => m.values().any(|v| refers_to(v, prefix)),
+        _ => false,
+    }
+}
+
 /// Puts the named secrets back into a value read from a journal: every reference in
 /// its strings becomes the secret's value (`value_of` NAME), in the form it stood for.
 /// A secret `value_of` does not give is an error naming it.
