@@ -112,9 +112,18 @@ pub enum Command {
         /// Inventory.
         #[arg(short, long)]
         inventory: Option<PathBuf>,
-        /// Every group and host with variables, as JSON in Ansible's shape.
+        /// Every group and host, as JSON in `ansible-inventory --list`'s shape: groups
+        /// with their hosts and children, each host's merged variables in `_meta`.
         #[arg(long, group = "what")]
         list: bool,
+        /// With --list: each group's own variables on the group and each host's own
+        /// variables, unmerged (`ansible-inventory --list --export`).
+        #[arg(long, requires = "list")]
+        export: bool,
+        /// The hosts a pattern selects, one a line, in the order a run takes them
+        /// (`ansible PATTERN --list-hosts`).
+        #[arg(long, group = "what", value_name = "PATTERN")]
+        list_hosts: Option<String>,
         /// The group tree.
         #[arg(long, group = "what")]
         graph: bool,
@@ -330,6 +339,8 @@ fn dispatch(cli: Cli) -> Result<u8, InputErrors> {
         Command::Inventory {
             inventory,
             list,
+            export,
+            list_hosts,
             graph,
             host,
         } => {
@@ -356,13 +367,21 @@ fn dispatch(cli: Cli) -> Result<u8, InputErrors> {
                     },
                 });
                 say!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            } else if let Some(pattern) = list_hosts {
+                let hosts = inv.select(&pattern).map_err(|e| {
+                    SourceError::plain(e)
+                        .with_help("`lifeboat inventory --graph` shows every group and host")
+                })?;
+                for h in hosts {
+                    say!("{h}");
+                }
             } else if graph {
                 say_raw!("{}", inv.graph_text());
             } else {
                 let _ = list;
                 say!(
                     "{}",
-                    serde_json::to_string_pretty(&inv.to_ansible_json()).unwrap_or_default()
+                    serde_json::to_string_pretty(&inv.to_ansible_json(export)).unwrap_or_default()
                 );
             }
             Ok(0)

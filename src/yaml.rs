@@ -197,6 +197,164 @@ pub fn parse(file: &SourceFile) -> Result<Node, SourceError> {
     })
 }
 
+/// Parses a YAML document as Ansible reads inventories and `group_vars/` files
+/// (PyYAML, YAML 1.1): an unquoted value `yes`/`no`/`on`/`off` is a boolean, `0755`
+/// octal (493), `1_000` and `1:30` (base 60: 90) numbers, and a float needs its dot
+/// (`1e3` and `0o17` stay text). Quoted and block values are text, as written; keys
+/// are left as read.
+pub fn parse_yaml11(file: &SourceFile) -> Result<Node, SourceError> {
+    let mut root = parse(file)?;
+    // Ansible reads a JSON document as JSON first.
+    if serde_json::from_str::<serde_json::Value>(&file.text).is_ok() {
+        return Ok(root);
+    }
+    let lines: Vec<&str> = file.text.lines().collect();
+    resolve_yaml11(&mut root, &lines);
+    Ok(root)
+}
+
+fn resolve_yaml11(node: &mut Node, lines: &[&str]) {
+    match &mut node.value {
+        Value::Seq(items) => items.iter_mut().for_each(|n| resolve_yaml11(n, lines)),
+        Value::Map(entries) => entries
+            .iter_mut()
+            .for_each(|(_, v)| resolve_yaml11(v, lines)),
+        _ => {
+            if let Some(text) = plain_text(node, lines)
+                && let Some(v) = yaml11::resolve(&text)
+            {
+                node.value = v;
+            }
+        }
+    }
+}
+
+/// The text of a plain (unquoted, untagged, single-line) scalar as written, or `None`.
+fn plain_text(node: &Node, lines: &[&str]) -> Option<String> {
+    let line = lines.get(node.line.checked_sub(1)?)?;
+    let rest: String = line.chars().skip(node.column.checked_sub(1)?).collect();
+    let first = rest.chars().next()?;
+    if matches!(first, '\'' | '"' | '|' | '>' | '!' | '&' | '*' | '[' | '{') {
+        return None;
+    }
+    match &node.value {
+        // A plain string is its own text (multi-line ones fold into spaces and match
+        // no YAML 1.1 type).
+        Value::Str(s) => Some(s.clone()),
+        Value::Null if first == '~' || first.is_alphabetic() => Some(first_word(&rest)),
+        Value::Null => None,
+        _ => Some(first_word(&rest)),
+    }
+}
+
+/// A number or word up to the end of the scalar: whitespace, a flow indicator, or
+/// `: ` (a key).
+fn first_word(rest: &str) -> String {
+    let chars: Vec<char> = rest.chars().collect();
+    let mut end = 0;
+    while end < chars.len() {
+        let c = chars[end];
+        if c.is_whitespace()
+            || matches!(c, ',' | ']' | '}')
+            || (c == ':' && chars.get(end + 1).is_none_or(|n| n.is_whitespace()))
+        {
+            break;
+        }
+        end += 1;
+    }
+    chars[..end].iter().collect()
+}
+
+/// PyYAML's implicit types for plain scalars (its `Resolver`, YAML 1.1).
+mod yaml11 {
+    use std::sync::LazyLock;
+
+    use regex::Regex;
+
+    use super::Value;
+
+    static FLOAT: LazyLock<Option<Regex>> = LazyLock::new(|| {
+        Regex::new(
+            r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        )
+        .ok()
+    });
+    static INT: LazyLock<Option<Regex>> = LazyLock::new(|| {
+        Regex::new(
+            r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$",
+        )
+        .ok()
+    });
+
+    /// The typed value of plain text, or `None` for a string.
+    pub(super) fn resolve(text: &str) -> Option<Value> {
+        match text {
+            "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
+                return Some(Value::Bool(true));
+            }
+            "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => {
+                return Some(Value::Bool(false));
+            }
+            "~" | "null" | "Null" | "NULL" | "" => return Some(Value::Null),
+            _ => {}
+        }
+        if FLOAT.as_ref().is_some_and(|r| r.is_match(text)) {
+            return float(text);
+        }
+        if INT.as_ref().is_some_and(|r| r.is_match(text)) {
+            return int(text);
+        }
+        Some(Value::Str(text.to_string()))
+    }
+
+    fn sign(text: &str) -> (f64, String) {
+        let t = text.replace('_', "");
+        match t.strip_prefix('-') {
+            Some(rest) => (-1.0, rest.to_string()),
+            None => (1.0, t.strip_prefix('+').unwrap_or(&t).to_string()),
+        }
+    }
+
+    /// Base-60 digits (`1:30` is 90).
+    fn sexagesimal(t: &str) -> Option<f64> {
+        let mut v = 0.0;
+        for part in t.split(':') {
+            v = v * 60.0 + part.parse::<f64>().ok()?;
+        }
+        Some(v)
+    }
+
+    fn float(text: &str) -> Option<Value> {
+        let (sign, t) = sign(text);
+        let t = t.to_ascii_lowercase();
+        let v = match t.as_str() {
+            ".inf" => f64::INFINITY,
+            ".nan" => f64::NAN,
+            _ if t.contains(':') => sexagesimal(&t)?,
+            _ => t.parse::<f64>().ok()?,
+        };
+        Some(Value::Float(sign * v))
+    }
+
+    fn int(text: &str) -> Option<Value> {
+        let (sign, t) = sign(text);
+        let magnitude = if t == "0" {
+            0
+        } else if let Some(b) = t.strip_prefix("0b") {
+            i64::from_str_radix(b, 2).ok()?
+        } else if let Some(h) = t.strip_prefix("0x") {
+            i64::from_str_radix(h, 16).ok()?
+        } else if t.starts_with('0') {
+            i64::from_str_radix(&t, 8).ok()?
+        } else if t.contains(':') {
+            return Some(Value::Int(sign as i64 * sexagesimal(&t)? as i64));
+        } else {
+            t.parse::<i64>().ok()?
+        };
+        Some(Value::Int(sign as i64 * magnitude))
+    }
+}
+
 /// Converts the parser's places (YAML counts a lone `\r` as a line break too) into
 /// lines as counted everywhere else (`\n`, `\r\n`), so snippets show the right line.
 struct Lines<'a> {

@@ -429,7 +429,7 @@ fn load_inventory(path: &Path, text: &str) {
                     let _ = inv.connection(&h);
                     let _ = inv.host_vars(&h);
                 }
-                let _ = inv.to_ansible_json();
+                let _ = inv.to_ansible_json(true);
                 let _ = inv.graph_text();
             }
             Err(e) => assert_located(&e, text, "an inventory"),

@@ -50,16 +50,26 @@ pub fn load(path: &Path, inv: &mut Inventory, errors: &mut InputErrors) {
 fn run(path: &Path, args: &[&str]) -> Result<String, SourceError> {
     let shown = format!("{} {}", path.display(), args.join(" "));
     let help = format!("run `{shown}` by hand: it must print JSON and exit with status 0");
-    let mut child = Command::new(path)
+    // The script named, never a command of that name found in PATH (`-i inventory.sh`
+    // is the file in this directory, as for Ansible).
+    let program = std::path::absolute(path).unwrap_or_else(|_| Path::new(".").join(path));
+    let mut child = Command::new(&program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| {
-            SourceError::plain(format!("cannot run inventory script `{shown}`: {e}")).with_help(
-                "check that it is executable and its `#!` line names an installed interpreter",
-            )
+            let help = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => {
+                    format!("make it executable (`chmod +x {}`), or give a static inventory", path.display())
+                }
+                std::io::ErrorKind::NotFound if program.is_file() => {
+                    "its `#!` line names an interpreter that is not installed: install it or fix the line".to_string()
+                }
+                _ => "check the path, and that the script can run on this machine".to_string(),
+            };
+            SourceError::plain(format!("cannot run inventory script `{shown}`: {e}")).with_help(help)
         })?;
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();

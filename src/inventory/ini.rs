@@ -11,16 +11,19 @@
 //! - Lines starting with `#` or `;` are comments; hosts before any section go to
 //!   `ungrouped`.
 //!
-//! Values: host-line values are read like Ansible's Python literals: whole numbers
-//! become numbers, floats floats, `True`/`False` (and, beyond Ansible, `true`/`false`)
-//! booleans, `None` null, `[..]`/`{..}` JSON lists and maps; a value written in
-//! quotes, and anything else, stays a string. `key=` with nothing after it is an error
-//! (write `key=""` for an empty string). `[group:vars]` values are always strings (as
-//! Ansible documents), with one pair of surrounding quotes removed.
+//! Values, host lines and `[group:vars]` alike, are read as Python literals
+//! ([`python_literal`], ansible-core 2.19's rule): `port=22` is the number 22,
+//! `flag=False` false, `devices="['/dev/sda']"` a list (a host line is first split like
+//! a shell would, quotes removed), `"{ 'root': 'HDD' }"` a mapping, `name='web'` the
+//! string `web`; what is no Python literal stays text as written (`true`, `yes`,
+//! `2024-01-01`, `/dev/sda`). `key=` is the empty string.
+//!
+//! Order, as Ansible's: a child named in `[g:children]` before its own section joins
+//! `g` when that section comes (so `g`'s children, and so its hosts, are in that order).
 
 use serde_json::Value as Json;
 
-use super::{Inventory, ranges};
+use super::{Inventory, python_literal, ranges};
 use crate::error::{InputErrors, Location, SourceError, SourceFile};
 
 #[derive(Clone, Copy, PartialEq)]
@@ -36,8 +39,6 @@ struct Token {
     column: usize,
     /// Length in characters as written.
     len: usize,
-    /// True when any part of the word was quoted.
-    quoted_after_eq: bool,
 }
 
 /// Reads the INI inventory `file` into `inv`, adding located errors to `errors`.
@@ -47,6 +48,8 @@ pub fn parse(file: &SourceFile, inv: &mut Inventory, errors: &mut InputErrors) {
     // `[x:vars]` headers for groups not (yet) defined: name -> location.
     let mut pending: Vec<(String, Location)> = Vec::new();
     let mut defined: Vec<String> = vec!["all".into(), "ungrouped".into()];
+    // Children named before any section of theirs: (child, parent, where named).
+    let mut waiting: Vec<(String, String, Location)> = Vec::new();
     let mark_defined =
         |name: &str, defined: &mut Vec<String>, pending: &mut Vec<(String, Location)>| {
             if !defined.iter().any(|d| d == name) {
@@ -95,6 +98,9 @@ pub fn parse(file: &SourceFile, inv: &mut Inventory, errors: &mut InputErrors) {
                         mark_defined(&name, &mut defined, &mut pending);
                     }
                     inv.add_group(&name);
+                    if state != State::Vars {
+                        join_parents(&name, &mut waiting, inv);
+                    }
                     group = name;
                     continue;
                 }
@@ -167,7 +173,12 @@ pub fn parse(file: &SourceFile, inv: &mut Inventory, errors: &mut InputErrors) {
                     continue;
                 }
                 mark_defined(&first.text, &mut defined, &mut pending);
-                inv.add_child(&group, &first.text, Some(at));
+                if inv.groups.contains_key(&first.text) {
+                    inv.add_child(&group, &first.text, Some(at));
+                } else {
+                    // Joins `group` when its own section comes, as in Ansible.
+                    waiting.push((first.text.clone(), group.clone(), at));
+                }
             }
             State::Vars => {
                 let Some((k, v)) = line.split_once('=') else {
@@ -193,9 +204,16 @@ pub fn parse(file: &SourceFile, inv: &mut Inventory, errors: &mut InputErrors) {
                     );
                     continue;
                 }
-                inv.set_group_var(&group, key, Json::String(unquote(v.trim()).to_string()));
+                inv.set_group_var(&group, key, value(v.trim()));
             }
         }
+    }
+    // Children that never got a section of their own: empty groups (Ansible refuses
+    // them; an empty group changes nothing).
+    while let Some((child, _, _)) = waiting.first() {
+        let child = child.clone();
+        inv.add_group(&child);
+        join_parents(&child, &mut waiting, inv);
     }
     for (name, at) in pending {
         errors.push(
@@ -207,6 +225,21 @@ pub fn parse(file: &SourceFile, inv: &mut Inventory, errors: &mut InputErrors) {
                 "add a [{name}] or [{name}:children] section, or fix the group name"
             )),
         );
+    }
+}
+
+/// Links `name` under every parent that named it before its section (Ansible's
+/// `_add_pending_children`), and the parents still waiting themselves.
+fn join_parents(name: &str, waiting: &mut Vec<(String, String, Location)>, inv: &mut Inventory) {
+    let (now, later): (Vec<_>, Vec<_>) = std::mem::take(waiting)
+        .into_iter()
+        .partition(|(child, _, _)| child == name);
+    *waiting = later;
+    for (_, parent, at) in now {
+        inv.add_child(&parent, name, Some(at));
+        if waiting.iter().any(|(c, _, _)| *c == parent) {
+            join_parents(&parent, waiting, inv);
+        }
     }
 }
 
@@ -324,24 +357,7 @@ fn host_line(
             ok = false;
             continue;
         }
-        if v.is_empty() && !t.quoted_after_eq {
-            errors.push(
-                SourceError::at(
-                    at(t),
-                    format!("variable `{k}` of host `{name}` has no value"),
-                )
-                .with_help(format!(
-                    "write {k}=\"\" for an empty string, or give a value"
-                )),
-            );
-            ok = false;
-            continue;
-        }
-        let value = if t.quoted_after_eq {
-            Json::String(v.to_string())
-        } else {
-            literal(v)
-        };
+        let value = value(v);
         vars.push((k.to_string(), value));
     }
     if !ok {
@@ -362,48 +378,9 @@ pub(crate) fn valid_var_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// A host-line value read like a Python literal (see the module docs).
-pub(crate) fn literal(v: &str) -> Json {
-    match v {
-        "True" | "true" => return Json::Bool(true),
-        "False" | "false" => return Json::Bool(false),
-        "None" => return Json::Null,
-        _ => {}
-    }
-    let digits = v.strip_prefix('-').unwrap_or(v);
-    if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
-        // Python rejects `0755`; it stays a string.
-        if digits.len() > 1 && digits.starts_with('0') {
-            return Json::String(v.to_string());
-        }
-        if let Ok(i) = v.parse::<i64>() {
-            return Json::from(i);
-        }
-        return Json::String(v.to_string());
-    }
-    if digits.contains('.')
-        && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
-        && let Ok(f) = v.parse::<f64>()
-        && let Some(n) = serde_json::Number::from_f64(f)
-    {
-        return Json::Number(n);
-    }
-    if (v.starts_with('[') || v.starts_with('{'))
-        && let Ok(j) = serde_json::from_str::<Json>(v)
-    {
-        return j;
-    }
-    Json::String(v.to_string())
-}
-
-/// Removes one pair of matching surrounding quotes.
-fn unquote(v: &str) -> &str {
-    for q in ['"', '\''] {
-        if v.len() >= 2 && v.starts_with(q) && v.ends_with(q) {
-            return &v[1..v.len() - 1];
-        }
-    }
-    v
+/// A value as Ansible's INI plugin reads it: a Python literal, or else the text as is.
+pub(crate) fn value(v: &str) -> Json {
+    python_literal::eval(v).unwrap_or_else(|| Json::String(v.to_string()))
 }
 
 /// Splits a line like a POSIX shell with comments (Python's `shlex.split(line,
@@ -424,8 +401,6 @@ fn tokenize(line: &str) -> Result<Vec<Token>, (usize, String)> {
         }
         let start = i;
         let mut text = String::new();
-        let mut quoted_after_eq = false;
-        let mut seen_eq = false;
         let mut comment = false;
         while i < chars.len() {
             let c = chars[i];
@@ -436,9 +411,6 @@ fn tokenize(line: &str) -> Result<Vec<Token>, (usize, String)> {
                     break;
                 }
                 '\'' | '"' => {
-                    if seen_eq {
-                        quoted_after_eq = true;
-                    }
                     let quote = c;
                     let open = i;
                     i += 1;
@@ -450,10 +422,11 @@ fn tokenize(line: &str) -> Result<Vec<Token>, (usize, String)> {
                         if d == quote {
                             break;
                         }
+                        // Python's shlex: in double quotes, `\` escapes only `"` and `\`.
                         if quote == '"'
                             && d == '\\'
                             && let Some(&e) = chars.get(i)
-                            && matches!(e, '"' | '\\' | '$' | '`')
+                            && matches!(e, '"' | '\\')
                         {
                             text.push(e);
                             i += 1;
@@ -472,10 +445,6 @@ fn tokenize(line: &str) -> Result<Vec<Token>, (usize, String)> {
                     }
                     continue;
                 }
-                '=' => {
-                    seen_eq = true;
-                    text.push(c);
-                }
                 _ => text.push(c),
             }
             i += 1;
@@ -484,7 +453,6 @@ fn tokenize(line: &str) -> Result<Vec<Token>, (usize, String)> {
             text,
             column: start,
             len: (i - start).max(1),
-            quoted_after_eq,
         });
         if comment {
             break;
@@ -508,26 +476,38 @@ mod tests {
         let words: Vec<&str> = t.iter().map(|t| t.text.as_str()).collect();
         assert_eq!(words, vec!["web1", "a=1", "b=x y", "c=q", "d=\"e"]);
         assert_eq!(t[0].column, 2);
-        assert!(t[2].quoted_after_eq && !t[1].quoted_after_eq);
         assert!(tokenize("a b=\"open").is_err());
     }
 
     #[test]
-    fn host_values_are_literals_group_vars_are_strings() {
-        let i = inv("web1 port=22 on=true off=False f=1.5 mode=0644 s=\"22\" l='[1]' n=None x=abc\n[ungrouped:vars]\ngn=22\nq=\"a b\"\n")
+    fn values_are_python_literals_in_host_lines_and_group_vars() {
+        let i = inv("web1 port=22 on=true off=False f=1.5 mode=0644 s=\"22\" q2=\"'22'\" l='[1]' n=None x=abc e= d=\"{ 'root': 'HDD' }\"\n[ungrouped:vars]\ngn=2\ngf=False\ngq=\"a b\"\ngs='x' # kept\ngw=root # a comment\n")
             .unwrap_or_default();
         let v = i.host_vars("web1");
         assert_eq!(v["port"], Json::from(22));
-        assert_eq!(v["on"], Json::Bool(true));
+        assert_eq!(v["on"], Json::from("true"));
         assert_eq!(v["off"], Json::Bool(false));
         assert_eq!(v["f"], Json::from(1.5));
         assert_eq!(v["mode"], Json::from("0644"));
-        assert_eq!(v["s"], Json::from("22"));
-        assert_eq!(v["l"], Json::from("[1]"));
-        assert_eq!(v["gn"], Json::from("22"));
+        assert_eq!(v["s"], Json::from(22));
+        assert_eq!(v["q2"], Json::from("22"));
+        assert_eq!(v["l"], serde_json::json!([1]));
+        assert_eq!(v["d"], serde_json::json!({"root": "HDD"}));
         assert_eq!(v["n"], Json::Null);
-        assert_eq!(v["q"], Json::from("a b"));
         assert_eq!(v["x"], Json::from("abc"));
+        assert_eq!(v["e"], Json::from(""));
+        assert_eq!(v["gn"], Json::from(2));
+        assert_eq!(v["gf"], Json::Bool(false));
+        assert_eq!(v["gq"], Json::from("a b"));
+        assert_eq!(v["gs"], Json::from("x"));
+        assert_eq!(v["gw"], Json::from("root # a comment"));
+    }
+
+    #[test]
+    fn a_child_named_before_its_section_joins_when_the_section_comes() {
+        let i = inv("[p:children]\nlate\nearly\n[early]\ne1\n[late]\nl1\n").unwrap_or_default();
+        assert_eq!(i.groups["p"].children, vec!["early", "late"]);
+        assert_eq!(i.select("p"), Ok(vec!["e1".into(), "l1".into()]));
     }
 
     #[test]
@@ -556,9 +536,9 @@ mod tests {
         let e = first_error("[web]\nweb1\n[db\ndb1\n");
         assert!(e.contains("section header `[db` is not closed"), "{e}");
         assert!(e.contains("hosts.ini:3:1"), "{e}");
-        let e = first_error("[web]\nweb1 ansible_user=\n");
+        let e = first_error("[web]\nweb1 ansible-user=x\n");
         assert!(
-            e.contains("variable `ansible_user` of host `web1` has no value"),
+            e.contains("`ansible-user` is not a valid variable name"),
             "{e}"
         );
         assert!(e.contains("hosts.ini:2:6"), "{e}");
@@ -591,7 +571,7 @@ mod tests {
     #[test]
     fn vars_before_definition_and_undefined_children_are_accepted() {
         let i = inv("[web:vars]\nx=1\n[web]\nw1\n[all:children]\nnever\n").unwrap_or_default();
-        assert_eq!(i.host_vars("w1")["x"], Json::from("1"));
+        assert_eq!(i.host_vars("w1")["x"], Json::from(1));
         assert!(i.groups().contains_key("never"));
     }
 

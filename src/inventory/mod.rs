@@ -21,6 +21,7 @@
 pub mod dynamic;
 pub mod ini;
 pub mod pattern;
+pub mod python_literal;
 pub mod ranges;
 pub mod vars_dirs;
 pub mod yaml;
@@ -61,6 +62,9 @@ pub(crate) struct Group {
     pub(crate) vars: Vars,
     /// Length of the longest path from `all` (0 for `all`).
     pub(crate) depth: usize,
+    /// `ansible_group_priority` from an inventory source (Ansible's default is 1); as in
+    /// Ansible it is no variable, and `group_vars/` cannot set it.
+    pub(crate) priority: Option<i64>,
 }
 
 /// The hosts and groups of one or more inventory sources.
@@ -381,7 +385,15 @@ impl Inventory {
     pub(crate) fn set_group_var(&mut self, group: &str, key: &str, value: Json) {
         self.add_group(group);
         if let Some(g) = self.groups.get_mut(group) {
-            g.vars.insert(key.to_string(), value);
+            if key == "ansible_group_priority" {
+                g.priority = match &value {
+                    Json::Number(n) => n.as_i64(),
+                    Json::String(s) => s.trim().parse().ok(),
+                    _ => None,
+                };
+            } else {
+                g.vars.insert(key.to_string(), value);
+            }
         }
     }
 
@@ -590,28 +602,60 @@ impl Inventory {
         pattern::select(self, pattern)
     }
 
-    /// Every host of a group and of its descendants, in inventory order.
+    /// Every host of a group and of its descendants, in Ansible's order
+    /// (`Group.get_hosts`): the group's own hosts, then those of its children in the
+    /// order listed, then of their children, level by level, each host once.
+    ///
+    /// Ansible walks the levels below the children through a Python `set`, so where two
+    /// groups of one level both have children its order varies from run to run; here
+    /// each level keeps the order in which its groups were reached.
     pub(crate) fn group_hosts(&self, group: &str) -> Vec<String> {
-        if group == "all" {
-            return self.hosts();
-        }
-        let mut set: HashSet<&str> = HashSet::new();
-        let mut stack = vec![group];
+        let mut hosts = Vec::new();
         let mut seen: HashSet<&str> = HashSet::new();
-        while let Some(g) = stack.pop() {
-            if !seen.insert(g) {
-                continue;
-            }
+        for g in self.descendants(group) {
             if let Some(grp) = self.groups.get(g) {
-                set.extend(grp.hosts.iter().map(String::as_str));
-                stack.extend(grp.children.iter().map(String::as_str));
+                for h in &grp.hosts {
+                    if seen.insert(h) {
+                        hosts.push(h.clone());
+                    }
+                }
             }
         }
-        self.hosts
-            .keys()
-            .filter(|h| set.contains(h.as_str()))
-            .cloned()
-            .collect()
+        hosts
+    }
+
+    /// `group`, its children in order, then each further level of descendants in the
+    /// order reached (Ansible's `get_descendants(include_self=True,
+    /// preserve_ordering=True)`, made deterministic).
+    fn descendants<'a>(&'a self, group: &'a str) -> Vec<&'a str> {
+        let children = |g: &str| -> Vec<&'a str> {
+            self.groups
+                .get(g)
+                .map(|g| g.children.iter().map(String::as_str).collect())
+                .unwrap_or_default()
+        };
+        let mut ordered = vec![group];
+        let mut seen: HashSet<&str> = HashSet::from([group]);
+        let mut level: Vec<&str> = Vec::new();
+        for c in children(group) {
+            if seen.insert(c) {
+                ordered.push(c);
+                level.push(c);
+            }
+        }
+        while !level.is_empty() {
+            let mut next = Vec::new();
+            for g in &level {
+                for c in children(g) {
+                    if seen.insert(c) {
+                        ordered.push(c);
+                        next.push(c);
+                    }
+                }
+            }
+            level = next;
+        }
+        ordered
     }
 
     /// The groups a host is in, directly or through child groups, including `all`.
@@ -638,27 +682,17 @@ impl Inventory {
     }
 
     /// Groups sorted as Ansible merges them: depth, then `ansible_group_priority`
-    /// (default 100), then name.
+    /// (default 1), then name.
     fn sorted_groups(&self, names: Vec<String>) -> Vec<String> {
         let mut keyed: Vec<(usize, i64, String)> = names
             .into_iter()
             .map(|n| {
                 let g = self.groups.get(&n);
-                let depth = g.map_or(0, |g| g.depth);
-                let prio = g
-                    .and_then(|g| g.vars.get("ansible_group_priority"))
-                    .or_else(|| {
-                        self.group_file_vars
-                            .get(&n)
-                            .and_then(|v| v.get("ansible_group_priority"))
-                    })
-                    .and_then(|v| match v {
-                        Json::Number(n) => n.as_i64(),
-                        Json::String(s) => s.trim().parse().ok(),
-                        _ => None,
-                    })
-                    .unwrap_or(100);
-                (depth, prio, n)
+                (
+                    g.map_or(0, |g| g.depth),
+                    g.and_then(|g| g.priority).unwrap_or(1),
+                    n,
+                )
             })
             .collect();
         keyed.sort();
@@ -784,27 +818,22 @@ impl Inventory {
         }
     }
 
-    /// `lifeboat inventory --list`: Ansible's JSON shape, as `ansible-inventory --list
-    /// --export` prints it: each group with its direct `hosts`, `children` and own
-    /// `vars` (inventory and `group_vars/` merged), and `_meta.hostvars` with each
-    /// host's own vars (inventory and `host_vars/` merged). Feeding this back as a
-    /// dynamic inventory gives the same inventory.
-    pub fn to_ansible_json(&self) -> Json {
+    /// `lifeboat inventory --list`, as `ansible-inventory --list` prints it: every group
+    /// reached from `all` with its direct `hosts` and its `children` (in order; empty
+    /// keys and empty groups left out), and `_meta.hostvars` with each host's merged
+    /// variables. With `export` (`--list --export`, as Ansible's `--export`): each
+    /// group's own `vars` (inventory and `group_vars/`, and `ansible_group_priority`
+    /// when set), and each host's own variables (inventory and `host_vars/`). Either
+    /// shape read back as a dynamic inventory gives the same hosts, groups and merged
+    /// variables.
+    pub fn to_ansible_json(&self, export: bool) -> Json {
         let mut root = serde_json::Map::new();
-        let mut hostvars = serde_json::Map::new();
-        for (name, h) in &self.hosts {
-            let mut vars = h.vars.clone();
-            if let Some(fv) = self.host_file_vars.get(name) {
-                for (k, v) in fv {
-                    vars.insert(k.clone(), v.clone());
-                }
-            }
-            hostvars.insert(name.clone(), Json::Object(vars.into_iter().collect()));
-        }
-        let mut meta = serde_json::Map::new();
-        meta.insert("hostvars".into(), Json::Object(hostvars));
-        root.insert("_meta".into(), Json::Object(meta));
-        for (name, g) in &self.groups {
+        let mut stack = vec!["all"];
+        let mut seen: HashSet<&str> = HashSet::from(["all"]);
+        while let Some(name) = stack.pop() {
+            let Some(g) = self.groups.get(name) else {
+                continue;
+            };
             let mut obj = serde_json::Map::new();
             if !g.hosts.is_empty() && name != "all" {
                 obj.insert("hosts".into(), Json::from(g.hosts.clone()));
@@ -812,22 +841,58 @@ impl Inventory {
             if !g.children.is_empty() {
                 obj.insert("children".into(), Json::from(g.children.clone()));
             }
-            let mut vars = g.vars.clone();
-            if let Some(fv) = self.group_file_vars.get(name) {
-                for (k, v) in fv {
-                    vars.insert(k.clone(), v.clone());
+            if export {
+                let mut vars = g.vars.clone();
+                if let Some(fv) = self.group_file_vars.get(name) {
+                    vars.extend(fv.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                if let Some(p) = g.priority.filter(|p| *p != 1) {
+                    vars.insert("ansible_group_priority".into(), Json::from(p));
+                }
+                if !vars.is_empty() {
+                    obj.insert("vars".into(), Json::Object(vars.into_iter().collect()));
                 }
             }
-            if !vars.is_empty() {
-                obj.insert("vars".into(), Json::Object(vars.into_iter().collect()));
+            if !obj.is_empty() {
+                root.insert(name.to_string(), Json::Object(obj));
             }
-            root.insert(name.clone(), Json::Object(obj));
+            for c in g.children.iter().rev() {
+                if seen.insert(c) {
+                    stack.push(c);
+                }
+            }
         }
+        let mut hostvars = serde_json::Map::new();
+        for name in self.group_hosts("all") {
+            let vars = if export {
+                let mut vars = self
+                    .hosts
+                    .get(&name)
+                    .map(|h| h.vars.clone())
+                    .unwrap_or_default();
+                if let Some(fv) = self.host_file_vars.get(&name) {
+                    vars.extend(fv.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                vars
+            } else {
+                let mut vars = self.host_vars(&name);
+                vars.shift_remove("inventory_hostname");
+                vars.shift_remove("inventory_hostname_short");
+                vars
+            };
+            if !vars.is_empty() {
+                hostvars.insert(name, Json::Object(vars.into_iter().collect()));
+            }
+        }
+        let mut meta = serde_json::Map::new();
+        meta.insert("hostvars".into(), Json::Object(hostvars));
+        root.insert("_meta".into(), Json::Object(meta));
         Json::Object(root)
     }
 
-    /// `lifeboat inventory --graph`: like `ansible-inventory --graph` (`@all:`, then
-    /// `  |--@group:` and `  |  |--host`, children and hosts sorted by name).
+    /// `lifeboat inventory --graph`: as ansible-core 2.19's `ansible-inventory --graph`
+    /// (`@all:`, then `  |--@group:` and `  |  |--host`; children and hosts in the order
+    /// defined).
     pub fn graph_text(&self) -> String {
         let mut lines = Vec::new();
         self.graph_group("all", 0, &mut lines, &mut Vec::new());
@@ -852,15 +917,11 @@ impl Inventory {
             return;
         };
         path.push(name.to_string());
-        let mut kids = g.children.clone();
-        kids.sort();
-        for k in &kids {
+        for k in &g.children {
             self.graph_group(k, depth + 1, out, path);
         }
         if name != "all" {
-            let mut hosts = g.hosts.clone();
-            hosts.sort();
-            for h in hosts {
+            for h in &g.hosts {
                 out.push(format!("{}{h}", prefix(depth + 1)));
             }
         }

@@ -114,7 +114,7 @@ fn read_vars_file(path: &Path, errors: &mut InputErrors) -> Vars {
             return vars;
         }
     };
-    let root = match crate::yaml::parse(&file) {
+    let root = match crate::yaml::parse_yaml11(&file) {
         Ok(r) => r,
         Err(e) => {
             errors.push(e);

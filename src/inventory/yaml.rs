@@ -14,7 +14,7 @@ const GROUP_KEYS: [&str; 3] = ["hosts", "children", "vars"];
 
 /// Reads the YAML inventory `file` into `inv`, adding located errors to `errors`.
 pub fn parse(file: &SourceFile, inv: &mut Inventory, errors: &mut InputErrors) {
-    let root = match crate::yaml::parse(file) {
+    let root = match crate::yaml::parse_yaml11(file) {
         Ok(r) => r,
         Err(e) => {
             errors.push(e);
