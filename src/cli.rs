@@ -124,6 +124,10 @@ pub enum Command {
         /// (`ansible PATTERN --list-hosts`).
         #[arg(long, group = "what", value_name = "PATTERN")]
         list_hosts: Option<String>,
+        /// Every group with the hosts it stands for (its own, then its descendants'),
+        /// in the order a run takes them: the `groups` variable, as JSON.
+        #[arg(long, group = "what")]
+        groups: bool,
         /// The group tree.
         #[arg(long, group = "what")]
         graph: bool,
@@ -341,6 +345,7 @@ fn dispatch(cli: Cli) -> Result<u8, InputErrors> {
             list,
             export,
             list_hosts,
+            groups,
             graph,
             host,
         } => {
@@ -375,6 +380,11 @@ fn dispatch(cli: Cli) -> Result<u8, InputErrors> {
                 for h in hosts {
                     say!("{h}");
                 }
+            } else if groups {
+                say!(
+                    "{}",
+                    serde_json::to_string_pretty(&inv.groups()).unwrap_or_default()
+                );
             } else if graph {
                 say_raw!("{}", inv.graph_text());
             } else {

@@ -265,7 +265,8 @@ impl Inventory {
     pub(crate) fn empty() -> Inventory {
         let mut inv = Inventory::default();
         inv.add_group("all");
-        inv.add_group("ungrouped");
+        // First of `all`'s children, whatever a source adds, as in Ansible.
+        inv.add_child("all", "ungrouped", None);
         inv
     }
 
