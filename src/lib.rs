@@ -13,6 +13,7 @@ pub mod executor;
 pub mod graph;
 pub mod inventory;
 pub mod journal;
+pub mod keys;
 pub mod lock;
 pub mod marker;
 pub mod modules;

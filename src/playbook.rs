@@ -1,9 +1,10 @@
 //! The playbook format: a YAML file of `steps` with `needs`, read into [`Playbook`] with
-//! every mistake located (file:line:column) and reported together. This module owns the
-//! keys a playbook and a step may have, step `defaults`, `import:` of other playbooks
-//! (ids prefixed), `rollback:` specs, `secrets:` sources, and the load-time checks of
-//! module arguments and template syntax. Host patterns are checked later, against the
-//! inventory, by the graph.
+//! every mistake located (file:line:column) and reported together. Which keys a playbook,
+//! a step, `defaults:` and an import accept, and how each value is checked, come from the
+//! table of [`crate::keys`]; this module reads them into their places, and owns step
+//! `defaults`, `import:` of other playbooks (ids prefixed), `rollback:` specs, `secrets:`
+//! sources, and the load-time checks of module arguments and template syntax. Host
+//! patterns are checked later, against the inventory, by the graph.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -15,69 +16,10 @@ use serde_json::Value as Json;
 use zeroize::Zeroizing;
 
 use crate::error::{InputErrors, Location, SourceError, SourceFile, did_you_mean};
+use crate::keys::{self, Key, Place, Shape};
 use crate::modules::{self, Module, normalize_args, parse_duration, validate_args};
 use crate::template::Templates;
 use crate::yaml::{self, Node, Value};
-
-/// Keys a playbook file may have.
-pub const PLAYBOOK_KEYS: &[&str] = &[
-    "name",
-    "description",
-    "hosts",
-    "vars",
-    "vars_files",
-    "secrets",
-    "defaults",
-    "steps",
-    "phases",
-    "rto_target",
-    "rpo_target",
-    "max_fail_percentage",
-];
-
-/// Keys a step may have, besides its one module key.
-pub const STEP_KEYS: &[&str] = &[
-    "id",
-    "name",
-    "hosts",
-    "needs",
-    "when",
-    "loop",
-    "register",
-    "become",
-    "become_user",
-    "become_method",
-    "timeout",
-    "retries",
-    "retry_delay",
-    "ignore_errors",
-    "read_only",
-    "run_once",
-    "delegate_to",
-    "tags",
-    "no_log",
-    "rollback",
-    "vars",
-    "phase",
-];
-
-/// Keys a `defaults:` block may set for every step.
-pub const DEFAULT_KEYS: &[&str] = &[
-    "hosts",
-    "become",
-    "become_user",
-    "become_method",
-    "timeout",
-    "retries",
-    "retry_delay",
-    "ignore_errors",
-    "no_log",
-    "tags",
-    "rollback",
-];
-
-/// Keys of an `import:` entry.
-pub const IMPORT_KEYS: &[&str] = &["import", "id", "vars", "needs", "hosts", "tags", "phase"];
 
 /// A loaded playbook.
 #[derive(Clone)]
@@ -419,6 +361,42 @@ struct Defaults {
     rollback: Option<Node>,
 }
 
+/// A key's value as its shape reads it.
+enum Read<'n> {
+    /// [`Shape::Text`], [`Shape::VarName`], [`Shape::BecomeMethod`], [`Shape::Expression`]
+    /// (braces stripped).
+    Text(String),
+    Bool(bool),
+    /// [`Shape::Count`], [`Shape::Percent`].
+    Count(u32),
+    Duration(Duration),
+    Texts(Vec<String>),
+    /// Step ids, each where it was written.
+    Ids(Vec<(String, Location)>),
+    /// The items, or the template giving them.
+    Loop(Json),
+    Vars(IndexMap<String, Json>),
+    /// A value its key's own code reads: rollback, secrets, defaults, steps, phases.
+    Node(&'n Node),
+}
+
+impl Read<'_> {
+    /// Its kind, for [`Loader::unhandled`].
+    fn kind(&self) -> &'static str {
+        match self {
+            Read::Text(_) => "text",
+            Read::Bool(_) => "a boolean",
+            Read::Count(_) => "a number",
+            Read::Duration(_) => "a duration",
+            Read::Texts(_) => "texts",
+            Read::Ids(_) => "ids",
+            Read::Loop(_) => "loop items",
+            Read::Vars(_) => "variables",
+            Read::Node(_) => "a node",
+        }
+    }
+}
+
 impl Loader {
     fn err(&mut self, e: SourceError) {
         self.errors.push(e);
@@ -471,28 +449,28 @@ impl Loader {
             groups: IndexMap::new(),
         };
         let mut defaults = Defaults::default();
-        let mut steps_node = None;
+        let mut steps_node: Option<(&Node, &Node)> = None;
         for (k, v) in entries {
-            let key = k.scalar_text().unwrap_or_default();
-            match key.as_str() {
-                "name" => pb.name = self.string(file, v, "name").unwrap_or(pb.name),
-                "description" => pb.description = self.string(file, v, "description"),
-                "hosts" => {
-                    if let Some(h) = self.string(file, v, "hosts") {
-                        pb.hosts = h;
-                        defaults
-                            .hosts
-                            .get_or_insert((pb.hosts.clone(), v.location(file)));
-                    }
+            let Some((key, read)) = self.key(file, k, v, Place::Playbook) else {
+                continue;
+            };
+            match (key.name, read) {
+                ("name", Read::Text(s)) => pb.name = s,
+                ("description", Read::Text(s)) => pb.description = Some(s),
+                ("hosts", Read::Text(h)) => {
+                    pb.hosts = h;
+                    defaults
+                        .hosts
+                        .get_or_insert((pb.hosts.clone(), v.location(file)));
                 }
-                "vars" => pb.vars.extend(self.vars_map(file, v)),
-                "vars_files" => {
-                    for path in self.string_list(file, v, "vars_files") {
+                ("vars", Read::Vars(vars)) => pb.vars.extend(vars),
+                ("vars_files", Read::Texts(paths)) => {
+                    for path in paths {
                         let full = base_dir.join(&path);
                         match SourceFile::read(&full).and_then(|f| yaml::parse(&f).map(|n| (f, n)))
                         {
                             Ok((f, node)) => {
-                                let vars = self.vars_map(&f, &node);
+                                let vars = self.vars_map(&f, &node).unwrap_or_default();
                                 for (k, val) in vars {
                                     pb.vars.entry(k).or_insert(val);
                                 }
@@ -512,20 +490,28 @@ impl Loader {
                         }
                     }
                 }
-                "secrets" => pb.secrets = self.secrets(file, v, &base_dir),
-                "defaults" => defaults = self.defaults(file, v, defaults),
-                "steps" | "phases" => steps_node = Some((key, v)),
-                "rto_target" => pb.rto_target = self.duration(file, v, "rto_target"),
-                "max_fail_percentage" => match self.count(file, v, "max_fail_percentage") {
-                    Some(p) if p <= 100 => pb.max_fail_percentage = p,
-                    Some(p) => self.err(
-                        v.error(file, format!("`max_fail_percentage: {p}` is over 100"))
-                            .with_help("give the share of hosts that may fail, 0 to 100"),
-                    ),
-                    None => {}
-                },
-                "rpo_target" => pb.rpo_target = self.duration(file, v, "rpo_target"),
-                _ => self.unknown_key(file, k, &key, PLAYBOOK_KEYS, "playbook"),
+                ("secrets", Read::Node(node)) => pb.secrets = self.secrets(file, node, &base_dir),
+                ("defaults", Read::Node(node)) => defaults = self.defaults(file, node, defaults),
+                ("steps" | "phases", Read::Node(node)) => {
+                    if let Some((first, _)) = steps_node {
+                        self.err(
+                            k.error(
+                                file,
+                                format!(
+                                    "a playbook has `steps` or `phases`, not both (`{}` is at line {})",
+                                    first.as_str().unwrap_or_default(),
+                                    first.line
+                                ),
+                            )
+                            .with_help("put every step under one of them"),
+                        );
+                    }
+                    steps_node = Some((k, node));
+                }
+                ("rto_target", Read::Duration(d)) => pb.rto_target = Some(d),
+                ("rpo_target", Read::Duration(d)) => pb.rpo_target = Some(d),
+                ("max_fail_percentage", Read::Count(p)) => pb.max_fail_percentage = p,
+                (_, read) => self.unhandled(file, k, key, Place::Playbook, &read),
             }
         }
         let mut vars = pb.vars.clone();
@@ -535,7 +521,7 @@ impl Loader {
                 root.error(file, "the playbook has no `steps:`")
                     .with_help("add `steps:` with a list of steps"),
             ),
-            Some((key, node)) if key == "phases" => {
+            Some((key, node)) if key.as_str() == Some("phases") => {
                 // `phases:` maps a phase name to its steps, each step tagged with it.
                 match node.as_map() {
                     Some(phases) => {
@@ -633,24 +619,24 @@ impl Loader {
         let mut hosts = None;
         let mut tags = Vec::new();
         let mut import_phase = phase.map(str::to_string);
-        let mut path_node = None;
+        let mut path = None;
         for (k, v) in item.as_map().unwrap_or(&[]) {
-            let key = k.scalar_text().unwrap_or_default();
-            match key.as_str() {
-                "import" => path_node = Some(v),
-                "id" => id = self.string(file, v, "id"),
-                "vars" => import_vars = self.vars_map(file, v),
-                "needs" => needs = self.needs(file, v),
-                "hosts" => hosts = self.string(file, v, "hosts").map(|h| (h, v.location(file))),
-                "tags" => tags = self.string_list(file, v, "tags"),
-                "phase" => import_phase = self.string(file, v, "phase"),
-                _ => self.unknown_key(file, k, &key, IMPORT_KEYS, "import"),
+            let Some((key, read)) = self.key(file, k, v, Place::Import) else {
+                continue;
+            };
+            match (key.name, read) {
+                ("import", Read::Text(rel)) => path = Some((rel, v)),
+                ("id", Read::Text(s)) => id = Some(s),
+                ("vars", Read::Vars(vars)) => import_vars = vars,
+                ("needs", Read::Ids(ids)) => needs = ids,
+                ("hosts", Read::Text(h)) => hosts = Some((h, v.location(file))),
+                ("tags", Read::Texts(t)) => tags = t,
+                ("phase", Read::Text(p)) => import_phase = Some(p),
+                (_, read) => self.unhandled(file, k, key, Place::Import, &read),
             }
         }
-        let Some(path_node) = path_node else { return };
-        let Some(rel) = self.string(file, path_node, "import") else {
-            return;
-        };
+        // A path that is not a string was reported by `key`.
+        let Some((rel, path_node)) = path else { return };
         let base = dir_of(&file.path);
         let full = base.join(&rel);
         let canonical = full.canonicalize().unwrap_or_else(|_| full.clone());
@@ -750,7 +736,7 @@ impl Loader {
         let mut step_errors = false;
         for (k, v) in entries {
             let key = k.scalar_text().unwrap_or_default();
-            if STEP_KEYS.contains(&key.as_str()) {
+            if keys::find(Place::Step, &key).is_some() {
                 continue;
             }
             match modules::lookup(&key) {
@@ -783,9 +769,8 @@ impl Loader {
                 .as_ref()
                 .filter(|(m, _, _)| m.doc().args.iter().any(|a| a.name == key))
                 .map(|(m, _, _)| m.doc().name);
-            let candidates = STEP_KEYS
-                .iter()
-                .copied()
+            let candidates = keys::names(Place::Step)
+                .into_iter()
                 .chain(modules::registry().keys().copied());
             let help = match (module_arg, did_you_mean(&key, candidates)) {
                 (Some(m), _) => format!(
@@ -804,10 +789,10 @@ impl Loader {
         }
         let location = node.location(file);
         let id_node = node.get("id");
-        let name_node = node.get("name");
-        let raw_id = id_node
-            .and_then(|n| self.string(file, n, "id"))
-            .or_else(|| name_node.and_then(|n| n.as_str()).map(slug))
+        let id = self.step_text(file, node, "id");
+        let name = self.step_text(file, node, "name");
+        let raw_id = id
+            .or_else(|| name.as_deref().map(slug))
             .unwrap_or_else(|| format!("step{index}"));
         if let Some(n) = id_node
             && (raw_id.is_empty() || raw_id.contains(char::is_whitespace))
@@ -836,9 +821,7 @@ impl Loader {
         let mut step = Step {
             id: format!("{prefix}{raw_id}"),
             scope: prefix.to_string(),
-            name: name_node
-                .and_then(|n| n.scalar_text())
-                .unwrap_or_else(|| raw_id.clone()),
+            name: name.unwrap_or_else(|| raw_id.clone()),
             hosts: defaults.hosts.as_ref().map(|(h, _)| h.clone()),
             hosts_explicit: false,
             hosts_location: defaults
@@ -876,76 +859,53 @@ impl Loader {
         let mut rollback_node = defaults.rollback.clone();
         for (k, v) in entries {
             let key = k.scalar_text().unwrap_or_default();
-            match key.as_str() {
-                "id" | "name" => {}
-                "hosts" => {
-                    step.hosts = self.string(file, v, "hosts");
+            // Unknown keys and the module were dealt with above; `id` and `name` too.
+            let Some(key) =
+                keys::find(Place::Step, &key).filter(|k| !matches!(k.name, "id" | "name"))
+            else {
+                continue;
+            };
+            let Some(read) = self.read(file, v, key) else {
+                continue;
+            };
+            match (key.name, read) {
+                ("hosts", Read::Text(h)) => {
+                    step.hosts = Some(h);
                     step.hosts_location = v.location(file);
                     step.hosts_explicit = true;
                 }
                 // Ids are the file's own: an imported file's are prefixed like its steps.
-                "needs" => {
-                    step.needs = self
-                        .needs(file, v)
+                ("needs", Read::Ids(ids)) => {
+                    step.needs = ids
                         .into_iter()
                         .map(|(n, l)| (format!("{prefix}{n}"), l))
                         .collect();
                 }
-                "when" => {
-                    step.when = self.string(file, v, "when").map(|w| strip_braces(&w));
-                    if let Some(w) = &step.when
-                        && let Err(e) = self.templates.check_expression(w)
-                    {
-                        self.err(v.error(file, format!("invalid `when` expression: {e}")).with_help(
-                            "`when` is an expression without braces, e.g. `when: backup_enabled and inventory_hostname != 'ctl01'`",
-                        ));
-                    }
-                }
-                "loop" => {
-                    match &v.value {
-                        Value::Seq(_) => self.check_templates(file, v, &[]),
-                        Value::Str(s) if Templates::is_template(s) => {
-                            self.check_templates(file, v, &[])
-                        }
-                        _ => self.err(v.error(
-                            file,
-                            format!(
-                                "`loop` must be a list or a template giving one, found {}",
-                                v.kind()
-                            ),
-                        )),
-                    }
-                    step.loop_items = Some(v.to_json());
-                }
-                "register" => step.register = self.identifier(file, v, "register"),
-                "become" => step.become_ = self.boolean(file, v, "become").unwrap_or(step.become_),
-                "become_user" => step.become_user = self.string(file, v, "become_user"),
-                "become_method" => step.become_method = self.become_method(file, v),
-                "timeout" => step.timeout = self.duration(file, v, "timeout"),
-                "retries" => step.retries = self.count(file, v, "retries").unwrap_or(0),
-                "retry_delay" => {
-                    step.retry_delay = self
-                        .duration(file, v, "retry_delay")
-                        .unwrap_or(step.retry_delay)
-                }
-                "ignore_errors" => {
-                    step.ignore_errors = self.boolean(file, v, "ignore_errors").unwrap_or(false)
-                }
-                "read_only" => step.read_only = self.boolean(file, v, "read_only").unwrap_or(false),
-                "run_once" => step.run_once = self.boolean(file, v, "run_once").unwrap_or(false),
-                "delegate_to" => {
-                    step.delegate_to = self.string(file, v, "delegate_to");
+                ("when", Read::Text(w)) => step.when = Some(w),
+                ("loop", Read::Loop(items)) => step.loop_items = Some(items),
+                ("register", Read::Text(r)) => step.register = Some(r),
+                ("become", Read::Bool(b)) => step.become_ = b,
+                ("become_user", Read::Text(u)) => step.become_user = Some(u),
+                ("become_method", Read::Text(m)) => step.become_method = Some(m),
+                ("timeout", Read::Duration(d)) => step.timeout = Some(d),
+                ("retries", Read::Count(n)) => step.retries = n,
+                ("retry_delay", Read::Duration(d)) => step.retry_delay = d,
+                ("ignore_errors", Read::Bool(b)) => step.ignore_errors = b,
+                ("read_only", Read::Bool(b)) => step.read_only = b,
+                ("run_once", Read::Bool(b)) => step.run_once = b,
+                ("delegate_to", Read::Text(d)) => {
+                    step.delegate_to = Some(d);
                     self.check_templates(file, v, &[]);
                 }
-                "tags" => step.tags.extend(self.string_list(file, v, "tags")),
-                "no_log" => step.no_log = self.boolean(file, v, "no_log").unwrap_or(false),
-                "vars" => {
-                    step.vars = self.vars_map(file, v);
+                ("tags", Read::Texts(t)) => step.tags.extend(t),
+                ("no_log", Read::Bool(b)) => step.no_log = b,
+                ("vars", Read::Vars(vars)) => {
+                    step.vars = vars;
                     self.check_templates(file, v, &[]);
                 }
-                "rollback" => rollback_node = Some(v.clone()),
-                "phase" => step.phase = self.string(file, v, "phase"),
-                _ => {}
+                ("rollback", Read::Node(r)) => rollback_node = Some(r.clone()),
+                ("phase", Read::Text(p)) => step.phase = Some(p),
+                (_, read) => self.unhandled(file, k, key, Place::Step, &read),
             }
         }
         if let Some(r) = rollback_node {
@@ -1032,20 +992,22 @@ impl Loader {
             return d;
         };
         for (k, v) in entries {
-            let key = k.scalar_text().unwrap_or_default();
-            match key.as_str() {
-                "hosts" => d.hosts = self.string(file, v, "hosts").map(|h| (h, v.location(file))),
-                "become" => d.become_ = self.boolean(file, v, "become"),
-                "become_user" => d.become_user = self.string(file, v, "become_user"),
-                "become_method" => d.become_method = self.become_method(file, v),
-                "timeout" => d.timeout = self.duration(file, v, "timeout"),
-                "retries" => d.retries = self.count(file, v, "retries"),
-                "retry_delay" => d.retry_delay = self.duration(file, v, "retry_delay"),
-                "ignore_errors" => d.ignore_errors = self.boolean(file, v, "ignore_errors"),
-                "no_log" => d.no_log = self.boolean(file, v, "no_log"),
-                "tags" => d.tags = self.string_list(file, v, "tags"),
-                "rollback" => d.rollback = Some(v.clone()),
-                _ => self.unknown_key(file, k, &key, DEFAULT_KEYS, "defaults"),
+            let Some((key, read)) = self.key(file, k, v, Place::Defaults) else {
+                continue;
+            };
+            match (key.name, read) {
+                ("hosts", Read::Text(h)) => d.hosts = Some((h, v.location(file))),
+                ("become", Read::Bool(b)) => d.become_ = Some(b),
+                ("become_user", Read::Text(u)) => d.become_user = Some(u),
+                ("become_method", Read::Text(m)) => d.become_method = Some(m),
+                ("timeout", Read::Duration(t)) => d.timeout = Some(t),
+                ("retries", Read::Count(n)) => d.retries = Some(n),
+                ("retry_delay", Read::Duration(t)) => d.retry_delay = Some(t),
+                ("ignore_errors", Read::Bool(b)) => d.ignore_errors = Some(b),
+                ("no_log", Read::Bool(b)) => d.no_log = Some(b),
+                ("tags", Read::Texts(t)) => d.tags = t,
+                ("rollback", Read::Node(r)) => d.rollback = Some(r.clone()),
+                (_, read) => self.unhandled(file, k, key, Place::Defaults, &read),
             }
         }
         d
@@ -1076,7 +1038,7 @@ impl Loader {
             let mut bad_optional = None;
             for (sk, sv) in v.as_map().unwrap_or(&[]) {
                 let kind = sk.scalar_text().unwrap_or_default();
-                if kind == "optional" {
+                if kind == keys::SECRET_OPTIONAL {
                     match sv.value {
                         Value::Bool(b) => optional = b,
                         _ => bad_optional = Some(sv),
@@ -1092,6 +1054,7 @@ impl Loader {
                 );
                 continue;
             }
+            // The kinds are those of [`keys::SECRET_SOURCES`].
             let source = match sources.as_slice() {
                 [(kind, Some(t))] => match kind.as_str() {
                     "env" => Some(SecretFrom::Env(t.clone())),
@@ -1183,22 +1146,111 @@ impl Loader {
         }
     }
 
-    fn unknown_key(
+    /// A key of the mapping at `place` and its value, checked by the key's shape; `None`
+    /// (with the error reported) for a key not allowed there or a wrong value.
+    fn key<'n>(
         &mut self,
         file: &SourceFile,
         k: &Node,
-        key: &str,
-        allowed: &[&str],
-        what: &str,
-    ) {
-        let help = did_you_mean(key, allowed.iter().copied()).map_or_else(
-            || format!("a {what} may have: {}", allowed.join(", ")),
-            |s| format!("did you mean `{s}`?"),
-        );
-        self.err(
-            k.error(file, format!("unknown key `{key}` in {what}"))
-                .with_help(help),
-        );
+        v: &'n Node,
+        place: Place,
+    ) -> Option<(&'static Key, Read<'n>)> {
+        let name = k.scalar_text().unwrap_or_default();
+        let Some(key) = keys::find(place, &name) else {
+            let allowed = keys::names(place);
+            let what = place.word();
+            let help = did_you_mean(&name, allowed.iter().copied()).map_or_else(
+                || format!("a {what} may have: {}", allowed.join(", ")),
+                |s| format!("did you mean `{s}`?"),
+            );
+            self.err(
+                k.error(file, format!("unknown key `{name}` in {what}"))
+                    .with_help(help),
+            );
+            return None;
+        };
+        Some((key, self.read(file, v, key)?))
+    }
+
+    /// A key's value, checked by its shape ([`Shape`]); `None` when it is wrong (reported).
+    fn read<'n>(&mut self, file: &SourceFile, v: &'n Node, key: &Key) -> Option<Read<'n>> {
+        let name = key.name;
+        Some(match key.shape {
+            Shape::Text => Read::Text(self.string(file, v, name)?),
+            Shape::VarName => Read::Text(self.identifier(file, v, name)?),
+            Shape::BecomeMethod => Read::Text(self.become_method(file, v, name)?),
+            Shape::Expression => {
+                let w = strip_braces(&self.string(file, v, name)?);
+                if let Err(e) = self.templates.check_expression(&w) {
+                    self.err(v.error(file, format!("invalid `{name}` expression: {e}")).with_help(
+                        "`when` is an expression without braces, e.g. `when: backup_enabled and inventory_hostname != 'ctl01'`",
+                    ));
+                    return None;
+                }
+                Read::Text(w)
+            }
+            Shape::Bool => Read::Bool(self.boolean(file, v, name)?),
+            Shape::Count => Read::Count(self.count(file, v, name)?),
+            Shape::Percent => match self.count(file, v, name)? {
+                p if p <= 100 => Read::Count(p),
+                p => {
+                    self.err(
+                        v.error(file, format!("`{name}: {p}` is over 100"))
+                            .with_help("give the share of hosts that may fail, 0 to 100"),
+                    );
+                    return None;
+                }
+            },
+            Shape::Duration => Read::Duration(self.duration(file, v, name)?),
+            Shape::Texts => Read::Texts(self.string_list(file, v, name)?),
+            Shape::Ids => Read::Ids(self.needs(file, v, name)?),
+            Shape::Loop => {
+                match &v.value {
+                    Value::Seq(_) => self.check_templates(file, v, &[]),
+                    Value::Str(s) if Templates::is_template(s) => {
+                        self.check_templates(file, v, &[])
+                    }
+                    _ => {
+                        self.err(v.error(
+                            file,
+                            format!(
+                                "`{name}` must be a list or a template giving one, found {}",
+                                v.kind()
+                            ),
+                        ));
+                        return None;
+                    }
+                }
+                Read::Loop(v.to_json())
+            }
+            Shape::Vars => Read::Vars(self.vars_map(file, v)?),
+            Shape::Rollback | Shape::Secrets | Shape::Defaults | Shape::Steps | Shape::Phases => {
+                Read::Node(v)
+            }
+        })
+    }
+
+    /// A key the table allows at `place` that this loader does not take there, or takes
+    /// with a value of another shape: a mistake of lifeboat's, said rather than ignored.
+    fn unhandled(&mut self, file: &SourceFile, k: &Node, key: &Key, place: Place, read: &Read) {
+        self.err(k.error(
+            file,
+            format!(
+                "lifeboat does not handle `{}` in a {} (read as {}): this is a bug",
+                key.name,
+                place.word(),
+                read.kind()
+            ),
+        ));
+    }
+
+    /// A step's `id` or `name`, read by its key's shape.
+    fn step_text(&mut self, file: &SourceFile, step: &Node, name: &str) -> Option<String> {
+        let v = step.get(name)?;
+        match self.read(file, v, keys::find(Place::Step, name)?)? {
+            Read::Text(s) => Some(s),
+            _ => None,
+        }
     }
 
     fn string(&mut self, file: &SourceFile, v: &Node, key: &str) -> Option<String> {
@@ -1217,10 +1269,11 @@ impl Loader {
 
     fn identifier(&mut self, file: &SourceFile, v: &Node, key: &str) -> Option<String> {
         let s = self.string(file, v, key)?;
-        let ok = s
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        // `register: true` would name a variable no template can reach (`true`).
+        let ok = matches!(v.value, Value::Str(_))
+            && s.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !ok {
             self.err(
@@ -1232,13 +1285,15 @@ impl Loader {
         Some(s)
     }
 
-    fn string_list(&mut self, file: &SourceFile, v: &Node, key: &str) -> Vec<String> {
+    fn string_list(&mut self, file: &SourceFile, v: &Node, key: &str) -> Option<Vec<String>> {
         match &v.value {
-            Value::Str(s) => vec![s.clone()],
-            Value::Seq(items) => items
-                .iter()
-                .filter_map(|i| self.string(file, i, key))
-                .collect(),
+            Value::Str(s) => Some(vec![s.clone()]),
+            Value::Seq(items) => Some(
+                items
+                    .iter()
+                    .filter_map(|i| self.string(file, i, key))
+                    .collect(),
+            ),
             _ => {
                 self.err(v.error(
                     file,
@@ -1247,12 +1302,12 @@ impl Loader {
                         v.kind()
                     ),
                 ));
-                Vec::new()
+                None
             }
         }
     }
 
-    fn needs(&mut self, file: &SourceFile, v: &Node) -> Vec<(String, Location)> {
+    fn needs(&mut self, file: &SourceFile, v: &Node, key: &str) -> Option<Vec<(String, Location)>> {
         let items: Vec<&Node> = match &v.value {
             Value::Str(_) => vec![v],
             Value::Seq(items) => items.iter().collect(),
@@ -1260,17 +1315,19 @@ impl Loader {
                 self.err(v.error(
                     file,
                     format!(
-                        "`needs` must be a step id or a list of them, found {}",
+                        "`{key}` must be a step id or a list of them, found {}",
                         v.kind()
                     ),
                 ));
-                return Vec::new();
+                return None;
             }
         };
-        items
-            .into_iter()
-            .filter_map(|i| self.string(file, i, "needs").map(|s| (s, i.location(file))))
-            .collect()
+        Some(
+            items
+                .into_iter()
+                .filter_map(|i| self.string(file, i, key).map(|s| (s, i.location(file))))
+                .collect(),
+        )
     }
 
     fn boolean(&mut self, file: &SourceFile, v: &Node, key: &str) -> Option<bool> {
@@ -1323,11 +1380,11 @@ impl Loader {
         }
     }
 
-    fn become_method(&mut self, file: &SourceFile, v: &Node) -> Option<String> {
-        let m = self.string(file, v, "become_method")?;
+    fn become_method(&mut self, file: &SourceFile, v: &Node, key: &str) -> Option<String> {
+        let m = self.string(file, v, key)?;
         if m != "sudo" && m != "su" {
             self.err(
-                v.error(file, format!("`become_method: {m}` is not supported"))
+                v.error(file, format!("`{key}: {m}` is not supported"))
                     .with_help("use sudo or su"),
             );
             return None;
@@ -1335,19 +1392,21 @@ impl Loader {
         Some(m)
     }
 
-    fn vars_map(&mut self, file: &SourceFile, v: &Node) -> IndexMap<String, Json> {
+    fn vars_map(&mut self, file: &SourceFile, v: &Node) -> Option<IndexMap<String, Json>> {
         match &v.value {
-            Value::Map(entries) => entries
-                .iter()
-                .map(|(k, val)| (k.scalar_text().unwrap_or_default(), val.to_json()))
-                .collect(),
-            Value::Null => IndexMap::new(),
+            Value::Map(entries) => Some(
+                entries
+                    .iter()
+                    .map(|(k, val)| (k.scalar_text().unwrap_or_default(), val.to_json()))
+                    .collect(),
+            ),
+            Value::Null => Some(IndexMap::new()),
             _ => {
                 self.err(v.error(
                     file,
                     format!("variables must be a mapping, found {}", v.kind()),
                 ));
-                IndexMap::new()
+                None
             }
         }
     }

@@ -1,35 +1,114 @@
 //! Self-description generated from the same tables the loader checks against: the JSON
 //! Schema of the playbook format (`lifeboat schema`, for editors such as
-//! yaml-language-server) and each module's help page (`lifeboat modules NAME`).
+//! yaml-language-server) from the keys of [`crate::keys`] and the modules' argument
+//! specs, and each module's help page (`lifeboat modules NAME`). The schema accepts what
+//! `lifeboat validate` accepts and refuses what it refuses, as far as a JSON Schema can
+//! say it: not template syntax, `needs` naming a step, host patterns, or a module's own
+//! checks of how its arguments go together.
 
 use serde_json::{Map, Value as Json, json};
 
+use crate::keys::{self, Key, Place, SECRET_OPTIONAL, SECRET_SOURCES, Shape};
 use crate::modules::{ArgKind, ModuleDoc, registry};
 
+/// A string that is a template (`{{ }}` or `{% %}`): accepted for any module argument,
+/// and as `loop:`, since only rendering tells its value.
+const TEMPLATE: &str = r"\{\{|\{%";
+
+/// A duration as the loader reads one (a number of seconds, or humantime's units).
+const DURATION: &str = concat!(
+    r"^\s*(?:\+?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?",
+    r"|(?:[0-9]+(?:\.[0-9]+)?\s*(?:nanos|nsec|ns|usec|us|µs|millis|msec|ms|seconds|second|secs",
+    r"|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w",
+    r"|months|month|M|years|year|yrs|yr|y)\s*)+)\s*$"
+);
+
+/// A scalar read as text: the loader takes a number or a boolean as its text.
+fn text() -> Json {
+    json!({"type": ["string", "number", "boolean"]})
+}
+
+fn template() -> Json {
+    json!({"type": "string", "pattern": TEMPLATE})
+}
+
+fn definition(name: &str) -> Json {
+    json!({"$ref": format!("#/definitions/{name}")})
+}
+
+/// What a value of this shape may be.
+fn shape_schema(shape: Shape) -> Json {
+    match shape {
+        Shape::Text | Shape::Expression => text(),
+        Shape::VarName => json!({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}),
+        Shape::BecomeMethod => json!({"enum": ["sudo", "su"]}),
+        Shape::Bool => json!({"type": "boolean"}),
+        Shape::Count => json!({"type": "integer", "minimum": 0, "maximum": u32::MAX}),
+        Shape::Percent => json!({"type": "integer", "minimum": 0, "maximum": 100}),
+        Shape::Duration => json!({"anyOf": [
+            {"type": "number", "minimum": 0},
+            {"type": "string", "pattern": DURATION},
+        ]}),
+        Shape::Texts | Shape::Ids => json!({"anyOf": [
+            {"type": "string"},
+            {"type": "array", "items": text()},
+        ]}),
+        Shape::Loop => json!({"anyOf": [{"type": "array"}, template()]}),
+        Shape::Vars => json!({"type": ["object", "null"]}),
+        Shape::Rollback => json!({"anyOf": [
+            {"enum": ["auto", "none", null]},
+            definition("action"),
+            {"type": "array", "items": definition("action")},
+        ]}),
+        Shape::Secrets => json!({"type": "object", "additionalProperties": definition("secret")}),
+        Shape::Defaults => definition("defaults"),
+        Shape::Steps => definition("steps"),
+        Shape::Phases => json!({"type": "object", "additionalProperties": definition("steps")}),
+    }
+}
+
+/// A key's schema, with its doc as the description (beside a `$ref`, which draft 7 reads
+/// alone, through `allOf`).
+fn key_schema(key: &Key) -> Json {
+    let shape = shape_schema(key.shape);
+    match shape {
+        Json::Object(mut m) if !m.contains_key("$ref") => {
+            m.insert("description".into(), Json::String(key.doc.into()));
+            Json::Object(m)
+        }
+        other => json!({"description": key.doc, "allOf": [other]}),
+    }
+}
+
+/// The keys allowed at `place`, as schema properties.
+fn properties(place: Place) -> Map<String, Json> {
+    keys::at(place)
+        .map(|k| (k.name.to_string(), key_schema(k)))
+        .collect()
+}
+
+/// What the loader accepts for an argument of this kind (a template string is accepted
+/// for every kind: only rendering tells its value).
 fn kind_schema(kind: ArgKind) -> Json {
     match kind {
         ArgKind::Str => json!({"type": ["string", "number"]}),
-        ArgKind::StrOrList => {
-            json!({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})
-        }
-        ArgKind::Int => {
-            json!({"anyOf": [{"type": "integer"}, {"type": "string", "pattern": "\\{\\{"}]})
-        }
-        ArgKind::Bool => {
-            json!({"anyOf": [{"type": "boolean"}, {"type": "string", "pattern": "\\{\\{"}]})
-        }
-        ArgKind::List => {
-            json!({"anyOf": [{"type": "array"}, {"type": "string", "pattern": "\\{\\{"}]})
-        }
-        ArgKind::Map => {
-            json!({"anyOf": [{"type": "object"}, {"type": "string", "pattern": "\\{\\{"}]})
-        }
-        ArgKind::Duration => json!({"type": ["string", "number"]}),
+        ArgKind::StrOrList => json!({"type": ["string", "array"]}),
+        ArgKind::Int => json!({"anyOf": [{"type": "integer"}, template()]}),
+        ArgKind::Bool => json!({"anyOf": [{"type": "boolean"}, template()]}),
+        ArgKind::List => json!({"anyOf": [{"type": "array"}, template()]}),
+        ArgKind::Map => json!({"anyOf": [{"type": "object"}, template()]}),
+        ArgKind::Duration => json!({"anyOf": [
+            {"type": "integer", "minimum": 0},
+            {"type": "string", "pattern": DURATION},
+            template(),
+        ]}),
         ArgKind::Mode => json!({"type": "string"}),
         ArgKind::Any => json!({}),
     }
 }
 
+/// A module's value in a step: a mapping of its arguments; nothing, when it requires
+/// none; or, for a module with a short form, the value of that one argument.
 fn module_schema(doc: &ModuleDoc) -> Json {
     let mut props = Map::new();
     for a in doc.args {
@@ -45,116 +124,127 @@ fn module_schema(doc: &ModuleDoc) -> Json {
         .filter(|a| a.required)
         .map(|a| a.name)
         .collect();
-    let mapping = json!({
+    let mut forms = vec![json!({
         "type": "object",
         "properties": props,
         "required": required,
         "additionalProperties": doc.open_args,
-    });
-    match doc.free_form {
-        Some(free) => {
-            let free_kind = doc
-                .args
-                .iter()
-                .find(|a| a.name == free)
-                .map_or(ArgKind::Any, |a| a.kind);
-            json!({"description": doc.summary, "anyOf": [kind_schema(free_kind), mapping]})
-        }
-        None => json!({"description": doc.summary, "allOf": [mapping]}),
+    })];
+    if required.is_empty() {
+        forms.push(json!({"type": "null"}));
     }
+    if let Some(free) = doc.free_form
+        && required.iter().all(|r| *r == free)
+    {
+        let kind = doc
+            .args
+            .iter()
+            .find(|a| a.name == free)
+            .map_or(ArgKind::Any, |a| a.kind);
+        // A mapping or nothing is read as the arguments, never as the short form.
+        forms.push(json!({"not": {"type": ["object", "null"]}, "allOf": [kind_schema(kind)]}));
+    }
+    json!({"description": doc.summary, "anyOf": forms})
 }
 
-/// The JSON Schema of a playbook file.
+/// The JSON Schema of a playbook file. Its `definitions` name the parts a fragment may
+/// be checked against: `steps` (a list of steps and imports), `step`, `import`,
+/// `defaults`, `secret`, `action` (a rollback action) and `vars` (a file of variables,
+/// as `vars_files` names).
 pub fn playbook_schema() -> Json {
-    let duration =
-        json!({"type": ["string", "number"], "description": "a duration: 30s, 5m, 1h30m"});
-    let string_list =
-        json!({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]});
-    let mut module_props = Map::new();
-    for (name, m) in registry() {
-        module_props.insert((*name).to_string(), module_schema(m.doc()));
-    }
+    let modules: Map<String, Json> = registry()
+        .iter()
+        .map(|(name, m)| ((*name).to_string(), module_schema(m.doc())))
+        .collect();
+    let one_module: Vec<Json> = modules.keys().map(|m| json!({"required": [m]})).collect();
+    let mut step_props = properties(Place::Step);
+    step_props.extend(modules.clone());
+    let step = json!({
+        "description": "a step: its keys and exactly one module",
+        "type": "object",
+        "properties": step_props,
+        "additionalProperties": false,
+        "oneOf": one_module,
+    });
+    let import = json!({
+        "description": "an import of another playbook's steps, their ids prefixed",
+        "type": "object",
+        "properties": properties(Place::Import),
+        "required": ["import"],
+        "additionalProperties": false,
+    });
+    let steps = json!({
+        "description": "steps and imports (an entry with `import:` is an import)",
+        "type": "array",
+        "items": {
+            "if": {"type": "object", "required": ["import"]},
+            "then": definition("import"),
+            "else": definition("step"),
+        },
+    });
+    let defaults = json!({
+        "description": "values for every step",
+        "type": "object",
+        "properties": properties(Place::Defaults),
+        "additionalProperties": false,
+    });
+    let mut secret_props: Map<String, Json> = SECRET_SOURCES
+        .iter()
+        .map(|(name, doc)| {
+            let mut s = text();
+            if let Json::Object(m) = &mut s {
+                m.insert("description".into(), Json::String((*doc).into()));
+            }
+            ((*name).to_string(), s)
+        })
+        .collect();
+    secret_props.insert(
+        SECRET_OPTIONAL.into(),
+        json!({"type": "boolean", "description": "true: an unset variable or a missing file leaves the secret undefined"}),
+    );
+    let one_source: Vec<Json> = SECRET_SOURCES
+        .iter()
+        .map(|(name, _)| json!({"required": [name]}))
+        .collect();
+    let secret = json!({
+        "description": "where a secret's value comes from: exactly one source",
+        "type": "object",
+        "properties": secret_props,
+        "additionalProperties": false,
+        "oneOf": one_source,
+    });
     let action = json!({
+        "description": "a module invocation",
         "type": "object",
         "minProperties": 1,
         "maxProperties": 1,
-        "properties": module_props.clone(),
+        "properties": modules,
         "additionalProperties": false,
     });
-    let mut step_props: Map<String, Json> = Map::new();
-    let common = [
-        (
-            "id",
-            json!({"type": "string", "description": "unique id; what `needs` refers to"}),
-        ),
-        ("name", json!({"type": "string"})),
-        (
-            "hosts",
-            json!({"type": "string", "description": "host pattern"}),
-        ),
-        ("needs", string_list.clone()),
-        (
-            "when",
-            json!({"type": ["string", "boolean"], "description": "expression without braces"}),
-        ),
-        ("loop", json!({"type": ["array", "string"]})),
-        ("register", json!({"type": "string"})),
-        ("become", json!({"type": "boolean"})),
-        ("become_user", json!({"type": "string"})),
-        ("become_method", json!({"enum": ["sudo", "su"]})),
-        ("timeout", duration.clone()),
-        ("retries", json!({"type": "integer", "minimum": 0})),
-        ("retry_delay", duration.clone()),
-        ("ignore_errors", json!({"type": "boolean"})),
-        ("read_only", json!({"type": "boolean"})),
-        ("run_once", json!({"type": "boolean"})),
-        ("delegate_to", json!({"type": "string"})),
-        ("tags", string_list.clone()),
-        ("no_log", json!({"type": "boolean"})),
-        ("vars", json!({"type": "object"})),
-        ("phase", json!({"type": "string"})),
-        (
-            "rollback",
-            json!({"anyOf": [{"enum": ["auto", "none"]}, action.clone(), {"type": "array", "items": action}]}),
-        ),
-    ];
-    for (k, v) in common {
-        step_props.insert(k.into(), v);
-    }
-    step_props.extend(module_props);
-    let import = json!({
-        "type": "object",
-        "required": ["import"],
-        "properties": {
-            "import": {"type": "string", "description": "a playbook file whose steps are brought in, ids prefixed"},
-            "id": {"type": "string"}, "vars": {"type": "object"}, "needs": string_list,
-            "hosts": {"type": "string"}, "tags": string_list, "phase": {"type": "string"}
-        },
-        "additionalProperties": false,
-    });
-    let step = json!({"type": "object", "properties": step_props, "additionalProperties": false});
-    let steps = json!({"type": "array", "items": {"anyOf": [import, step]}});
+    // `steps` or `phases`, exactly one.
+    let one_list: Vec<Json> = keys::at(Place::Playbook)
+        .filter(|k| matches!(k.shape, Shape::Steps | Shape::Phases))
+        .map(|k| json!({"required": [k.name]}))
+        .collect();
     json!({
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "lifeboat playbook",
         "type": "object",
-        "properties": {
-            "name": {"type": "string"},
-            "description": {"type": "string"},
-            "hosts": {"type": "string", "description": "default host pattern of the steps"},
-            "vars": {"type": "object"},
-            "vars_files": string_list,
-            "secrets": {"type": "object", "additionalProperties": {
-                "type": "object", "minProperties": 1, "maxProperties": 1,
-                "properties": {"env": {"type": "string"}, "file": {"type": "string"}, "command": {"type": "string"}, "value": {"type": "string"}}
-            }},
-            "defaults": {"type": "object"},
-            "steps": steps,
-            "phases": {"type": "object", "additionalProperties": steps},
-            "rto_target": duration,
-            "rpo_target": duration,
-        },
+        "properties": properties(Place::Playbook),
         "additionalProperties": false,
+        "oneOf": one_list,
+        "definitions": {
+            "steps": steps,
+            "step": step,
+            "import": import,
+            "defaults": defaults,
+            "secret": secret,
+            "action": action,
+            "vars": {
+                "description": "a file of variables (`vars_files`)",
+                "type": ["object", "null"],
+            },
+        },
     })
 }
 

@@ -195,18 +195,18 @@ fn tree() -> impl Strategy<Value = Value> {
     })
 }
 
-/// A step's keys (the loader's own list), every module's key, `import`, and one the
+/// A step's keys (the loader's own table), every module's key, `import`, and one the
 /// loader must refuse.
 fn step_keys() -> Vec<&'static str> {
-    let mut keys = lifeboat::playbook::STEP_KEYS.to_vec();
+    let mut keys = lifeboat::keys::names(lifeboat::keys::Place::Step);
     keys.extend(lifeboat::modules::registry().keys().copied());
     keys.extend(["import", "bogus"]);
     keys
 }
 
-/// A playbook's keys (the loader's own list) and one it must refuse.
+/// A playbook's keys (the loader's own table) and one it must refuse.
 fn playbook_keys() -> Vec<&'static str> {
-    let mut keys = lifeboat::playbook::PLAYBOOK_KEYS.to_vec();
+    let mut keys = lifeboat::keys::names(lifeboat::keys::Place::Playbook);
     keys.push("bogus");
     keys
 }
