@@ -4,8 +4,8 @@
 //!   (split like a POSIX shell: quotes group words, `#` outside quotes starts a
 //!   comment). Names may hold ranges (`node[01:03]`, `node[a:c]`) and a port
 //!   (`web1:2222` sets `ansible_port`).
-//! - `[group:children]` lists child groups; a child never defined as a section is
-//!   created empty (Ansible does the same, with a warning).
+//! - `[group:children]` lists child groups; a child that no section of the file (or
+//!   of a file read before it) defines is an error, as in Ansible.
 //! - `[group:vars]` sets `key=value` group variables; `[x:vars]` for a group defined
 //!   nowhere is an error, as in Ansible.
 //! - Lines starting with `#` or `;` are comments; hosts before any section go to
@@ -208,12 +208,17 @@ pub fn parse(file: &SourceFile, inv: &mut Inventory, errors: &mut InputErrors) {
             }
         }
     }
-    // Children that never got a section of their own: empty groups (Ansible refuses
-    // them; an empty group changes nothing).
-    while let Some((child, _, _)) = waiting.first() {
-        let child = child.clone();
-        inv.add_group(&child);
-        join_parents(&child, &mut waiting, inv);
+    // Children that never got a section of their own: Ansible refuses the file.
+    for (child, parent, at) in waiting {
+        errors.push(
+            SourceError::at(
+                at,
+                format!("[{parent}:children] names group `{child}`, which no section defines"),
+            )
+            .with_help(format!(
+                "add a [{child}] section (it may be empty), or remove this line"
+            )),
+        );
     }
     for (name, at) in pending {
         errors.push(
@@ -569,10 +574,16 @@ mod tests {
     }
 
     #[test]
-    fn vars_before_definition_and_undefined_children_are_accepted() {
-        let i = inv("[web:vars]\nx=1\n[web]\nw1\n[all:children]\nnever\n").unwrap_or_default();
+    fn vars_before_definition_are_accepted_undefined_children_are_not() {
+        let i = inv("[web:vars]\nx=1\n[web]\nw1\n").unwrap_or_default();
         assert_eq!(i.host_vars("w1")["x"], Json::from(1));
-        assert!(i.groups().contains_key("never"));
+        let e = first_error("[web]\nw1\n[app:children]\nweb\nnever\n");
+        assert!(
+            e.contains("[app:children] names group `never`, which no section defines"),
+            "{e}"
+        );
+        assert!(e.contains("hosts.ini:5:1"), "{e}");
+        assert!(e.contains("add a [never] section (it may be empty)"), "{e}");
     }
 
     #[test]
