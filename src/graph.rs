@@ -3,7 +3,7 @@
 //! A node is a (step, host) pair. When step B `needs` step A, B on host h waits for A
 //! on h if A runs on h; otherwise B on h waits for A on every host A runs on (a
 //! barrier) and for the steps A needs (transitively) on h, so `needs` stays transitive
-//! per host. `run_once` steps have one node, on the first of their hosts. Steps left
+//! per host. `needs: [A@all]` asks for the barrier even where A runs on h. `run_once` steps have one node, on the first of their hosts. Steps left
 //! out by `--tags`/`--skip-tags` are looked through: B then waits for what A waited
 //! for. A cycle between steps is an error naming every step in it. This module only
 //! builds and describes the graph; the executor schedules it.
@@ -151,8 +151,8 @@ impl Graph {
             } else {
                 vec![nodes[n].host.as_str()]
             };
-            for need in effective_needs(pb, &index, &present, own_step) {
-                let same_host = if run_once {
+            for (need, everywhere) in effective_needs(pb, &index, &present, own_step) {
+                let same_host = if run_once || everywhere {
                     None
                 } else {
                     node_of.get(&(need, nodes[n].host.as_str()))
@@ -271,54 +271,74 @@ fn same_host_ancestors(
     host: &str,
     deps: &mut Vec<usize>,
 ) {
+    let steps_of = |s: usize| {
+        effective_needs(pb, index, present, s)
+            .into_iter()
+            .map(|(n, _)| n)
+    };
     let mut seen = HashSet::new();
-    let mut stack = effective_needs(pb, index, present, step);
+    let mut stack: Vec<usize> = steps_of(step).collect();
     while let Some(s) = stack.pop() {
         if !seen.insert(s) {
             continue;
         }
         match node_of.get(&(s, host)) {
             Some(&d) => deps.push(d),
-            None => stack.extend(effective_needs(pb, index, present, s)),
+            None => stack.extend(steps_of(s)),
         }
     }
 }
 
-/// The selected steps a step waits for, looking through unselected ones.
+/// The selected steps a step waits for, looking through unselected ones, each with
+/// whether it is waited for on every host (`needs: [A@all]`, kept through the steps
+/// looked through).
 fn effective_needs(
     pb: &Playbook,
     index: &HashMap<&str, usize>,
     selected: &[bool],
     step: usize,
-) -> Vec<usize> {
-    let mut out = Vec::new();
+) -> Vec<(usize, bool)> {
+    let mut out: Vec<(usize, bool)> = Vec::new();
     let mut seen = HashSet::new();
-    let mut stack: Vec<usize> = direct_needs(pb, index, step);
-    while let Some(s) = stack.pop() {
-        if !seen.insert(s) {
+    let mut stack = direct_needs(pb, index, step);
+    while let Some((s, everywhere)) = stack.pop() {
+        if !seen.insert((s, everywhere)) {
             continue;
         }
         if selected[s] {
-            out.push(s);
+            out.push((s, everywhere));
         } else {
-            stack.extend(direct_needs(pb, index, s));
+            stack.extend(
+                direct_needs(pb, index, s)
+                    .into_iter()
+                    .map(|(n, e)| (n, e || everywhere)),
+            );
         }
     }
     out.sort_unstable();
+    // A step needed both ways is needed on every host.
+    out.dedup_by(|later, earlier| {
+        later.0 == earlier.0 && {
+            earlier.1 |= later.1;
+            true
+        }
+    });
     out
 }
 
-/// The steps a step names in `needs`, with import ids expanded to their steps.
-fn direct_needs(pb: &Playbook, index: &HashMap<&str, usize>, step: usize) -> Vec<usize> {
+/// The steps a step names in `needs`, with import ids expanded to their steps, each
+/// with whether it is waited for on every host (`@all`).
+fn direct_needs(pb: &Playbook, index: &HashMap<&str, usize>, step: usize) -> Vec<(usize, bool)> {
     let mut out = Vec::new();
     for (need, _) in &pb.steps[step].needs {
-        if let Some(&i) = index.get(need.as_str()) {
-            out.push(i);
-        } else if let Some(members) = pb.groups.get(need) {
+        let (id, everywhere) = crate::playbook::split_need(need);
+        if let Some(&i) = index.get(id) {
+            out.push((i, everywhere));
+        } else if let Some(members) = pb.groups.get(id) {
             out.extend(
                 members
                     .iter()
-                    .filter_map(|m| index.get(m.as_str()).copied()),
+                    .filter_map(|m| index.get(m.as_str()).map(|&i| (i, everywhere))),
             );
         }
     }
@@ -336,7 +356,7 @@ fn check_cycles(pb: &Playbook, errors: &mut InputErrors) {
     let mut g: DiGraph<usize, ()> = DiGraph::new();
     let ids: Vec<_> = (0..pb.steps.len()).map(|i| g.add_node(i)).collect();
     for i in 0..pb.steps.len() {
-        for d in direct_needs(pb, &index, i) {
+        for (d, _) in direct_needs(pb, &index, i) {
             g.add_edge(ids[d], ids[i], ());
         }
     }

@@ -795,12 +795,15 @@ impl Loader {
             .or_else(|| name.as_deref().map(slug))
             .unwrap_or_else(|| format!("step{index}"));
         if let Some(n) = id_node
-            && (raw_id.is_empty() || raw_id.contains(char::is_whitespace))
+            && (raw_id.is_empty() || raw_id.contains(char::is_whitespace) || raw_id.contains('@'))
         {
-            self.err(n.error(
-                file,
-                format!("step id `{raw_id}` must be a non-empty word without spaces"),
-            ));
+            self.err(
+                n.error(
+                    file,
+                    format!("step id `{raw_id}` must be a non-empty word without spaces or `@`"),
+                )
+                .with_help("`@all` after an id in `needs` means on every host"),
+            );
         }
         let Some((module, mod_key, mod_value)) = module else {
             if !step_errors {
@@ -1081,6 +1084,7 @@ impl Loader {
     }
 
     fn check_ids_and_needs(&mut self, pb: &mut Playbook) {
+        // (See `split_need` for `@all`.)
         let mut seen: HashMap<String, Location> = HashMap::new();
         for step in &pb.steps {
             if let Some(first) = seen.get(&step.id) {
@@ -1098,8 +1102,26 @@ impl Loader {
         let ids: HashSet<&str> = pb.steps.iter().map(|s| s.id.as_str()).collect();
         let groups = &pb.groups;
         for step in &pb.steps {
-            for (need, loc) in &step.needs {
-                if !ids.contains(need.as_str()) && !groups.contains_key(need) {
+            for (written, loc) in &step.needs {
+                let (need, _) = split_need(written);
+                if let Some((_, scope)) = written.rsplit_once('@')
+                    && scope != "all"
+                {
+                    self.errors.push(
+                        SourceError::at(
+                            loc.clone(),
+                            format!(
+                                "step `{}` needs `{written}`: after `@` only `all` is known",
+                                step.id
+                            ),
+                        )
+                        .with_help(format!(
+                            "write `{need}@all` to wait for `{need}` on every host it runs on, or `{need}` for the same host"
+                        )),
+                    );
+                    continue;
+                }
+                if !ids.contains(need) && !groups.contains_key(need) {
                     let candidates: Vec<&str> = ids
                         .iter()
                         .copied()
@@ -1440,4 +1462,14 @@ fn slug(name: &str) -> String {
         }
     }
     out.trim_end_matches('-').to_string()
+}
+
+/// A `needs` entry as written: the step (or import) id, and whether it is waited for
+/// on every host it runs on (`id@all`) rather than on the same host.
+pub fn split_need(need: &str) -> (&str, bool) {
+    match need.rsplit_once('@') {
+        Some((id, "all")) => (id, true),
+        Some((id, _)) => (id, false),
+        None => (need, false),
+    }
 }

@@ -1183,6 +1183,64 @@ steps:
 }
 
 #[test]
+fn needs_at_all_waits_for_every_host_even_where_the_step_runs_here() {
+    let playbook = r#"
+hosts: all
+steps:
+  - id: stage
+    shell: sleep {{ '0.5' if inventory_hostname == 'cmp01' else '0' }}
+  - id: stop
+    needs: [stage@all]
+    shell: echo stop
+  - id: local
+    needs: [stage]
+    shell: echo local
+"#;
+    let out = Test::new()
+        .command("graph")
+        .inventory(INVENTORY)
+        .playbook(playbook)
+        .run();
+    out.assert_code(0);
+    let line = |node: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(node))
+            .unwrap_or_default()
+            .to_string()
+    };
+    for h in ["ctl01", "ctl02", "cmp01"] {
+        assert!(
+            line("stop @ ctl01").contains(&format!("stage@{h}")),
+            "{out:?}"
+        );
+    }
+    assert!(!line("local @ ctl01").contains("stage@cmp01"), "{out:?}");
+    let out = Test::new().inventory(INVENTORY).playbook(playbook).run();
+    out.assert_code(0);
+    assert!(
+        out.interval("stop", "ctl01").0 >= out.interval("stage", "cmp01").1,
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_need_scoped_other_than_all_is_a_located_error() {
+    let out = Test::new()
+        .command("validate")
+        .playbook("steps:\n  - id: a\n    shell: 'true'\n  - id: b\n    needs: [a@ctl]\n    shell: 'true'\n")
+        .run();
+    out.assert_code(1);
+    assert!(
+        out.stderr
+            .contains("step `b` needs `a@ctl`: after `@` only `all` is known"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains(":5:"), "{out:?}");
+    assert!(out.stderr.contains("write `a@all`"), "{out:?}");
+}
+
+#[test]
 fn needs_on_the_same_hosts_waits_per_host() {
     let out = Test::new()
         .inventory(INVENTORY)
