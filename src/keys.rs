@@ -43,6 +43,8 @@ pub enum Shape {
     VarName,
     /// `sudo` or `su`.
     BecomeMethod,
+    /// `together`, `in_order` or `reverse` (a looped import's order).
+    LoopOrder,
     /// An expression without braces (`{{ }}` around it is allowed); as [`Shape::Text`].
     Expression,
     /// `true` or `false`.
@@ -320,6 +322,27 @@ pub const KEYS: &[Key] = &[
         places: &[S, D],
         shape: Shape::Rollback,
         doc: "`auto` (default), `none`, a module invocation, or a list of them",
+    },
+    Key {
+        name: "loop",
+        places: &[I],
+        shape: Shape::Texts,
+        doc: "import the file once per item (words, known when the playbook loads), with \
+              the item in `loop_var` and the ids `ID-ITEM`; the import's id stands for all",
+    },
+    Key {
+        name: "loop_var",
+        places: &[I],
+        shape: Shape::VarName,
+        doc: "the variable each expansion of a looped import gets its item in (default \
+              `item`)",
+    },
+    Key {
+        name: "loop_order",
+        places: &[I],
+        shape: Shape::LoopOrder,
+        doc: "`together` (default: every expansion at once), `in_order` (each needs the \
+              one before) or `reverse` (the same, last item first)",
     },
     Key {
         name: "phase",

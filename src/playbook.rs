@@ -601,6 +601,8 @@ impl Loader {
         }
     }
 
+    /// An `import:` entry: the file's steps, prefixed with the import's id; with
+    /// `loop:`, once per item, expanded here (see [`Loader::expand_import`]).
     #[allow(clippy::too_many_arguments)]
     fn import(
         &mut self,
@@ -613,32 +615,160 @@ impl Loader {
         visiting: &mut Vec<PathBuf>,
         pb: &mut Playbook,
     ) {
-        let mut import_vars = IndexMap::new();
-        let mut id = None;
-        let mut needs = Vec::new();
-        let mut hosts = None;
-        let mut tags = Vec::new();
-        let mut import_phase = phase.map(str::to_string);
+        let mut entry = ImportEntry {
+            vars: IndexMap::new(),
+            id: None,
+            needs: Vec::new(),
+            hosts: None,
+            tags: Vec::new(),
+            phase: phase.map(str::to_string),
+        };
         let mut path = None;
+        let mut items: Option<(Vec<String>, &Node)> = None;
+        let mut loop_var = "item".to_string();
+        let mut order = "together".to_string();
         for (k, v) in item.as_map().unwrap_or(&[]) {
             let Some((key, read)) = self.key(file, k, v, Place::Import) else {
                 continue;
             };
             match (key.name, read) {
                 ("import", Read::Text(rel)) => path = Some((rel, v)),
-                ("id", Read::Text(s)) => id = Some(s),
-                ("vars", Read::Vars(vars)) => import_vars = vars,
-                ("needs", Read::Ids(ids)) => needs = ids,
-                ("hosts", Read::Text(h)) => hosts = Some((h, v.location(file))),
-                ("tags", Read::Texts(t)) => tags = t,
-                ("phase", Read::Text(p)) => import_phase = Some(p),
+                ("id", Read::Text(s)) => entry.id = Some(s),
+                ("vars", Read::Vars(vars)) => entry.vars = vars,
+                ("needs", Read::Ids(ids)) => entry.needs = ids,
+                ("hosts", Read::Text(h)) => entry.hosts = Some((h, v.location(file))),
+                ("tags", Read::Texts(t)) => entry.tags = t,
+                ("phase", Read::Text(p)) => entry.phase = Some(p),
+                ("loop", Read::Texts(t)) => items = Some((t, v)),
+                ("loop_var", Read::Text(n)) => loop_var = n,
+                ("loop_order", Read::Text(o)) => order = o,
                 (_, read) => self.unhandled(file, k, key, Place::Import, &read),
             }
         }
         // A path that is not a string was reported by `key`.
         let Some((rel, path_node)) = path else { return };
+        let Some((items, items_node)) = items else {
+            // (`loop_order` without `loop` orders one import: nothing to do.)
+            self.import_once(
+                file,
+                &rel,
+                path_node,
+                entry,
+                prefix,
+                outer_defaults,
+                outer_vars,
+                visiting,
+                pb,
+            );
+            return;
+        };
+        let reverse = match order.as_str() {
+            "in_order" => Some(false),
+            "reverse" => Some(true),
+            _ => None,
+        };
+        self.expand_import(
+            file,
+            (&rel, path_node),
+            entry,
+            (&items, items_node, &loop_var, reverse),
+            (prefix, outer_defaults, outer_vars),
+            visiting,
+            pb,
+        );
+    }
+
+    /// `loop:` on an import: the file imported once per item, with the item in
+    /// `loop_var` and the id `ID-ITEM`; the import's id stands for every expansion (so
+    /// `needs: [ID]` or `[ID@all]` waits for all of them). With `loop_order: in_order`
+    /// each expansion needs the one before; `reverse` takes the items backwards so.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn expand_import(
+        &mut self,
+        file: &SourceFile,
+        (rel, path_node): (&str, &Node),
+        entry: ImportEntry,
+        (items, items_node, loop_var, reverse): (&[String], &Node, &str, Option<bool>),
+        (prefix, outer_defaults, outer_vars): (&str, &Defaults, &IndexMap<String, Json>),
+        visiting: &mut Vec<PathBuf>,
+        pb: &mut Playbook,
+    ) {
+        let group = entry.id.clone().unwrap_or_else(|| import_name(rel));
+        if let Some(bad) = items.iter().find(|i| {
+            i.is_empty()
+                || !i
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-'))
+        }) {
+            self.err(
+                items_node
+                    .error(file, format!("`loop` item `{bad}` cannot name an import"))
+                    .with_help("an import's items are words (letters, digits, `_`, `-`): each names its steps, `ID-ITEM`"),
+            );
+            return;
+        }
+        let mut ordered: Vec<&String> = items.iter().collect();
+        if reverse == Some(true) {
+            ordered.reverse();
+        }
+        let mut all_ids = Vec::new();
+        let mut previous: Option<String> = None;
+        for it in ordered {
+            let mut one = entry.clone();
+            let id = format!("{group}-{it}");
+            one.id = Some(id.clone());
+            one.vars
+                .insert(loop_var.to_string(), Json::String(it.clone()));
+            if let Some(p) = previous.take()
+                && reverse.is_some()
+            {
+                one.needs.push((p, items_node.location(file)));
+            }
+            self.import_once(
+                file,
+                rel,
+                path_node,
+                one,
+                prefix,
+                outer_defaults,
+                outer_vars,
+                visiting,
+                pb,
+            );
+            all_ids.extend(
+                pb.groups
+                    .get(&format!("{prefix}{id}"))
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+            previous = Some(id);
+        }
+        pb.groups.insert(format!("{prefix}{group}"), all_ids);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn import_once(
+        &mut self,
+        file: &SourceFile,
+        rel: &str,
+        path_node: &Node,
+        entry: ImportEntry,
+        prefix: &str,
+        outer_defaults: &Defaults,
+        outer_vars: &IndexMap<String, Json>,
+        visiting: &mut Vec<PathBuf>,
+        pb: &mut Playbook,
+    ) {
+        let ImportEntry {
+            vars: import_vars,
+            id,
+            needs,
+            hosts,
+            tags,
+            phase: import_phase,
+        } = entry;
         let base = dir_of(&file.path);
-        let full = base.join(&rel);
+        let full = base.join(rel);
         let canonical = full.canonicalize().unwrap_or_else(|_| full.clone());
         if visiting.contains(&canonical) {
             self.err(
@@ -662,11 +792,7 @@ impl Loader {
                 return;
             }
         };
-        let group = id.unwrap_or_else(|| {
-            full.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "import".into())
-        });
+        let group = id.unwrap_or_else(|| import_name(rel));
         let sub_prefix = format!("{prefix}{group}.");
         let mut vars = outer_vars.clone();
         vars.extend(import_vars);
@@ -1201,6 +1327,17 @@ impl Loader {
             Shape::Text => Read::Text(self.string(file, v, name)?),
             Shape::VarName => Read::Text(self.identifier(file, v, name)?),
             Shape::BecomeMethod => Read::Text(self.become_method(file, v, name)?),
+            Shape::LoopOrder => {
+                let o = self.string(file, v, name)?;
+                if !LOOP_ORDERS.contains(&o.as_str()) {
+                    self.err(
+                        v.error(file, format!("`{name}: {o}` is not an order"))
+                            .with_help("use `together` (the default), `in_order` or `reverse`"),
+                    );
+                    return None;
+                }
+                Read::Text(o)
+            }
             Shape::Expression => {
                 let w = strip_braces(&self.string(file, v, name)?);
                 if let Err(e) = self.templates.check_expression(&w) {
@@ -1462,6 +1599,28 @@ fn slug(name: &str) -> String {
         }
     }
     out.trim_end_matches('-').to_string()
+}
+
+/// The orders of a looped import's expansions (`loop_order`).
+pub const LOOP_ORDERS: &[&str] = &["together", "in_order", "reverse"];
+
+/// An `import:` entry's own keys, as read (before any `loop:` expansion).
+#[derive(Clone)]
+struct ImportEntry {
+    vars: IndexMap<String, Json>,
+    id: Option<String>,
+    needs: Vec<(String, Location)>,
+    hosts: Option<(String, Location)>,
+    tags: Vec<String>,
+    phase: Option<String>,
+}
+
+/// An import's id when it names none: the imported file's name without extension.
+fn import_name(rel: &str) -> String {
+    Path::new(rel)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "import".into())
 }
 
 /// A `needs` entry as written: the step (or import) id, and whether it is waited for

@@ -84,6 +84,106 @@ steps:
 }
 
 #[test]
+fn a_looped_import_expands_per_item_in_reverse_order_one_after_another() {
+    let out = Test::new()
+        .file(
+            "stop.yaml",
+            r#"
+steps:
+  - id: stop
+    shell: sleep 0.1; echo "stop {{ svc }}" >> {{ playbook_dir }}/log
+"#,
+        )
+        .playbook(
+            r#"
+steps:
+  - id: staged
+    shell: echo staged >> {{ playbook_dir }}/log
+  - import: stop.yaml
+    id: stop
+    loop: [heat, nova, keystone]
+    loop_var: svc
+    loop_order: reverse
+    needs: [staged]
+  - id: stopped
+    needs: [stop]
+    shell: echo stopped >> {{ playbook_dir }}/log
+"#,
+        )
+        .run();
+    out.assert_code(0);
+    for svc in ["heat", "nova", "keystone"] {
+        assert_eq!(
+            out.status(&format!("stop-{svc}.stop"), "localhost"),
+            "changed"
+        );
+    }
+    assert_eq!(
+        out.read("log"),
+        "staged\nstop keystone\nstop nova\nstop heat\nstopped\n",
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_looped_import_together_runs_its_expansions_side_by_side() {
+    let playbook = r#"
+steps:
+  - import: one.yaml
+    loop: [a, b]
+  - id: after
+    needs: [one@all]
+    shell: 'true'
+"#;
+    let out = Test::new()
+        .command("graph")
+        .file(
+            "one.yaml",
+            "steps:\n  - id: x\n    shell: echo {{ item }}\n",
+        )
+        .playbook(playbook)
+        .run();
+    out.assert_code(0);
+    assert!(
+        out.stdout
+            .contains("wave 1\n  one-a.x @ localhost\n  one-b.x @ localhost\n"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains("after @ localhost  <- one-a.x@localhost, one-b.x@localhost"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_looped_import_refuses_what_cannot_name_its_steps() {
+    let out = Test::new()
+        .command("validate")
+        .file("one.yaml", "steps:\n  - id: x\n    shell: 'true'\n")
+        .playbook("steps:\n  - import: one.yaml\n    loop: [a, 'b c']\n    loop_order: sideways\n")
+        .run();
+    out.assert_code(1);
+    assert!(
+        out.stderr
+            .contains("`loop_order: sideways` is not an order"),
+        "{out:?}"
+    );
+    let out = Test::new()
+        .command("validate")
+        .file("one.yaml", "steps:\n  - id: x\n    shell: 'true'\n")
+        .playbook("steps:\n  - import: one.yaml\n    loop: [a, 'b c']\n")
+        .run();
+    out.assert_code(1);
+    assert!(
+        out.stderr
+            .contains("`loop` item `b c` cannot name an import"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains(":3:11"), "{out:?}");
+}
+
+#[test]
 fn needs_an_import_id_waits_for_all_its_steps() {
     let out = Test::new()
         .file(
