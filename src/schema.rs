@@ -110,7 +110,7 @@ fn kind_schema(kind: ArgKind) -> Json {
 
 /// A module's value in a step: a mapping of its arguments; nothing, when it requires
 /// none; or, for a module with a short form, the value of that one argument.
-fn module_schema(doc: &ModuleDoc) -> Json {
+fn module_schema(doc: &ModuleDoc, with_required: bool) -> Json {
     let mut props = Map::new();
     for a in doc.args {
         let mut s = kind_schema(a.kind);
@@ -122,7 +122,7 @@ fn module_schema(doc: &ModuleDoc) -> Json {
     let required: Vec<&str> = doc
         .args
         .iter()
-        .filter(|a| a.required)
+        .filter(|a| a.required && with_required)
         .map(|a| a.name)
         .collect();
     let mut forms = vec![json!({
@@ -225,20 +225,29 @@ fn module_defaults_schema() -> Json {
 /// `defaults`, `module_defaults`, `secret`, `action` (a rollback action) and `vars` (a file of variables,
 /// as `vars_files` names).
 pub fn playbook_schema() -> Json {
-    let modules: Map<String, Json> = registry()
-        .iter()
-        .map(|(name, m)| ((*name).to_string(), module_schema(m.doc())))
-        .collect();
+    let modules_with = |required: bool| -> Map<String, Json> {
+        registry()
+            .iter()
+            .map(|(name, m)| ((*name).to_string(), module_schema(m.doc(), required)))
+            .collect()
+    };
+    let modules = modules_with(true);
     let one_module: Vec<Json> = modules.keys().map(|m| json!({"required": [m]})).collect();
-    let mut step_props = properties(Place::Step);
-    step_props.extend(modules.clone());
-    let step = json!({
-        "description": "a step: its keys and exactly one module",
-        "type": "object",
-        "properties": step_props,
-        "additionalProperties": false,
-        "oneOf": one_module,
-    });
+    // A playbook with `module_defaults` may leave a module's required arguments to them
+    // (or to its importer's): its steps are checked without them.
+    let step_with = |modules: Map<String, Json>| {
+        let mut step_props = properties(Place::Step);
+        step_props.extend(modules);
+        json!({
+            "description": "a step: its keys and exactly one module",
+            "type": "object",
+            "properties": step_props,
+            "additionalProperties": false,
+            "oneOf": one_module,
+        })
+    };
+    let step = step_with(modules.clone());
+    let step_lenient = step_with(modules_with(false));
     let import = json!({
         "description": "an import of another playbook's steps, their ids prefixed",
         "type": "object",
@@ -246,15 +255,29 @@ pub fn playbook_schema() -> Json {
         "required": ["import"],
         "additionalProperties": false,
     });
-    let steps = json!({
-        "description": "steps and imports (an entry with `import:` is an import)",
-        "type": "array",
-        "items": {
-            "if": {"type": "object", "required": ["import"]},
-            "then": definition("import"),
-            "else": definition("step"),
-        },
-    });
+    let steps_of = |step: &str| {
+        json!({
+            "description": "steps and imports (an entry with `import:` is an import)",
+            "type": "array",
+            "items": {
+                "if": {"type": "object", "required": ["import"]},
+                "then": definition("import"),
+                "else": definition(step),
+            },
+        })
+    };
+    let steps = steps_of("step");
+    let steps_lenient = steps_of("step_lenient");
+    let mut top = properties(Place::Playbook);
+    let lists = |steps: &str| {
+        json!({"properties": {
+            "steps": definition(steps),
+            "phases": {"type": "object", "additionalProperties": definition(steps)},
+        }})
+    };
+    for k in keys::at(Place::Playbook).filter(|k| matches!(k.shape, Shape::Steps | Shape::Phases)) {
+        top.insert(k.name.to_string(), json!({"description": k.doc}));
+    }
     let defaults = json!({
         "description": "values for every step",
         "type": "object",
@@ -304,12 +327,17 @@ pub fn playbook_schema() -> Json {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "lifeboat playbook",
         "type": "object",
-        "properties": properties(Place::Playbook),
+        "properties": top,
         "additionalProperties": false,
         "oneOf": one_list,
+        "if": {"required": ["module_defaults"]},
+        "then": lists("steps_lenient"),
+        "else": lists("steps"),
         "definitions": {
             "steps": steps,
             "step": step,
+            "steps_lenient": steps_lenient,
+            "step_lenient": step_lenient,
             "import": import,
             "defaults": defaults,
             "module_defaults": module_defaults,
