@@ -1083,6 +1083,16 @@ impl Run {
                         );
                         self.emitter.add_named_secret(&name, &value);
                     }
+                    // A dry run with -v shows what the module gets: the step's own
+                    // arguments with its module defaults, rendered (secrets masked).
+                    if self.opts.check && self.opts.verbose && !step.no_log {
+                        self.emitter.emit(Event::NodeOutput {
+                            step: step.id.clone(),
+                            host: host.to_string(),
+                            stream: "args".into(),
+                            text: format!("args: {a}\n"),
+                        });
+                    }
                     a
                 }
                 Err(e) if is_unknown(&e, &step.args.to_string()) => {

@@ -70,6 +70,8 @@ pub enum Shape {
     Secrets,
     /// A mapping of the keys allowed in [`Place::Defaults`].
     Defaults,
+    /// A mapping of module names (or `group/NAME`) to default arguments of their steps.
+    ModuleDefaults,
     /// A list of steps and imports.
     Steps,
     /// A mapping of phase names to lists of steps and imports.
@@ -146,6 +148,14 @@ pub const KEYS: &[Key] = &[
         places: &[P],
         shape: Shape::Defaults,
         doc: "values for every step",
+    },
+    Key {
+        name: "module_defaults",
+        places: &[P, I],
+        shape: Shape::ModuleDefaults,
+        doc: "module name (or `group/NAME`) to arguments its steps get unless they give them; \
+              a module's entry wins over its group's; an import's are for its steps and win \
+              over its importer's",
     },
     Key {
         name: "steps",

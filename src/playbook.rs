@@ -2,9 +2,11 @@
 //! every mistake located (file:line:column) and reported together. Which keys a playbook,
 //! a step, `defaults:` and an import accept, and how each value is checked, come from the
 //! table of [`crate::keys`]; this module reads them into their places, and owns step
-//! `defaults`, `import:` of other playbooks (ids prefixed), `rollback:` specs, `secrets:`
-//! sources, and the load-time checks of module arguments and template syntax. Host
-//! patterns are checked later, against the inventory, by the graph.
+//! `defaults`, `module_defaults` (merged into each step's arguments, so the rest of
+//! lifeboat sees them as if the step had written them), `import:` of other playbooks
+//! (ids prefixed), `rollback:` specs, `secrets:` sources, and the load-time checks of
+//! module arguments and template syntax. Host patterns are checked later, against the
+//! inventory, by the graph.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -17,7 +19,10 @@ use zeroize::Zeroizing;
 
 use crate::error::{InputErrors, Location, SourceError, SourceFile, did_you_mean};
 use crate::keys::{self, Key, Place, Shape};
-use crate::modules::{self, Module, normalize_args, parse_duration, validate_args};
+use crate::modules::{
+    self, GROUP_PREFIX, Module, ModuleDoc, check_arg_type, normalize_args, parse_duration,
+    validate_args,
+};
 use crate::template::Templates;
 use crate::yaml::{self, Node, Value};
 
@@ -328,7 +333,13 @@ impl Playbook {
         let file = SourceFile::read(path)?;
         let mut loader = Loader::default();
         let mut visiting = Vec::new();
-        let pb = loader.load_file(&file, "", &IndexMap::new(), &mut visiting)?;
+        let pb = loader.load_file(
+            &file,
+            "",
+            &IndexMap::new(),
+            &ModuleDefaults::new(),
+            &mut visiting,
+        )?;
         loader.errors.into_result(pb)
     }
 
@@ -359,6 +370,101 @@ struct Defaults {
     no_log: Option<bool>,
     tags: Vec<String>,
     rollback: Option<Node>,
+    /// `module_defaults:` in effect: the file's own under its importers'.
+    modules: ModuleDefaults,
+}
+
+/// `module_defaults:` as read: module name or `group/NAME` (in the order written) to
+/// each argument's value and the file it was written in. Only checked values are kept.
+type ModuleDefaults = IndexMap<String, IndexMap<String, (Node, PathBuf)>>;
+
+/// `top` over `base`, argument by argument.
+fn layer(base: &ModuleDefaults, top: &ModuleDefaults) -> ModuleDefaults {
+    let mut out = base.clone();
+    for (entry, args) in top {
+        let into = out.entry(entry.clone()).or_default();
+        for (name, value) in args {
+            into.insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// A step's (or a rollback action's) arguments with its module defaults added: those of
+/// its module's groups, then those of its module's own entry (which win); an argument
+/// the step gives itself is kept. A default written in another file than the step is
+/// located at the step's module key, so an error about it points into the right file.
+fn with_module_defaults(
+    md: &ModuleDefaults,
+    doc: &ModuleDoc,
+    args: Node,
+    file: &SourceFile,
+    at: &Node,
+) -> Node {
+    let mut extra: IndexMap<&str, &(Node, PathBuf)> = IndexMap::new();
+    for (entry, values) in md {
+        let in_group = entry
+            .strip_prefix(GROUP_PREFIX)
+            .and_then(modules::group)
+            .is_some_and(|g| g.members.contains(&doc.name));
+        if in_group {
+            for (name, v) in values {
+                if doc.args.iter().any(|a| a.name == name) {
+                    extra.insert(name, v);
+                }
+            }
+        }
+    }
+    for (name, v) in md.get(doc.name).into_iter().flatten() {
+        extra.insert(name, v);
+    }
+    if extra.is_empty() {
+        return args;
+    }
+    let mut entries = match args.value {
+        Value::Map(entries) => entries,
+        Value::Null => Vec::new(),
+        _ => return args,
+    };
+    for (name, (value, path)) in extra {
+        if entries.iter().any(|(k, _)| k.as_str() == Some(name)) {
+            continue;
+        }
+        let mut value = value.clone();
+        let (line, column) = if *path == file.path {
+            (value.line, value.column)
+        } else {
+            relocate(&mut value, at);
+            (at.line, at.column)
+        };
+        entries.push((
+            Node {
+                value: Value::Str(name.to_string()),
+                line,
+                column,
+            },
+            value,
+        ));
+    }
+    Node {
+        value: Value::Map(entries),
+        line: args.line,
+        column: args.column,
+    }
+}
+
+/// Moves a node and everything in it to `at`'s position.
+fn relocate(node: &mut Node, at: &Node) {
+    node.line = at.line;
+    node.column = at.column;
+    match &mut node.value {
+        Value::Seq(items) => items.iter_mut().for_each(|i| relocate(i, at)),
+        Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+            relocate(k, at);
+            relocate(v, at);
+        }),
+        _ => {}
+    }
 }
 
 /// A key's value as its shape reads it.
@@ -376,7 +482,8 @@ enum Read<'n> {
     /// The items, or the template giving them.
     Loop(Json),
     Vars(IndexMap<String, Json>),
-    /// A value its key's own code reads: rollback, secrets, defaults, steps, phases.
+    /// A value its key's own code reads: rollback, secrets, defaults, module defaults,
+    /// steps, phases.
     Node(&'n Node),
 }
 
@@ -399,6 +506,12 @@ impl Read<'_> {
 
 impl Loader {
     fn err(&mut self, e: SourceError) {
+        // A module default is checked again with each step it applies to: say a
+        // mistake of it once.
+        let said = e.to_string();
+        if self.errors.0.iter().any(|x| x.to_string() == said) {
+            return;
+        }
         self.errors.push(e);
     }
 
@@ -407,6 +520,7 @@ impl Loader {
         file: &SourceFile,
         prefix: &str,
         import_vars: &IndexMap<String, Json>,
+        inherited: &ModuleDefaults,
         visiting: &mut Vec<PathBuf>,
     ) -> Result<Playbook, InputErrors> {
         let canonical = file
@@ -449,6 +563,7 @@ impl Loader {
             groups: IndexMap::new(),
         };
         let mut defaults = Defaults::default();
+        let mut own_modules = ModuleDefaults::new();
         let mut steps_node: Option<(&Node, &Node)> = None;
         for (k, v) in entries {
             let Some((key, read)) = self.key(file, k, v, Place::Playbook) else {
@@ -492,6 +607,9 @@ impl Loader {
                 }
                 ("secrets", Read::Node(node)) => pb.secrets = self.secrets(file, node, &base_dir),
                 ("defaults", Read::Node(node)) => defaults = self.defaults(file, node, defaults),
+                ("module_defaults", Read::Node(node)) => {
+                    own_modules = self.module_defaults(file, node)
+                }
                 ("steps" | "phases", Read::Node(node)) => {
                     if let Some((first, _)) = steps_node {
                         self.err(
@@ -514,6 +632,8 @@ impl Loader {
                 (_, read) => self.unhandled(file, k, key, Place::Playbook, &read),
             }
         }
+        // The importers' module defaults win over the file's own, as their vars do.
+        defaults.modules = layer(&own_modules, inherited);
         let mut vars = pb.vars.clone();
         vars.extend(import_vars.clone());
         match steps_node {
@@ -622,6 +742,7 @@ impl Loader {
             hosts: None,
             tags: Vec::new(),
             phase: phase.map(str::to_string),
+            modules: ModuleDefaults::new(),
         };
         let mut path = None;
         let mut items: Option<(Vec<String>, &Node)> = None;
@@ -639,6 +760,9 @@ impl Loader {
                 ("hosts", Read::Text(h)) => entry.hosts = Some((h, v.location(file))),
                 ("tags", Read::Texts(t)) => entry.tags = t,
                 ("phase", Read::Text(p)) => entry.phase = Some(p),
+                ("module_defaults", Read::Node(node)) => {
+                    entry.modules = self.module_defaults(file, node)
+                }
                 ("loop", Read::Texts(t)) => items = Some((t, v)),
                 ("loop_var", Read::Text(n)) => loop_var = n,
                 ("loop_order", Read::Text(o)) => order = o,
@@ -766,6 +890,7 @@ impl Loader {
             hosts,
             tags,
             phase: import_phase,
+            modules: import_modules,
         } = entry;
         let base = dir_of(&file.path);
         let full = base.join(rel);
@@ -796,7 +921,9 @@ impl Loader {
         let sub_prefix = format!("{prefix}{group}.");
         let mut vars = outer_vars.clone();
         vars.extend(import_vars);
-        let sub = match self.load_file(&sub_file, &sub_prefix, &vars, visiting) {
+        // The import's module defaults win over its importer's, for its steps.
+        let modules = layer(&outer_defaults.modules, &import_modules);
+        let sub = match self.load_file(&sub_file, &sub_prefix, &vars, &modules, visiting) {
             Ok(sub) => sub,
             Err(e) => {
                 self.errors.extend(e);
@@ -942,11 +1069,15 @@ impl Loader {
             }
             return None;
         };
-        for e in validate_args(&*module, mod_key, mod_value, file) {
+        let own_args = normalize_args(module.doc(), mod_value);
+        self.check_templates(file, &own_args, module.raw_args());
+        // Module defaults are checked where written; here, with the step's own
+        // arguments (required ones, arguments that exclude each other).
+        let args_node =
+            with_module_defaults(&defaults.modules, module.doc(), own_args, file, mod_key);
+        for e in validate_args(&*module, mod_key, &args_node, file) {
             self.err(e);
         }
-        let args_node = normalize_args(module.doc(), mod_value);
-        self.check_templates(file, &args_node, module.raw_args());
         let mut step = Step {
             id: format!("{prefix}{raw_id}"),
             scope: prefix.to_string(),
@@ -1038,20 +1169,25 @@ impl Loader {
             }
         }
         if let Some(r) = rollback_node {
-            step.rollback = self.rollback(file, &r);
+            step.rollback = self.rollback(file, &r, &defaults.modules);
         }
         Some(step)
     }
 
-    fn rollback(&mut self, file: &SourceFile, node: &Node) -> RollbackSpec {
+    fn rollback(&mut self, file: &SourceFile, node: &Node, md: &ModuleDefaults) -> RollbackSpec {
         match &node.value {
             Value::Str(s) if s == "auto" => RollbackSpec::Auto,
             Value::Str(s) if s == "none" => RollbackSpec::None,
             Value::Null => RollbackSpec::None,
-            Value::Map(_) => RollbackSpec::Actions(self.action(file, node).into_iter().collect()),
-            Value::Seq(items) => {
-                RollbackSpec::Actions(items.iter().filter_map(|i| self.action(file, i)).collect())
+            Value::Map(_) => {
+                RollbackSpec::Actions(self.action(file, node, md).into_iter().collect())
             }
+            Value::Seq(items) => RollbackSpec::Actions(
+                items
+                    .iter()
+                    .filter_map(|i| self.action(file, i, md))
+                    .collect(),
+            ),
             _ => {
                 self.err(
                     node.error(
@@ -1065,7 +1201,7 @@ impl Loader {
         }
     }
 
-    fn action(&mut self, file: &SourceFile, node: &Node) -> Option<Action> {
+    fn action(&mut self, file: &SourceFile, node: &Node, md: &ModuleDefaults) -> Option<Action> {
         let Some(entries) = node.as_map() else {
             self.err(node.error(
                 file,
@@ -1096,11 +1232,12 @@ impl Loader {
             );
             return None;
         };
-        for e in validate_args(&*module, k, v, file) {
-            self.err(e);
-        }
         let args = normalize_args(module.doc(), v);
         self.check_templates(file, &args, module.raw_args());
+        let args = with_module_defaults(md, module.doc(), args, file, k);
+        for e in validate_args(&*module, k, &args, file) {
+            self.err(e);
+        }
         Some(Action {
             args: if args.value == Value::Null {
                 Json::Object(Default::default())
@@ -1140,6 +1277,133 @@ impl Loader {
             }
         }
         d
+    }
+
+    /// Reads `module_defaults:`, checking each entry where it is written: the module or
+    /// group exists, the module (or, for a group, one of its modules) takes the argument,
+    /// the value has the argument's type, templates parse. Wrong values are left out.
+    fn module_defaults(&mut self, file: &SourceFile, node: &Node) -> ModuleDefaults {
+        let mut out = ModuleDefaults::new();
+        let entries = match &node.value {
+            Value::Map(entries) => entries.as_slice(),
+            Value::Null => return out,
+            _ => {
+                self.err(
+                    node.error(
+                        file,
+                        format!(
+                            "`module_defaults` must be a mapping of module names (or group/NAME) to arguments, found {}",
+                            node.kind()
+                        ),
+                    )
+                    .with_help("e.g. `module_defaults: {group/mysql: {login_user: backup}}`"),
+                );
+                return out;
+            }
+        };
+        let group_names: Vec<String> = modules::GROUPS
+            .iter()
+            .map(|g| format!("{GROUP_PREFIX}{}", g.name))
+            .collect();
+        for (k, v) in entries {
+            let name = k.scalar_text().unwrap_or_default();
+            let found: Option<Vec<Arc<dyn Module>>> = match name.strip_prefix(GROUP_PREFIX) {
+                Some(g) => modules::group(g).map(|g| {
+                    g.members
+                        .iter()
+                        .filter_map(|m| modules::lookup(m))
+                        .collect()
+                }),
+                None => modules::lookup(&name).map(|m| vec![m]),
+            };
+            let Some(members) = found else {
+                let (what, help) = if name.starts_with(GROUP_PREFIX) {
+                    let help = did_you_mean(&name, group_names.iter().map(String::as_str))
+                        .map_or_else(
+                            || format!("the groups are: {}", group_names.join(", ")),
+                            |s| format!("did you mean `{s}`?"),
+                        );
+                    ("module group", help)
+                } else {
+                    let candidates = modules::registry()
+                        .keys()
+                        .copied()
+                        .chain(group_names.iter().map(String::as_str));
+                    let help = did_you_mean(&name, candidates).map_or_else(
+                        || "name a module (`lifeboat modules` lists them) or a group such as `group/mysql`".to_string(),
+                        |s| format!("did you mean `{s}`?"),
+                    );
+                    ("module", help)
+                };
+                self.err(
+                    k.error(file, format!("unknown {what} `{name}` in module_defaults"))
+                        .with_help(help),
+                );
+                continue;
+            };
+            let args = match &v.value {
+                Value::Map(args) => args.as_slice(),
+                Value::Null => &[],
+                _ => {
+                    self.err(
+                        v.error(
+                            file,
+                            format!(
+                                "the defaults of `{name}` must be a mapping of arguments, found {}",
+                                v.kind()
+                            ),
+                        )
+                        .with_help(format!("e.g. `{name}: {{login_user: backup}}`")),
+                    );
+                    continue;
+                }
+            };
+            let open = matches!(members.as_slice(), [m] if m.doc().open_args);
+            let mut kept = IndexMap::new();
+            for (ak, av) in args {
+                let arg = ak.scalar_text().unwrap_or_default();
+                let takers: Vec<&modules::ArgSpec> = members
+                    .iter()
+                    .filter_map(|m| m.doc().args.iter().find(|a| a.name == arg))
+                    .collect();
+                if takers.is_empty() && !open {
+                    let mut known: Vec<&str> = Vec::new();
+                    for a in members.iter().flat_map(|m| m.doc().args) {
+                        if !known.contains(&a.name) {
+                            known.push(a.name);
+                        }
+                    }
+                    let message = if name.starts_with(GROUP_PREFIX) {
+                        format!("no module of `{name}` takes the argument `{arg}`")
+                    } else {
+                        format!("unknown argument `{arg}` for module `{name}` in module_defaults")
+                    };
+                    let help = did_you_mean(&arg, known.iter().copied()).map_or_else(
+                        || format!("`{name}` takes: {}", known.join(", ")),
+                        |s| format!("did you mean `{s}`?"),
+                    );
+                    self.err(ak.error(file, message).with_help(help));
+                    continue;
+                }
+                if let Some(e) = takers
+                    .iter()
+                    .find_map(|spec| check_arg_type(&name, spec, av, file))
+                {
+                    self.err(e);
+                    continue;
+                }
+                if !members.iter().any(|m| m.raw_args().contains(&arg.as_str())) {
+                    let before = self.errors.0.len();
+                    self.check_templates(file, av, &[]);
+                    if self.errors.0.len() > before {
+                        continue;
+                    }
+                }
+                kept.insert(arg, (av.clone(), file.path.clone()));
+            }
+            out.entry(name).or_default().extend(kept);
+        }
+        out
     }
 
     fn secrets(
@@ -1383,9 +1647,12 @@ impl Loader {
                 Read::Loop(v.to_json())
             }
             Shape::Vars => Read::Vars(self.vars_map(file, v)?),
-            Shape::Rollback | Shape::Secrets | Shape::Defaults | Shape::Steps | Shape::Phases => {
-                Read::Node(v)
-            }
+            Shape::Rollback
+            | Shape::Secrets
+            | Shape::Defaults
+            | Shape::ModuleDefaults
+            | Shape::Steps
+            | Shape::Phases => Read::Node(v),
         })
     }
 
@@ -1613,6 +1880,7 @@ struct ImportEntry {
     hosts: Option<(String, Location)>,
     tags: Vec<String>,
     phase: Option<String>,
+    modules: ModuleDefaults,
 }
 
 /// An import's id when it names none: the imported file's name without extension.

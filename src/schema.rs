@@ -9,7 +9,7 @@
 use serde_json::{Map, Value as Json, json};
 
 use crate::keys::{self, Key, Place, SECRET_OPTIONAL, SECRET_SOURCES, Shape};
-use crate::modules::{ArgKind, ModuleDoc, registry};
+use crate::modules::{ArgKind, ArgSpec, GROUP_PREFIX, GROUPS, ModuleDoc, registry};
 
 /// A string that is a template (`{{ }}` or `{% %}`): accepted for any module argument,
 /// and as `loop:`, since only rendering tells its value.
@@ -63,6 +63,7 @@ fn shape_schema(shape: Shape) -> Json {
         ]}),
         Shape::Secrets => json!({"type": "object", "additionalProperties": definition("secret")}),
         Shape::Defaults => definition("defaults"),
+        Shape::ModuleDefaults => definition("module_defaults"),
         Shape::Steps => definition("steps"),
         Shape::Phases => json!({"type": "object", "additionalProperties": definition("steps")}),
     }
@@ -110,7 +111,7 @@ fn kind_schema(kind: ArgKind) -> Json {
 
 /// A module's value in a step: a mapping of its arguments; nothing, when it requires
 /// none; or, for a module with a short form, the value of that one argument.
-fn module_schema(doc: &ModuleDoc) -> Json {
+fn module_schema(doc: &ModuleDoc, with_required: bool) -> Json {
     let mut props = Map::new();
     for a in doc.args {
         let mut s = kind_schema(a.kind);
@@ -122,7 +123,7 @@ fn module_schema(doc: &ModuleDoc) -> Json {
     let required: Vec<&str> = doc
         .args
         .iter()
-        .filter(|a| a.required)
+        .filter(|a| a.required && with_required)
         .map(|a| a.name)
         .collect();
     let mut forms = vec![json!({
@@ -148,25 +149,106 @@ fn module_schema(doc: &ModuleDoc) -> Json {
     json!({"description": doc.summary, "anyOf": forms})
 }
 
+/// The arguments a `module_defaults:` entry may give: an object of optional arguments
+/// (the step gives the required ones it lacks).
+fn defaults_entry_schema(description: String, args: &[&ArgSpec], open: bool) -> Json {
+    let props: Map<String, Json> = args
+        .iter()
+        .map(|a| {
+            let mut s = kind_schema(a.kind);
+            if let Json::Object(m) = &mut s {
+                m.insert("description".into(), Json::String(a.doc.to_string()));
+            }
+            (a.name.to_string(), s)
+        })
+        .collect();
+    json!({
+        "description": description,
+        "type": ["object", "null"],
+        "properties": props,
+        "additionalProperties": open,
+    })
+}
+
+/// `module_defaults:`: each module by name, and each group as `group/NAME` with the
+/// arguments any of its modules takes.
+fn module_defaults_schema() -> Json {
+    let mut props = Map::new();
+    for (name, m) in registry() {
+        let doc = m.doc();
+        let args: Vec<&ArgSpec> = doc.args.iter().collect();
+        props.insert(
+            (*name).to_string(),
+            defaults_entry_schema(
+                format!("default arguments of `{name}` steps"),
+                &args,
+                doc.open_args,
+            ),
+        );
+    }
+    for g in GROUPS {
+        let mut args: Vec<&ArgSpec> = Vec::new();
+        for doc in g
+            .members
+            .iter()
+            .filter_map(|n| registry().get(n))
+            .map(|m| m.doc())
+        {
+            for a in doc.args {
+                if !args.iter().any(|b| b.name == a.name) {
+                    args.push(a);
+                }
+            }
+        }
+        props.insert(
+            format!("{GROUP_PREFIX}{}", g.name),
+            defaults_entry_schema(
+                format!(
+                    "default arguments of the steps of {}: {}",
+                    g.members.join(", "),
+                    g.doc
+                ),
+                &args,
+                false,
+            ),
+        );
+    }
+    json!({
+        "description": "module name (or group/NAME) to default arguments of its steps",
+        "type": ["object", "null"],
+        "properties": props,
+        "additionalProperties": false,
+    })
+}
+
 /// The JSON Schema of a playbook file. Its `definitions` name the parts a fragment may
 /// be checked against: `steps` (a list of steps and imports), `step`, `import`,
-/// `defaults`, `secret`, `action` (a rollback action) and `vars` (a file of variables,
+/// `defaults`, `module_defaults`, `secret`, `action` (a rollback action) and `vars` (a file of variables,
 /// as `vars_files` names).
 pub fn playbook_schema() -> Json {
-    let modules: Map<String, Json> = registry()
-        .iter()
-        .map(|(name, m)| ((*name).to_string(), module_schema(m.doc())))
-        .collect();
+    let modules_with = |required: bool| -> Map<String, Json> {
+        registry()
+            .iter()
+            .map(|(name, m)| ((*name).to_string(), module_schema(m.doc(), required)))
+            .collect()
+    };
+    let modules = modules_with(true);
     let one_module: Vec<Json> = modules.keys().map(|m| json!({"required": [m]})).collect();
-    let mut step_props = properties(Place::Step);
-    step_props.extend(modules.clone());
-    let step = json!({
-        "description": "a step: its keys and exactly one module",
-        "type": "object",
-        "properties": step_props,
-        "additionalProperties": false,
-        "oneOf": one_module,
-    });
+    // A playbook with `module_defaults` may leave a module's required arguments to them
+    // (or to its importer's): its steps are checked without them.
+    let step_with = |modules: Map<String, Json>| {
+        let mut step_props = properties(Place::Step);
+        step_props.extend(modules);
+        json!({
+            "description": "a step: its keys and exactly one module",
+            "type": "object",
+            "properties": step_props,
+            "additionalProperties": false,
+            "oneOf": one_module,
+        })
+    };
+    let step = step_with(modules.clone());
+    let step_lenient = step_with(modules_with(false));
     let import = json!({
         "description": "an import of another playbook's steps, their ids prefixed",
         "type": "object",
@@ -174,21 +256,36 @@ pub fn playbook_schema() -> Json {
         "required": ["import"],
         "additionalProperties": false,
     });
-    let steps = json!({
-        "description": "steps and imports (an entry with `import:` is an import)",
-        "type": "array",
-        "items": {
-            "if": {"type": "object", "required": ["import"]},
-            "then": definition("import"),
-            "else": definition("step"),
-        },
-    });
+    let steps_of = |step: &str| {
+        json!({
+            "description": "steps and imports (an entry with `import:` is an import)",
+            "type": "array",
+            "items": {
+                "if": {"type": "object", "required": ["import"]},
+                "then": definition("import"),
+                "else": definition(step),
+            },
+        })
+    };
+    let steps = steps_of("step");
+    let steps_lenient = steps_of("step_lenient");
+    let mut top = properties(Place::Playbook);
+    let lists = |steps: &str| {
+        json!({"properties": {
+            "steps": definition(steps),
+            "phases": {"type": "object", "additionalProperties": definition(steps)},
+        }})
+    };
+    for k in keys::at(Place::Playbook).filter(|k| matches!(k.shape, Shape::Steps | Shape::Phases)) {
+        top.insert(k.name.to_string(), json!({"description": k.doc}));
+    }
     let defaults = json!({
         "description": "values for every step",
         "type": "object",
         "properties": properties(Place::Defaults),
         "additionalProperties": false,
     });
+    let module_defaults = module_defaults_schema();
     let mut secret_props: Map<String, Json> = SECRET_SOURCES
         .iter()
         .map(|(name, doc)| {
@@ -231,14 +328,20 @@ pub fn playbook_schema() -> Json {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "lifeboat playbook",
         "type": "object",
-        "properties": properties(Place::Playbook),
+        "properties": top,
         "additionalProperties": false,
         "oneOf": one_list,
+        "if": {"required": ["module_defaults"]},
+        "then": lists("steps_lenient"),
+        "else": lists("steps"),
         "definitions": {
             "steps": steps,
             "step": step,
+            "steps_lenient": steps_lenient,
+            "step_lenient": step_lenient,
             "import": import,
             "defaults": defaults,
+            "module_defaults": module_defaults,
             "secret": secret,
             "action": action,
             "vars": {
@@ -251,10 +354,16 @@ pub fn playbook_schema() -> Json {
 
 /// `lifeboat modules NAME`: what the module does, its arguments, an example, its result.
 pub fn module_help(doc: &ModuleDoc) -> String {
-    let mut out = format!(
-        "{} - {}\n\n{}\n\nARGUMENTS\n",
-        doc.name, doc.summary, doc.description
-    );
+    let mut out = format!("{} - {}\n\n{}\n\n", doc.name, doc.summary, doc.description);
+    let groups: Vec<String> = crate::modules::groups_of(doc.name)
+        .map(|g| format!("  {}{}: {}\n", crate::modules::GROUP_PREFIX, g.name, g.doc))
+        .collect();
+    if !groups.is_empty() {
+        out.push_str("GROUPS (for module_defaults)\n");
+        out.push_str(&groups.concat());
+        out.push('\n');
+    }
+    out.push_str("ARGUMENTS\n");
     if doc.args.is_empty() {
         out.push_str(if doc.open_args {
             "  any key: a variable to set\n"

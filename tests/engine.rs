@@ -2031,3 +2031,75 @@ steps:
     let left = out.left_undone();
     assert!(left.iter().any(|(s, _, _)| s == "slow"), "{out:?}");
 }
+
+// ---------------------------------------------------------------- module defaults
+
+/// `module_defaults`: the step's own argument wins, then the module's entry, then an
+/// import's over its importer's; rollback actions get them too.
+#[test]
+fn module_defaults_fill_arguments_the_step_does_not_give() {
+    let out = Test::new()
+        .file("a/.keep", "")
+        .file("b/.keep", "")
+        .file("c/.keep", "")
+        .file(
+            "sub.yaml",
+            "steps:\n  - id: where\n    shell: basename \"$PWD\" >> {{ playbook_dir }}/log\n",
+        )
+        .playbook(
+            r#"
+module_defaults:
+  shell:
+    chdir: "{{ playbook_dir }}/{{ dir }}"
+vars:
+  dir: a
+steps:
+  - id: default
+    shell: basename "$PWD" >> {{ playbook_dir }}/log
+  - id: own
+    needs: default
+    shell: {cmd: 'basename "$PWD" >> {{ playbook_dir }}/log', chdir: "{{ playbook_dir }}/c"}
+  - import: sub.yaml
+    id: sub
+    needs: own
+    module_defaults: {shell: {chdir: "{{ playbook_dir }}/b"}}
+  - id: fail
+    needs: sub
+    shell: exit 3
+    rollback:
+      shell: basename "$PWD" > {{ playbook_dir }}/undone
+"#,
+        )
+        .run();
+    out.assert_code(2);
+    assert_eq!(out.read("log"), "a\nc\nb\n");
+    assert_eq!(out.read("undone"), "a\n");
+}
+
+/// A dry run with -v shows the merged arguments; a secret one given by a group default
+/// is masked there as when the step writes it.
+#[test]
+fn plan_shows_merged_arguments_with_secret_defaults_masked() {
+    let out = Test::new()
+        .playbook(
+            r#"
+module_defaults:
+  group/mysql:
+    login_user: backup
+    login_password: "{{ db_pw }}"
+steps:
+  - id: wipe
+    mysql_query: DELETE FROM t
+"#,
+        )
+        .args(&["--check", "-v", "-e", "db_pw=Zq9SecretPw"])
+        .run();
+    out.assert_code(0);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("args: ") && text.contains("\"login_user\":\"backup\""),
+        "{text}"
+    );
+    assert!(text.contains("\"login_password\":\"********\""), "{text}");
+    assert!(!text.contains("Zq9SecretPw"), "{text}");
+}

@@ -1185,3 +1185,45 @@ fn an_incomplete_backup_fails_and_leaves_no_snapshot() {
     );
     assert!(snapshot_list(&repo, &[]).is_empty(), "{r:?}");
 }
+
+/// The same password given by `module_defaults:` instead of the step: a default is as
+/// if the step had written it, so it is masked, journaled as a reference to the step's
+/// argument, and rendered again from the inventory by `lifeboat rollback`.
+#[test]
+fn a_password_from_module_defaults_is_journaled_as_a_reference_and_rolls_back() {
+    let tmp = workdir();
+    let dir = tmp.path();
+    let repo = s(&dir.join("repo"));
+    let pw = "m0duleDefaultPw-Kx";
+    let env = [("RESTIC_PASSWORD".to_string(), pw.to_string())];
+    restic(&repo, &env, &["init"]);
+    let src = dir.join("src");
+    make_tree(&src, "md");
+    let playbook = fill(
+        "name: md\nmodule_defaults:\n  restic: { repository: \"@REPO@\", password: \"{{ inv_pw }}\" }\nsteps:\n  - id: send\n    restic: { action: backup, paths: [\"@SRC@\"] }\n",
+        &[("REPO", repo.clone()), ("SRC", s(&src))],
+    );
+    let inventory = format!("db1 ansible_connection=local inv_pw={pw}\n");
+    let r = lifeboat_env(dir, "md", &playbook, &inventory, &["-v"], &[]);
+    assert_ok(&r);
+    assert_eq!(snapshot_list(&repo, &env).len(), 1);
+    let (run_id, journal) = journal_of(dir, &r);
+    assert!(
+        journal.contains("@@lifeboat-secret:arg/send/db1/password:"),
+        "{journal}"
+    );
+    assert!(!journal.contains(pw), "{journal}");
+    assert!(!r.events_text.contains(pw), "{}", r.events_text);
+    assert!(!r.console().contains(pw), "{}", r.console());
+
+    let home = dir.join("controller-home");
+    let undone = binary::Lifeboat::new(dir)
+        .lock_dir(user_dir(dir, "locks"))
+        .home(&home)
+        .timeout(Duration::from_secs(90))
+        .args(["rollback", &run_id])
+        .run();
+    assert_eq!(undone.code, 0, "{undone:?}");
+    assert!(snapshot_list(&repo, &env).is_empty(), "{undone:?}");
+    assert!(!undone.console().contains(pw));
+}

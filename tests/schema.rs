@@ -339,6 +339,10 @@ fn samples(key: &str, shape: Shape) -> (Value, Value) {
             json!({"s": {"env": "HOME", "file": "x"}}),
         ),
         (_, Shape::Defaults) => (json!({"timeout": "5s"}), json!({"read_only": true})),
+        (_, Shape::ModuleDefaults) => (
+            json!({"group/mysql": {"login_user": "backup"}, "restic": {"repository": "/r"}}),
+            json!({"group/mysql": {"chdir": "/x"}}),
+        ),
         (_, Shape::Steps) => (json!([{"shell": "true"}]), json!({"a": 1})),
         (_, Shape::Phases) => (json!({"backup": [{"shell": "true"}]}), json!([1])),
     }
@@ -373,6 +377,69 @@ fn loads(dir: &Path, name: &str, pb: &Value) -> Result<(), String> {
     let path = dir.join(format!("{name}.yml"));
     std::fs::write(&path, pb.to_string()).unwrap_or_else(|e| panic!("{e}"));
     Playbook::load(&path).map(|_| ()).map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_schema_and_the_loader_agree_on_module_defaults() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let samples = [
+        (
+            json!({"group/mysql": {"login_port": 3307, "login_password": "{{ pw }}"}}),
+            true,
+        ),
+        (json!({"group/mysql": {"login_port": "{{ port }}"}}), true),
+        (
+            json!({"mysql_query": {"database": "nova"}, "group/mysql": null}),
+            true,
+        ),
+        (
+            json!({"restic": {"repository": "/r", "env": {"ST_KEY": "k"}}}),
+            true,
+        ),
+        (json!(null), true),
+        // An unknown module, an unknown group.
+        (json!({"mysql_qery": {"login_user": "x"}}), false),
+        (json!({"group/mysq": {"login_user": "x"}}), false),
+        // An argument no module of the group takes; one the module does not take.
+        (json!({"group/mysql": {"cmd": "x"}}), false),
+        (json!({"restic": {"login_user": "x"}}), false),
+        // A value of the wrong type.
+        (json!({"group/mysql": {"login_port": "x"}}), false),
+        (json!({"restic": {"env": "x"}}), false),
+        (json!({"restic": ["repository"]}), false),
+        (json!(["restic"]), false),
+    ];
+    let mut cases = Vec::new();
+    let mut loader_disagrees = Vec::new();
+    for (i, (value, ok)) in samples.iter().enumerate() {
+        let pb = json!({
+            "name": "t",
+            "module_defaults": value,
+            "steps": [{"id": "q", "mysql_query": "SELECT 1"}],
+        });
+        let loaded = loads(dir.path(), &format!("md{i}"), &pb);
+        if loaded.is_ok() != *ok {
+            loader_disagrees.push(format!("{value}: {loaded:?}"));
+        }
+        cases.push(Case::playbook(format!("module_defaults: {value}"), pb));
+    }
+    assert!(
+        loader_disagrees.is_empty(),
+        "{}",
+        loader_disagrees.join("\n")
+    );
+    let schema_disagrees: Vec<String> = cases
+        .iter()
+        .zip(validate(&cases))
+        .zip(samples.iter().map(|(_, ok)| *ok))
+        .filter(|((_, errors), ok)| errors.is_empty() != *ok)
+        .map(|((c, errors), _)| format!("{}: {errors:?}", c.label))
+        .collect();
+    assert!(
+        schema_disagrees.is_empty(),
+        "{}",
+        schema_disagrees.join("\n")
+    );
 }
 
 #[test]

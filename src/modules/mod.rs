@@ -569,6 +569,46 @@ pub fn registry() -> &'static IndexMap<&'static str, Arc<dyn Module>> {
     })
 }
 
+/// A group of modules, named `group/NAME` in `module_defaults:`: a default given to the
+/// group applies to each member for the arguments that member takes.
+#[derive(Debug, Clone, Copy)]
+pub struct ModuleGroup {
+    /// The group's name, without `group/`.
+    pub name: &'static str,
+    /// What its members share.
+    pub doc: &'static str,
+    /// Its modules, by name.
+    pub members: &'static [&'static str],
+}
+
+/// How `module_defaults:` names a group: `group/mysql`.
+pub const GROUP_PREFIX: &str = "group/";
+
+/// Every module group, declared once.
+pub const GROUPS: &[ModuleGroup] = &[ModuleGroup {
+    name: "mysql",
+    doc: "the MariaDB/MySQL modules, which all take the login arguments (login_host, \
+          login_port, login_socket, login_user, login_password, defaults_file)",
+    members: &[
+        "mysql_dump",
+        "mysql_restore",
+        "mysql_query",
+        "mysql_checksum",
+        "mariadb_backup",
+        "galera_rejoin",
+    ],
+}];
+
+/// The group named `name` (without `group/`).
+pub fn group(name: &str) -> Option<&'static ModuleGroup> {
+    GROUPS.iter().find(|g| g.name == name)
+}
+
+/// The groups a module belongs to, in declaration order.
+pub fn groups_of(module: &str) -> impl Iterator<Item = &'static ModuleGroup> + '_ {
+    GROUPS.iter().filter(move |g| g.members.contains(&module))
+}
+
 /// The module of this name.
 pub fn lookup(name: &str) -> Option<Arc<dyn Module>> {
     registry().get(name).cloned()
@@ -648,24 +688,7 @@ pub fn validate_args(
                 };
                 errors.push(e);
             }
-            Some(spec) if !spec.kind.accepts(v) => {
-                let mut e = v.error(
-                    file,
-                    format!(
-                        "argument `{name}` of `{}` must be a {}, found {}",
-                        doc.name,
-                        spec.kind.describe(),
-                        v.kind()
-                    ),
-                );
-                if spec.kind == ArgKind::Mode {
-                    e = e.with_help(
-                        "quote modes so YAML keeps them as written, e.g. mode: \"0644\"",
-                    );
-                }
-                errors.push(e);
-            }
-            Some(_) => {}
+            Some(spec) => errors.extend(check_arg_type(doc.name, spec, v, file)),
         }
     }
     for spec in doc.args.iter().filter(|a| a.required) {
@@ -683,6 +706,33 @@ pub fn validate_args(
         errors.extend(module.validate(&args, file));
     }
     errors
+}
+
+/// Checks one argument's value against its type (a template passes: it is checked once
+/// rendered); `None` when it fits. `owner` names the module (or group) in the message.
+pub fn check_arg_type(
+    owner: &str,
+    spec: &ArgSpec,
+    v: &Node,
+    file: &SourceFile,
+) -> Option<SourceError> {
+    if spec.kind.accepts(v) {
+        return None;
+    }
+    let e = v.error(
+        file,
+        format!(
+            "argument `{}` of `{owner}` must be a {}, found {}",
+            spec.name,
+            spec.kind.describe(),
+            v.kind()
+        ),
+    );
+    Some(if spec.kind == ArgKind::Mode {
+        e.with_help("quote modes so YAML keeps them as written, e.g. mode: \"0644\"")
+    } else {
+        e
+    })
 }
 
 /// Reads rendered arguments into a module's typed struct.
