@@ -17,6 +17,9 @@ pub enum NodeStatus {
     Failed,
     /// Failed, but `ignore_errors` let the run go on.
     Ignored,
+    /// Failed, and its step's `severity: warning` makes that a warning: the run goes on
+    /// as if it had succeeded.
+    Warning,
     /// Dry run: would change.
     WouldChange,
     /// Dry run: depends on something only a real run produces.
@@ -36,6 +39,7 @@ impl NodeStatus {
             NodeStatus::Skipped => "skip",
             NodeStatus::Failed => "FAILED",
             NodeStatus::Ignored => "failed (ignored)",
+            NodeStatus::Warning => "warning",
             NodeStatus::WouldChange => "would change",
             NodeStatus::Unknown => "unknown",
             NodeStatus::NotRun => "not run",
@@ -97,6 +101,8 @@ pub struct HostRecap {
     pub skipped: usize,
     /// Failed nodes (ignored failures included).
     pub failed: usize,
+    /// Nodes whose failure was a warning (`severity: warning`).
+    pub warnings: usize,
     /// Unknown (dry run) nodes.
     pub unknown: usize,
     /// Nodes never started.
