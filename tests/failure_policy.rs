@@ -176,6 +176,20 @@ fn a_warning_lets_the_run_go_on_and_succeed_without_rollback() {
     );
     assert!(out.stdout.contains("is 30 hours old"), "{out:?}");
     assert!(out.stdout.contains("WARNINGS (1)"), "{out:?}");
+    // The list says what the check said (its last line of standard error).
+    let listed = out
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("WARNINGS (1)"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        ["warning", "check", "n2", "the backup of n2 is 30 hours old"]
+            .iter()
+            .all(|p| listed.contains(p))
+            && !listed.contains("rc="),
+        "{out:?}"
+    );
     let recap_n2 = line(&["n2", "failed=0", "warnings=1"]);
     assert!(recap_n2.is_some(), "no warnings=1 in n2's recap\n{out:?}");
     assert!(
@@ -198,7 +212,8 @@ fn a_warning_lets_the_run_go_on_and_succeed_without_rollback() {
         .find(|c| c.starts_with(r#"name="check [n2]""#))
         .unwrap_or_else(|| panic!("no case for check [n2]\n{xml}"));
     assert!(
-        case.contains(r#"<skipped message="warning: "#) && case.contains(r#"type="warning""#),
+        case.contains(r#"<skipped message="warning: the backup of n2 is 30 hours old""#)
+            && case.contains(r#"type="warning""#),
         "{case}"
     );
     assert!(

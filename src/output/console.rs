@@ -14,7 +14,9 @@ use std::time::Duration;
 use console::Style;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::event::{Event, HostRecap, NodeStatus, Observer, RollbackStatus, RunOutcome};
+use super::event::{
+    Event, HostRecap, NodeStatus, Observer, RollbackStatus, RunOutcome, warning_summary,
+};
 
 /// How the console shows a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,7 +76,8 @@ struct State {
     run_id: String,
     /// Failed nodes (step, host, message and standard error), in the order they ended.
     failures: Vec<NodeKeyText>,
-    /// Nodes that ended in a warning (step, host, message), in the order they ended.
+    /// Nodes that ended in a warning (step, host, what it says in a line), in the order
+    /// they ended.
     warnings: Vec<NodeKeyText>,
     /// Failed compensations (step, host, message), in the order they ended.
     rollback_failures: Vec<NodeKeyText>,
@@ -237,7 +240,7 @@ impl Console {
                     st.failures.push((step.clone(), host.clone(), text));
                 }
                 if *status == NodeStatus::Warning {
-                    let text = msg.clone().unwrap_or_default();
+                    let text = warning_summary(msg.as_deref(), stderr);
                     st.warnings.push((step.clone(), host.clone(), text));
                 }
                 let failed = matches!(
@@ -506,7 +509,7 @@ impl Console {
         }
     }
 
-    /// Every warning again, with the first line of its message, where the run's end is read.
+    /// Every warning again, in a line each, where the run's end is read.
     fn print_warnings(&self, st: &mut State) {
         if st.warnings.is_empty() {
             return;
@@ -519,10 +522,9 @@ impl Console {
         let lines: Vec<String> = st
             .warnings
             .iter()
-            .map(|(step, host, msg)| {
-                let first = split_msg(Some(msg)).0.unwrap_or("the step failed");
+            .map(|(step, host, said)| {
                 format!(
-                    "  {}  {step:<sw$}  {host:<hw$}  {first}",
+                    "  {}  {step:<sw$}  {host:<hw$}  {said}",
                     self.status_word(NodeStatus::Warning, 0),
                     sw = st.step_width,
                     hw = st.host_width

@@ -48,6 +48,18 @@ impl NodeStatus {
     }
 }
 
+/// What a warning says in one line: the last line of its standard error (a check's own
+/// words, e.g. `the newest backup of ctl01 is older than 26 hours`), else the first line
+/// of its message.
+pub fn warning_summary(msg: Option<&str>, stderr: &str) -> String {
+    let last_err = stderr.lines().map(str::trim).rfind(|l| !l.is_empty());
+    let first_msg = msg.and_then(|m| m.lines().map(str::trim).find(|l| !l.is_empty()));
+    last_err
+        .or(first_msg)
+        .unwrap_or("the step failed")
+        .to_string()
+}
+
 /// How one node's rollback went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::event::{Event, NodeStatus, Observer, RollbackStatus};
+use super::event::{Event, NodeStatus, Observer, RollbackStatus, warning_summary};
 
 /// Collects node results and writes them as a JUnit XML file in [`Observer::finish`].
 pub struct JunitReport {
@@ -107,11 +107,13 @@ impl Observer for JunitReport {
                         let mut s = TestCaseStatus::skipped();
                         s.set_message(format!(
                             "warning: {}",
-                            msg.as_deref().unwrap_or("the step failed")
+                            warning_summary(msg.as_deref(), stderr)
                         ));
                         s.set_type("warning");
-                        if !stderr.is_empty() {
-                            s.set_description(stderr.as_str());
+                        let said = [msg.as_deref().unwrap_or_default(), stderr.as_str()];
+                        let said: Vec<&str> = said.into_iter().filter(|t| !t.is_empty()).collect();
+                        if !said.is_empty() {
+                            s.set_description(said.join("\n"));
                         }
                         s
                     }
