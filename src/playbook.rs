@@ -394,6 +394,7 @@ enum Read<'n> {
     Bool(bool),
     /// [`Shape::Count`], [`Shape::Percent`].
     Count(u32),
+    /// [`Shape::Severity`].
     Severity(Severity),
     Duration(Duration),
     Texts(Vec<String>),
@@ -950,7 +951,7 @@ impl Loader {
         if let Some(r) = rollback_node {
             step.rollback = self.rollback(file, &r);
         }
-        // Both from `defaults:` was said there, once.
+        // When both come from `defaults:`, that was said there, once (see `defaults`).
         if step.ignore_errors
             && step.severity == Severity::Warning
             && let Some(at) = severity_at.or(ignore_at)
