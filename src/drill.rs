@@ -49,7 +49,11 @@ pub fn prepare(pb: &mut Playbook) -> Result<(), String> {
                 PHASES.join(", ")
             ));
         }
-        if step.phase.as_deref() == Some("verify") {
+        // A `severity: warning` verification stays a warning (a passed verification
+        // with a warning); it cannot be both (see the loader).
+        if step.phase.as_deref() == Some("verify")
+            && step.severity == crate::playbook::Severity::Error
+        {
             step.ignore_errors = true;
         }
     }
@@ -178,7 +182,10 @@ impl DrillReport {
                     step: step.id.clone(),
                     name: step.name.clone(),
                     host: graph.nodes[i].host.clone(),
-                    passed: matches!(r.status, NodeStatus::Ok | NodeStatus::Changed),
+                    passed: matches!(
+                        r.status,
+                        NodeStatus::Ok | NodeStatus::Changed | NodeStatus::Warning
+                    ),
                     msg: match r.result.get("msg").and_then(Json::as_str) {
                         None | Some("") => String::new(),
                         Some(_) if step.no_log => "(hidden by no_log)".to_string(),

@@ -1,9 +1,9 @@
 //! The executor: schedules the graph's (step, host) nodes and runs each one.
 //!
 //! Scheduling: a node starts once every node it waits for has ended (ok, changed,
-//! skipped or an ignored failure). At most `host_parallelism` nodes run at once on a
+//! skipped, an ignored failure or a warning). At most `host_parallelism` nodes run at once on a
 //! host and at most `forks` hosts have work running at once. When a node fails for
-//! good (after its retries, not ignored) or the operator interrupts, nothing new
+//! good (after its retries, not ignored, not a warning) or the operator interrupts, nothing new
 //! starts, running nodes finish (an interrupt cancels them), and [`crate::rollback`]
 //! compensates what ran.
 //!
@@ -83,6 +83,18 @@ impl Default for RunOptions {
             past_lock_dir: None,
             in_doubt: HashMap::new(),
         }
+    }
+}
+
+/// How a node of `step` that failed for good (after its retries) ends: `failed`,
+/// `failed (ignored)` with `ignore_errors`, or `warning` with `severity: warning`. Only
+/// `failed` stops the run (or takes its host out, with `max_fail_percentage`); the
+/// others count as ended for what needs them.
+pub fn failure_status(step: &Step) -> NodeStatus {
+    match (step.ignore_errors, step.severity) {
+        (true, _) => NodeStatus::Ignored,
+        (false, crate::playbook::Severity::Warning) => NodeStatus::Warning,
+        (false, crate::playbook::Severity::Error) => NodeStatus::Failed,
     }
 }
 
@@ -1190,11 +1202,7 @@ impl Run {
         let diff = (!diffs.is_empty()).then(|| diffs.join("\n"));
         match failure {
             Some((m, _)) => {
-                rec.status = if step.ignore_errors {
-                    NodeStatus::Ignored
-                } else {
-                    NodeStatus::Failed
-                };
+                rec.status = failure_status(step);
                 self.register(step, host, &rec.result, check);
                 self.finish_event(i, &rec, attempts, diff, Some(m));
             }
@@ -1311,11 +1319,7 @@ impl Run {
         why: String,
         attempts: u32,
     ) -> NodeRecord {
-        rec.status = if step.ignore_errors {
-            NodeStatus::Ignored
-        } else {
-            NodeStatus::Failed
-        };
+        rec.status = failure_status(step);
         rec.result = json!({"changed": false, "failed": true, "msg": why});
         self.register(step, host, &rec.result, false);
         self.finish_event(i, &rec, attempts, None, Some(why));

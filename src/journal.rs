@@ -773,7 +773,10 @@ impl PastRun {
                         let key = (step.clone(), host.clone());
                         journaled.finished.insert(key.clone());
                         past.in_doubt.remove(&key);
-                        if matches!(status.as_str(), "changed" | "ok" | "skipped" | "ignored") {
+                        if matches!(
+                            status.as_str(),
+                            "changed" | "ok" | "skipped" | "ignored" | "warning"
+                        ) {
                             past.done.insert(
                                 key,
                                 (

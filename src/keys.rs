@@ -45,6 +45,8 @@ pub enum Shape {
     BecomeMethod,
     /// `together`, `in_order` or `reverse` (a looped import's order).
     LoopOrder,
+    /// `error` or `warning`: what a step's failure is.
+    Severity,
     /// An expression without braces (`{{ }}` around it is allowed); as [`Shape::Text`].
     Expression,
     /// `true` or `false`.
@@ -290,6 +292,14 @@ pub const KEYS: &[Key] = &[
         places: &[S, D],
         shape: Shape::Bool,
         doc: "a failure is reported as `failed (ignored)` and the run goes on",
+    },
+    Key {
+        name: "severity",
+        places: &[S, D],
+        shape: Shape::Severity,
+        doc: "`error` (default) or `warning`: a warning step's failure is reported as \
+              `warning`, and the run goes on as if it had succeeded (not with \
+              `ignore_errors`)",
     },
     Key {
         name: "read_only",

@@ -226,6 +226,28 @@ pub struct Action {
     pub location: Location,
 }
 
+/// What a step's failure is (`severity:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Severity {
+    /// The failure stops the run and rolls it back (unless `ignore_errors`). The default.
+    #[default]
+    Error,
+    /// The failure is a warning: reported as `warning`, and the run goes on as if the
+    /// step had succeeded (what needs it runs; no rollback; exit 0).
+    Warning,
+}
+
+impl Severity {
+    /// The severity a word names (`error`, `warning`).
+    pub fn from_word(word: &str) -> Option<Severity> {
+        match word {
+            "error" => Some(Severity::Error),
+            "warning" => Some(Severity::Warning),
+            _ => None,
+        }
+    }
+}
+
 /// One step of a playbook.
 #[derive(Clone)]
 pub struct Step {
@@ -265,6 +287,8 @@ pub struct Step {
     pub retry_delay: Duration,
     /// A failure does not stop the run.
     pub ignore_errors: bool,
+    /// What a failure is: an error, or a warning (never with `ignore_errors`).
+    pub severity: Severity,
     /// Changes nothing: also runs in a dry run.
     pub read_only: bool,
     /// Runs on the first host only.
@@ -367,6 +391,7 @@ struct Defaults {
     retries: Option<u32>,
     retry_delay: Option<Duration>,
     ignore_errors: Option<bool>,
+    severity: Option<Severity>,
     no_log: Option<bool>,
     tags: Vec<String>,
     rollback: Option<Node>,
@@ -475,6 +500,8 @@ enum Read<'n> {
     Bool(bool),
     /// [`Shape::Count`], [`Shape::Percent`].
     Count(u32),
+    /// [`Shape::Severity`].
+    Severity(Severity),
     Duration(Duration),
     Texts(Vec<String>),
     /// Step ids, each where it was written.
@@ -494,6 +521,7 @@ impl Read<'_> {
             Read::Text(_) => "text",
             Read::Bool(_) => "a boolean",
             Read::Count(_) => "a number",
+            Read::Severity(_) => "a severity",
             Read::Duration(_) => "a duration",
             Read::Texts(_) => "texts",
             Read::Ids(_) => "ids",
@@ -1099,6 +1127,7 @@ impl Loader {
             retries: defaults.retries.unwrap_or(0),
             retry_delay: defaults.retry_delay.unwrap_or(Duration::from_secs(1)),
             ignore_errors: defaults.ignore_errors.unwrap_or(false),
+            severity: defaults.severity.unwrap_or_default(),
             read_only: false,
             run_once: false,
             delegate_to: None,
@@ -1117,6 +1146,10 @@ impl Loader {
             base_dir: dir_of(&file.path),
         };
         let mut rollback_node = defaults.rollback.clone();
+        // Where the step itself writes `severity` and `ignore_errors`, to say where they
+        // contradict each other.
+        let mut severity_at: Option<&Node> = None;
+        let mut ignore_at: Option<&Node> = None;
         for (k, v) in entries {
             let key = k.scalar_text().unwrap_or_default();
             // Unknown keys and the module were dealt with above; `id` and `name` too.
@@ -1150,7 +1183,14 @@ impl Loader {
                 ("timeout", Read::Duration(d)) => step.timeout = Some(d),
                 ("retries", Read::Count(n)) => step.retries = n,
                 ("retry_delay", Read::Duration(d)) => step.retry_delay = d,
-                ("ignore_errors", Read::Bool(b)) => step.ignore_errors = b,
+                ("ignore_errors", Read::Bool(b)) => {
+                    step.ignore_errors = b;
+                    ignore_at = Some(k);
+                }
+                ("severity", Read::Severity(s)) => {
+                    step.severity = s;
+                    severity_at = Some(k);
+                }
                 ("read_only", Read::Bool(b)) => step.read_only = b,
                 ("run_once", Read::Bool(b)) => step.run_once = b,
                 ("delegate_to", Read::Text(d)) => {
@@ -1170,6 +1210,32 @@ impl Loader {
         }
         if let Some(r) = rollback_node {
             step.rollback = self.rollback(file, &r, &defaults.modules);
+        }
+        // When both come from `defaults:`, that was said there, once (see `defaults`).
+        if step.ignore_errors
+            && step.severity == Severity::Warning
+            && let Some(at) = severity_at.or(ignore_at)
+        {
+            let from = match (severity_at, ignore_at) {
+                (Some(_), Some(_)) => "",
+                (Some(_), None) => " (`ignore_errors` from `defaults:`)",
+                (None, _) => " (`severity` from `defaults:`)",
+            };
+            self.err(
+                at.error(
+                    file,
+                    format!(
+                        "step `{}` has both `severity: warning` and `ignore_errors: true`{from}: \
+                         a failure cannot be both a warning and an ignored error",
+                        step.id
+                    ),
+                )
+                .with_help(
+                    "keep `severity: warning` (its failure is reported as a warning and the run \
+                     goes on) and remove `ignore_errors`, or write `ignore_errors: false` on the \
+                     step when `defaults:` sets it",
+                ),
+            );
         }
         Some(step)
     }
@@ -1270,11 +1336,28 @@ impl Loader {
                 ("retries", Read::Count(n)) => d.retries = Some(n),
                 ("retry_delay", Read::Duration(t)) => d.retry_delay = Some(t),
                 ("ignore_errors", Read::Bool(b)) => d.ignore_errors = Some(b),
+                ("severity", Read::Severity(s)) => d.severity = Some(s),
                 ("no_log", Read::Bool(b)) => d.no_log = Some(b),
                 ("tags", Read::Texts(t)) => d.tags = t,
                 ("rollback", Read::Node(r)) => d.rollback = Some(r.clone()),
                 (_, read) => self.unhandled(file, k, key, Place::Defaults, &read),
             }
+        }
+        if d.ignore_errors == Some(true)
+            && d.severity == Some(Severity::Warning)
+            && let Some((k, _)) = entries.iter().find(|(k, _)| k.as_str() == Some("severity"))
+        {
+            self.err(
+                k.error(
+                    file,
+                    "`defaults` has both `severity: warning` and `ignore_errors: true`: a \
+                     failure cannot be both a warning and an ignored error",
+                )
+                .with_help(
+                    "keep `severity: warning` (a failure is reported as a warning and the run \
+                     goes on) and remove `ignore_errors`",
+                ),
+            );
         }
         d
     }
@@ -1602,6 +1685,7 @@ impl Loader {
                 }
                 Read::Text(o)
             }
+            Shape::Severity => Read::Severity(self.severity(file, v, name)?),
             Shape::Expression => {
                 let w = strip_braces(&self.string(file, v, name)?);
                 if let Err(e) = self.templates.check_expression(&w) {
@@ -1816,6 +1900,22 @@ impl Loader {
             return None;
         }
         Some(m)
+    }
+
+    fn severity(&mut self, file: &SourceFile, v: &Node, key: &str) -> Option<Severity> {
+        let word = self.string(file, v, key)?;
+        let severity = Severity::from_word(&word);
+        if severity.is_none() {
+            let help = did_you_mean(&word, ["error", "warning"]).map_or_else(
+                || "write `warning` (a failure is reported as a warning and the run goes on) or `error` (the default)".to_string(),
+                |s| format!("did you mean `{s}`? A severity is `warning` or `error` (the default)"),
+            );
+            self.err(
+                v.error(file, format!("`{key}: {word}` is not a severity"))
+                    .with_help(help),
+            );
+        }
+        severity
     }
 
     fn vars_map(&mut self, file: &SourceFile, v: &Node) -> Option<IndexMap<String, Json>> {

@@ -30,6 +30,7 @@ pub fn recap(
             NodeStatus::Ok => r.ok += 1,
             NodeStatus::Skipped => r.skipped += 1,
             NodeStatus::Failed | NodeStatus::Ignored | NodeStatus::Cancelled => r.failed += 1,
+            NodeStatus::Warning => r.warnings += 1,
             NodeStatus::Unknown => r.unknown += 1,
             NodeStatus::NotRun => r.not_run += 1,
         }

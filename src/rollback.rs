@@ -1,7 +1,7 @@
 //! Rollback: undoing what a failed run did, in reverse dependency order.
 //!
-//! Every node that started and may have changed something (changed, failed, ignored
-//! or cancelled) is compensated: by its step's `rollback:` actions, or with `auto` by
+//! Every node that started and may have changed something (changed, failed, ignored,
+//! warned or cancelled) is compensated: by its step's `rollback:` actions, or with `auto` by
 //! its module's own undo from the pre-state it captured. A node's compensation waits
 //! until the compensations of every node that needed it are done; nodes with nothing
 //! to undo pass straight through. When a compensation fails, the nodes it would have
@@ -37,7 +37,11 @@ fn touched(rec: &NodeRecord) -> bool {
     rec.entered
         && matches!(
             rec.status,
-            NodeStatus::Changed | NodeStatus::Failed | NodeStatus::Ignored | NodeStatus::Cancelled
+            NodeStatus::Changed
+                | NodeStatus::Failed
+                | NodeStatus::Ignored
+                | NodeStatus::Warning
+                | NodeStatus::Cancelled
         )
 }
 

@@ -43,6 +43,7 @@ fn shape_schema(shape: Shape) -> Json {
         Shape::VarName => json!({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}),
         Shape::BecomeMethod => json!({"enum": ["sudo", "su"]}),
         Shape::LoopOrder => json!({"enum": crate::playbook::LOOP_ORDERS}),
+        Shape::Severity => json!({"enum": ["error", "warning"]}),
         Shape::Bool => json!({"type": "boolean"}),
         Shape::Count => json!({"type": "integer", "minimum": 0, "maximum": u32::MAX}),
         Shape::Percent => json!({"type": "integer", "minimum": 0, "maximum": 100}),

@@ -132,3 +132,30 @@ fn a_playbook_without_phases_is_not_a_drill() {
     out.assert_code(1);
     assert!(out.stderr.contains("has no phases"), "{}", out.stderr);
 }
+
+#[test]
+fn a_warned_verification_passes_the_drill_as_a_warning() {
+    let verify = "    - id: same\n      needs: restore\n      command: cmp {{ live }}/file {{ backup }}/file\n    - id: spare-copy\n      needs: restore\n      severity: warning\n      shell: echo no spare copy >&2; exit 1\n";
+    let out = Test::new()
+        .command("drill")
+        .playbook(&drill("", verify))
+        .args(&["--report", "[TMP]/r.json"])
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.status("spare-copy", "localhost"), "warning", "{out:?}");
+    assert!(out.stdout.contains("WARNINGS (1)"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("DRILL tmp-drill: PASSED"),
+        "{}",
+        out.stdout
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&out.read("r.json")).expect("the JSON report parses");
+    let spare = report["verifications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["step"] == "spare-copy")
+        .unwrap_or_else(|| panic!("no spare-copy verification: {report}"));
+    assert_eq!(spare["passed"], true, "{report}");
+}

@@ -276,7 +276,42 @@ fn the_shipped_drills_and_verify_backups_pass_on_the_minicloud() {
     drill("drills/db-sandbox.yml");
     assert!(!mariadb::server().has_database("lifeboat_sandbox"));
 
-    expect(cloud.run("playbooks/openstack/verify-backups.yml", &[]), 0);
+    let verify = cloud.run_events("playbooks/openstack/verify-backups.yml", &[]);
+    assert_eq!(verify.code, 0, "{}", verify.out);
+    for host in ["ctl01", "cmp01"] {
+        let n = verify.node("warning-age", host);
+        assert_eq!(n.status, "changed", "{host}: {}\n{}", n.msg, verify.out);
+    }
+    // A backup older than backup_warning_hours is a warning (`severity: warning`): the
+    // run succeeds and says so; older than backup_critical_hours, the run fails.
+    let stale = cloud.run_events(
+        "playbooks/openstack/verify-backups.yml",
+        &["-e", r#"{"backup_warning_hours": 0}"#],
+    );
+    assert_eq!(stale.code, 0, "{}", stale.out);
+    for host in ["ctl01", "cmp01"] {
+        let n = stale.node("warning-age", host);
+        assert_eq!(n.status, "warning", "{host}: {}\n{}", n.msg, stale.out);
+        assert_eq!(stale.node("critical-age", host).status, "changed");
+        assert_eq!(stale.node("dumps", host).status, "changed", "{}", stale.out);
+    }
+    for want in [
+        "the newest backup of ctl01 is older than 0 hours",
+        "WARNINGS (2)",
+        "warnings=1",
+        "no step failed, with 2 warnings: ",
+    ] {
+        assert!(stale.out.contains(want), "no `{want}`\n{}", stale.out);
+    }
+    let (code, out) = cloud.run(
+        "playbooks/openstack/verify-backups.yml",
+        &[r#"{"backup_critical_hours": 0}"#],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("the newest backup of ctl01 is older than 0 hours"),
+        "{out}"
+    );
     // A damaged copy in the backup is found.
     let snap = cloud
         .backups_of("ctl01")

@@ -324,6 +324,26 @@ fn offsite_copies_and_the_controller_loss_drill() {
         }
     }
     outputs.push_str(&run.out);
+    // Older than backup_warning_hours: a warning in every repository, and a success.
+    let stale = cloud.run_events(
+        "playbooks/openstack/verify-backups.yml",
+        &["-e", r#"{"backup_warning_hours": 0}"#],
+    );
+    assert_eq!(stale.code, 0, "{}", stale.out);
+    for host in ["ctl01", "cmp01"] {
+        let n = stale.node("offsite-warning-age", host);
+        assert_eq!(n.status, "warning", "{host}: {}\n{}", n.msg, stale.out);
+        assert_eq!(stale.node("offsite-critical-age", host).status, "changed");
+    }
+    assert!(
+        stale.out.contains(&format!(
+            "the newest off-site snapshot of ctl01 in {} is older than 0 hours",
+            oc.swift_repo
+        )),
+        "{}",
+        stale.out
+    );
+    outputs.push_str(&stale.out);
 
     // 3. The site is lost; the controller comes back from Swift alone.
     let state_files = backed_up_files(cloud);

@@ -324,6 +324,7 @@ fn samples(key: &str, shape: Shape) -> (Value, Value) {
         (_, Shape::VarName) => (json!("x_1"), json!("1x")),
         (_, Shape::BecomeMethod) => (json!("su"), json!("doas")),
         (_, Shape::LoopOrder) => (json!("reverse"), json!("backwards")),
+        (_, Shape::Severity) => (json!("warning"), json!("warn")),
         (_, Shape::Expression) => (json!("x is defined"), json!(["x"])),
         (_, Shape::Bool) => (json!(false), json!("yes")),
         (_, Shape::Count) => (json!(3), json!(-1)),

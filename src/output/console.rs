@@ -2,7 +2,9 @@
 //! finishes (with its message, diff and, on failure, its standard error), a spinner listing
 //! what is running when the output is a terminal, streamed command output with `-v`, the
 //! rollback as it happens, and a recap with the outcome and what its exit code means. In a
-//! dry run the nodes are shown at the end as a plan, grouped by wave and host.
+//! dry run the nodes are shown at the end as a plan, grouped by wave and host. A warning
+//! (a `severity: warning` step that failed) is shown as a failure is, marked `warning`,
+//! listed again before the recap, counted in it, and named in the outcome line.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, IsTerminal, Write};
@@ -12,7 +14,9 @@ use std::time::Duration;
 use console::Style;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::event::{Event, HostRecap, NodeStatus, Observer, RollbackStatus, RunOutcome};
+use super::event::{
+    Event, HostRecap, NodeStatus, Observer, RollbackStatus, RunOutcome, warning_summary,
+};
 
 /// How the console shows a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -72,6 +76,9 @@ struct State {
     run_id: String,
     /// Failed nodes (step, host, message and standard error), in the order they ended.
     failures: Vec<NodeKeyText>,
+    /// Nodes that ended in a warning (step, host, what it says in a line), in the order
+    /// they ended.
+    warnings: Vec<NodeKeyText>,
     /// Failed compensations (step, host, message), in the order they ended.
     rollback_failures: Vec<NodeKeyText>,
 }
@@ -115,6 +122,7 @@ impl Console {
                 left_undone: None,
                 run_id: String::new(),
                 failures: Vec::new(),
+                warnings: Vec::new(),
                 rollback_failures: Vec::new(),
             }),
         }
@@ -137,6 +145,7 @@ impl Console {
             NodeStatus::Skipped => Style::new().cyan(),
             NodeStatus::Failed | NodeStatus::Cancelled => Style::new().red().bold(),
             NodeStatus::Ignored => Style::new().red(),
+            NodeStatus::Warning => Style::new().yellow().bold(),
             NodeStatus::WouldChange | NodeStatus::Unknown => Style::new().magenta(),
             NodeStatus::NotRun => Style::new().dim(),
         };
@@ -230,7 +239,14 @@ impl Console {
                     let text = format!("{}\n{stderr}", msg.as_deref().unwrap_or_default());
                     st.failures.push((step.clone(), host.clone(), text));
                 }
-                let failed = matches!(status, NodeStatus::Failed | NodeStatus::Ignored);
+                if *status == NodeStatus::Warning {
+                    let text = warning_summary(msg.as_deref(), stderr);
+                    st.warnings.push((step.clone(), host.clone(), text));
+                }
+                let failed = matches!(
+                    status,
+                    NodeStatus::Failed | NodeStatus::Ignored | NodeStatus::Warning
+                );
                 // A dry run shows its nodes at the end, as a plan; only failures (and
                 // everything with -v) are shown as they happen.
                 if st.check && !self.opts.verbose && !failed {
@@ -379,6 +395,7 @@ impl Console {
                 if st.check {
                     self.print_plan(st);
                 }
+                self.print_warnings(st);
                 self.print_recap(st, recap);
                 self.print_outcome(st, *outcome, *exit_code, *duration);
             }
@@ -492,6 +509,33 @@ impl Console {
         }
     }
 
+    /// Every warning again, in a line each, where the run's end is read.
+    fn print_warnings(&self, st: &mut State) {
+        if st.warnings.is_empty() {
+            return;
+        }
+        let title = self.paint(
+            &format!("WARNINGS ({})", st.warnings.len()),
+            Style::new().yellow().bold(),
+        );
+        st.emit(&title);
+        let lines: Vec<String> = st
+            .warnings
+            .iter()
+            .map(|(step, host, said)| {
+                format!(
+                    "  {}  {step:<sw$}  {host:<hw$}  {said}",
+                    self.status_word(NodeStatus::Warning, 0),
+                    sw = st.step_width,
+                    hw = st.host_width
+                )
+            })
+            .collect();
+        for line in lines {
+            st.emit(&line);
+        }
+    }
+
     /// Per-host counts.
     fn print_recap(&self, st: &mut State, recap: &[HostRecap]) {
         if recap.is_empty() {
@@ -519,6 +563,9 @@ impl Console {
                 count("skipped", r.skipped, Style::new().cyan()),
                 count("failed", r.failed, Style::new().red()),
             ];
+            if r.warnings > 0 {
+                fields.push(count("warnings", r.warnings, Style::new().yellow()));
+            }
             if st.check || r.unknown > 0 {
                 fields.push(count("unknown", r.unknown, Style::new().magenta()));
             }
@@ -535,10 +582,26 @@ impl Console {
     /// The outcome sentence, with what the exit code means.
     fn print_outcome(&self, st: &mut State, outcome: RunOutcome, code: i32, duration: f64) {
         let took = seconds(duration);
+        // Warnings never change the outcome; a successful run names them.
+        let warned = match st.warnings.as_slice() {
+            [] => String::new(),
+            list => format!(
+                ", with {}: {}",
+                plural(list.len(), "warning"),
+                list.iter()
+                    .map(|(step, host, _)| format!("{step} [{host}]"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         let (text, style) = match outcome {
             RunOutcome::Success if st.check => (
-                format!("PLAN done in {took}: nothing was changed (exit {code})"),
+                format!("PLAN done in {took}: nothing was changed{warned} (exit {code})"),
                 Style::new().green().bold(),
+            ),
+            RunOutcome::Success if !warned.is_empty() => (
+                format!("SUCCESS in {took}: no step failed{warned} (exit {code})"),
+                Style::new().yellow().bold(),
             ),
             RunOutcome::Success => (
                 format!("SUCCESS in {took}: every step succeeded (exit {code})"),

@@ -17,6 +17,9 @@ pub enum NodeStatus {
     Failed,
     /// Failed, but `ignore_errors` let the run go on.
     Ignored,
+    /// Failed, and its step's `severity: warning` makes that a warning: the run goes on
+    /// as if it had succeeded.
+    Warning,
     /// Dry run: would change.
     WouldChange,
     /// Dry run: depends on something only a real run produces.
@@ -36,12 +39,25 @@ impl NodeStatus {
             NodeStatus::Skipped => "skip",
             NodeStatus::Failed => "FAILED",
             NodeStatus::Ignored => "failed (ignored)",
+            NodeStatus::Warning => "warning",
             NodeStatus::WouldChange => "would change",
             NodeStatus::Unknown => "unknown",
             NodeStatus::NotRun => "not run",
             NodeStatus::Cancelled => "cancelled",
         }
     }
+}
+
+/// What a warning says in one line: the last line of its standard error (a check's own
+/// words, e.g. `the newest backup of ctl01 is older than 26 hours`), else the first line
+/// of its message.
+pub fn warning_summary(msg: Option<&str>, stderr: &str) -> String {
+    let last_err = stderr.lines().map(str::trim).rfind(|l| !l.is_empty());
+    let first_msg = msg.and_then(|m| m.lines().map(str::trim).find(|l| !l.is_empty()));
+    last_err
+        .or(first_msg)
+        .unwrap_or("the step failed")
+        .to_string()
 }
 
 /// How one node's rollback went.
@@ -97,6 +113,8 @@ pub struct HostRecap {
     pub skipped: usize,
     /// Failed nodes (ignored failures included).
     pub failed: usize,
+    /// Nodes whose failure was a warning (`severity: warning`).
+    pub warnings: usize,
     /// Unknown (dry run) nodes.
     pub unknown: usize,
     /// Nodes never started.

@@ -1,6 +1,7 @@
 //! The JUnit XML report: one test case per (step, host) node, plus one per failed
 //! compensation, written when the run is over. CI systems read it to show which step
-//! failed on which host.
+//! failed on which host. A `severity: warning` step's failure is a `<skipped>` test
+//! case of type `warning` (see docs/playbooks.md, "Output", for why not a pass).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::event::{Event, NodeStatus, Observer, RollbackStatus};
+use super::event::{Event, NodeStatus, Observer, RollbackStatus, warning_summary};
 
 /// Collects node results and writes them as a JUnit XML file in [`Observer::finish`].
 pub struct JunitReport {
@@ -74,6 +75,7 @@ impl Observer for JunitReport {
                 status,
                 duration,
                 msg,
+                stdout,
                 stderr,
                 attempts,
                 ..
@@ -98,6 +100,23 @@ impl Observer for JunitReport {
                         s.set_message(msg.clone().unwrap_or_else(|| status.label().to_string()));
                         s
                     }
+                    // JUnit has no warning. A skip is counted and shown with its message by
+                    // GitLab and Jenkins, and fails neither; the output of a passed case
+                    // is not shown by GitLab at all.
+                    NodeStatus::Warning => {
+                        let mut s = TestCaseStatus::skipped();
+                        s.set_message(format!(
+                            "warning: {}",
+                            warning_summary(msg.as_deref(), stderr)
+                        ));
+                        s.set_type("warning");
+                        let said = [msg.as_deref().unwrap_or_default(), stderr.as_str()];
+                        let said: Vec<&str> = said.into_iter().filter(|t| !t.is_empty()).collect();
+                        if !said.is_empty() {
+                            s.set_description(said.join("\n"));
+                        }
+                        s
+                    }
                     NodeStatus::Changed
                     | NodeStatus::Ok
                     | NodeStatus::Ignored
@@ -109,6 +128,15 @@ impl Observer for JunitReport {
                 case.set_time(secs(*duration));
                 if *attempts > 1 {
                     case.add_property(Property::new("attempts", attempts.to_string()));
+                }
+                if *status == NodeStatus::Warning {
+                    case.add_property(Property::new("severity", "warning"));
+                    if !stdout.is_empty() {
+                        case.set_system_out(stdout.as_str());
+                    }
+                    if !stderr.is_empty() {
+                        case.set_system_err(stderr.as_str());
+                    }
                 }
                 if *status == NodeStatus::Ignored {
                     let why = msg.as_deref().unwrap_or("no message");
