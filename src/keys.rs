@@ -348,7 +348,7 @@ pub const KEYS: &[Key] = &[
         places: &[I],
         shape: Shape::Texts,
         doc: "import the file once per item (words, known when the playbook loads), with \
-              the item in `loop_var` and the ids `ID-ITEM`; the import's id stands for all",
+              the item in `loop_var` and the ids `ITEM-ID`; the import's id stands for all",
     },
     Key {
         name: "loop_var",

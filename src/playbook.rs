@@ -831,7 +831,7 @@ impl Loader {
     }
 
     /// `loop:` on an import: the file imported once per item, with the item in
-    /// `loop_var` and the id `ID-ITEM`; the import's id stands for every expansion (so
+    /// `loop_var` and the id `ITEM-ID`; the import's id stands for every expansion (so
     /// `needs: [ID]` or `[ID@all]` waits for all of them). With `loop_order: in_order`
     /// each expansion needs the one before; `reverse` takes the items backwards so.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
@@ -855,7 +855,7 @@ impl Loader {
             self.err(
                 items_node
                     .error(file, format!("`loop` item `{bad}` cannot name an import"))
-                    .with_help("an import's items are words (letters, digits, `_`, `-`): each names its steps, `ID-ITEM`"),
+                    .with_help("an import's items are words (letters, digits, `_`, `-`): each names its steps, `ITEM-ID`"),
             );
             return;
         }
@@ -867,7 +867,7 @@ impl Loader {
         let mut previous: Option<String> = None;
         for it in ordered {
             let mut one = entry.clone();
-            let id = format!("{group}-{it}");
+            let id = format!("{it}-{group}");
             one.id = Some(id.clone());
             one.vars
                 .insert(loop_var.to_string(), Json::String(it.clone()));

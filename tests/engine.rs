@@ -114,7 +114,7 @@ steps:
     out.assert_code(0);
     for svc in ["heat", "nova", "keystone"] {
         assert_eq!(
-            out.status(&format!("stop-{svc}.stop"), "localhost"),
+            out.status(&format!("{svc}-stop.stop"), "localhost"),
             "changed"
         );
     }
@@ -146,12 +146,12 @@ steps:
     out.assert_code(0);
     assert!(
         out.stdout
-            .contains("wave 1\n  one-a.x @ localhost\n  one-b.x @ localhost\n"),
+            .contains("wave 1\n  a-one.x @ localhost\n  b-one.x @ localhost\n"),
         "{out:?}"
     );
     assert!(
         out.stdout
-            .contains("after @ localhost  <- one-a.x@localhost, one-b.x@localhost"),
+            .contains("after @ localhost  <- a-one.x@localhost, b-one.x@localhost"),
         "{out:?}"
     );
 }
