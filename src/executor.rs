@@ -427,6 +427,44 @@ impl Run {
                 }
             }
         }
+        // `finally` nodes the run did not reach (what they need failed, or the run
+        // stopped): they run now, in wave order, once everything else has ended, and
+        // before any rollback. An interrupt (Ctrl-C) skips them.
+        if !interrupted && refused.is_none() {
+            let mut last: Vec<usize> = (0..n)
+                .filter(|&i| {
+                    records[i].status == NodeStatus::NotRun
+                        && !self.prior.contains_key(&i)
+                        && self.playbook.steps[graph.nodes[i].step].finally
+                })
+                .collect();
+            last.sort_by_key(|&i| graph.nodes[i].wave);
+            for i in last {
+                records[i].started = self.emitter.elapsed();
+                let rec = match self.journal_start(i) {
+                    Ok(()) => self.clone().run_node(i).await,
+                    Err(e) => {
+                        stop_reason.get_or_insert(e);
+                        break;
+                    }
+                };
+                if let Err(e) = self.journal_finish_later(i, &rec) {
+                    stop_reason.get_or_insert(e);
+                }
+                if rec.status == NodeStatus::Failed {
+                    failed_any = true;
+                    let step = &self.playbook.steps[graph.nodes[i].step];
+                    stop_reason.get_or_insert(format!(
+                        "step `{}` failed on {}",
+                        step.id, graph.nodes[i].host
+                    ));
+                }
+                records[i] = NodeRecord {
+                    finished: self.emitter.elapsed(),
+                    ..rec
+                };
+            }
+        }
         for (i, rec) in records.iter().enumerate() {
             if rec.status == NodeStatus::NotRun {
                 self.finish_event(

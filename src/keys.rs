@@ -314,6 +314,13 @@ pub const KEYS: &[Key] = &[
         doc: "one node, on the first host of the pattern",
     },
     Key {
+        name: "finally",
+        places: &[S],
+        shape: Shape::Bool,
+        doc: "runs once what it needs has ended, whatever the outcome: after a failure \
+              too, before the rollback (a resync after a desync)",
+    },
+    Key {
         name: "delegate_to",
         places: &[S],
         shape: Shape::Text,

@@ -293,6 +293,9 @@ pub struct Step {
     pub read_only: bool,
     /// Runs on the first host only.
     pub run_once: bool,
+    /// Runs once what it needs has ended, whatever the outcome (after a failure too,
+    /// before the rollback).
+    pub finally: bool,
     /// Runs on this host instead (a template), with the original host's variables.
     pub delegate_to: Option<String>,
     /// Tags for --tags / --skip-tags.
@@ -1130,6 +1133,7 @@ impl Loader {
             severity: defaults.severity.unwrap_or_default(),
             read_only: false,
             run_once: false,
+            finally: false,
             delegate_to: None,
             tags: defaults.tags.clone(),
             no_log: defaults.no_log.unwrap_or(false),
@@ -1193,6 +1197,7 @@ impl Loader {
                 }
                 ("read_only", Read::Bool(b)) => step.read_only = b,
                 ("run_once", Read::Bool(b)) => step.run_once = b,
+                ("finally", Read::Bool(b)) => step.finally = b,
                 ("delegate_to", Read::Text(d)) => {
                     step.delegate_to = Some(d);
                     self.check_templates(file, v, &[]);

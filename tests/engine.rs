@@ -228,6 +228,59 @@ steps:
     assert!(log.ends_with("after main\n"), "{log}");
 }
 
+// ---------------------------------------------------------------- finally
+
+const DESYNC: &str = r#"
+steps:
+  - id: desync
+    shell: echo desync >> {{ playbook_dir }}/log
+    rollback:
+      shell: echo undo-desync >> {{ playbook_dir }}/log
+  - id: dump
+    needs: [desync]
+    shell: echo dump >> {{ playbook_dir }}/log; {{ 'exit 3' if fail else 'true' }}
+    rollback: none
+  - id: copy
+    needs: [dump]
+    shell: echo copy >> {{ playbook_dir }}/log
+    rollback: none
+  - id: resync
+    needs: [dump]
+    finally: true
+    shell: echo resync >> {{ playbook_dir }}/log
+    rollback: none
+"#;
+
+#[test]
+fn a_finally_step_runs_after_a_failure_and_before_the_rollback() {
+    let out = Test::new()
+        .playbook(DESYNC)
+        .args(&["-e", "fail=true"])
+        .run();
+    out.assert_code(2);
+    assert_eq!(out.status("dump", "localhost"), "failed");
+    assert_eq!(out.status("resync", "localhost"), "changed");
+    assert_eq!(out.status("copy", "localhost"), "not_run");
+    assert_eq!(
+        out.read("log"),
+        "desync\ndump\nresync\nundo-desync\n",
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_finally_step_runs_in_its_place_when_nothing_fails() {
+    let out = Test::new()
+        .playbook(DESYNC)
+        .args(&["-e", "fail=false"])
+        .run();
+    out.assert_code(0);
+    let log = out.read("log");
+    assert!(log.starts_with("desync\ndump\n"), "{log}");
+    assert!(log.contains("resync\n") && log.contains("copy\n"), "{log}");
+    assert!(!log.contains("undo"), "{log}");
+}
+
 // ---------------------------------------------------------------- rollback
 
 const DIAMOND: &str = r#"
