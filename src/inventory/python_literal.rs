@@ -566,56 +566,10 @@ fn json_lit(j: Json) -> Lit {
 
 /// A text literal's value: Python's escapes unless raw.
 fn str_value(body: &[char], raw: bool) -> Option<String> {
-    if raw {
-        return Some(body.iter().collect());
-    }
-    let mut out = String::new();
-    let mut i = 0;
-    while i < body.len() {
-        let c = body[i];
-        i += 1;
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        let e = *body.get(i)?;
-        i += 1;
-        match e {
-            '\n' => {}
-            '\\' | '\'' | '"' => out.push(e),
-            'a' => out.push('\x07'),
-            'b' => out.push('\x08'),
-            'f' => out.push('\x0c'),
-            'n' => out.push('\n'),
-            'r' => out.push('\r'),
-            't' => out.push('\t'),
-            'v' => out.push('\x0b'),
-            '0'..='7' => {
-                let (v, used) = octal(&body[i - 1..]);
-                i += used - 1;
-                out.push(char::from_u32(v)?);
-            }
-            'x' => {
-                out.push(char::from_u32(hex(body, i, 2)?)?);
-                i += 2;
-            }
-            'u' => {
-                out.push(char::from_u32(hex(body, i, 4)?)?);
-                i += 4;
-            }
-            'U' => {
-                out.push(char::from_u32(hex(body, i, 8)?)?);
-                i += 8;
-            }
-            // `\N{NAME}` needs Unicode's name table: left as text (see the module docs).
-            'N' => return None,
-            other => {
-                out.push('\\');
-                out.push(other);
-            }
-        }
-    }
-    Some(out)
+    unescape(body, raw, false)?
+        .into_iter()
+        .map(char::from_u32)
+        .collect()
 }
 
 /// A bytes literal's value: ASCII only, Python's byte escapes unless raw.
@@ -623,8 +577,17 @@ fn bytes_value(body: &[char], raw: bool) -> Option<Vec<u8>> {
     if body.iter().any(|c| !c.is_ascii()) {
         return None;
     }
+    unescape(body, raw, true)?
+        .into_iter()
+        .map(|v| u8::try_from(v).ok())
+        .collect()
+}
+
+/// The code points (or byte values) of a literal's body after Python's escapes; bytes
+/// know no `\N`, `\u` or `\U` (kept as written). `None` for an escape Python refuses.
+fn unescape(body: &[char], raw: bool, bytes: bool) -> Option<Vec<u32>> {
     if raw {
-        return Some(body.iter().map(|&c| c as u8).collect());
+        return Some(body.iter().map(|&c| c as u32).collect());
     }
     let mut out = Vec::new();
     let mut i = 0;
@@ -632,33 +595,39 @@ fn bytes_value(body: &[char], raw: bool) -> Option<Vec<u8>> {
         let c = body[i];
         i += 1;
         if c != '\\' {
-            out.push(c as u8);
+            out.push(c as u32);
             continue;
         }
         let e = *body.get(i)?;
         i += 1;
+        let fixed = |n: usize, i: &mut usize| {
+            let v = hex(body, *i, n);
+            *i += n;
+            v
+        };
         match e {
             '\n' => {}
-            '\\' | '\'' | '"' => out.push(e as u8),
+            '\\' | '\'' | '"' => out.push(e as u32),
             'a' => out.push(7),
             'b' => out.push(8),
             'f' => out.push(12),
-            'n' => out.push(b'\n'),
-            'r' => out.push(b'\r'),
-            't' => out.push(b'\t'),
+            'n' => out.push(10),
+            'r' => out.push(13),
+            't' => out.push(9),
             'v' => out.push(11),
             '0'..='7' => {
                 let (v, used) = octal(&body[i - 1..]);
                 i += used - 1;
-                out.push(u8::try_from(v).ok()?);
+                out.push(v);
             }
-            'x' => {
-                out.push(u8::try_from(hex(body, i, 2)?).ok()?);
-                i += 2;
-            }
+            'x' => out.push(fixed(2, &mut i)?),
+            'u' if !bytes => out.push(fixed(4, &mut i)?),
+            'U' if !bytes => out.push(fixed(8, &mut i)?),
+            // `\N{NAME}` needs Unicode's name table: left as text (see the module docs).
+            'N' if !bytes => return None,
             other => {
-                out.push(b'\\');
-                out.push(other as u8);
+                out.push('\\' as u32);
+                out.push(other as u32);
             }
         }
     }
